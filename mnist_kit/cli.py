@@ -1,0 +1,127 @@
+"""The ``mnist-kit`` command: a thin layer over plain functions.
+
+User errors (``mnist_kit.UserError``) end in one line on stderr and a non-zero exit code, without a
+traceback; config errors exit with 2. Heavy modules (paddle) are imported only by commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mnist_kit import UserError, __version__, config
+
+
+class _Failure(click.ClickException):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            raise _Failure(str(e), e.exit_code) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mnist-kit")
+def cli():
+    """Train, evaluate and use MNIST models with PaddlePaddle, from a YAML config."""
+
+
+_config_option = click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                              help="YAML experiment config (default: the built-in defaults = configs/cnn.yaml).")
+_override_option = click.option("--override", "-o", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                                help="Override one config value (repeatable), e.g. -o optimizer.lr=0.01")
+
+
+@cli.command()
+@_config_option
+@_override_option
+@click.option("--dataset", type=click.Choice(config.DATASETS), help="Data set (default: data.name of the config).")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+              help="Prepared-data directory (default: data.root, $MNIST_KIT_DATA or ~/.cache/mnist-kit).")
+@click.option("--source", type=click.Choice(["auto", "download", "debian", "dir"]), default="auto", show_default=True,
+              help="auto: an existing cache, else Debian's package where installed, else download.")
+@click.option("--from-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder holding the four IDX files (.gz or uncompressed).")
+@click.option("--mirror", "mirrors", multiple=True, metavar="URL", help="Download from this base URL (repeatable) "
+              "instead of the built-in mirror list.")
+@click.option("--retries", type=click.IntRange(1, 20), default=3, show_default=True, help="Attempts per mirror.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True, help="Network timeout, seconds.")
+@click.option("--no-verify", is_flag=True, help="Accept files that do not match the published checksums.")
+@click.option("--force", is_flag=True, help="Prepare again even if a valid cache exists.")
+def prepare(config_path, overrides, dataset, root, source, from_dir, mirrors, retries, timeout, no_verify, force):
+    """Get, verify and cache a data set (MNIST or Fashion-MNIST)."""
+    from mnist_kit import data
+
+    cfg = config.load(config_path, overrides)
+    name = dataset or cfg["data"]["name"]
+    root = root or data.data_root(cfg["data"]["root"])
+    meta = data.prepare(name, root, source=source, from_dir=from_dir, mirrors=mirrors or None, retries=retries,
+                        timeout=timeout, verify=not no_verify, force=force)
+    click.echo(data.describe(meta))
+    click.echo(f"prepared in {Path(root) / name}")
+
+
+@cli.command()
+@_config_option
+@_override_option
+@click.option("--seed", type=int, help="Shortcut for -o train.seed=N.")
+@click.option("--device", help="Shortcut for -o train.device=D (cpu, gpu, gpu:N, auto).")
+@click.option("--name", help="Run name (default: <config name>-<timestamp>); an existing run is never reused.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+def train(config_path, overrides, seed, device, name, print_config):
+    """Train a model as the config describes; one run directory per run."""
+    extra = [f"train.seed={seed}"] if seed is not None else []
+    extra += [f"train.device={device}"] if device else []
+    extra += [f"output.name={json.dumps(name)}"] if name else []
+    cfg = config.load(config_path, list(overrides) + extra)
+    if print_config:
+        click.echo(config.dump(cfg), nl=False)
+        return
+    from mnist_kit import engine
+
+    engine.train(cfg, config_name=config_path.stem if config_path else cfg["model"]["name"])
+
+
+@cli.command("eval")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Run directory (default: the newest run).")
+@click.option("--root", type=click.Path(path_type=Path), default="checkpoints", show_default=True,
+              help="Where to look for the newest run.")
+@click.option("--epoch", type=click.IntRange(0), help="Evaluate this epoch's checkpoint (epochs count from 0).")
+@click.option("--last", is_flag=True, help="Evaluate the last epoch's checkpoint instead of the best one.")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cpu, gpu, gpu:N or auto.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(run_dir, root, epoch, last, split, device, as_json):
+    """Measure a trained run: loss, accuracy, per-class precision/recall/F1, confusion matrix."""
+    from mnist_kit import engine, metrics, runs
+
+    if epoch is not None and last:
+        raise UserError("--epoch and --last exclude each other")
+    if device not in ("cpu", "gpu", "auto") and not (device.startswith("gpu:") and device[4:].isdigit()):
+        raise UserError(f"--device is {device!r}; allowed: cpu, gpu, gpu:N, auto")
+    run = runs.resolve_run(str(run_dir) if run_dir else None, root)
+    result = engine.evaluate_run(run, epoch=epoch, last=last, split=split, device=device)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"run {run}")
+        click.echo(metrics.format_report(result, result["classes"]))
+
+
+def main(args=None, prog_name: str = "mnist-kit"):
+    cli.main(args=args, prog_name=prog_name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

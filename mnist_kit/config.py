@@ -1,0 +1,296 @@
+"""Experiment configuration: the schema, YAML loading, ``-o key=value`` overrides and strict validation.
+
+A config is a plain nested dict ``{section: {key: value}}``. Every key that exists is declared in
+``SCHEMA`` with its type, default and help text; the README's config reference is written from it.
+Sections with a ``name`` key (model, loss, optimizer, schedule) are tagged unions: a key marked
+``only=(...)`` applies to those names alone, and setting it for another name is an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_kit import ConfigError
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str  # int | float | bool | str | path | ints | float_or_auto
+    default: Any
+    help: str
+    choices: tuple = ()
+    min: float | None = None
+    max: float | None = None
+    only: tuple = ()  # names of the section's `name` this key applies to; empty = all
+
+
+DATASETS = ("mnist", "fashion-mnist")
+MODELS = ("linear", "mlp", "cnn")
+LOSSES = ("cross_entropy", "mse")
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "step", "polynomial", "cosine")
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+
+SCHEMA: dict[str, dict[str, Field]] = {
+    "data": {
+        "name": Field("str", "mnist", "dataset to train on", choices=DATASETS),
+        "root": Field("path", None, "prepared-data directory; null = $MNIST_KIT_DATA or ~/.cache/mnist-kit"),
+        "val_size": Field("int", 10000, "images split off the training set for validation", min=1),
+        "split_seed": Field("int", 0, "seed of the train/validation split (independent of train.seed)"),
+        "mean": Field("float_or_auto", "auto", "normalisation mean of pixels in [0,1]; auto = from the training split"),
+        "std": Field("float_or_auto", "auto", "normalisation std of pixels in [0,1]; auto = from the training split", min=1e-6),
+    },
+    "model": {
+        "name": Field("str", "cnn", "network architecture", choices=MODELS),
+        "hidden": Field("ints", [256, 128], "hidden layer widths", only=("mlp",), min=1),
+        "activation": Field("str", "relu", "hidden-layer activation", choices=ACTIVATIONS, only=("mlp",)),
+        "channels": Field("ints", [20, 20], "output channels of each conv+ReLU+max-pool block", only=("cnn",), min=1),
+        "kernel_size": Field("int", 5, "square conv kernel size (odd; 'same' padding)", only=("cnn",), min=1),
+        "batch_norm": Field("bool", False, "batch normalisation after each conv", only=("cnn",)),
+        "dropout": Field("float", 0.0, "dropout probability before the last linear layer", only=("mlp", "cnn"), min=0.0, max=0.99),
+    },
+    "loss": {
+        "name": Field("str", "cross_entropy", "training loss", choices=LOSSES),
+        "label_smoothing": Field("float", 0.0, "label smoothing epsilon", only=("cross_entropy",), min=0.0, max=0.99),
+    },
+    "optimizer": {
+        "name": Field("str", "adam", "optimizer", choices=OPTIMIZERS),
+        "lr": Field("float", 0.001, "base learning rate", min=0.0),
+        "weight_decay": Field("float", 0.0, "L2 weight decay (decoupled for adamw)", min=0.0),
+        "grad_clip": Field("float", 0.0, "clip gradients to this global L2 norm; 0 = off", min=0.0),
+        "momentum": Field("float", 0.9, "momentum factor", only=("momentum", "rmsprop"), min=0.0, max=1.0),
+        "nesterov": Field("bool", False, "Nesterov momentum", only=("momentum",)),
+        "beta1": Field("float", 0.9, "first-moment decay", only=("adam", "adamw"), min=0.0, max=1.0),
+        "beta2": Field("float", 0.999, "second-moment decay", only=("adam", "adamw"), min=0.0, max=1.0),
+        "rho": Field("float", 0.95, "squared-gradient decay", only=("rmsprop",), min=0.0, max=1.0),
+        "epsilon": Field("float", 1e-8, "numerical stability term", only=("adagrad", "rmsprop", "adam", "adamw"), min=0.0),
+    },
+    "schedule": {
+        "name": Field("str", "constant", "learning-rate schedule (stepped every batch)", choices=SCHEDULES),
+        "warmup_epochs": Field("float", 0.0, "linear warm-up from 0 to lr over this many epochs", min=0.0),
+        "step_epochs": Field("float", 1.0, "multiply lr by gamma every this many epochs", only=("step",), min=1e-9),
+        "gamma": Field("float", 0.1, "decay factor", only=("step",), min=0.0),
+        "end_lr": Field("float", 0.0, "final learning rate", only=("polynomial", "cosine"), min=0.0),
+        "power": Field("float", 1.0, "polynomial power", only=("polynomial",), min=0.0),
+    },
+    "train": {
+        "epochs": Field("int", 5, "epochs to train", min=1),
+        "batch_size": Field("int", 64, "training batch size (per process)", min=1),
+        "eval_batch_size": Field("int", 1000, "batch size for validation and evaluation", min=1),
+        "seed": Field("int", 0, "seed of weights, data order and dropout; same seed + config = same run on CPU"),
+        "device": Field("str", "auto", "cpu, gpu, gpu:N or auto"),
+        "amp": Field("bool", False, "mixed precision (GPU only)"),
+        "log_every": Field("int", 50, "steps between progress lines and logged training scalars", min=1),
+    },
+    "output": {
+        "root": Field("path", "checkpoints", "directory that holds one directory per run"),
+        "name": Field("str", None, "run name; null = <config name>-<timestamp>"),
+        "visualdl": Field("bool", True, "write VisualDL logs to <run>/vdl"),
+    },
+}
+
+
+def defaults() -> dict:
+    """The complete default config (equal to configs/cnn.yaml)."""
+    return validate({})
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _kind_name(field: Field) -> str:
+    return {
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+        "str": "a string",
+        "path": "a path",
+        "ints": "a list of integers, e.g. [32, 64]",
+        "float_or_auto": "a number or 'auto'",
+    }[field.kind]
+
+
+def _coerce(path: str, field: Field, value: Any) -> Any:
+    """Return ``value`` as the field's type, or raise ValueError with a message."""
+    if value is None:
+        if field.default is None:
+            return None
+        raise ValueError(f"{path} must be {_kind_name(field)}, not null")
+    kind = field.kind
+    bad = ValueError(f"{path} must be {_kind_name(field)}, got {value!r}")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        out = value
+    elif kind in ("float", "float_or_auto"):
+        if kind == "float_or_auto" and value == "auto":
+            return "auto"
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad
+        out = float(value)
+    elif kind in ("str", "path"):
+        if not isinstance(value, str) or not value:
+            raise bad
+        out = value
+    elif kind == "ints":
+        if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise bad
+        out = list(value)
+    else:  # pragma: no cover - schema typo
+        raise AssertionError(kind)
+    if field.choices and out not in field.choices:
+        raise ValueError(f"{path} is {out!r}; allowed: {', '.join(field.choices)}{_suggest(str(out), field.choices)}")
+    for v in out if isinstance(out, list) else [out]:
+        if isinstance(v, (int, float)):
+            if field.min is not None and v < field.min:
+                raise ValueError(f"{path} must be >= {field.min:g}, got {v!r}")
+            if field.max is not None and v > field.max:
+                raise ValueError(f"{path} must be <= {field.max:g}, got {v!r}")
+    return out
+
+
+def validate(raw: Any, source: str = "config") -> dict:
+    """Check ``raw`` (as loaded from YAML, possibly partial) and return the complete config.
+
+    Raises ConfigError listing every problem found.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections ({', '.join(SCHEMA)})")
+    errors: list[str] = []
+    for section in raw:
+        if section not in SCHEMA:
+            errors.append(f"unknown section '{section}'{_suggest(str(section), SCHEMA)}; sections: {', '.join(SCHEMA)}")
+    out: dict = {}
+    for section, fields in SCHEMA.items():
+        given = raw.get(section) or {}
+        if not isinstance(given, dict):
+            errors.append(f"{section} must be a mapping of keys, got {given!r}")
+            given = {}
+        for key in given:
+            if key not in fields:
+                errors.append(f"unknown key '{section}.{key}'{_suggest(str(key), fields)}; "
+                              f"keys of {section}: {', '.join(fields)}")
+        sec: dict = {}
+        name = None
+        if "name" in fields:
+            try:
+                name = _coerce(f"{section}.name", fields["name"], given.get("name", fields["name"].default))
+            except ValueError as e:
+                errors.append(str(e))
+        for key, field in fields.items():
+            if field.only and name is not None and name not in field.only:
+                if key in given:
+                    errors.append(f"{section}.{key} does not apply to {section} '{name}' "
+                                  f"(it applies to: {', '.join(field.only)})")
+                continue
+            if field.only and name is None:
+                continue
+            try:
+                sec[key] = _coerce(f"{section}.{key}", field, given.get(key, copy.deepcopy(field.default)))
+            except ValueError as e:
+                errors.append(str(e))
+        out[section] = sec
+    if not errors:
+        errors.extend(_cross_checks(out))
+    if errors:
+        raise ConfigError(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors))
+    return out
+
+
+def _cross_checks(cfg: dict) -> list[str]:
+    errors = []
+    device = cfg["train"]["device"]
+    if not (device in ("cpu", "gpu", "auto") or (device.startswith("gpu:") and device[4:].isdigit())):
+        errors.append(f"train.device is {device!r}; allowed: cpu, gpu, gpu:N (N = 0, 1, ...), auto")
+    if cfg["model"]["name"] == "cnn" and cfg["model"]["kernel_size"] % 2 == 0:
+        errors.append("model.kernel_size must be odd (the conv uses 'same' padding)")
+    return errors
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optimizer.lr=0.01"`` -> (["optimizer", "lr"], 0.01). Values are YAML scalars or flow lists."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value, e.g. -o optimizer.lr=0.01")
+    key, _, value = text.partition("=")
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override '{text}': the key must be section.key, e.g. optimizer.lr")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{text}': the value is not valid YAML ({e.problem})") from None
+    if isinstance(parsed, dict):
+        raise ConfigError(f"override '{text}': the value must be a scalar or a list")
+    return parts, parsed
+
+
+def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()) -> dict:
+    """Read a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
+    raw: Any = {}
+    source = "config"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p} (shipped configs are in the repository's configs/ folder)")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p} is not valid YAML: {e}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections ({', '.join(SCHEMA)})")
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"override '{text}': {section} in {source} is not a mapping")
+        target[key] = value
+    if overrides:
+        source += " with overrides " + " ".join(f"-o {o}" for o in overrides)
+    return validate(raw, source)
+
+
+def dump(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+
+
+def config_hash(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def reference_markdown() -> str:
+    """The config reference table for the README, generated from SCHEMA."""
+    lines = ["| key | default | applies to | meaning |", "|---|---|---|---|"]
+    for section, fields in SCHEMA.items():
+        for key, f in fields.items():
+            meaning = f.help + (f"; one of: {', '.join(f.choices)}" if f.choices else "")
+            default = "null" if f.default is None else json.dumps(f.default)
+            lines.append(f"| `{section}.{key}` | `{default}` | {', '.join(f.only) or 'all'} | {meaning} |")
+    return "\n".join(lines)

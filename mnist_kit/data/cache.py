@@ -1,0 +1,177 @@
+"""The prepared cache: IDX files verified and parsed once, stored as numpy arrays for fast loading.
+
+Layout under the data root (``data.root``, ``$MNIST_KIT_DATA`` or ``~/.cache/mnist-kit``)::
+
+    <root>/<dataset>/raw/*.gz        downloaded archives (downloads only)
+    <root>/<dataset>/arrays.npz      x_train, y_train, x_test, y_test (uint8)
+    <root>/<dataset>/prepared.json   source, checksums, counts; written last, so its presence means complete
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_kit import UserError
+from mnist_kit.console import info
+from mnist_kit.data.idx import decompress_if_gzip, parse_idx
+from mnist_kit.data.sources import DatasetInfo, SourceError, dataset_info, debian_available, download, read_local
+from mnist_kit.files import atomic_path, digest, write_text
+
+FORMAT_VERSION = 1
+
+
+class DataError(UserError):
+    pass
+
+
+def data_root(configured: str | None = None) -> Path:
+    if configured:
+        return Path(configured).expanduser()
+    env = os.environ.get("MNIST_KIT_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "mnist-kit"
+
+
+@dataclass
+class Prepared:
+    name: str
+    classes: tuple
+    x_train: np.ndarray  # (N, 28, 28) uint8
+    y_train: np.ndarray  # (N,) int64
+    x_test: np.ndarray
+    y_test: np.ndarray
+    meta: dict
+
+
+def _parse_all(info_: DatasetInfo, files: dict[str, bytes]) -> dict[str, np.ndarray]:
+    arrays = {}
+    for role, spec in info_.files.items():
+        arrays[role] = parse_idx(files[role], spec.raw_name, spec.ndim)
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if x.shape[0] != y.shape[0]:
+            raise DataError(f"{info_.title} {split} set: {x.shape[0]} images but {y.shape[0]} labels")
+        if x.shape[1:] != (28, 28):
+            raise DataError(f"{info_.title} {split} images are {x.shape[1:]}, expected 28x28")
+        if y.size and y.max() >= len(info_.classes):
+            raise DataError(f"{info_.title} {split} labels go up to {y.max()}, expected 0..{len(info_.classes) - 1}")
+    return arrays
+
+
+def prepare(name: str, root: Path, source: str = "auto", from_dir: Path | None = None, mirrors=None,
+            retries: int = 3, timeout: float = 30.0, verify: bool = True, force: bool = False,
+            backoff: float = 1.0) -> dict:
+    """Get, verify, parse and cache a data set; return the metadata written to prepared.json."""
+    info_ = dataset_info(name)
+    target = Path(root) / name
+    meta_path = target / "prepared.json"
+    if from_dir is not None:
+        source = "dir"
+    if not force and source == "auto" and meta_path.is_file():
+        try:
+            load(name, root)
+            meta = json.loads(meta_path.read_text())
+            info(f"{info_.title} is already prepared in {target} (from {meta['source']}); --force prepares it again")
+            return meta
+        except DataError as e:
+            info(f"the existing cache is unusable ({e}); preparing again")
+    if source == "auto":
+        source = "debian" if debian_available(info_) else "download"
+    if source == "dir":
+        if from_dir is None:
+            raise SourceError("--source dir needs --from-dir FOLDER")
+        info(f"reading {info_.title} from {from_dir}")
+        files = read_local(info_, from_dir, verify)
+        origin = f"folder {Path(from_dir).resolve()}"
+    elif source == "debian":
+        if not debian_available(info_):
+            if info_.debian_package is None:
+                raise SourceError(f"Debian has no package with {info_.title}; use --source download or --from-dir")
+            raise SourceError(f"Debian's {info_.debian_package} is not installed "
+                              f"(install it with: apt-get install {info_.debian_package})")
+        info(f"reading {info_.title} from Debian's {info_.debian_package} in {info_.debian_dir}")
+        files = read_local(info_, info_.debian_dir, verify)
+        origin = f"Debian package {info_.debian_package} ({info_.debian_dir})"
+    elif source == "download":
+        info(f"downloading {info_.title} into {target / 'raw'}")
+        files = download(info_, target / "raw", mirrors, retries, timeout, verify, backoff)
+        origin = "download"
+    else:
+        raise SourceError(f"unknown source '{source}'; allowed: auto, download, debian, dir")
+    files = {role: decompress_if_gzip(data, info_.files[role].filename) for role, data in files.items()}
+    arrays = _parse_all(info_, files)
+    with atomic_path(target / "arrays.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, x_train=arrays["train_images"], y_train=arrays["train_labels"],
+                     x_test=arrays["test_images"], y_test=arrays["test_labels"])
+    meta = {
+        "format": FORMAT_VERSION,
+        "dataset": name,
+        "source": origin,
+        "verified": verify,
+        "files_md5": {info_.files[r].raw_name: hashlib.md5(data).hexdigest() for r, data in files.items()},
+        "arrays_sha256": digest(target / "arrays.npz"),
+        "counts": {"train": int(arrays["train_labels"].size), "test": int(arrays["test_labels"].size)},
+        "class_counts": {
+            "train": np.bincount(arrays["train_labels"], minlength=len(info_.classes)).tolist(),
+            "test": np.bincount(arrays["test_labels"], minlength=len(info_.classes)).tolist(),
+        },
+        "classes": list(info_.classes),
+        "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def load(name: str, root: Path) -> Prepared:
+    """Load a prepared data set, checking it is complete and undamaged."""
+    info_ = dataset_info(name)
+    target = Path(root) / name
+    meta_path, arrays_path = target / "prepared.json", target / "arrays.npz"
+    how = f"run: mnist-kit prepare --dataset {name}" + (f" --root {root}" if root != data_root() else "")
+    if not meta_path.is_file() or not arrays_path.is_file():
+        raise DataError(f"{info_.title} is not prepared in {target}; {how}")
+    try:
+        meta = json.loads(meta_path.read_text())
+        expected = meta["arrays_sha256"]
+    except (ValueError, KeyError, OSError):
+        raise DataError(f"{meta_path} is damaged; {how} --force") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise DataError(f"{target} was prepared by another version of mnist-kit; {how} --force")
+    data = arrays_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise DataError(f"{arrays_path} is damaged (checksum mismatch); {how} --force")
+    with np.load(io.BytesIO(data)) as z:
+        arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    return Prepared(name, info_.classes, arrays["x_train"], arrays["y_train"].astype(np.int64),
+                    arrays["x_test"], arrays["y_test"].astype(np.int64), meta)
+
+
+def split_train_val(x: np.ndarray, y: np.ndarray, val_size: int, seed: int):
+    """A deterministic random split of the training set: (x_train, y_train, x_val, y_val)."""
+    if val_size >= len(y):
+        raise DataError(f"data.val_size is {val_size} but the training set has only {len(y)} images")
+    order = np.random.default_rng(seed).permutation(len(y))
+    val, train = np.sort(order[:val_size]), np.sort(order[val_size:])
+    return x[train], y[train], x[val], y[val]
+
+
+def describe(meta: dict) -> str:
+    """A short human report of a prepared data set: counts and class balance."""
+    lines = [f"{meta['dataset']}: {meta['counts']['train']} training and {meta['counts']['test']} test images "
+             f"(source: {meta['source']}; checksums {'verified' if meta['verified'] else 'NOT verified'})",
+             f"  {'class':<14}{'train':>8}{'%':>7}{'test':>8}{'%':>7}"]
+    tr, te = meta["class_counts"]["train"], meta["class_counts"]["test"]
+    ntr, nte = max(sum(tr), 1), max(sum(te), 1)
+    for i, cls in enumerate(meta["classes"]):
+        lines.append(f"  {i} {cls:<12}{tr[i]:>8}{100 * tr[i] / ntr:>6.1f}%{te[i]:>8}{100 * te[i] / nte:>6.1f}%")
+    return "\n".join(lines)

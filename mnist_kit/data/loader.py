@@ -1,0 +1,65 @@
+"""In-memory batches and the input normalisation.
+
+The whole split stays in memory as uint8; each epoch's order is a permutation drawn from
+``default_rng([seed, epoch])``, so the order of any epoch is known without replaying earlier ones
+(which is what makes resuming at an epoch or a step exact). Normalisation happens per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """``x = (pixel / 255 - mean) / std``; travels with every run, checkpoint and export."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def from_config(cls, data_cfg: dict, x_train: np.ndarray) -> "Normalization":
+        mean, std = data_cfg["mean"], data_cfg["std"]
+        if mean == "auto" or std == "auto":
+            pixels = x_train.astype(np.float64) / 255.0
+            mean = float(pixels.mean()) if mean == "auto" else mean
+            std = float(pixels.std()) if std == "auto" else std
+        return cls(round(float(mean), 6), round(float(std), 6))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28)."""
+        scale = np.float32(1.0 / (255.0 * self.std))
+        shift = np.float32(-self.mean / self.std)
+        out = x.astype(np.float32) * scale + shift
+        return out.reshape(x.shape[0], 1, *x.shape[1:])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Batches:
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, norm: Normalization,
+                 shuffle: bool = False, seed: int = 0):
+        self.x, self.y, self.batch_size, self.norm = x, y, batch_size, norm
+        self.shuffle, self.seed = shuffle, seed
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.y)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.y))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
+
+    def epoch(self, epoch: int = 0, start_step: int = 0):
+        """Yield (x float32 (B,1,28,28), y int64 (B,)) for the epoch, from batch ``start_step`` on."""
+        order = self.order(epoch)
+        for step in range(start_step, len(self)):
+            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            yield self.norm.apply(self.x[idx]), self.y[idx]

@@ -1,0 +1,241 @@
+"""Where the IDX files come from: the datasets' mirrors, a local folder, or Debian's package.
+
+Every file is checked against published checksums: the MD5 (and, for MNIST, TensorFlow's SHA-256) of
+the official ``.gz`` archive, or the MD5 of the uncompressed IDX file, so that a re-compressed copy
+(Debian's package is one) is recognised by its content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mnist_kit import UserError
+from mnist_kit.console import Progress, info
+from mnist_kit.data.idx import decompress_if_gzip
+from mnist_kit.files import atomic_path
+
+ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    filename: str  # name of the official archive, e.g. train-images-idx3-ubyte.gz
+    md5_gz: str  # published MD5 of the archive (torchvision, Paddle)
+    md5_raw: str  # published MD5 of the uncompressed file
+    ndim: int
+    sha256_gz: str | None = None  # published SHA-256 of the archive (TensorFlow), where there is one
+
+    @property
+    def raw_name(self) -> str:
+        return self.filename[: -len(".gz")]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    title: str
+    classes: tuple
+    mirrors: tuple
+    files: dict = field(hash=False)
+    debian_dir: Path | None = None
+    debian_package: str | None = None
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        name="mnist",
+        title="MNIST",
+        classes=tuple(str(d) for d in range(10)),
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",  # torchvision
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",  # TensorFlow
+            "https://dataset.bj.bcebos.com/mnist/",  # Paddle
+            "http://yann.lecun.com/exdb/mnist/",  # the original
+        ),
+        files={
+            "train_images": FileSpec("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                                     "6bbc9ace898e44ae57da46a324031adb", 3,
+                                     "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+            "train_labels": FileSpec("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432",
+                                     "a25bea736e30d166cdddb491f175f624", 1,
+                                     "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+            "test_images": FileSpec("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3",
+                                    "2646ac647ad5339dbf082846283269ea", 3,
+                                    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+            "test_labels": FileSpec("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c",
+                                    "27ae3e4e09519cfbb04c329615203637", 1,
+                                    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+        },
+    ),
+    "fashion-mnist": DatasetInfo(
+        name="fashion-mnist",
+        title="Fashion-MNIST",
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        mirrors=(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # Zalando, torchvision
+            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",  # Keras
+            "https://dataset.bj.bcebos.com/fashion_mnist/",  # Paddle
+        ),
+        files={
+            "train_images": FileSpec("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                                     "f4a8712d7a061bf5bd6d2ca38dc4d50a", 3),
+            "train_labels": FileSpec("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe",
+                                     "9018921c3c673c538a1fc5bad174d6f9", 1),
+            "test_images": FileSpec("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79",
+                                    "8181f5470baa50b63fa0f6fddb340f0a", 3),
+            "test_labels": FileSpec("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310",
+                                    "15d484375f8d13e6eb1aabb0c3f46965", 1),
+        },
+        debian_dir=Path("/usr/share/datasets/fashion-mnist"),
+        debian_package="dataset-fashion-mnist",
+    ),
+}
+
+
+class SourceError(UserError):
+    pass
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise SourceError(f"unknown dataset '{name}'; allowed: {', '.join(DATASETS)}") from None
+
+
+def checksum_match(data: bytes, spec: FileSpec) -> str | None:
+    """Which published checksum ``data`` matches (archive or uncompressed content), or None."""
+    if hashlib.md5(data).hexdigest() == spec.md5_gz:
+        if spec.sha256_gz and hashlib.sha256(data).hexdigest() != spec.sha256_gz:
+            return None
+        return "published archive checksum"
+    try:
+        raw = decompress_if_gzip(data)
+    except UserError:
+        return None
+    if hashlib.md5(raw).hexdigest() == spec.md5_raw:
+        return "published checksum of the uncompressed file"
+    return None
+
+
+def _find(directory: Path, spec: FileSpec) -> Path | None:
+    for candidate in (directory / spec.filename, directory / spec.raw_name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_local(info_: DatasetInfo, directory: Path, verify: bool = True) -> dict[str, bytes]:
+    """The four files from ``directory`` (``.gz`` or uncompressed), verified unless told not to."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SourceError(f"{directory} is not a directory")
+    found = {role: _find(directory, spec) for role, spec in info_.files.items()}
+    missing = [info_.files[r].raw_name + "[.gz]" for r, p in found.items() if p is None]
+    if missing:
+        raise SourceError(f"{directory} lacks {', '.join(missing)}; it must hold the four {info_.title} IDX files "
+                          f"({', '.join(s.filename for s in info_.files.values())}, gzipped or not)")
+    out = {}
+    for role, path in found.items():
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise SourceError(f"cannot read {path}: {e.strerror}") from None
+        if verify and not checksum_match(data, info_.files[role]):
+            raise SourceError(f"{path} does not match the published {info_.title} checksums "
+                              f"(md5 {hashlib.md5(data).hexdigest()}); it is damaged or another data set. "
+                              "To use your own IDX files on purpose, add --no-verify")
+        out[role] = data
+    return out
+
+
+def debian_available(info_: DatasetInfo) -> bool:
+    return info_.debian_dir is not None and all(_find(info_.debian_dir, s) for s in info_.files.values())
+
+
+class _Permanent(Exception):
+    """A failure that retrying the same mirror will not fix."""
+
+
+def _fetch(url: str, target: Path, timeout: float, desc: str) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(target) as tmp:
+            total = int(response.headers.get("Content-Length") or 0)
+            progress = Progress(total, desc, bytes_unit=True)
+            with open(tmp, "wb") as out:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    progress.update(len(chunk))
+            progress.close()
+            if total and progress.n != total:
+                raise ConnectionError(f"connection closed after {progress.n} of {total} bytes")
+    except urllib.error.HTTPError as e:
+        if 400 <= e.code < 500 and e.code not in (408, 429):
+            raise _Permanent(f"HTTP {e.code} {e.reason}") from None
+        raise ConnectionError(f"HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, socket.gaierror):
+            raise _Permanent(f"cannot resolve host ({e.reason.strerror})") from None
+        raise ConnectionError(str(e.reason)) from None
+
+
+def download(info_: DatasetInfo, dest: Path, mirrors=None, retries: int = 3, timeout: float = 30.0,
+             verify: bool = True, backoff: float = 1.0) -> dict[str, bytes]:
+    """Download the four archives into ``dest``, trying each mirror in turn; return their bytes.
+
+    Files already in ``dest`` that verify are reused. Each file is written to a temporary name and only
+    renamed into place once complete and verified.
+    """
+    mirrors = list(mirrors or info_.mirrors)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    out: dict[str, bytes] = {}
+    for role, spec in info_.files.items():
+        target = dest / spec.filename
+        if target.is_file():
+            data = target.read_bytes()
+            if not verify or checksum_match(data, spec):
+                out[role] = data
+                continue
+            target.unlink()
+        failures = []
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + "/" + spec.filename
+            for attempt in range(1, retries + 1):
+                try:
+                    _fetch(url, target, timeout, f"{spec.filename} from {mirror}")
+                except _Permanent as e:
+                    failures.append(f"{url}: {e}")
+                    break
+                except (ConnectionError, OSError, http.client.HTTPException) as e:
+                    failures.append(f"{url}: {e} (attempt {attempt} of {retries})")
+                    if attempt < retries:
+                        time.sleep(backoff * 2 ** (attempt - 1))
+                    continue
+                data = target.read_bytes()
+                if verify and not checksum_match(data, spec):
+                    target.unlink()
+                    failures.append(f"{url}: checksum mismatch (md5 {hashlib.md5(data).hexdigest()}), file discarded")
+                    break
+                out[role] = data
+                break
+            if role in out:
+                break
+            info(f"  {mirror} failed for {spec.filename}: {failures[-1].split(': ', 1)[1]}")
+        if role not in out:
+            detail = "\n".join(f"  - {f}" for f in failures)
+            hint = ""
+            if info_.debian_package:
+                hint = f", or install Debian's {info_.debian_package} and use --source debian"
+            raise SourceError(f"could not download {spec.filename} of {info_.title} from any mirror:\n{detail}\n"
+                              f"Offline? Put the four IDX files in a folder and run "
+                              f"`mnist-kit prepare --dataset {info_.name} --from-dir FOLDER`{hint}.")
+    return out

@@ -1,0 +1,49 @@
+"""Classification metrics from labels and predictions (numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``cm[i, j]`` = images of true class i predicted as j."""
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class(cm: np.ndarray) -> dict:
+    tp = np.diag(cm).astype(np.float64)
+    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(actual > 0, tp / actual, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+            "support": actual.astype(int).tolist()}
+
+
+def report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict:
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    pc = per_class(cm)
+    return {"accuracy": float(np.trace(cm) / max(cm.sum(), 1)), "per_class": pc,
+            "macro_f1": float(np.mean(pc["f1"])), "confusion_matrix": cm.tolist()}
+
+
+def format_report(result: dict, classes) -> str:
+    """A human-readable table of an evaluation result."""
+    pc = result["per_class"]
+    width = max(len(c) for c in classes) + 3
+    lines = [f"{result['split']} split of {result['dataset']}: {result['samples']} images, "
+             f"checkpoint {result['checkpoint']}",
+             f"loss {result['loss']:.4f}   accuracy {100 * result['accuracy']:.2f}%   macro F1 {result['macro_f1']:.4f}",
+             "",
+             f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
+    for i, cls in enumerate(classes):
+        lines.append(f"{f'{i} {cls}':<{width}}{pc['precision'][i]:>10.4f}{pc['recall'][i]:>10.4f}"
+                     f"{pc['f1'][i]:>10.4f}{pc['support'][i]:>9}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+    cm = result["confusion_matrix"]
+    cell = max(len(str(v)) for row in cm for v in row) + 1
+    lines.append(" " * 4 + "".join(f"{j:>{cell}}" for j in range(len(classes))))
+    for i, row in enumerate(cm):
+        lines.append(f"{i:>3} " + "".join(f"{v:>{cell}}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""The networks, chosen by name: ``linear``, ``mlp``, ``cnn``.
+
+Each returns logits and exposes ``features(x)``, the penultimate representation (for embeddings).
+Input shape and number of classes come from the data, so nothing is sized by hand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_kit.runtime import paddle
+
+nn = paddle.nn
+
+
+class Linear(nn.Layer):
+    """Softmax regression on the raw pixels."""
+
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(int(np.prod(input_shape)), num_classes)
+
+    def features(self, x):
+        return self.flatten(x)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+class MLP(nn.Layer):
+    ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+    def __init__(self, input_shape, num_classes, hidden=(256, 128), activation="relu", dropout=0.0):
+        super().__init__()
+        layers, width = [nn.Flatten()], int(np.prod(input_shape))
+        for h in hidden:
+            layers += [nn.Linear(width, h), self.ACTIVATIONS[activation]()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(width, num_classes)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.fc(self.dropout(self.features(x)))
+
+
+class CNN(nn.Layer):
+    """Blocks of conv(k x k, 'same') [+ batch norm] + ReLU + 2x2 max-pool, then one linear layer.
+
+    The default, two blocks of 20 channels with 5x5 kernels, is the classic Paddle/LeNet tutorial net.
+    """
+
+    def __init__(self, input_shape, num_classes, channels=(20, 20), kernel_size=5, batch_norm=False, dropout=0.0):
+        super().__init__()
+        in_ch, height, width = input_shape
+        layers = []
+        for out_ch in channels:
+            layers.append(nn.Conv2D(in_ch, out_ch, kernel_size, padding=kernel_size // 2))
+            if batch_norm:
+                layers.append(nn.BatchNorm2D(out_ch))
+            layers += [nn.ReLU(), nn.MaxPool2D(2, 2)]
+            in_ch, height, width = out_ch, height // 2, width // 2
+        if height < 1 or width < 1:
+            raise ValueError(f"{len(channels)} pooling blocks shrink a {input_shape[1]}x{input_shape[2]} input to nothing")
+        layers.append(nn.Flatten())
+        self.body = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_ch * height * width, num_classes)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.fc(self.dropout(self.features(x)))
+
+
+MODELS = {"linear": Linear, "mlp": MLP, "cnn": CNN}
+
+
+def build_model(model_cfg: dict, input_shape=(1, 28, 28), num_classes: int = 10) -> nn.Layer:
+    options = {k: v for k, v in model_cfg.items() if k != "name"}
+    return MODELS[model_cfg["name"]](tuple(input_shape), num_classes, **options)
+
+
+def summary(model: nn.Layer) -> str:
+    rows = [(name, list(p.shape), int(np.prod(p.shape))) for name, p in model.named_parameters()]
+    total = sum(r[2] for r in rows)
+    width = max([len(r[0]) for r in rows] + [9])
+    lines = [f"{'parameter':<{width}}  {'shape':<18}{'count':>10}"]
+    lines += [f"{n:<{width}}  {str(s):<18}{c:>10,}" for n, s, c in rows]
+    lines.append(f"{type(model).__name__}: {total:,} parameters")
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""The one place that imports paddle, decides the device, seeds the RNGs and records versions.
+
+Everything that differs between Paddle 2.6 (the last paddlepaddle-gpu on PyPI) and 3.x belongs here.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+import warnings
+
+import numpy as np
+
+with warnings.catch_warnings():  # paddle warns about a missing ccache at import; it is irrelevant here
+    warnings.simplefilter("ignore")
+    import paddle
+
+from mnist_kit import UserError, __version__
+
+PADDLE_VERSION = tuple(int(p) for p in paddle.__version__.split(".")[:2] if p.isdigit())
+
+
+def select_device(spec: str) -> str:
+    """Set paddle's device from ``cpu``, ``gpu``, ``gpu:N`` or ``auto``; return the device used."""
+    cuda = paddle.device.is_compiled_with_cuda()
+    count = paddle.device.cuda.device_count() if cuda else 0
+    if spec == "auto":
+        device = "gpu:0" if count else "cpu"
+    elif spec == "cpu":
+        device = "cpu"
+    else:
+        if not cuda:
+            raise UserError(f"device '{spec}' asked for, but the installed PaddlePaddle is the CPU build. "
+                            "Install paddlepaddle-gpu for GPU training, or use --device cpu (or auto)")
+        index = int(spec.partition(":")[2] or 0)
+        if index >= count:
+            raise UserError(f"device '{spec}' asked for, but {count} GPU(s) are visible "
+                            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+        device = f"gpu:{index}"
+    paddle.set_device(device)
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    paddle.seed(seed)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    paddle.set_rng_state(state["paddle"])
+
+
+def versions() -> dict:
+    out = {"mnist_kit": __version__, "python": sys.version.split()[0], "paddle": paddle.__version__,
+           "numpy": np.__version__, "platform": platform.platform()}
+    try:
+        from importlib.metadata import version
+
+        out["visualdl"] = version("visualdl")
+    except Exception:  # noqa: BLE001 - optional information
+        pass
+    return out
