@@ -104,9 +104,9 @@ def defaults() -> dict:
     return validate({})
 
 
-def _suggest(word: str, options) -> str:
+def _suggest(word: str, options, prefix: str = "") -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
 def _kind_name(field: Field) -> str:
@@ -192,16 +192,19 @@ def validate(raw: Any, source: str = "config") -> dict:
             given = {}
         for key in given:
             if key not in fields:
-                errors.append(f"unknown key '{section}.{key}'{_suggest(str(key), fields)}; "
+                errors.append(f"unknown key '{section}.{key}'{_suggest(str(key), fields, section + '.')}; "
                               f"keys of {section}: {', '.join(fields)}")
         sec: dict = {}
         name = None
         if "name" in fields:
             try:
-                name = _coerce(f"{section}.name", fields["name"], given.get("name", fields["name"].default))
+                name = sec["name"] = _coerce(f"{section}.name", fields["name"],
+                                             given.get("name", fields["name"].default))
             except ValueError as e:
                 errors.append(str(e))
         for key, field in fields.items():
+            if key == "name":
+                continue
             if field.only and name is not None and name not in field.only:
                 if key in given:
                     errors.append(f"{section}.{key} does not apply to {section} '{name}' "
@@ -277,8 +280,16 @@ def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] 
     return validate(raw, source)
 
 
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+
+
 def dump(cfg: dict) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+    """The config as YAML: sections as blocks, lists inline."""
+    return yaml.dump(cfg, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
 
 def config_hash(cfg: dict) -> str:

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole job on the default config, from a fresh clone: set up, then prepare -> train -> eval.
+# Where the MNIST mirrors cannot be reached it says so and uses Fashion-MNIST from Debian's package
+# (same IDX format) instead. Extra arguments go to `mnist-kit train`, e.g. -o train.epochs=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+mk=.venv/bin/mnist-kit
+
+dataset=mnist
+echo "== mnist-kit prepare --dataset mnist"
+if ! $mk prepare --dataset mnist; then
+  echo
+  echo "== MNIST could not be downloaded (see above). FALLING BACK to Fashion-MNIST from a local IDX source"
+  echo "   (Debian's dataset-fashion-mnist): same format, 10 classes of clothing instead of digits."
+  dataset=fashion-mnist
+  $mk prepare --dataset fashion-mnist
+fi
+
+run=quickstart-$(date +%Y%m%d-%H%M%S)
+echo "== mnist-kit train --config configs/cnn.yaml -o data.name=$dataset --name $run $*"
+$mk train --config configs/cnn.yaml -o data.name=$dataset --name "$run" "$@"
+
+echo "== mnist-kit eval --run checkpoints/$run"
+$mk eval --run "checkpoints/$run"
+echo "== done: the run is in checkpoints/$run (VisualDL logs: .venv/bin/visualdl --logdir checkpoints)"

@@ -1,0 +1,78 @@
+"""Shared fixtures: small synthetic IDX data sets that tests generate, and ways to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mnist_kit.cli import cli
+from mnist_kit.data.idx import write_idx
+
+REPO = Path(__file__).resolve().parents[1]
+FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+         "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def synthetic_arrays(n_train=600, n_test=200, seed=0):
+    """Learnable 28x28 uint8 images: class k is a bright 6x6 block at a class-specific place, plus noise."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = np.arange(n) % 10
+        rng.shuffle(y)
+        x = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(y):
+            r, c = 3 + (k // 5) * 12 + rng.integers(-1, 2), 2 + (k % 5) * 5 + rng.integers(-1, 2)
+            x[i, r:r + 6, max(c, 0):c + 6] = rng.integers(180, 256)
+        return x, y.astype(np.uint8)
+
+    (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
+    return {"train_images": xtr, "train_labels": ytr, "test_images": xte, "test_labels": yte}
+
+
+def write_idx_folder(folder: Path, arrays: dict, gz: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for role, name in FILES.items():
+        write_idx(folder / (name + (".gz" if gz else "")), arrays[role])
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Every test gets its own data root and working directory."""
+    monkeypatch.setenv("MNIST_KIT_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def idx_folder(tmp_path):
+    return write_idx_folder(tmp_path / "idx", synthetic_arrays())
+
+
+@pytest.fixture
+def prepared(idx_folder, tmp_path):
+    """Synthetic data prepared as 'mnist' in the test's data root."""
+    result = run_cli("prepare", "--dataset", "mnist", "--from-dir", str(idx_folder), "--no-verify")
+    assert result.exit_code == 0, result.output
+    return tmp_path / "data"
+
+
+# Small and fast: the synthetic set has 600 training images.
+FAST = ["-o", "data.val_size=100", "-o", "train.epochs=2", "-o", "train.batch_size=50", "-o", "train.log_every=5",
+        "-o", "train.eval_batch_size=64"]
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def run_subprocess(*args, timeout=600, env=None):
+    """Run ``python -m mnist_kit ARGS`` as a user would; returns CompletedProcess with text output."""
+    return subprocess.run([sys.executable, "-m", "mnist_kit", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})

@@ -1,0 +1,136 @@
+import pytest
+import yaml
+
+from mnist_kit import ConfigError, config
+from mnist_kit.models import MODELS
+from mnist_kit.optim import LOSSES, OPTIMIZERS, SCHEDULES
+
+from conftest import REPO, run_cli, run_subprocess
+
+
+def test_default_config_is_configs_cnn_yaml():
+    assert config.load(REPO / "configs" / "cnn.yaml") == config.defaults()
+
+
+@pytest.mark.parametrize("name", ["linear", "mlp", "cnn"])
+def test_shipped_configs_are_valid_and_name_their_model(name):
+    cfg = config.load(REPO / "configs" / f"{name}.yaml")
+    assert cfg["model"]["name"] == name
+
+
+def test_schema_names_match_the_tables():
+    assert set(config.MODELS) == set(MODELS)
+    assert set(config.LOSSES) == set(LOSSES)
+    assert set(config.OPTIMIZERS) == set(OPTIMIZERS)
+    assert set(config.SCHEDULES) == set(SCHEDULES)
+
+
+def test_unknown_key_names_path_and_suggests(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  name: cnn\n  chanels: [8, 8]\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(p)
+    assert "unknown key 'model.chanels'" in str(e.value)
+    assert "did you mean 'model.channels'" in str(e.value)
+
+
+def test_unknown_section_suggests():
+    with pytest.raises(ConfigError, match=r"unknown section 'optimiser'.*did you mean 'optimizer'"):
+        config.validate({"optimiser": {"lr": 0.1}})
+
+
+@pytest.mark.parametrize("section,key,allowed", [
+    ("model", "resnet", "linear, mlp, cnn"),
+    ("loss", "hinge", "cross_entropy, mse"),
+    ("optimizer", "lamb", "sgd, momentum, adagrad, rmsprop, adam, adamw"),
+    ("schedule", "onecycle", "constant, step, polynomial, cosine"),
+    ("data", "cifar10", "mnist, fashion-mnist"),
+])
+def test_unknown_names_list_allowed_values(section, key, allowed):
+    with pytest.raises(ConfigError) as e:
+        config.validate({section: {"name": key}})
+    assert f"allowed: {allowed}" in str(e.value)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=two", "train.epochs must be an integer"),
+    ("train.epochs=2.5", "train.epochs must be an integer"),
+    ("train.epochs=0", "train.epochs must be >= 1"),
+    ("optimizer.lr=fast", "optimizer.lr must be a number"),
+    ("model.channels=8", "model.channels must be a list of integers"),
+    ("model.batch_norm=maybe", "model.batch_norm must be true or false"),
+    ("train.device=tpu", "train.device is 'tpu'; allowed: cpu, gpu, gpu:N"),
+    ("model.kernel_size=4", "kernel_size must be odd"),
+])
+def test_wrong_types_and_values(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config.load(None, [override])
+
+
+def test_key_that_does_not_apply_to_the_chosen_name_is_a_mismatch():
+    with pytest.raises(ConfigError, match=r"loss.label_smoothing does not apply to loss 'mse'"):
+        config.load(None, ["loss.name=mse", "loss.label_smoothing=0.1"])
+    with pytest.raises(ConfigError, match=r"model.hidden does not apply to model 'cnn' \(it applies to: mlp\)"):
+        config.load(None, ["model.hidden=[10]"])
+
+
+def test_every_error_is_reported_at_once():
+    with pytest.raises(ConfigError) as e:
+        config.load(None, ["train.epochs=x", "optimizer.lr=y", "model.nme=z"])
+    assert str(e.value).count("\n  - ") == 3
+
+
+def test_overrides_are_yaml_scalars_never_eval():
+    cfg = config.load(None, ["optimizer.lr=1e-3", "model.channels=[8, 16]", "train.amp=false"])
+    assert cfg["optimizer"]["lr"] == 0.001 and cfg["model"]["channels"] == [8, 16]
+    with pytest.raises(ConfigError, match="must be an integer"):
+        config.load(None, ["train.seed=__import__('os').getpid()"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        config.load(None, ["train.seed"])
+    with pytest.raises(ConfigError, match="must be section.key"):
+        config.load(None, ["seed=1"])
+
+
+def test_override_switching_the_name_drops_keys_of_the_old_name(tmp_path):
+    # configs/cnn.yaml sets cnn-only keys; switching model.name must say so instead of silently ignoring them
+    with pytest.raises(ConfigError, match="model.channels does not apply to model 'mlp'"):
+        config.load(REPO / "configs" / "cnn.yaml", ["model.name=mlp"])
+    cfg = config.load(None, ["model.name=mlp"])
+    assert "channels" not in cfg["model"] and cfg["model"]["hidden"] == [256, 128]
+
+
+def test_print_config_round_trips(tmp_path):
+    result = run_cli("train", "--config", REPO / "configs" / "mlp.yaml", "-o", "optimizer.lr=0.05", "--seed", "7",
+                     "--print-config")
+    assert result.exit_code == 0
+    printed = yaml.safe_load(result.stdout)
+    assert printed["optimizer"]["lr"] == 0.05 and printed["train"]["seed"] == 7
+    assert printed == config.load(REPO / "configs" / "mlp.yaml", ["optimizer.lr=0.05", "train.seed=7"])
+
+
+def test_config_errors_exit_2_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {name: cnn, chanels: [1]}\n")
+    proc = run_subprocess("train", "--config", bad)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "did you mean 'model.channels'" in proc.stderr
+
+
+@pytest.mark.parametrize("content,message", [
+    ("model: [1, 2", "is not valid YAML"),
+    ("- a\n- b\n", "top level must be a mapping"),
+    ("model: 3\n", "model must be a mapping"),
+])
+def test_malformed_yaml(tmp_path, content, message):
+    p = tmp_path / "c.yaml"
+    p.write_text(content)
+    result = run_cli("train", "--config", p)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_missing_config_file():
+    result = run_cli("train", "--config", "nope.yaml")
+    assert result.exit_code == 2
+    assert "config file not found: nope.yaml" in result.output
