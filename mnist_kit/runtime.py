@@ -19,6 +19,9 @@ with warnings.catch_warnings():  # paddle warns about a missing ccache at import
 
 from mnist_kit import UserError, __version__
 
+# printed by BatchNorm on every training forward pass; it describes Paddle's normal behaviour
+warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
+
 PADDLE_VERSION = tuple(int(p) for p in paddle.__version__.split(".")[:2] if p.isdigit())
 
 

@@ -1,0 +1,211 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mnist_kit import config, engine
+from mnist_kit.optim import build_schedule
+
+from conftest import FAST, REPO, run_cli, run_subprocess
+
+
+def _train(*args):
+    result = run_cli("train", *FAST, *args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_a_complete_run_directory(prepared):
+    result = _train("--name", "r1")
+    run = Path("checkpoints/r1")
+    assert "run directory: checkpoints/r1" in result.output
+    assert "CNN: 20,350 parameters" in result.output  # parameter summary of the classic CNN
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved == config.load(None, FAST[1::2] + ["output.name=r1"])
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["seed"] == 0
+    assert {"paddle", "numpy", "python", "mnist_kit"} <= set(info["versions"])
+    assert info["dataset"] == {"name": "mnist", "source": info["dataset"]["source"], "train": 500, "val": 100,
+                               "test": 200}
+    assert set(info["normalization"]) == {"mean", "std"}
+    rows = _metrics(run)
+    assert [r["epoch"] for r in rows] == [0, 1] and rows[-1]["step"] == 20
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_sec"} <= set(rows[0])
+    ckpts = sorted(p.name for p in (run / "ckpt").iterdir())
+    assert ckpts == ["best.pdckpt", "epoch_000.pdckpt", "epoch_001.pdckpt", "manifest.json"]
+    assert list((run / "vdl").glob("vdlrecords*"))
+
+
+def test_training_learns_the_synthetic_task(prepared):
+    _train("--name", "learn", "-o", "train.epochs=4")
+    rows = _metrics("checkpoints/learn")
+    assert rows[-1]["val_acc"] >= 0.9
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_same_seed_same_run_other_seed_other_run(prepared):
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        _train("--name", name, "--seed", seed, "-o", "model.dropout=0.3")
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc")
+    a, b, c = ([[r[k] for k in keys] for r in _metrics(f"checkpoints/{n}")] for n in "abc")
+    assert a == b
+    assert a != c
+
+
+def test_existing_run_is_never_overwritten(prepared):
+    _train("--name", "keep")
+    before = (Path("checkpoints/keep") / "metrics.jsonl").read_text()
+    result = run_cli("train", *FAST, "--name", "keep")
+    assert result.exit_code == 1
+    assert "already exists" in result.output
+    assert (Path("checkpoints/keep") / "metrics.jsonl").read_text() == before
+
+
+def test_default_run_names_come_from_the_config_and_do_not_collide(prepared):
+    for _ in range(2):
+        _train("--config", REPO / "configs" / "linear.yaml")
+    names = sorted(p.name for p in Path("checkpoints").iterdir())
+    assert len(names) == 2 and all(n.startswith("linear-") for n in names)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model.name=linear"],
+    ["model.name=mlp", "model.activation=tanh", "model.dropout=0.2", "model.hidden=[32]"],
+    ["model.name=mlp", "model.activation=sigmoid", "loss.name=mse"],
+    ["model.channels=[4, 8, 8]", "model.kernel_size=3", "model.batch_norm=true", "model.dropout=0.1"],
+    ["loss.label_smoothing=0.1", "optimizer.name=adamw", "optimizer.weight_decay=0.01", "schedule.name=cosine",
+     "schedule.warmup_epochs=0.5"],
+    ["optimizer.name=sgd", "optimizer.lr=0.05", "optimizer.grad_clip=1.0", "schedule.name=step",
+     "schedule.step_epochs=1", "schedule.gamma=0.5"],
+    ["optimizer.name=momentum", "optimizer.lr=0.01", "optimizer.nesterov=true", "optimizer.weight_decay=0.0001",
+     "schedule.name=polynomial", "schedule.end_lr=0.0001", "schedule.power=2"],
+    ["optimizer.name=adagrad", "optimizer.lr=0.01"],
+    ["optimizer.name=rmsprop", "optimizer.lr=0.001", "optimizer.momentum=0.5"],
+])
+def test_every_model_loss_optimizer_and_schedule_trains(prepared, overrides):
+    args = [a for o in overrides for a in ("-o", o)]
+    _train("--name", "x", "-o", "train.epochs=3", *args)
+    rows = _metrics("checkpoints/x")
+    assert all(np.isfinite(r["train_loss"]) for r in rows)
+    assert rows[-1]["val_acc"] > 0.3  # chance is 0.1
+
+
+@pytest.mark.parametrize("sched,expected", [
+    ({"name": "constant", "warmup_epochs": 0.0}, [1.0, 1.0, 1.0, 1.0, 1.0]),
+    ({"name": "constant", "warmup_epochs": 2.0}, [0.0, 0.5, 1.0, 1.0, 1.0]),
+    ({"name": "step", "warmup_epochs": 0.0, "step_epochs": 2.0, "gamma": 0.1}, [1.0, 1.0, 0.1, 0.1, 0.01]),
+    ({"name": "polynomial", "warmup_epochs": 0.0, "end_lr": 0.0, "power": 1.0}, [1.0, 0.8, 0.6, 0.4, 0.2]),
+    ({"name": "cosine", "warmup_epochs": 0.0, "end_lr": 0.0},
+     [1.0, 0.9045085, 0.6545085, 0.3454915, 0.0954915]),
+])
+def test_schedules_give_the_documented_learning_rates(sched, expected):
+    s = build_schedule(sched, 1.0, steps_per_epoch=1, epochs=5)
+    got = []
+    for _ in range(5):
+        got.append(s.last_lr)
+        s.step()
+    assert np.allclose(got, expected, atol=1e-6)
+
+
+def test_eval_reports_table_and_json(prepared):
+    _train("--name", "ev")
+    table = run_cli("eval")
+    assert table.exit_code == 0, table.output
+    assert "test split of mnist: 200 images, checkpoint best.pdckpt" in table.stdout
+    assert "confusion matrix" in table.stdout and "precision" in table.stdout
+    result = run_cli("eval", "--run", "checkpoints/ev", "--json", "--last", "--split", "val")
+    out = json.loads(result.stdout)
+    assert out["split"] == "val" and out["samples"] == 100 and out["checkpoint"] == "epoch_001.pdckpt"
+    cm = np.array(out["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 100
+    assert out["accuracy"] == pytest.approx(np.trace(cm) / 100)
+    # the last epoch's validation accuracy in metrics.jsonl is what eval measures on the same split
+    assert out["accuracy"] == pytest.approx(_metrics("checkpoints/ev")[-1]["val_acc"])
+    support = out["per_class"]["support"]
+    assert support == cm.sum(axis=1).tolist()
+    for k in range(10):
+        if cm[:, k].sum():
+            assert out["per_class"]["precision"][k] == pytest.approx(cm[k, k] / cm[:, k].sum())
+
+
+def test_eval_epoch_that_does_not_exist_lists_the_ones_that_do(prepared):
+    _train("--name", "ep")
+    result = run_cli("eval", "--run", "checkpoints/ep", "--epoch", 7)
+    assert result.exit_code == 1
+    assert "no checkpoint of epoch 7; it has epochs 0, 1" in result.output
+    assert run_cli("eval", "--run", "checkpoints/ep", "--epoch", 0).exit_code == 0
+
+
+def test_eval_detects_a_damaged_checkpoint_without_traceback(prepared):
+    _train("--name", "dmg")
+    best = Path("checkpoints/dmg/ckpt/best.pdckpt")
+    blob = bytearray(best.read_bytes())
+    blob[100] ^= 0xFF
+    best.write_bytes(bytes(blob))
+    proc = run_subprocess("eval", "--run", "checkpoints/dmg")
+    assert proc.returncode == 1
+    assert "best.pdckpt is damaged" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_eval_without_runs_or_with_a_wrong_run_dir(tmp_path):
+    assert "no runs found under checkpoints" in run_cli("eval").output
+    assert "run directory not found: nowhere" in run_cli("eval", "--run", "nowhere").output
+    Path("plain").mkdir()
+    assert "is not a mnist-kit run" in run_cli("eval", "--run", "plain").output
+
+
+def test_train_without_prepared_data_says_how_to_prepare(tmp_path):
+    proc = run_subprocess("train", "-o", "data.name=fashion-mnist", "-o", "train.epochs=1")
+    assert proc.returncode == 1
+    assert "Fashion-MNIST is not prepared" in proc.stderr
+    assert "mnist-kit prepare --dataset fashion-mnist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not Path("checkpoints").exists() or not any(Path("checkpoints").iterdir())
+
+
+def test_gpu_on_a_cpu_build_is_one_clear_message(prepared):
+    import paddle
+
+    if paddle.device.is_compiled_with_cuda():
+        pytest.skip("this Paddle has CUDA")
+    proc = run_subprocess("train", *FAST, "--device", "gpu")
+    assert proc.returncode == 1
+    assert "the installed PaddlePaddle is the CPU build" in proc.stderr and "Traceback" not in proc.stderr
+    result = run_cli("train", *FAST, "-o", "train.amp=true", "--device", "cpu")
+    assert result.exit_code == 1 and "needs a GPU" in result.output
+
+
+def test_divergence_stops_with_the_step_and_keeps_earlier_checkpoints(prepared):
+    result = run_cli("train", *FAST, "--name", "nan", "-o", "optimizer.name=sgd", "-o", "optimizer.lr=1e30",
+                     "-o", "model.name=mlp", "-o", "loss.name=cross_entropy")
+    assert result.exit_code == 1
+    assert "training diverged: the loss is nan at step" in result.output
+    info = json.loads(Path("checkpoints/nan/run.json").read_text())
+    assert info["status"] == "failed"
+
+
+def test_progress_is_one_line_every_log_every_steps_when_redirected(prepared):
+    proc = run_subprocess("train", *FAST, "--name", "p", "-o", "train.epochs=1")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("epoch 0/0 ")]
+    assert [line.split()[3] for line in lines] == ["5/10", "10/10"]
+    assert "\r" not in proc.stderr
+
+
+def test_python_dash_m_and_help():
+    proc = run_subprocess("--help")
+    assert proc.returncode == 0
+    for command in ("prepare", "train", "eval"):
+        assert command in proc.stdout
+
+
+def test_evaluate_run_uses_the_recorded_normalization(prepared):
+    _train("--name", "norm", "-o", "data.mean=0.5", "-o", "data.std=0.5")
+    result = engine.evaluate_run(Path("checkpoints/norm"), split="val")
+    assert result["accuracy"] == pytest.approx(_metrics("checkpoints/norm")[-1]["val_acc"])
