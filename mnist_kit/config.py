@@ -93,8 +93,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "output": {
         "root": Field("path", "checkpoints", "directory that holds one directory per run"),
-        "name": Field("str", None, "run name; null = <config name>-<timestamp>"),
-        "visualdl": Field("bool", True, "write VisualDL logs to <run>/vdl"),
+        "name": Field("str", None, "run name; null = CONFIG-YYYYmmdd-HHMMSS (CONFIG = the config file name)"),
+        "visualdl": Field("bool", True, "write VisualDL logs to the vdl folder of the run"),
     },
 }
 

@@ -209,3 +209,24 @@ def test_evaluate_run_uses_the_recorded_normalization(prepared):
     _train("--name", "norm", "-o", "data.mean=0.5", "-o", "data.std=0.5")
     result = engine.evaluate_run(Path("checkpoints/norm"), split="val")
     assert result["accuracy"] == pytest.approx(_metrics("checkpoints/norm")[-1]["val_acc"])
+
+
+def test_visualdl_scalars_are_written_for_loss_accuracy_and_learning_rate(prepared):
+    from visualdl import LogReader
+
+    _train("--name", "vdl")
+    records = list(Path("checkpoints/vdl/vdl").glob("vdlrecords*"))
+    assert len(records) == 1
+    scalars = LogReader(file_path=str(records[0])).get_data("scalar", "train/loss")
+    assert [r.id for r in scalars] == [5, 10, 15, 20]  # every log_every=5 steps of 2 epochs x 10 steps
+    rows = _metrics("checkpoints/vdl")
+    reader = LogReader(file_path=str(records[0]))
+    val_acc = reader.get_data("scalar", "val/acc")
+    assert [r.id for r in val_acc] == [10, 20]
+    assert [round(r.value, 5) for r in val_acc] == [round(r["val_acc"], 5) for r in rows]
+    assert [r.value for r in reader.get_data("scalar", "train/lr")] == pytest.approx([0.001] * 4)
+
+
+def test_visualdl_can_be_switched_off(prepared):
+    _train("--name", "novdl", "-o", "output.visualdl=false")
+    assert not Path("checkpoints/novdl/vdl").exists()

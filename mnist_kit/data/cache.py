@@ -10,7 +10,6 @@ Layout under the data root (``data.root``, ``$MNIST_KIT_DATA`` or ``~/.cache/mni
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import time
@@ -147,11 +146,13 @@ def load(name: str, root: Path) -> Prepared:
         raise DataError(f"{meta_path} is damaged; {how} --force") from None
     if meta.get("format") != FORMAT_VERSION:
         raise DataError(f"{target} was prepared by another version of mnist-kit; {how} --force")
-    data = arrays_path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != expected:
+    if digest(arrays_path) != expected:
         raise DataError(f"{arrays_path} is damaged (checksum mismatch); {how} --force")
-    with np.load(io.BytesIO(data)) as z:
-        arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    try:
+        with np.load(arrays_path) as z:
+            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{arrays_path} cannot be read ({e}); {how} --force") from None
     return Prepared(name, info_.classes, arrays["x_train"], arrays["y_train"].astype(np.int64),
                     arrays["x_test"], arrays["y_test"].astype(np.int64), meta)
 

@@ -23,9 +23,15 @@ class Normalization:
     def from_config(cls, data_cfg: dict, x_train: np.ndarray) -> "Normalization":
         mean, std = data_cfg["mean"], data_cfg["std"]
         if mean == "auto" or std == "auto":
-            pixels = x_train.astype(np.float64) / 255.0
-            mean = float(pixels.mean()) if mean == "auto" else mean
-            std = float(pixels.std()) if std == "auto" else std
+            # exact, from a histogram of pixel values, in chunks: no float copy of the data set
+            counts = np.zeros(256, np.int64)
+            flat = x_train.reshape(len(x_train), -1)
+            for i in range(0, len(flat), 4096):
+                counts += np.bincount(flat[i:i + 4096].ravel(), minlength=256)
+            values = np.arange(256) / 255.0
+            m = float((counts * values).sum() / counts.sum())
+            mean = m if mean == "auto" else mean
+            std = float(np.sqrt((counts * (values - m) ** 2).sum() / counts.sum())) if std == "auto" else std
         return cls(round(float(mean), 6), round(float(std), 6))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
