@@ -93,6 +93,27 @@ def train(config_path, overrides, seed, device, name, print_config):
     engine.train(cfg, config_name=config_path.stem if config_path else cfg["model"]["name"])
 
 
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Run directory (default: the newest run).")
+@click.option("--root", type=click.Path(path_type=Path), default="checkpoints", show_default=True,
+              help="Where to look for the newest run.")
+@click.option("--epoch", type=click.IntRange(0),
+              help="Continue from the end of this epoch (epochs count from 0); default: the newest intact checkpoint.")
+@_override_option
+@click.option("--device", help="Shortcut for -o train.device=D.")
+def resume(run_dir, root, epoch, overrides, device):
+    """Continue a run exactly where a checkpoint left it (after a crash, Ctrl-C, or to train longer).
+
+    Only changes that keep the training the same are accepted (-o train.epochs=N to train longer,
+    logging cadence, checkpointing, device); anything else is refused with the differing keys.
+    """
+    from mnist_kit import engine, runs
+
+    extra = [f"train.device={device}"] if device else []
+    run = runs.resolve_run(str(run_dir) if run_dir else None, root)
+    engine.resume(run, epoch=epoch, overrides=list(overrides) + extra)
+
+
 @cli.command("eval")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Run directory (default: the newest run).")
 @click.option("--root", type=click.Path(path_type=Path), default="checkpoints", show_default=True,

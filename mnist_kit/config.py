@@ -90,6 +90,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "device": Field("str", "auto", "cpu, gpu, gpu:N or auto"),
         "amp": Field("bool", False, "mixed precision (GPU only)"),
         "log_every": Field("int", 50, "steps between progress lines and logged training scalars", min=1),
+        "on_nonfinite": Field("str", "stop", "a NaN/inf loss: stop the run, or skip that batch's update",
+                              choices=("stop", "skip")),
+    },
+    "checkpoint": {
+        "keep_last": Field("int", 3, "keep the newest K epoch checkpoints (plus best.pdckpt); 0 = keep all",
+                           min=0),
+        "every_steps": Field("int", 0, "also checkpoint every N steps inside an epoch; 0 = at epoch ends only",
+                             min=0),
     },
     "output": {
         "root": Field("path", "checkpoints", "directory that holds one directory per run"),
@@ -232,6 +240,23 @@ def _cross_checks(cfg: dict) -> list[str]:
     if cfg["model"]["name"] == "cnn" and cfg["model"]["kernel_size"] % 2 == 0:
         errors.append("model.kernel_size must be odd (the conv uses 'same' padding)")
     return errors
+
+
+# What may differ between a run's saved config and the config it is resumed with. Everything else
+# changes the model, the data or the optimisation, and is refused.
+SAFE_ON_RESUME = ("train.epochs", "train.log_every", "train.eval_batch_size", "train.device", "train.on_nonfinite",
+                  "checkpoint.keep_last", "checkpoint.every_steps", "output.visualdl")
+
+
+def differences(old: dict, new: dict) -> dict:
+    """``{"section.key": (old, new)}`` for every value that differs."""
+    out = {}
+    for section in SCHEMA:
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b), key=lambda k: list(SCHEMA[section]).index(k)):
+            if a.get(key, "(unset)") != b.get(key, "(unset)"):
+                out[f"{section}.{key}"] = (a.get(key, "(unset)"), b.get(key, "(unset)"))
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

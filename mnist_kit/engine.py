@@ -1,26 +1,37 @@
-"""The training engine: build everything a config describes, train, validate, checkpoint, evaluate."""
+"""The training engine: build everything a config describes, train, validate, checkpoint, resume, evaluate.
+
+Order of writes at the end of an epoch (what makes a crash at any moment lose nothing):
+metrics row -> VisualDL flush -> best checkpoint (if improved) -> epoch checkpoint + manifest -> retention.
+A resume from the checkpoint at global step S sets aside every metrics row, log record and checkpoint
+after S, and redoes that work exactly.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
+import os
+import shutil
 import sys
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, checkpoint, config, data, metrics, runs
+from mnist_kit import UserError, checkpoint, config, data, faults, metrics, runs
 from mnist_kit.console import Progress, info
 from mnist_kit.files import write_text
 from mnist_kit.logbook import Logbook
 from mnist_kit.models import build_model, summary
 from mnist_kit.optim import build_loss, build_optimizer, build_schedule
-from mnist_kit.runtime import paddle, rng_state, seed_everything, select_device, versions
+from mnist_kit.runtime import paddle, rng_state, seed_everything, select_device, set_rng_state, versions
 
 INPUT_SHAPE = (1, 28, 28)
+TIMING_KEYS = ("images_per_sec", "epoch_seconds")  # the only metrics that differ between identical runs
 
 
 @dataclass
@@ -62,128 +73,241 @@ def validate(model, batches: data.Batches, loss_fn) -> dict:
     return {"loss": loss, "accuracy": float((logits.argmax(axis=1) == batches.y).mean())}
 
 
-def _amp_context(enabled: bool):
-    return paddle.amp.auto_cast(enable=True) if enabled else contextlib.nullcontext()
+@dataclass
+class Trainer:
+    """Everything built from a config, and the position in training."""
+
+    cfg: dict
+    device: str
+    splits: Splits
+    model: object
+    loss_fn: object
+    schedule: object
+    optimizer: object
+    scaler: object = None
+    epoch: int = 0  # the epoch in progress (or the next one to start)
+    step: int = 0  # global steps done
+    step_in_epoch: int = 0
+    best_val_acc: float = -1.0
+    progress: dict = field(default_factory=lambda: {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0,
+                                                    "skipped": 0})
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.splits.train)
+
+    def state(self, epoch_complete: bool) -> dict:
+        return {"model": self.model.state_dict(),
+                "optimizer": checkpoint.portable_optimizer_state(self.optimizer.state_dict(), self.model),
+                "schedule": self.schedule.state_dict(), "rng": rng_state(),
+                "epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
+                "epoch_complete": epoch_complete, "epoch_progress": dict(self.progress),
+                "data_order": {"seed": self.cfg["train"]["seed"], "epoch": self.epoch,
+                               "step_in_epoch": self.step_in_epoch},
+                "best_val_acc": self.best_val_acc, "config": self.cfg, "config_hash": config.config_hash(self.cfg),
+                "normalization": self.splits.norm.to_dict(), "classes": list(self.splits.prepared.classes),
+                "versions": versions()}
+
+    def restore(self, state: dict) -> None:
+        self.model.set_state_dict(state["model"])
+        with warnings.catch_warnings():  # Paddle's LinearWarmup warns about its own nested state; it loads fine
+            warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
+            self.optimizer.set_state_dict(checkpoint.local_optimizer_state(state["optimizer"], self.model))
+            self.schedule.set_state_dict(state["schedule"])
+        set_rng_state(state["rng"])
+        self.step, self.best_val_acc = state["step"], state["best_val_acc"]
+        if state["epoch_complete"]:
+            self.epoch, self.step_in_epoch = state["epoch"] + 1, 0
+        else:
+            self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+            self.progress = dict(state["epoch_progress"])
 
 
-def train(cfg: dict, config_name: str = "config") -> Path:
-    """Train a run described by ``cfg``; return its run directory."""
-    tcfg, ocfg = cfg["train"], cfg["output"]
+def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
+    tcfg = cfg["train"]
     device = select_device(tcfg["device"])
     if tcfg["amp"] and not device.startswith("gpu"):
         raise UserError("train.amp (mixed precision) needs a GPU; set train.amp=false or use a GPU device")
     seed_everything(tcfg["seed"])
-    splits = load_splits(cfg)
-    classes = splits.prepared.classes
-    model = build_model(cfg["model"], INPUT_SHAPE, len(classes))
-    loss_fn = build_loss(cfg["loss"])
-    steps_per_epoch = len(splits.train)
-    schedule = build_schedule(cfg["schedule"], cfg["optimizer"]["lr"], steps_per_epoch, tcfg["epochs"])
+    splits = load_splits(cfg, norm)
+    model = build_model(cfg["model"], INPUT_SHAPE, len(splits.prepared.classes))
+    schedule = build_schedule(cfg["schedule"], cfg["optimizer"]["lr"], len(splits.train), tcfg["epochs"])
     optimizer = build_optimizer(cfg["optimizer"], schedule, model.parameters())
-    scaler = paddle.amp.GradScaler() if tcfg["amp"] else None
+    return Trainer(cfg, device, splits, model, build_loss(cfg["loss"]), schedule, optimizer,
+                   paddle.amp.GradScaler() if tcfg["amp"] else None)
 
-    run_dir = runs.create_run_dir(Path(ocfg["root"]), ocfg["name"], config_name)
-    write_text(run_dir / "config.yaml", config.dump(cfg))
-    run_info = {
-        "name": run_dir.name, "config_name": config_name, "config_hash": config.config_hash(cfg),
-        "status": "running", "started": time.time(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "seed": tcfg["seed"], "device": device,
-        "versions": versions(), "normalization": splits.norm.to_dict(), "classes": list(classes),
-        "dataset": {"name": cfg["data"]["name"], "source": splits.prepared.meta.get("source"),
-                    "train": splits.train.num_samples, "val": splits.val.num_samples,
-                    "test": int(splits.prepared.y_test.size)},
-        "input_shape": list(INPUT_SHAPE),
-    }
 
-    def save_run_info(**updates):
-        run_info.update(updates)
-        write_text(run_dir / runs.RUN_FILE, json.dumps(run_info, indent=2) + "\n")
-
-    save_run_info()
-    info(f"run directory: {run_dir}")
-    info(f"device {device}, seed {tcfg['seed']}; {cfg['data']['name']}: {splits.train.num_samples} train / "
-         f"{splits.val.num_samples} validation images; normalisation mean {splits.norm.mean} std {splits.norm.std}")
-    info(summary(model))
-    logbook = Logbook(run_dir / "vdl" if ocfg["visualdl"] else None)
-    best_acc, step = -1.0, 0
-    log_every = tcfg["log_every"]
+@contextlib.contextmanager
+def _run_lock(run_dir: Path):
+    """Only one process trains a run at a time; the lock goes with the process, even on kill -9."""
+    f = open(Path(run_dir) / ".lock", "a+")
     try:
-        for epoch in range(tcfg["epochs"]):
-            model.train()
-            t0 = time.perf_counter()
-            loss_sum = paddle.zeros([], dtype="float32")
-            correct = paddle.zeros([], dtype="int64")
-            progress = Progress(steps_per_epoch, f"epoch {epoch}/{tcfg['epochs'] - 1}", unit="step",
-                                every=log_every)
-            for xb, yb in splits.train.epoch(epoch):
-                x, y = paddle.to_tensor(xb), paddle.to_tensor(yb)
-                with _amp_context(scaler is not None):
-                    logits = model(x)
-                    loss = loss_fn(logits, y)
-                if scaler is not None:
-                    scaler.minimize(optimizer, scaler.scale(loss))
-                else:
-                    loss.backward()
-                    optimizer.step()
-                optimizer.clear_grad()
-                schedule.step()
-                step += 1
-                loss_sum += loss.detach().astype("float32") * len(yb)
-                correct += (logits.argmax(axis=-1) == y).astype("int64").sum()
-                if step % log_every == 0:
-                    value = float(loss)
-                    if not math.isfinite(value):
-                        raise _Diverged(value, step, epoch)
-                    logbook.scalar("train/loss", value, step)
-                    logbook.scalar("train/lr", optimizer.get_lr(), step)
-                    progress.set_postfix(f"loss {value:.4f}")
-                progress.update(1)
-            progress.close()
-            seconds = time.perf_counter() - t0
-            n = splits.train.num_samples
-            train_loss, train_acc = float(loss_sum) / n, int(correct) / n
-            if not math.isfinite(train_loss):
-                raise _Diverged(train_loss, step, epoch)
-            val = validate(model, splits.val, loss_fn)
-            record = {"epoch": epoch, "step": step, "train_loss": train_loss, "train_acc": train_acc,
-                      "val_loss": val["loss"], "val_acc": val["accuracy"], "lr": float(optimizer.get_lr()),
-                      "images_per_sec": n / seconds, "epoch_seconds": seconds}
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-            is_best = val["accuracy"] > best_acc
-            best_acc = max(best_acc, val["accuracy"])
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "schedule": schedule.state_dict(), "rng": rng_state(), "epoch": epoch, "step": step,
-                     "best_val_acc": best_acc, "metrics": record, "config": cfg,
-                     "normalization": splits.norm.to_dict(), "classes": list(classes), "versions": versions()}
-            checkpoint.save(run_dir, checkpoint.epoch_file(epoch), state)
-            if is_best:
-                checkpoint.save(run_dir, "best.pdckpt", state)
-            for tag, key in (("train/epoch_loss", "train_loss"), ("train/epoch_acc", "train_acc"),
-                             ("val/loss", "val_loss"), ("val/acc", "val_acc"),
-                             ("speed/images_per_sec", "images_per_sec")):
-                logbook.scalar(tag, record[key], step)
-            logbook.flush()
-            info(f"epoch {epoch}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
-                 f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}% | lr {record['lr']:.3g} | "
-                 f"{record['images_per_sec']:.0f} img/s, {seconds:.1f} s | saved {checkpoint.epoch_file(epoch)}"
-                 + (" (best)" if is_best else ""))
-            save_run_info(epochs_done=epoch + 1, best_val_acc=best_acc)
-    except _Diverged as e:
-        save_run_info(status="failed", error=str(e))
-        raise UserError(f"{e}; lower optimizer.lr or set optimizer.grad_clip. "
-                        f"Checkpoints of the completed epochs are kept in {run_dir / checkpoint.CKPT_DIR}") from None
-    except KeyboardInterrupt:
-        save_run_info(status="interrupted")
-        raise
-    except BaseException as e:
-        save_run_info(status="failed", error=str(e) or type(e).__name__)
-        raise
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise UserError(f"{run_dir} is being trained by another process right now") from None
+    try:
+        yield
     finally:
-        logbook.close()
-    save_run_info(status="completed", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    info(f"done: best validation accuracy {100 * best_acc:.2f}%; evaluate with: mnist-kit eval --run {run_dir}")
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+class _RunInfo:
+    def __init__(self, run_dir: Path, data_: dict):
+        self.path, self.data = Path(run_dir) / runs.RUN_FILE, data_
+
+    def save(self, **updates) -> None:
+        self.data.update(updates)
+        write_text(self.path, json.dumps(self.data, indent=2) + "\n")
+
+
+def train(cfg: dict, config_name: str = "config") -> Path:
+    """Train a new run described by ``cfg``; return its run directory."""
+    t = build_trainer(cfg)
+    ocfg = cfg["output"]
+    run_dir = runs.create_run_dir(Path(ocfg["root"]), ocfg["name"], config_name)
+    with _run_lock(run_dir):
+        write_text(run_dir / "config.yaml", config.dump(cfg))
+        run_info = _RunInfo(run_dir, {
+            "name": run_dir.name, "config_name": config_name, "config_hash": config.config_hash(cfg),
+            "status": "running", "started": time.time(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "seed": cfg["train"]["seed"], "device": t.device,
+            "versions": versions(), "normalization": t.splits.norm.to_dict(),
+            "classes": list(t.splits.prepared.classes),
+            "dataset": {"name": cfg["data"]["name"], "source": t.splits.prepared.meta.get("source"),
+                        "train": t.splits.train.num_samples, "val": t.splits.val.num_samples,
+                        "test": int(t.splits.prepared.y_test.size)},
+            "input_shape": list(INPUT_SHAPE),
+        })
+        run_info.save()
+        info(f"run directory: {run_dir}")
+        info(f"device {t.device}, seed {cfg['train']['seed']}; {cfg['data']['name']}: {t.splits.train.num_samples} "
+             f"train / {t.splits.val.num_samples} validation images; normalisation mean {t.splits.norm.mean} "
+             f"std {t.splits.norm.std}")
+        info(summary(t.model))
+        _fit(t, run_dir, run_info, Logbook(run_dir / "vdl" if ocfg["visualdl"] else None))
     return run_dir
+
+
+def _resume_changes(saved: dict, cfg: dict, done_epochs: int) -> dict:
+    changes = config.differences(saved, cfg)
+    unsafe = {k: v for k, v in changes.items() if k not in config.SAFE_ON_RESUME}
+    if unsafe:
+        listing = "\n".join(f"  - {k}: {a!r} -> {b!r}" for k, (a, b) in unsafe.items())
+        raise UserError(f"resuming with these changes would not continue the same training:\n{listing}\n"
+                        f"Start a new run with `mnist-kit train` instead. Safe to change on resume: "
+                        f"{', '.join(config.SAFE_ON_RESUME)}")
+    if "train.epochs" in changes:
+        new = cfg["train"]["epochs"]
+        if new < done_epochs:
+            raise UserError(f"train.epochs={new}, but the run has already finished {done_epochs} epochs")
+        if cfg["schedule"]["name"] in ("polynomial", "cosine"):
+            raise UserError(f"cannot change train.epochs on resume with the {cfg['schedule']['name']} schedule: "
+                            "its decay is spread over the original number of epochs. Start a new run instead")
+    return changes
+
+
+def _pick_checkpoint(run_dir: Path, epoch: int | None) -> tuple[Path, dict]:
+    folder = Path(run_dir) / checkpoint.CKPT_DIR
+    entries = checkpoint.periodic(run_dir)
+    if not entries:
+        raise UserError(f"{run_dir} has no complete checkpoint to resume from; train a new run instead")
+    if epoch is not None:
+        name = checkpoint.epoch_file(epoch)
+        if name not in dict(entries):
+            epochs = [e["epoch"] for n, e in entries if e["complete_epoch"]]
+            raise UserError(f"{run_dir} has no checkpoint of epoch {epoch}; it has epochs "
+                            f"{', '.join(map(str, epochs)) or 'none'} (epochs count from 0)")
+        return folder / name, checkpoint.load(folder / name)
+    damaged = []
+    for name, _ in reversed(entries):
+        try:
+            state = checkpoint.load(folder / name)
+        except checkpoint.CheckpointError as e:
+            damaged.append(str(e))
+            continue
+        for d in damaged:
+            info(f"warning: skipping a damaged checkpoint: {d}")
+        if damaged:
+            info(f"falling back to the newest intact checkpoint, {name}")
+        return folder / name, state
+    raise UserError(f"every checkpoint of {run_dir} is damaged:\n" + "\n".join(f"  - {d}" for d in damaged))
+
+
+def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
+    """Continue ``run_dir`` from the end of ``epoch`` or from its newest intact checkpoint, in place."""
+    run_dir = Path(run_dir)
+    meta = runs.read_run(run_dir)
+    saved = config.load(run_dir / "config.yaml")
+    cfg = config.load(run_dir / "config.yaml", overrides)
+    with _run_lock(run_dir):
+        stale = checkpoint.remove_partials(run_dir)
+        if stale:
+            info(f"removed {len(stale)} half-written checkpoint file(s) left by an interrupted save")
+        path, state = _pick_checkpoint(run_dir, epoch)
+        done = state["epoch"] + 1 if state["epoch_complete"] else state["epoch"]
+        try:
+            written_with = config.validate(state["config"], f"config stored in {path.name}")
+        except config.ConfigError as e:
+            raise UserError(f"{path} holds a config this version cannot use: {e}") from None
+        changes = _resume_changes(written_with, cfg, done)
+        t = build_trainer(cfg, data.Normalization(**state["normalization"]))
+        t.restore(state)
+        if t.epoch >= cfg["train"]["epochs"]:
+            raise UserError(f"{run_dir} has already finished its {cfg['train']['epochs']} epochs; to train longer: "
+                            f"mnist-kit resume --run {run_dir} -o train.epochs=N")
+        superseded = run_dir / "superseded" / time.strftime("%Y%m%d-%H%M%S")
+        moved = _set_aside_after(run_dir, state["step"], superseded)
+        where = (f"the end of epoch {state['epoch']}" if state["epoch_complete"]
+                 else f"step {state['step_in_epoch']} of epoch {state['epoch']}")
+        info(f"resuming {run_dir} from {path.name}: {where} (global step {state['step']})")
+        for k, (a, b) in changes.items():
+            info(f"  changed on resume: {k}: {a!r} -> {b!r}")
+        if moved:
+            info(f"  work after that point was set aside in {superseded}: {', '.join(moved)}")
+        if cfg != saved:
+            write_text(run_dir / "config.yaml", config.dump(cfg))
+        run_info = _RunInfo(run_dir, meta)
+        run_info.save(status="running", config_hash=config.config_hash(cfg), resumes=meta.get("resumes", []) + [{
+            "from": path.name, "step": state["step"], "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "changes": {k: list(v) for k, v in changes.items()}, "set_aside": moved,
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}])
+        logbook = Logbook(run_dir / "vdl" if cfg["output"]["visualdl"] else None, resume_step=state["step"],
+                          superseded=superseded)
+        _fit(t, run_dir, run_info, logbook)
+    return run_dir
+
+
+def _set_aside_after(run_dir: Path, step: int, superseded: Path) -> list[str]:
+    """Move metrics rows and checkpoints after global ``step`` to ``superseded``; return what moved."""
+    moved = []
+    metrics_path = run_dir / "metrics.jsonl"
+    if metrics_path.is_file():
+        rows = [line for line in metrics_path.read_text().splitlines() if line.strip()]
+        keep = [r for r in rows if json.loads(r)["step"] <= step]
+        if len(keep) != len(rows):
+            superseded.mkdir(parents=True, exist_ok=True)
+            write_text(superseded / "metrics.jsonl", "\n".join(rows) + "\n")
+            write_text(metrics_path, "".join(r + "\n" for r in keep))
+            moved.append(f"{len(rows) - len(keep)} metrics row(s)")
+    entries = checkpoint.manifest(run_dir)
+    later = [n for n, e in entries.items() if e["step"] > step]
+    if later:
+        superseded.mkdir(parents=True, exist_ok=True)
+        for n in later:
+            entries.pop(n)
+        checkpoint._write_manifest(run_dir, entries)
+        for n in later:
+            src = run_dir / checkpoint.CKPT_DIR / n
+            if src.exists():
+                shutil.move(str(src), superseded / n)
+        moved.append(", ".join(sorted(later)))
+    return moved
+
+
+def _amp_context(enabled: bool):
+    return paddle.amp.auto_cast(enable=True) if enabled else contextlib.nullcontext()
 
 
 class _Diverged(Exception):
@@ -191,9 +315,107 @@ class _Diverged(Exception):
         super().__init__(f"training diverged: the loss is {value} at step {step} (epoch {epoch})")
 
 
+def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> None:
+    """Train from ``t``'s position to ``train.epochs``, checkpointing as configured."""
+    tcfg, ccfg = t.cfg["train"], t.cfg["checkpoint"]
+    log_every, every_steps = tcfg["log_every"], ccfg["every_steps"]
+    try:
+        while t.epoch < tcfg["epochs"]:
+            epoch = t.epoch
+            t.model.train()
+            t0 = time.perf_counter() - t.progress["seconds"]
+            progress = Progress(t.steps_per_epoch, f"epoch {epoch}/{tcfg['epochs'] - 1}", unit="step",
+                                every=log_every)
+            progress.update(t.step_in_epoch)
+            for xb, yb in t.splits.train.epoch(epoch, start_step=t.step_in_epoch):
+                x, y = paddle.to_tensor(xb), paddle.to_tensor(yb)
+                with _amp_context(t.scaler is not None):
+                    logits = t.model(x)
+                    loss = t.loss_fn(logits, y)
+                value = float(loss)
+                if math.isfinite(value):
+                    if t.scaler is not None:
+                        t.scaler.minimize(t.optimizer, t.scaler.scale(loss))
+                    else:
+                        loss.backward()
+                        t.optimizer.step()
+                    t.progress["loss_sum"] += value * len(yb)
+                    t.progress["correct"] += int((logits.argmax(axis=-1) == y).astype("int64").sum())
+                    t.progress["seen"] += len(yb)
+                elif tcfg["on_nonfinite"] == "stop":
+                    raise _Diverged(value, t.step + 1, epoch)
+                else:
+                    t.progress["skipped"] += 1
+                    info(f"warning: the loss is {value} at step {t.step + 1}; that batch's update is skipped")
+                t.optimizer.clear_grad()
+                t.schedule.step()
+                t.step += 1
+                t.step_in_epoch += 1
+                if t.step % log_every == 0 and math.isfinite(value):
+                    logbook.scalar("train/loss", value, t.step)
+                    logbook.scalar("train/lr", t.optimizer.get_lr(), t.step)
+                    progress.set_postfix(f"loss {value:.4f}")
+                progress.update(1)
+                faults.hit("step", t.step)
+                if every_steps and t.step % every_steps == 0 and t.step_in_epoch < t.steps_per_epoch:
+                    t.progress["seconds"] = time.perf_counter() - t0
+                    logbook.flush()
+                    checkpoint.save(run_dir, checkpoint.step_file(t.step), t.state(epoch_complete=False))
+                    checkpoint.apply_retention(run_dir, ccfg["keep_last"])
+            progress.close()
+            seconds = time.perf_counter() - t0
+            seen = max(t.progress["seen"], 1)
+            val = validate(t.model, t.splits.val, t.loss_fn)
+            record = {"epoch": epoch, "step": t.step, "train_loss": t.progress["loss_sum"] / seen,
+                      "train_acc": t.progress["correct"] / seen, "val_loss": val["loss"], "val_acc": val["accuracy"],
+                      "lr": float(t.optimizer.get_lr()), "skipped_batches": t.progress["skipped"],
+                      "images_per_sec": t.splits.train.num_samples / seconds, "epoch_seconds": seconds}
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            for tag, key in (("train/epoch_loss", "train_loss"), ("train/epoch_acc", "train_acc"),
+                             ("val/loss", "val_loss"), ("val/acc", "val_acc"),
+                             ("speed/images_per_sec", "images_per_sec")):
+                logbook.scalar(tag, record[key], t.step)
+            logbook.flush()
+            is_best = val["accuracy"] > t.best_val_acc
+            t.best_val_acc = max(t.best_val_acc, val["accuracy"])
+            t.step_in_epoch = t.steps_per_epoch
+            state = t.state(epoch_complete=True)
+            if is_best:
+                checkpoint.save(run_dir, checkpoint.BEST, state)
+            checkpoint.save(run_dir, checkpoint.epoch_file(epoch), state)
+            checkpoint.apply_retention(run_dir, ccfg["keep_last"])
+            info(f"epoch {epoch}: train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}% | "
+                 f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}% | lr {record['lr']:.3g} | "
+                 f"{record['images_per_sec']:.0f} img/s, {seconds:.1f} s | saved {checkpoint.epoch_file(epoch)}"
+                 + (" (best)" if is_best else "") + (f" | {t.progress['skipped']} batch(es) skipped"
+                                                      if t.progress["skipped"] else ""))
+            run_info.save(epochs_done=epoch + 1, best_val_acc=t.best_val_acc)
+            faults.hit("epoch", epoch)
+            t.epoch, t.step_in_epoch = epoch + 1, 0
+            t.progress = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "skipped": 0}
+    except _Diverged as e:
+        run_info.save(status="failed", error=str(e))
+        raise UserError(f"{e}; lower optimizer.lr, set optimizer.grad_clip, or set train.on_nonfinite=skip. "
+                        f"The checkpoints written before it are kept in {run_dir / checkpoint.CKPT_DIR}") from None
+    except KeyboardInterrupt:
+        run_info.save(status="interrupted")
+        info(f"interrupted; continue with: mnist-kit resume --run {run_dir}")
+        raise
+    except BaseException as e:
+        run_info.save(status="failed", error=str(e) or type(e).__name__)
+        raise
+    finally:
+        logbook.close()
+    run_info.save(status="completed", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    info(f"done: best validation accuracy {100 * t.best_val_acc:.2f}%; evaluate with: mnist-kit eval --run {run_dir}")
+
+
 def choose_checkpoint(run_dir: Path, epoch: int | None = None, last: bool = False) -> Path:
-    entries = checkpoint.manifest(run_dir)
-    epochs = sorted(e["epoch"] for name, e in entries.items() if name.startswith("epoch_"))
+    entries = [e for _, e in checkpoint.periodic(run_dir) if e["complete_epoch"]]
+    epochs = sorted(e["epoch"] for e in entries)
     folder = Path(run_dir) / checkpoint.CKPT_DIR
     if not epochs:
         raise UserError(f"{run_dir} has no complete checkpoint yet")
@@ -202,9 +424,9 @@ def choose_checkpoint(run_dir: Path, epoch: int | None = None, last: bool = Fals
             raise UserError(f"{run_dir} has no checkpoint of epoch {epoch}; it has epochs "
                             f"{', '.join(map(str, epochs))} (epochs count from 0)")
         return folder / checkpoint.epoch_file(epoch)
-    if last:
+    if last or checkpoint.BEST not in checkpoint.manifest(run_dir):
         return folder / checkpoint.epoch_file(epochs[-1])
-    return folder / "best.pdckpt"
+    return folder / checkpoint.BEST
 
 
 def evaluate_run(run_dir: Path, epoch: int | None = None, last: bool = False, split: str = "test",
