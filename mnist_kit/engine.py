@@ -400,6 +400,11 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
         run_info.save(status="failed", error=str(e))
         raise UserError(f"{e}; lower optimizer.lr, set optimizer.grad_clip, or set train.on_nonfinite=skip. "
                         f"The checkpoints written before it are kept in {run_dir / checkpoint.CKPT_DIR}") from None
+    except OSError as e:  # disk full or unwritable while writing metrics or run.json
+        with contextlib.suppress(OSError):
+            run_info.save(status="failed", error=str(e))
+        raise UserError(f"cannot write to {run_dir}: {e.strerror or e}; the checkpoints written before are "
+                        f"intact, resume with: mnist-kit resume --run {run_dir}") from None
     except KeyboardInterrupt:
         run_info.save(status="interrupted")
         info(f"interrupted; continue with: mnist-kit resume --run {run_dir}")

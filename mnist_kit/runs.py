@@ -14,7 +14,11 @@ RUN_FILE = "run.json"
 def create_run_dir(root: Path, name: str | None, prefix: str) -> Path:
     """Create ``root/name`` (or ``root/<prefix>-<timestamp>``); refuse to reuse an existing run."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the output folder {root}: {e.strerror}; set output.root to a writable "
+                        "folder") from None
     if name:
         if "/" in name or name in (".", ".."):
             raise UserError(f"run name '{name}' must be a plain folder name")

@@ -275,3 +275,10 @@ def test_optimizer_state_survives_different_parameter_names(prepared):
     assert len(moments) == 6 and all(any(k.startswith(n + "_") for n in names) for k in moments)
     opt = paddle.optimizer.Adam(parameters=model.parameters())
     opt.set_state_dict(local)
+
+
+def test_unwritable_output_folder_is_a_clear_error(prepared):
+    Path("afile").write_text("x")
+    proc = run_subprocess("train", *E3, "-o", "output.root=afile/runs")
+    assert proc.returncode == 1
+    assert "cannot create the output folder afile/runs" in proc.stderr and "Traceback" not in proc.stderr
