@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import time
 from pathlib import Path
 
@@ -125,6 +126,22 @@ def apply_retention(run_dir: Path, keep_last: int) -> list[str]:
         for n in doomed:
             (Path(run_dir) / CKPT_DIR / n).unlink(missing_ok=True)
     return doomed
+
+
+def set_aside_after(run_dir: Path, step: int, dest: Path) -> list[str]:
+    """Move the checkpoints written after global ``step`` (best included) to ``dest``; return their names."""
+    entries = manifest(run_dir)
+    later = sorted(n for n, e in entries.items() if e["step"] > step)
+    if later:
+        dest.mkdir(parents=True, exist_ok=True)
+        for n in later:
+            entries.pop(n)
+        _write_manifest(run_dir, entries)
+        for n in later:
+            src = Path(run_dir) / CKPT_DIR / n
+            if src.exists():
+                shutil.move(str(src), dest / n)
+    return later
 
 
 def load(path: Path) -> dict:

@@ -13,7 +13,6 @@ import fcntl
 import json
 import math
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -73,6 +72,10 @@ def validate(model, batches: data.Batches, loss_fn) -> dict:
     return {"loss": loss, "accuracy": float((logits.argmax(axis=1) == batches.y).mean())}
 
 
+def _fresh_progress() -> dict:
+    return {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "skipped": 0}
+
+
 @dataclass
 class Trainer:
     """Everything built from a config, and the position in training."""
@@ -89,8 +92,7 @@ class Trainer:
     step: int = 0  # global steps done
     step_in_epoch: int = 0
     best_val_acc: float = -1.0
-    progress: dict = field(default_factory=lambda: {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0,
-                                                    "skipped": 0})
+    progress: dict = field(default_factory=lambda: _fresh_progress())  # running sums of the epoch in progress
 
     @property
     def steps_per_epoch(self) -> int:
@@ -291,18 +293,9 @@ def _set_aside_after(run_dir: Path, step: int, superseded: Path) -> list[str]:
             write_text(superseded / "metrics.jsonl", "\n".join(rows) + "\n")
             write_text(metrics_path, "".join(r + "\n" for r in keep))
             moved.append(f"{len(rows) - len(keep)} metrics row(s)")
-    entries = checkpoint.manifest(run_dir)
-    later = [n for n, e in entries.items() if e["step"] > step]
+    later = checkpoint.set_aside_after(run_dir, step, superseded)
     if later:
-        superseded.mkdir(parents=True, exist_ok=True)
-        for n in later:
-            entries.pop(n)
-        checkpoint._write_manifest(run_dir, entries)
-        for n in later:
-            src = run_dir / checkpoint.CKPT_DIR / n
-            if src.exists():
-                shutil.move(str(src), superseded / n)
-        moved.append(", ".join(sorted(later)))
+        moved.append(", ".join(later))
     return moved
 
 
@@ -395,7 +388,7 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
             run_info.save(epochs_done=epoch + 1, best_val_acc=t.best_val_acc)
             faults.hit("epoch", epoch)
             t.epoch, t.step_in_epoch = epoch + 1, 0
-            t.progress = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "skipped": 0}
+            t.progress = _fresh_progress()
     except _Diverged as e:
         run_info.save(status="failed", error=str(e))
         raise UserError(f"{e}; lower optimizer.lr, set optimizer.grad_clip, or set train.on_nonfinite=skip. "
