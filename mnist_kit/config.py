@@ -216,7 +216,8 @@ def validate(raw: Any, source: str = "config") -> dict:
             if field.only and name is not None and name not in field.only:
                 if key in given:
                     errors.append(f"{section}.{key} does not apply to {section} '{name}' "
-                                  f"(it applies to: {', '.join(field.only)})")
+                                  f"(it applies to: {', '.join(field.only)}); remove it, "
+                                  f"or add -o {section}.{key}=null")
                 continue
             if field.only and name is None:
                 continue
@@ -299,7 +300,10 @@ def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] 
         target = raw.setdefault(section, {})
         if not isinstance(target, dict):
             raise ConfigError(f"override '{text}': {section} in {source} is not a mapping")
-        target[key] = value
+        if value is None:  # -o key=null removes the key: its default applies, or nothing if it does not apply
+            target.pop(key, None)
+        else:
+            target[key] = value
     if overrides:
         source += " with overrides " + " ".join(f"-o {o}" for o in overrides)
     return validate(raw, source)

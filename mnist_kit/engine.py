@@ -400,7 +400,7 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
                         f"intact, resume with: mnist-kit resume --run {run_dir}") from None
     except KeyboardInterrupt:
         run_info.save(status="interrupted")
-        info(f"interrupted; continue with: mnist-kit resume --run {run_dir}")
+        info(f"to continue: mnist-kit resume --run {run_dir}")
         raise
     except BaseException as e:
         run_info.save(status="failed", error=str(e) or type(e).__name__)

@@ -97,6 +97,12 @@ def test_override_switching_the_name_drops_keys_of_the_old_name(tmp_path):
         config.load(REPO / "configs" / "cnn.yaml", ["model.name=mlp"])
     cfg = config.load(None, ["model.name=mlp"])
     assert "channels" not in cfg["model"] and cfg["model"]["hidden"] == [256, 128]
+    # null removes a key, so a config file's key can be dropped from the command line
+    cfg = config.load(REPO / "configs" / "cnn.yaml", ["model.name=mlp", "model.channels=null",
+                                                      "model.kernel_size=null", "model.batch_norm=null"])
+    assert cfg["model"]["name"] == "mlp" and "channels" not in cfg["model"]
+    cfg = config.load(REPO / "configs" / "mlp.yaml", ["optimizer.lr=null"])
+    assert cfg["optimizer"]["lr"] == config.SCHEMA["optimizer"]["lr"].default
 
 
 def test_print_config_round_trips(tmp_path):
