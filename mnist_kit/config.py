@@ -99,10 +99,22 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "every_steps": Field("int", 0, "also checkpoint every N steps inside an epoch; 0 = at epoch ends only",
                              min=0),
     },
+    "log": {
+        "images": Field("bool", True, "input grid at the start; misclassified grid and confusion matrix at each "
+                        "validation"),
+        "histogram_every": Field("int", 200, "steps between histograms of every parameter and gradient; 0 = off",
+                                 min=0),
+        "curves": Field("bool", True, "PR and ROC curve of each class at each validation"),
+        "embeddings": Field("int", 500, "validation images whose penultimate features are logged at the last epoch; "
+                            "0 = off", min=0),
+        "graph": Field("bool", True, "the model graph (for the board's graph pages)"),
+        "hparams": Field("bool", True, "hyper-parameters with the final metrics (the board's comparison view)"),
+        "config_text": Field("bool", True, "the resolved config as text"),
+    },
     "output": {
         "root": Field("path", "checkpoints", "directory that holds one directory per run"),
         "name": Field("str", None, "run name; null = CONFIG-YYYYmmdd-HHMMSS (CONFIG = the config file name)"),
-        "visualdl": Field("bool", True, "write VisualDL logs to the vdl folder of the run"),
+        "visualdl": Field("bool", True, "write VisualDL logs to the vdl folder of the run (the log section says what)"),
     },
 }
 
@@ -246,7 +258,8 @@ def _cross_checks(cfg: dict) -> list[str]:
 # What may differ between a run's saved config and the config it is resumed with. Everything else
 # changes the model, the data or the optimisation, and is refused.
 SAFE_ON_RESUME = ("train.epochs", "train.log_every", "train.eval_batch_size", "train.device", "train.on_nonfinite",
-                  "checkpoint.keep_last", "checkpoint.every_steps", "output.visualdl")
+                  "checkpoint.keep_last", "checkpoint.every_steps", "output.visualdl",
+                  *(f"log.{k}" for k in SCHEMA["log"]))
 
 
 def differences(old: dict, new: dict) -> dict:

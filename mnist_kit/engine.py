@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, checkpoint, config, data, faults, metrics, runs
+from mnist_kit import UserError, checkpoint, config, data, faults, graph, metrics, runs
 from mnist_kit.console import Progress, info
 from mnist_kit.files import write_text
 from mnist_kit.logbook import Logbook
@@ -69,7 +69,64 @@ def predict(model, batches: data.Batches, loss_fn=None):
 
 def validate(model, batches: data.Batches, loss_fn) -> dict:
     logits, loss = predict(model, batches, loss_fn)
-    return {"loss": loss, "accuracy": float((logits.argmax(axis=1) == batches.y).mean())}
+    return {"loss": loss, "accuracy": float((logits.argmax(axis=1) == batches.y).mean()), "logits": logits}
+
+
+def features(model, x: np.ndarray, norm: data.Normalization, batch_size: int = 1000) -> np.ndarray:
+    """Penultimate-layer features (N, D) of uint8 images."""
+    model.eval()
+    out = []
+    with paddle.no_grad():
+        for i in range(0, len(x), batch_size):
+            out.append(model.features(paddle.to_tensor(norm.apply(x[i:i + batch_size]))).numpy())
+    return np.concatenate(out).reshape(len(x), -1)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+HPARAM_METRICS = ["val/acc", "val/loss", "train/epoch_acc", "train/epoch_loss"]
+
+
+def _log_start(t: "Trainer", logbook: Logbook) -> None:
+    """What the log shows from the start of a run: config, hyper-parameters, a grid of input samples."""
+    lcfg = t.cfg["log"]
+    if lcfg["config_text"]:
+        logbook.text("config", config.dump(t.cfg))
+    if lcfg["hparams"]:
+        flat = {f"{s}.{k}": (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, list) else v)
+                for s, sec in t.cfg.items() if s not in ("output", "log") for k, v in sec.items()}
+        logbook.hparams(flat, HPARAM_METRICS)
+    if lcfg["images"]:
+        first = t.splits.train.order(0)[:64]
+        logbook.sample_grid("input/train_samples", t.splits.train.x[first], t.splits.train.y[first],
+                            t.splits.prepared.classes)
+
+
+def _log_validation(t: "Trainer", logbook: Logbook, val: dict, epoch: int) -> None:
+    """Images, curves and embeddings after a validation."""
+    if not logbook.enabled:
+        return
+    lcfg, classes, step = t.cfg["log"], t.splits.prepared.classes, t.step
+    y, predicted = t.splits.val.y, val["logits"].argmax(axis=1)
+    if lcfg["images"]:
+        logbook.misclassified("val/misclassified", t.splits.val.x, y, predicted, step)
+        logbook.confusion("val/confusion_matrix", metrics.confusion_matrix(y, predicted, len(classes)), classes, step)
+    if lcfg["curves"]:
+        logbook.curves(y, _softmax(val["logits"]), classes, step)
+    if lcfg["embeddings"] and epoch == t.cfg["train"]["epochs"] - 1:
+        n = lcfg["embeddings"]
+        logbook.embeddings("val/features", features(t.model, t.splits.val.x[:n], t.splits.norm),
+                           [classes[k] for k in y[:n]], step)
+
+
+def _log_histograms(t: "Trainer", logbook: Logbook, step: int) -> None:
+    for name, p in t.model.named_parameters():
+        logbook.histogram(f"params/{name}", p.numpy(), step)
+        if p.grad is not None:
+            logbook.histogram(f"grads/{name}", p.grad.numpy(), step)
 
 
 def _fresh_progress() -> dict:
@@ -188,7 +245,18 @@ def train(cfg: dict, config_name: str = "config") -> Path:
              f"train / {t.splits.val.num_samples} validation images; normalisation mean {t.splits.norm.mean} "
              f"std {t.splits.norm.std}")
         info(summary(t.model))
-        _fit(t, run_dir, run_info, Logbook(run_dir / "vdl" if ocfg["visualdl"] else None))
+        logbook = Logbook(run_dir / "vdl" if ocfg["visualdl"] else None, display_name=run_dir.name)
+        _log_start(t, logbook)
+        graph_proc = graph.start(run_dir) if logbook.enabled and cfg["log"]["graph"] else None
+        try:
+            _fit(t, run_dir, run_info, logbook)
+        except BaseException:
+            if graph_proc is not None:
+                graph_proc.kill()
+            raise
+        problem = graph.finish(graph_proc)
+        if problem:
+            info(f"warning: the model graph for VisualDL could not be written: {problem}")
     return run_dir
 
 
@@ -275,8 +343,8 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
             "from": path.name, "step": state["step"], "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "changes": {k: list(v) for k, v in changes.items()}, "set_aside": moved,
             "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}])
-        logbook = Logbook(run_dir / "vdl" if cfg["output"]["visualdl"] else None, resume_step=state["step"],
-                          superseded=superseded)
+        logbook = Logbook(run_dir / "vdl" if cfg["output"]["visualdl"] else None, display_name=run_dir.name,
+                          resume_step=state["step"], superseded=superseded)
         _fit(t, run_dir, run_info, logbook)
     return run_dir
 
@@ -312,6 +380,7 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
     """Train from ``t``'s position to ``train.epochs``, checkpointing as configured."""
     tcfg, ccfg = t.cfg["train"], t.cfg["checkpoint"]
     log_every, every_steps = tcfg["log_every"], ccfg["every_steps"]
+    hist_every = t.cfg["log"]["histogram_every"] if logbook.enabled else 0
     try:
         while t.epoch < tcfg["epochs"]:
             epoch = t.epoch
@@ -325,29 +394,33 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
                 with _amp_context(t.scaler is not None):
                     logits = t.model(x)
                     loss = t.loss_fn(logits, y)
-                value = float(loss)
+                value, step = float(loss), t.step + 1
                 if math.isfinite(value):
                     if t.scaler is not None:
                         t.scaler.minimize(t.optimizer, t.scaler.scale(loss))
                     else:
                         loss.backward()
                         t.optimizer.step()
+                    correct = int((logits.argmax(axis=-1) == y).astype("int64").sum())
                     t.progress["loss_sum"] += value * len(yb)
-                    t.progress["correct"] += int((logits.argmax(axis=-1) == y).astype("int64").sum())
+                    t.progress["correct"] += correct
                     t.progress["seen"] += len(yb)
+                    if step % log_every == 0:
+                        logbook.scalar("train/loss", value, step)
+                        logbook.scalar("train/acc", correct / len(yb), step)
+                        logbook.scalar("train/lr", t.optimizer.get_lr(), step)
+                        progress.set_postfix(f"loss {value:.4f}")
+                    if hist_every and step % hist_every == 0:
+                        _log_histograms(t, logbook, step)
                 elif tcfg["on_nonfinite"] == "stop":
-                    raise _Diverged(value, t.step + 1, epoch)
+                    raise _Diverged(value, step, epoch)
                 else:
                     t.progress["skipped"] += 1
-                    info(f"warning: the loss is {value} at step {t.step + 1}; that batch's update is skipped")
+                    info(f"warning: the loss is {value} at step {step}; that batch's update is skipped")
                 t.optimizer.clear_grad()
                 t.schedule.step()
-                t.step += 1
+                t.step = step
                 t.step_in_epoch += 1
-                if t.step % log_every == 0 and math.isfinite(value):
-                    logbook.scalar("train/loss", value, t.step)
-                    logbook.scalar("train/lr", t.optimizer.get_lr(), t.step)
-                    progress.set_postfix(f"loss {value:.4f}")
                 progress.update(1)
                 faults.hit("step", t.step)
                 if every_steps and t.step % every_steps == 0 and t.step_in_epoch < t.steps_per_epoch:
@@ -371,6 +444,7 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
                              ("val/loss", "val_loss"), ("val/acc", "val_acc"),
                              ("speed/images_per_sec", "images_per_sec")):
                 logbook.scalar(tag, record[key], t.step)
+            _log_validation(t, logbook, val, epoch)
             logbook.flush()
             is_best = val["accuracy"] > t.best_val_acc
             t.best_val_acc = max(t.best_val_acc, val["accuracy"])

@@ -1,8 +1,12 @@
-"""VisualDL logging for a run: one writer per run directory, written by one process.
+"""VisualDL logging: one writer per run directory, every component, and the board launcher.
 
-This first version logs scalars; every VisualDL component is added here, behind the same small API.
-On resume, the records up to the resumed step are carried into a fresh log file and the rest are set
-aside, so the log has no duplicated and no missing steps.
+Notes on visualdl 2.5.3 that shape this module (see ../shared/notes/visualdl-2.5.3.md):
+- ``add_pr_curve``/``add_roc_curve`` crash with numpy >= 1.24, and upstream's ROC divides by the wrong
+  count; the curves are computed here (``metrics.binary_curve``) and written as raw records.
+- ``roc_curve_raw`` truncates numpy rates to int: rates are passed as lists.
+- ``add_embeddings`` forces step 0; embeddings are written as raw records with their step.
+- On resume, the records up to the resumed step are carried into a fresh log file and the rest are set
+  aside, so the log has no duplicated and no missing steps.
 """
 
 from __future__ import annotations
@@ -11,6 +15,12 @@ import shutil
 import struct
 import time
 from pathlib import Path
+
+import numpy as np
+
+from mnist_kit import metrics, visuals
+
+NUM_THRESHOLDS = 127  # the most visualdl's PR/ROC pages take
 
 
 def read_records(path: Path) -> list:
@@ -31,11 +41,20 @@ def read_records(path: Path) -> list:
     return out
 
 
+def _set_aside_name(name: str) -> str:
+    # the board reads every file whose name contains "vdlrecords": rename so set-aside logs are not shown
+    return name.replace("vdlrecords", "vdl-set-aside")
+
+
 class Logbook:
-    def __init__(self, logdir: Path | None, resume_step: int | None = None, superseded: Path | None = None):
+    """The VisualDL log of one run. With ``logdir=None`` every call does nothing (logging off, or rank > 0)."""
+
+    def __init__(self, logdir: Path | None, display_name: str = "", resume_step: int | None = None,
+                 superseded: Path | None = None):
         """``resume_step``: keep the existing records up to and including this step; those after it are moved
         (with the old files) to ``superseded``."""
         self.writer = None
+        self.logdir = Path(logdir) if logdir is not None else None
         if logdir is None:
             return
         from visualdl import LogWriter  # imported only when logging is on
@@ -54,22 +73,90 @@ class Logbook:
                     kept.append(record)
         stamp = f"{int(time.time()):010d}"
         name = f"vdlrecords.{stamp}.log" if not old_files else f"vdlrecords.{stamp}.resumed{len(old_files)}.log"
-        self.writer = LogWriter(logdir=str(logdir), file_name=name)
+        self.writer = LogWriter(logdir=str(logdir), file_name=name, display_name=display_name)
         if old_files:
-            file_writer = self.writer._get_file_writer()  # the records are replayed as they were written
-            for record in kept:
-                file_writer.add_record(record)
+            for record in kept:  # the records are replayed as they were written
+                self._add(record)
             self.writer.flush()
             for f in old_files:
                 if dropped and superseded is not None:
                     superseded.mkdir(parents=True, exist_ok=True)
-                    shutil.move(str(f), superseded / f.name)
+                    shutil.move(str(f), superseded / _set_aside_name(f.name))
                 else:
                     f.unlink()
+
+    @property
+    def enabled(self) -> bool:
+        return self.writer is not None
+
+    def _add(self, record) -> None:
+        self.writer._get_file_writer().add_record(record)
+
+    # ---------------------------------------------------------------- components
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None:
             self.writer.add_scalar(tag=tag, value=float(value), step=int(step))
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag=tag, text_string=text, step=int(step))
+
+    def image(self, tag: str, rgb: np.ndarray, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_image(tag=tag, img=rgb, step=int(step), dataformats="HWC")
+
+    def histogram(self, tag: str, values: np.ndarray, step: int, buckets: int = 30) -> None:
+        if self.writer is not None:
+            self.writer.add_histogram(tag=tag, values=np.asarray(values).ravel(), step=int(step), buckets=buckets)
+
+    def hparams(self, hparams: dict, metric_tags: list[str]) -> None:
+        """Hyper-parameters of the run; the board takes each metric's value from the scalar tag of that name."""
+        if self.writer is not None:
+            self.writer.add_hparams(hparams_dict=hparams, metrics_list=list(metric_tags))
+
+    def curves(self, labels: np.ndarray, probs: np.ndarray, classes, step: int) -> None:
+        """One PR curve (tag ``pr/<class>``) and one ROC curve (``roc/<class>``) per class, from the TRUE
+        labels against that class's probability."""
+        if self.writer is None:
+            return
+        from visualdl.component.base_component import pr_curve_raw, roc_curve_raw
+
+        walltime = round(time.time() * 1000)
+        for k, name in enumerate(classes):
+            c = metrics.binary_curve(labels == k, probs[:, k], NUM_THRESHOLDS)
+            counts = {key: c[key].tolist() for key in ("tp", "fp", "tn", "fn")}
+            tag = f"{k}_{name}".replace("/", "-").replace(" ", "_")
+            self._add(pr_curve_raw(tag=f"pr/{tag}", precision=c["precision"].tolist(),
+                                   recall=c["recall"].tolist(), step=int(step), walltime=walltime, **counts))
+            self._add(roc_curve_raw(tag=f"roc/{tag}", tpr=c["recall"].tolist(), fpr=c["fpr"].tolist(),
+                                    step=int(step), walltime=walltime, **counts))
+
+    def embeddings(self, tag: str, features: np.ndarray, labels: list[str], step: int) -> None:
+        if self.writer is None:
+            return
+        from visualdl.component.base_component import embedding
+
+        self._add(embedding(tag=tag, labels=list(labels), hot_vectors=np.asarray(features, np.float32).tolist(),
+                            step=int(step), walltime=round(time.time() * 1000)))
+
+    # ---------------------------------------------------------------- composites
+
+    def sample_grid(self, tag: str, images: np.ndarray, labels: np.ndarray, classes, step: int = 0) -> None:
+        if self.writer is not None:
+            self.image(tag, visuals.grid(images, [f"{y} {classes[y]}" for y in labels]), step)
+
+    def misclassified(self, tag: str, images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, step: int,
+                      limit: int = 64) -> None:
+        if self.writer is None:
+            return
+        wrong = np.flatnonzero(predicted != labels)[:limit]
+        captions = [f"p:{predicted[i]} t:{labels[i]}" for i in wrong]
+        self.image(tag, visuals.grid(images[wrong], captions, colors=[(255, 120, 120)] * len(wrong)), step)
+
+    def confusion(self, tag: str, cm: np.ndarray, classes, step: int) -> None:
+        if self.writer is not None:
+            self.image(tag, visuals.confusion_image(cm, list(classes)), step)
 
     def flush(self) -> None:
         if self.writer is not None:

@@ -47,3 +47,26 @@ def format_report(result: dict, classes) -> str:
     for i, row in enumerate(cm):
         lines.append(f"{i:>3} " + "".join(f"{v:>{cell}}" for v in row))
     return "\n".join(lines)
+
+
+def binary_curve(positive: np.ndarray, scores: np.ndarray, num_thresholds: int = 127) -> dict:
+    """Counts at thresholds ``t_i = i / (num_thresholds - 1)`` (predicted positive when ``score >= t_i``).
+
+    ``positive``: the TRUE labels, as booleans for one class; ``scores``: that class's probability.
+    Returns tp, fp, tn, fn, precision = tp/(tp+fp), recall = tpr = tp/(tp+fn), fpr = fp/(fp+tn)
+    (0 where a denominator is 0). At the lowest threshold every image is predicted positive, so the
+    precision there is the class's frequency.
+    """
+    positive = np.asarray(positive, bool)
+    scores = np.asarray(scores, np.float64)
+    thresholds = np.linspace(0.0, 1.0, num_thresholds)
+    pos_sorted, neg_sorted = np.sort(scores[positive]), np.sort(scores[~positive])
+    tp = (len(pos_sorted) - np.searchsorted(pos_sorted, thresholds, side="left")).astype(np.int64)
+    fp = (len(neg_sorted) - np.searchsorted(neg_sorted, thresholds, side="left")).astype(np.int64)
+    fn, tn = len(pos_sorted) - tp, len(neg_sorted) - fp
+
+    def ratio(a, b):
+        return np.divide(a, b, out=np.zeros(len(a)), where=b > 0)
+
+    return {"thresholds": thresholds, "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+            "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "fpr": ratio(fp, fp + tn)}

@@ -102,7 +102,7 @@ def test_mid_epoch_checkpoint_resume_is_bit_identical(prepared, monkeypatch, cas
     assert "from step_0000012.pdckpt: step 2 of epoch 1 (global step 12)" in result.output
     _assert_identical(full, part)
     # the records of steps 13-14, logged before the interruption, were set aside, not duplicated
-    assert list((part / "superseded").glob("*/vdlrecords*"))
+    assert list((part / "superseded").glob("*/vdl-set-aside*"))  # renamed: the board must not show it
 
 
 def test_kill_9_during_training_then_resume_loses_nothing(prepared):

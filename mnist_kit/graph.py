@@ -1,0 +1,69 @@
+"""The model's graph for VisualDL, written by a child process.
+
+VisualDL 2.5.3 reads only the older ``.pdmodel`` program format, which Paddle 3 writes only when
+``FLAGS_enable_pir_api=0`` is set before paddle is imported; so a child process with that flag builds
+the model from the run's config and writes ``<run>/graph/model.pdmodel`` (the board's static graph page)
+and ``<run>/vdl/vdlgraph.*.log`` (its dynamic graph page). Paddle 2.6 writes ``.pdmodel`` anyway.
+
+    python -m mnist_kit.graph RUN_DIR
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GRAPH_DIR = "graph"
+
+
+def start(run_dir: Path) -> subprocess.Popen:
+    """Start the child process that writes the graph files; it runs beside training."""
+    env = {**os.environ, "FLAGS_enable_pir_api": "0", "GLOG_minloglevel": "2"}
+    return subprocess.Popen([sys.executable, "-m", "mnist_kit.graph", str(run_dir)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen | None, timeout: float = 300) -> str | None:
+    """Wait for the child; return an error message if it failed."""
+    if proc is None:
+        return None
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return "the graph export took too long and was stopped"
+    if proc.returncode != 0:
+        lines = [line for line in (err or "").strip().splitlines() if line.strip()]
+        return lines[-1] if lines else f"exit code {proc.returncode}"
+    return None
+
+
+def _write(run_dir: Path) -> None:
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from mnist_kit import config
+    from mnist_kit.engine import INPUT_SHAPE
+    from mnist_kit.models import build_model
+    from mnist_kit.runtime import paddle
+
+    cfg = config.load(run_dir / "config.yaml")
+    classes = __import__("json").loads((run_dir / "run.json").read_text())["classes"]
+    model = build_model(cfg["model"], INPUT_SHAPE, len(classes))
+    model.eval()
+    spec = [paddle.static.InputSpec([None, *INPUT_SHAPE], "float32", name="image")]
+    paddle.jit.save(model, str(run_dir / GRAPH_DIR / "model"), input_spec=spec)
+    from visualdl.component.graph import translate_graph
+
+    graph = translate_graph(model, [paddle.static.InputSpec([-1, *INPUT_SHAPE], "float32")], False)
+    target = run_dir / "vdl" / f"vdlgraph.{int(time.time()):010d}.log"
+    tmp = target.with_name(".graph.partial")
+    tmp.write_text(graph)
+    tmp.replace(target)
+
+
+if __name__ == "__main__":
+    _write(Path(sys.argv[1]))

@@ -1,0 +1,63 @@
+"""Pictures for the log: labelled image grids and the confusion matrix, as RGB uint8 arrays (H, W, 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+_FONT = ImageFont.load_default()
+
+
+def _text_width(draw: ImageDraw.ImageDraw, text: str) -> int:
+    left, _, right, _ = draw.textbbox((0, 0), text, font=_FONT)
+    return right - left
+
+
+def grid(images: np.ndarray, captions: list[str], columns: int = 8, scale: int = 3,
+         colors: list[tuple] | None = None) -> np.ndarray:
+    """uint8 images (N, H, W) in a grid, each with its caption underneath (optionally coloured)."""
+    n = len(images)
+    if n == 0:
+        return np.zeros((16, 16, 3), np.uint8)
+    h, w = images.shape[1] * scale, images.shape[2] * scale
+    cap, pad = 14, 2
+    rows = -(-n // columns)
+    cols = min(n, columns)
+    canvas = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + cap + pad) + pad), (40, 40, 40))
+    draw = ImageDraw.Draw(canvas)
+    for i, (img, text) in enumerate(zip(images, captions)):
+        r, c = divmod(i, columns)
+        x, y = pad + c * (w + pad), pad + r * (h + cap + pad)
+        tile = Image.fromarray(np.asarray(img, np.uint8), "L").resize((w, h), Image.Resampling.NEAREST).convert("RGB")
+        canvas.paste(tile, (x, y))
+        text = text if _text_width(draw, text) <= w else text[: max(1, w // 6)]
+        draw.text((x + 1, y + h + 1), text, fill=(colors[i] if colors else (230, 230, 230)), font=_FONT)
+    return np.asarray(canvas)
+
+
+def confusion_image(cm: np.ndarray, classes: list[str], cell: int = 44) -> np.ndarray:
+    """The confusion matrix as a heat map with counts; rows are true classes, columns predictions."""
+    cm = np.asarray(cm)
+    k = len(classes)
+    margin_left, margin_top = 110, 40
+    size = (margin_left + k * cell + 10, margin_top + k * cell + 30)
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    row_totals = np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    share = cm / row_totals
+    for i in range(k):
+        draw.text((4, margin_top + i * cell + cell // 2 - 5), f"{i} {classes[i]}"[:17], fill=(0, 0, 0), font=_FONT)
+        draw.text((margin_left + i * cell + cell // 2 - 3, margin_top - 14), str(i), fill=(0, 0, 0), font=_FONT)
+        for j in range(k):
+            v = share[i, j]
+            color = (int(255 - 200 * v), int(255 - 120 * v), 255) if i == j else (255, int(255 - 200 * v),
+                                                                                    int(255 - 200 * v))
+            x, y = margin_left + j * cell, margin_top + i * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=color, outline=(200, 200, 200))
+            text = str(int(cm[i, j]))
+            draw.text((x + (cell - _text_width(draw, text)) // 2, y + cell // 2 - 5), text, fill=(0, 0, 0),
+                      font=_FONT)
+    draw.text((margin_left, margin_top + k * cell + 8), "columns: predicted class; rows: true class",
+              fill=(80, 80, 80), font=_FONT)
+    draw.text((4, 4), "confusion matrix", fill=(0, 0, 0), font=_FONT)
+    return np.asarray(canvas)
