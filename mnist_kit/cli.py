@@ -140,6 +140,21 @@ def evaluate(run_dir, root, epoch, last, split, device, as_json):
         click.echo(metrics.format_report(result, result["classes"]))
 
 
+@cli.command()
+@click.option("--logdir", type=click.Path(path_type=Path), default="checkpoints", show_default=True,
+              help="Folder holding one folder per run (output.root).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8040, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Anything but loopback exposes every log, without authentication.")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
+              help="Model file for the static graph page (default: the newest run's graph/model.pdmodel).")
+def board(logdir, port, host, model):
+    """Start VisualDL on the runs, every run side by side, and print its address."""
+    from mnist_kit import logbook
+
+    logbook.serve(logdir, host=host, port=port, model=model, say=lambda m: click.echo(m, err=True))
+
+
 def main(args=None, prog_name: str = "mnist-kit"):
     cli.main(args=args, prog_name=prog_name)
 

@@ -166,3 +166,76 @@ class Logbook:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+# ---------------------------------------------------------------- the board
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def newest_graph(logdir: Path) -> Path | None:
+    """The newest run's ``graph/model.pdmodel`` under ``logdir`` (for the board's static graph page)."""
+    models = list(Path(logdir).glob("*/graph/model.pdmodel"))
+    return max(models, key=lambda p: p.stat().st_mtime) if models else None
+
+
+def board_command(logdir: Path, host: str, port: int, model: Path | None) -> tuple[list[str], Path]:
+    """The VisualDL server's command line and the folder to run it in.
+
+    The log root is passed relative to that folder (absolute run names confuse the server's cache);
+    telemetry is off and the language fixed (without -L, pages answer 500 to clients without Accept-Language).
+    """
+    import sys
+
+    logdir = Path(logdir).resolve()
+    argv = [sys.executable, "-c", "from visualdl.server.app import main; main()", "--logdir", logdir.name,
+            "--host", host, "--port", str(port), "--disable-telemetry", "-L", "en", "--cache-timeout", "5"]
+    if model is not None:
+        argv += ["--model", str(Path(model).resolve())]
+    return argv, logdir.parent
+
+
+def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path | None = None,
+          wait: bool = True, say=print):
+    """Start the board on ``logdir``; print its address; with ``wait``, run until interrupted."""
+    import subprocess
+    import urllib.request
+
+    from mnist_kit import UserError
+
+    logdir = Path(logdir)
+    if not logdir.is_dir() or not any(logdir.rglob("vdlrecords*")):
+        raise UserError(f"no VisualDL logs under {logdir}; train a run first (mnist-kit train), or pass --logdir")
+    if host not in LOOPBACK:
+        say(f"warning: binding {host}: VisualDL has no authentication, so anyone who can reach this address can "
+            "read every log here and upload files to the server")
+    model = model or newest_graph(logdir)
+    if model is not None and not Path(model).is_file():
+        raise UserError(f"model file not found: {model}")
+    argv, cwd = board_command(logdir, host, port, model)
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    deadline = time.time() + 60
+    while True:
+        if proc.poll() is not None:
+            err = (proc.stderr.read() or "").strip().splitlines()
+            raise UserError(f"the VisualDL server stopped at start: {err[-1] if err else proc.returncode} "
+                            f"(is port {port} in use? try --port)")
+        try:
+            with urllib.request.urlopen(f"{url}/alive", timeout=2):
+                break
+        except OSError:
+            if time.time() > deadline:
+                proc.kill()
+                raise UserError("the VisualDL server did not answer within 60 s") from None
+            time.sleep(0.3)
+    say(f"VisualDL is serving {logdir} at {url}/app/scalar" + (f" (graph: {model})" if model else "")
+        + ("; press Ctrl-C to stop" if wait else ""))
+    if not wait:
+        return proc
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return proc

@@ -1,0 +1,219 @@
+"""The VisualDL log of a short real run, read back component by component, and served by the real server."""
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from PIL import Image
+
+from mnist_kit import checkpoint, config, data, engine, metrics
+from mnist_kit.cli import cli
+from mnist_kit.logbook import read_records
+
+from conftest import FAST, synthetic_arrays, write_idx_folder
+
+HIST_EVERY, N_EMB = 5, 50
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A 2-epoch CNN run on synthetic data with every component on, the graph included."""
+    base = tmp_path_factory.mktemp("vdl")
+    data.prepare("mnist", base / "data", from_dir=write_idx_folder(base / "idx", synthetic_arrays()), verify=False)
+    args = ["train", *FAST, "-o", f"data.root={base / 'data'}", "-o", f"output.root={base / 'runs'}",
+            "-o", "log.graph=true", "-o", f"log.histogram_every={HIST_EVERY}", "-o", f"log.embeddings={N_EMB}",
+            "--name", "r"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return base / "runs" / "r"
+
+
+@pytest.fixture(scope="module")
+def values(run):
+    """component -> tag -> [Record.Value] in file order."""
+    files = list((run / "vdl").glob("vdlrecords*"))
+    assert len(files) == 1, files  # one writer, one file per run
+    out = defaultdict(lambda: defaultdict(list))
+    for record in read_records(files[0]):
+        for v in record.values:
+            out[v.WhichOneof("one_value")][v.tag].append(v)
+    return out
+
+
+def _rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_scalars(run, values):
+    s = values["value"]
+    assert [v.id for v in s["train/loss"]] == [5, 10, 15, 20]
+    assert {"train/acc", "train/lr", "train/epoch_loss", "train/epoch_acc", "val/loss", "val/acc",
+            "speed/images_per_sec"} <= set(s)
+    rows = _rows(run)
+    assert [v.id for v in s["val/acc"]] == [r["step"] for r in rows]
+    assert np.allclose([v.value for v in s["val/acc"]], [r["val_acc"] for r in rows])
+    assert all(0.0 <= v.value <= 1.0 for v in s["train/acc"])
+
+
+def _png(v):
+    return Image.open(io.BytesIO(v.image.encoded_image_string))
+
+
+def test_images(run, values):
+    imgs = values["image"]
+    (samples,) = imgs["input/train_samples"]
+    assert samples.id == 0 and _png(samples).size[0] > 8 * 28 * 3  # an 8-column grid, 3x scale
+    assert [v.id for v in imgs["val/misclassified"]] == [10, 20]
+    assert [v.id for v in imgs["val/confusion_matrix"]] == [10, 20]
+    assert _png(imgs["val/confusion_matrix"][0]).mode == "RGB"
+
+
+def test_histograms_count_every_parameter_value(run, values):
+    state = checkpoint.load(run / "ckpt" / "epoch_001.pdckpt")["model"]
+    hists = values["histogram"]
+    for name, tensor in state.items():
+        records = hists[f"params/{name}"]
+        assert [v.id for v in records] == list(range(HIST_EVERY, 21, HIST_EVERY))
+        assert sum(records[-1].histogram.hist) == tensor.size  # every value counted
+        assert len(hists[f"grads/{name}"]) == len(records)
+    # the last histogram is of the final parameters
+    last = hists["params/fc.weight"][-1].histogram
+    w = state["fc.weight"].numpy()
+    assert last.bin_edges[0] == pytest.approx(w.min()) and last.bin_edges[-1] == pytest.approx(w.max())
+
+
+def test_pr_and_roc_curves_use_true_labels_and_softmax_probabilities(run, values):
+    cfg = config.load(run / "config.yaml")
+    state = checkpoint.load(run / "ckpt" / "epoch_001.pdckpt")
+    splits = engine.load_splits(cfg, data.Normalization(**state["normalization"]))
+    from mnist_kit.models import build_model
+
+    model = build_model(cfg["model"], engine.INPUT_SHAPE, 10)
+    model.set_state_dict(state["model"])
+    logits, _ = engine.predict(model, splits.val)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    y = splits.val.y
+    pr_tags = sorted(t for t in values["pr_curve"])
+    assert len(pr_tags) == 10 and len(values["roc_curve"]) == 10
+    for k in range(10):
+        pr = [v for v in values["pr_curve"][pr_tags[k]] if v.id == 20][0].pr_curve
+        roc = [v for v in values["roc_curve"][pr_tags[k].replace("pr/", "roc/")] if v.id == 20][0].roc_curve
+        positives = int((y == k).sum())
+        # lowest threshold: everything predicted positive, precision = class frequency, recall = 1
+        assert pr.TP[0] == positives and pr.FP[0] == len(y) - positives
+        assert pr.precision[0] == pytest.approx(positives / len(y))
+        assert pr.recall[0] == pytest.approx(1.0)
+        # threshold 0.5 (index 63 of 127): counted directly from the true labels and the softmax
+        assert pr.TP[63] == int(((y == k) & (probs[:, k] >= 0.5)).sum())
+        assert pr.FP[63] == int(((y != k) & (probs[:, k] >= 0.5)).sum())
+        # ROC: tpr = TP / (TP + FN), fpr = FP / (FP + TN)
+        tp, fn, fp, tn = map(np.array, (roc.TP, roc.FN, roc.FP, roc.TN))
+        assert np.allclose(roc.tpr, np.divide(tp, tp + fn, out=np.zeros(len(tp)), where=tp + fn > 0))
+        assert np.allclose(roc.fpr, np.divide(fp, fp + tn, out=np.zeros(len(fp)), where=fp + tn > 0))
+
+
+def test_binary_curve_against_a_hand_count():
+    c = metrics.binary_curve(np.array([1, 0, 1, 0], bool), np.array([0.9, 0.8, 0.3, 0.1]), num_thresholds=3)
+    assert c["tp"].tolist() == [2, 1, 0] and c["fp"].tolist() == [2, 1, 0]  # thresholds 0, 0.5, 1
+    assert c["precision"].tolist() == [0.5, 0.5, 0.0] and c["recall"].tolist() == [1.0, 0.5, 0.0]
+    assert c["fpr"].tolist() == [1.0, 0.5, 0.0]
+
+
+def test_embeddings_hparams_text_and_graph(run, values):
+    (emb,) = values["embeddings"]["val/features"]
+    rows = emb.embeddings.embeddings
+    assert emb.id == 20 and len(rows) == N_EMB and len(rows[0].vectors) == 20 * 7 * 7  # the CNN's flattened features
+    splits = engine.load_splits(config.load(run / "config.yaml"))
+    assert [r.label[0] for r in rows] == [str(k) for k in splits.val.y[:N_EMB]]
+    (hp,) = values["hparam"]["hparam"]
+    names = {i.name for i in hp.hparam.hparamInfos}
+    assert {"optimizer.lr", "model.name", "train.batch_size", "schedule.name"} <= names
+    assert [m.name for m in hp.hparam.metricInfos] == engine.HPARAM_METRICS
+    (text,) = values["text"]["config"]
+    assert yaml.safe_load(text.text.encoded_text_string) == config.load(run / "config.yaml")
+    assert (run / "graph" / "model.pdmodel").is_file()
+    assert len(list((run / "vdl").glob("vdlgraph*"))) == 1
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(port, path, **params) -> bytes:
+    url = f"http://127.0.0.1:{port}/app/api/{path}"
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read()
+
+
+def _api(port, path, **params):
+    raw = _get(port, path, **params)
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise AssertionError(f"{path}: not JSON: {raw[:60]!r}") from None
+    assert body["status"] == 0, body
+    return body["data"]
+
+
+def test_the_real_server_serves_every_component(run, tmp_path):
+    port = _free_port()
+    env = {**os.environ, "HOME": str(tmp_path)}  # importing visualdl writes under ~/.visualdl
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_kit", "board", "--logdir", run.parent, "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert f"at http://127.0.0.1:{port}/app/scalar" in line, line + proc.stderr.read()
+        assert "graph/model.pdmodel" in line
+        tabs = _api(port, "component_tabs")
+        for tab in ("scalar", "image", "histogram", "pr_curve", "roc_curve", "text", "hyper_parameters",
+                    "embeddings", "static_graph", "dynamic_graph"):
+            assert tab in tabs, (tab, tabs)
+        runs = _api(port, "runs")
+        assert runs == ["r/vdl"] or "r" in runs, runs
+        name = runs[0]
+        points = _api(port, "scalar/list", run=name, tag="val/acc")
+        assert [p[1] for p in points] == [10, 20]
+        assert len(_api(port, "image/list", run=name, tag="val/confusion_matrix")) == 2
+        assert _get(port, "image/image", run=name, tag="input/train_samples", index=0)[:4] == b"\x89PNG"
+        assert _api(port, "histogram/list", run=name, tag="params/fc.weight")
+        assert _api(port, "pr-curve/list", run=name, tag="pr/0_0")
+        assert _api(port, "roc-curve/list", run=name, tag="roc/0_0")
+        assert _api(port, "text/list", run=name, tag="config")
+        assert _api(port, "hparams/list")
+        assert _api(port, "embedding/list")
+        model = _get(port, "graph/static_graph")  # the .pdmodel the board renders
+        assert model == (run / "graph" / "model.pdmodel").read_bytes()
+        graph_runs = _api(port, "graph_runs")  # the dynamic graph page lists folders holding vdlgraph files
+        vdl_run = [r for r in graph_runs if r.endswith("r/vdl")]
+        assert vdl_run, graph_runs
+        assert _api(port, "graph/graph", run=vdl_run[0], expand_all="false", refresh="true")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_board_refuses_an_empty_logdir_and_warns_for_other_hosts(tmp_path):
+    from mnist_kit.logbook import board_command
+
+    result = CliRunner().invoke(cli, ["board", "--logdir", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "no VisualDL logs" in result.output
+    argv, cwd = board_command(tmp_path / "runs", "127.0.0.1", 8040, None)
+    assert argv[argv.index("--logdir") + 1] == "runs" and cwd == tmp_path  # relative log root
+    assert "--disable-telemetry" in argv and argv[argv.index("--host") + 1] == "127.0.0.1"
