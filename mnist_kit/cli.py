@@ -70,6 +70,10 @@ def prepare(config_path, overrides, dataset, root, source, from_dir, mirrors, re
                         timeout=timeout, verify=not no_verify, force=force)
     click.echo(data.describe(meta))
     click.echo(f"prepared in {Path(root) / name}")
+    from mnist_kit import logbook
+
+    logbook.log_prepared(Path(root) / name / "vdl", data.load(name, root), data.describe(meta))
+    click.echo(f"samples and class counts for VisualDL: mnist-kit board --logdir {Path(root) / name}")
 
 
 @cli.command()

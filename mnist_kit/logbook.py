@@ -168,6 +168,22 @@ class Logbook:
             self.writer = None
 
 
+def log_prepared(logdir: Path, prepared, summary: str) -> None:
+    """What ``prepare`` shows in VisualDL: ten training samples of each class, and the class counts."""
+    logdir = Path(logdir)
+    for old in logdir.glob("vdlrecords*"):  # one log per data set: a new prepare replaces it
+        old.unlink()
+    book = Logbook(logdir, display_name=f"data: {prepared.name}")
+    picks = np.concatenate([np.flatnonzero(prepared.y_train == k)[:10] for k in range(len(prepared.classes))])
+    book.image("data/train_samples_by_class", visuals.grid(
+        prepared.x_train[picks], [f"{y} {prepared.classes[y]}" for y in prepared.y_train[picks]], columns=10), 0)
+    book.text("data/class_counts", summary)
+    for split, counts in prepared.meta["class_counts"].items():
+        for k, n in enumerate(counts):
+            book.scalar(f"data/{split}_count", n, k)  # x axis: class index
+    book.close()
+
+
 # ---------------------------------------------------------------- the board
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -217,3 +217,14 @@ def test_board_refuses_an_empty_logdir_and_warns_for_other_hosts(tmp_path):
     argv, cwd = board_command(tmp_path / "runs", "127.0.0.1", 8040, None)
     assert argv[argv.index("--logdir") + 1] == "runs" and cwd == tmp_path  # relative log root
     assert "--disable-telemetry" in argv and argv[argv.index("--host") + 1] == "127.0.0.1"
+
+
+def test_prepare_logs_samples_and_class_counts(prepared):
+    logdir = prepared / "mnist" / "vdl"
+    (f,) = logdir.glob("vdlrecords*")
+    found = {v.tag: v for r in read_records(f) for v in r.values}
+    grid = _png(found["data/train_samples_by_class"])
+    assert grid.size[0] > 10 * 28 * 3  # ten columns: one row per class
+    assert "600 training and 200 test images" in found["data/class_counts"].text.encoded_text_string
+    counts = [v.value for r in read_records(f) for v in r.values if v.tag == "data/train_count"]
+    assert counts == [60.0] * 10
