@@ -39,13 +39,18 @@ def eval_speed(model, x, norm, batch_size=1000, repeats=3):
     return repeats * len(x) / (time.perf_counter() - t0)
 
 
-def worker_config(name: str, epochs: int, out: Path) -> dict:
+def worker_config(spec: str, epochs: int, out: Path) -> dict:
+    """``spec``: a config name, with ``:novdl`` to switch VisualDL logging off."""
     from mnist_kit import checkpoint, config, engine
     from mnist_kit.models import build_model
 
+    name, _, variant = spec.partition(":")
     cfg = config.load(REPO / "configs" / f"{name}.yaml",
-                      ["data.name=fashion-mnist", f"train.epochs={epochs}", f"output.root={out}", "output.name=bench"])
+                      ["data.name=fashion-mnist", f"train.epochs={epochs}", f"output.root={out}", "output.name=bench",
+                       f"output.visualdl={'false' if variant == 'novdl' else 'true'}"])
+    t0 = time.perf_counter()
     run = engine.train(cfg, config_name=name)
+    wall = time.perf_counter() - t0
     peak = peak_rss_mib()  # training's own high-water mark, before the extra evaluation below
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     state = checkpoint.load(run / "ckpt" / "best.pdckpt")
@@ -53,7 +58,8 @@ def worker_config(name: str, epochs: int, out: Path) -> dict:
     model = build_model(cfg["model"], engine.INPUT_SHAPE, 10)
     model.set_state_dict(state["model"])
     result = engine.evaluate_run(run)
-    return {"setup": f"mnist-kit {name}.yaml", "train_ips": sum(r["images_per_sec"] for r in rows) / len(rows),
+    label = f"mnist-kit {name}.yaml" + (", VisualDL off" if variant == "novdl" else "")
+    return {"setup": label, "wall_s": wall, "train_ips": sum(r["images_per_sec"] for r in rows) / len(rows),
             "epoch_s": sum(r["epoch_seconds"] for r in rows) / len(rows),
             "eval_ips": eval_speed(model, splits.prepared.x_test, splits.norm),
             "test_acc": result["accuracy"], "epochs": epochs, "peak_mib": peak}
@@ -99,7 +105,8 @@ def worker_reference(steps: int) -> dict:
         if i >= steps + 20:
             break
     ips = done / (time.perf_counter() - t0)
-    return {"setup": "reference: tutorial loop (Dataset+DataLoader), CNN", "train_ips": ips, "epoch_s": 50000 / ips,
+    return {"setup": "reference: tutorial loop (Dataset+DataLoader), CNN", "wall_s": None, "train_ips": ips,
+            "epoch_s": 50000 / ips,
             "eval_ips": None, "test_acc": None, "epochs": None, "peak_mib": peak_rss_mib()}
 
 
@@ -128,12 +135,14 @@ def main():
     from mnist_kit.runtime import versions
 
     rows = [run_worker(["reference", str(args.reference_steps)])]
-    rows += [run_worker([name, str(args.epochs)]) for name in args.configs.split(",")]
+    names = args.configs.split(",")
+    rows += [run_worker([name, str(args.epochs)]) for name in names + [f"{names[0]}:novdl"]]
     v = versions()
     print(f"\nmnist-kit training benchmark, Fashion-MNIST (50,000 train / 10,000 validation / 10,000 test), "
           f"{os.cpu_count()} CPU cores, paddle {v['paddle']}, numpy {v['numpy']}, python {v['python']}")
     ref = rows[0]["train_ips"]
-    header = f"| {'setup':<52} | train img/s | vs reference | s/epoch | eval img/s | test acc (epochs) | train peak RSS MiB |"
+    header = (f"| {'setup':<52} | train img/s | vs reference | s/epoch | whole run s | eval img/s | test acc (epochs) "
+              f"| train peak RSS MiB |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in rows:
@@ -141,8 +150,14 @@ def main():
         ev = f"{r['eval_ips']:,.0f}" if r["eval_ips"] else "-"
         same_net = "cnn" in r["setup"].lower()  # the reference is the CNN; other networks are not comparable
         ratio = f"{r['train_ips'] / ref:.2f}x" if same_net else "-"
-        print(f"| {r['setup']:<52} | {r['train_ips']:>11,.0f} | {ratio:>12} | {r['epoch_s']:>7.1f} "
+        wall = f"{r['wall_s']:.1f}" if r["wall_s"] else "-"
+        print(f"| {r['setup']:<52} | {r['train_ips']:>11,.0f} | {ratio:>12} | {r['epoch_s']:>7.1f} | {wall:>11} "
               f"| {ev:>10} | {acc:>17} | {r['peak_mib']:>18,.0f} |")
+    on = next(r for r in rows if r["setup"] == f"mnist-kit {names[0]}.yaml")
+    off = next(r for r in rows if r["setup"].endswith("VisualDL off"))
+    print(f"\nVisualDL logging overhead ({names[0]}.yaml, every component on by default): "
+          f"{100 * (on['wall_s'] - off['wall_s']) / off['wall_s']:+.1f}% of the whole run's wall time "
+          f"({on['wall_s']:.1f} s with, {off['wall_s']:.1f} s without)")
 
 
 if __name__ == "__main__":
