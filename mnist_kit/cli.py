@@ -145,6 +145,63 @@ def evaluate(run_dir, root, epoch, last, split, device, as_json):
 
 
 @cli.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Run directory (default: the newest run).")
+@click.option("--root", type=click.Path(path_type=Path), default="checkpoints", show_default=True,
+              help="Where to look for the newest run.")
+@click.option("--epoch", type=click.IntRange(0), help="Export this epoch's checkpoint (default: the best one).")
+@click.option("--last", is_flag=True, help="Export the last epoch's checkpoint.")
+@click.option("--best", is_flag=True, help="Export the best checkpoint (the default).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: RUN/export/CHECKPOINT); replaced only by a complete, checked export.")
+@click.option("--format", "fmt", type=click.Choice(["paddle", "onnx"]), default="paddle", show_default=True)
+def export(run_dir, root, epoch, last, best, out, fmt):
+    """Freeze a trained run into an inference model, checked against the trained network."""
+    from mnist_kit import runs
+    from mnist_kit.deploy.export import export_run
+
+    if sum([epoch is not None, last, best]) > 1:
+        raise UserError("--epoch, --last and --best exclude each other")
+    run = runs.resolve_run(str(run_dir) if run_dir else None, root)
+    meta = export_run(run, epoch=epoch, last=last, out=out, fmt=fmt)
+    c = meta["checks"]
+    click.echo(f"exported {run} ({meta['source']['checkpoint']}) to {meta['path']}")
+    click.echo(f"checked: max logit difference {c['max_abs_logit_difference']:.2g} on {c['parity_images']} images "
+               f"(tolerance {c['tolerance']:g}); validation accuracy {c['val_accuracy']:.2%} = checkpoint's "
+               f"{c['val_accuracy_checkpoint']:.2%} on {c['val_images']} images")
+    click.echo(f"predict with: mnist-kit predict --model {meta['path']} IMAGE...")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Exported model folder (default: the newest export under --root).")
+@click.option("--root", type=click.Path(path_type=Path), default="checkpoints", show_default=True)
+@click.option("--topk", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+              help="Flag predictions below this probability as low confidence.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image (errors included).")
+@click.option("--save-preprocessed", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the 28x28 inputs the model saw into this folder.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, gpu or gpu:N.")
+def predict(paths, model_dir, root, topk, min_confidence, as_json, save_preprocessed, device):
+    """Predict the digit in each image (files, folders or globs); any failed file makes the exit code 1."""
+    from mnist_kit.deploy import inference
+    from mnist_kit.deploy import predict as p
+
+    try:
+        model_dir = model_dir or p.newest_export(root)
+        results = p.predict_paths(list(paths), model_dir, topk=topk, min_confidence=min_confidence,
+                                  save_preprocessed=save_preprocessed, device=device)
+    except inference.ModelError as e:
+        raise UserError(str(e)) from None
+    click.echo(p.to_json(results) if as_json else "\n".join(p.format_result(r) for r in results))
+    failed = sum("error" in r for r in results)
+    if failed:
+        click.echo(f"{failed} of {len(results)} file(s) failed", err=True)
+        raise SystemExit(1)
+
+
+@cli.command()
 @click.option("--logdir", type=click.Path(path_type=Path), default="checkpoints", show_default=True,
               help="Folder holding one folder per run (output.root).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8040, show_default=True)

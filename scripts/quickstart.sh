@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole job on the default config, from a fresh clone: set up, then prepare -> train -> eval.
+# The whole job on the default config, from a fresh clone: set up, then prepare -> train -> eval ->
+# export -> predict.
 # Where the MNIST mirrors cannot be reached it says so and uses Fashion-MNIST from Debian's package
 # (same IDX format) instead. Extra arguments go to `mnist-kit train`, e.g. -o train.epochs=1.
 set -euo pipefail
@@ -23,4 +24,13 @@ $mk train --config configs/cnn.yaml -o data.name=$dataset --name "$run" "$@"
 
 echo "== mnist-kit eval --run checkpoints/$run"
 $mk eval --run "checkpoints/$run"
-echo "== done: the run is in checkpoints/$run (VisualDL logs: .venv/bin/visualdl --logdir checkpoints)"
+
+echo "== mnist-kit export --run checkpoints/$run"
+$mk export --run "checkpoints/$run"
+
+samples=checkpoints/$run/sample-images
+.venv/bin/python scripts/sample_images.py "$samples" --dataset "$dataset"
+echo "== mnist-kit predict --model checkpoints/$run/export/best $samples"
+$mk predict --model "checkpoints/$run/export/best" "$samples"
+
+echo "== done: the run is in checkpoints/$run; see it in VisualDL with: .venv/bin/mnist-kit board"

@@ -1,0 +1,102 @@
+"""Freeze a trained run into a self-contained inference model, and check the result against the run.
+
+An export folder holds ``model.json`` (Paddle 3; ``model.pdmodel`` with Paddle 2.6) and
+``model.pdiparams`` written by ``paddle.jit.save`` with input ``[None, 1, 28, 28]`` float32, and
+``mnist_kit_model.json``: the normalisation used in training, class names, data set, source run and
+checkpoint, versions, and the parity check's results. None of these files is a pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mnist_kit import UserError, checkpoint, config, data, engine, runs
+from mnist_kit.deploy import inference
+from mnist_kit.files import digest
+from mnist_kit.models import build_model
+from mnist_kit.runtime import paddle, select_device, versions
+
+META = inference.META
+PARITY_IMAGES = 1000
+PREPROCESS_STYLE = {"mnist": "digit", "fashion-mnist": "fill"}  # how each data set's images were framed
+TOLERANCE = 1e-4  # max |logit difference| between the exported model and the trained network
+
+
+def export_run(run_dir: Path, epoch: int | None = None, last: bool = False, out: Path | None = None,
+               fmt: str = "paddle") -> dict:
+    """Export a run's checkpoint (best by default); return the metadata written."""
+    run_dir = Path(run_dir)
+    runs.read_run(run_dir)
+    cfg = config.load(run_dir / "config.yaml")
+    ckpt_path = engine.choose_checkpoint(run_dir, epoch, last)
+    state = checkpoint.load(ckpt_path)
+    select_device("cpu")
+    norm = data.Normalization(**state["normalization"])
+    splits = engine.load_splits(cfg, norm)
+    classes = list(state["classes"])
+    model = build_model(cfg["model"], engine.INPUT_SHAPE, len(classes))
+    model.set_state_dict(state["model"])
+    model.eval()
+    out = Path(out) if out else run_dir / "export" / ckpt_path.stem
+    if fmt == "onnx":
+        raise UserError("--format onnx is not available yet; use --format paddle")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        spec = [paddle.static.InputSpec([None, *engine.INPUT_SHAPE], "float32", name="image")]
+        paddle.jit.save(model, str(tmp / "model"), input_spec=spec)
+        meta = {
+            "format": "mnist-kit export 1",
+            "input_shape": [None, *engine.INPUT_SHAPE],
+            "input_dtype": "float32",
+            "normalization": norm.to_dict(),
+            "preprocess": PREPROCESS_STYLE.get(cfg["data"]["name"], "digit"),
+            "classes": classes,
+            "dataset": cfg["data"]["name"],
+            "model": cfg["model"],
+            "source": {"run": str(run_dir.resolve()), "checkpoint": ckpt_path.name, "epoch": state["epoch"],
+                       "step": state["step"], "checkpoint_sha256": digest(ckpt_path)},
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": versions(),
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+        meta["checks"] = _check(tmp, model, splits)
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    meta["path"] = str(out)
+    return meta
+
+
+def _check(folder: Path, model, splits: engine.Splits) -> dict:
+    """The exported model must give the trained network's logits and its validation accuracy."""
+    predictor = inference.Predictor(folder)
+    x, y = splits.val.x, splits.val.y
+    sample = splits.norm.apply(x[:PARITY_IMAGES])
+    with paddle.no_grad():
+        expected = model(paddle.to_tensor(sample)).numpy()
+    got = predictor.logits(sample)
+    diff = float(np.abs(got - expected).max())
+    if not diff <= TOLERANCE:
+        raise UserError(f"the exported model disagrees with the trained network: max logit difference {diff:.3g} "
+                        f"> {TOLERANCE:g} on {len(sample)} validation images; the export was not kept")
+    trained_logits, _ = engine.predict(model, splits.val)
+    exported_pred = np.concatenate([predictor.logits(splits.norm.apply(x[i:i + 1000])).argmax(1)
+                                    for i in range(0, len(x), 1000)])
+    trained_acc = float((trained_logits.argmax(1) == y).mean())
+    exported_acc = float((exported_pred == y).mean())
+    if exported_acc != trained_acc:
+        raise UserError(f"the exported model's validation accuracy {exported_acc:.4%} differs from the "
+                        f"checkpoint's {trained_acc:.4%}; the export was not kept")
+    return {"max_abs_logit_difference": diff, "tolerance": TOLERANCE, "parity_images": len(sample),
+            "val_accuracy": exported_acc, "val_accuracy_checkpoint": trained_acc, "val_images": int(len(y))}

@@ -1,0 +1,85 @@
+"""Run an exported model with Paddle Inference. Imports no training code and unpickles nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+META = "mnist_kit_model.json"
+
+
+class ModelError(Exception):
+    """The folder is not a usable mnist-kit export."""
+
+
+def model_files(folder: Path) -> tuple[Path, Path]:
+    folder = Path(folder)
+    params = folder / "model.pdiparams"
+    for name in ("model.json", "model.pdmodel"):
+        if (folder / name).is_file() and params.is_file():
+            return folder / name, params
+    raise ModelError(f"{folder} is not a mnist-kit export (no model.json/model.pdmodel with model.pdiparams); "
+                     "make one with: mnist-kit export")
+
+
+def read_meta(folder: Path) -> dict:
+    path = Path(folder) / META
+    if not path.is_file():
+        raise ModelError(f"{folder} is not a mnist-kit export (no {META}); make one with: mnist-kit export")
+    try:
+        meta = json.loads(path.read_text())
+        meta["normalization"]["mean"], meta["normalization"]["std"], meta["classes"]  # noqa: B018 - presence
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{path} is damaged ({e})") from None
+    return meta
+
+
+class Predictor:
+    def __init__(self, folder: Path, device: str = "cpu", threads: int | None = None):
+        self.folder = Path(folder)
+        self.meta = read_meta(self.folder)
+        model, params = model_files(self.folder)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from paddle import inference
+        config = inference.Config(str(model), str(params))
+        if device.startswith("gpu"):
+            config.enable_use_gpu(256, int(device.partition(":")[2] or 0))
+        else:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(threads or min(2, os.cpu_count() or 1))
+        config.disable_glog_info()
+        # not config.enable_memory_optim(): it breaks Paddle 3's .json programs
+        try:
+            self.predictor = inference.create_predictor(config)
+        except Exception as e:  # noqa: BLE001 - Paddle raises assorted types for unreadable programs
+            raise ModelError(f"Paddle Inference cannot load {model}: {str(e).strip().splitlines()[-1]}") from None
+        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+        norm = self.meta["normalization"]
+        self.scale = np.float32(1.0 / (255.0 * norm["std"]))
+        self.shift = np.float32(-norm["mean"] / norm["std"])
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Normalised float32 (N, 1, 28, 28) -> logits (N, classes)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.input.reshape(list(x.shape))
+        self.input.copy_from_cpu(x)
+        self.predictor.run()
+        return self.output.copy_to_cpu()
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) with the training normalisation."""
+        return (images.astype(np.float32) * self.scale + self.shift)[:, None]
+
+    def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), batch_size):
+            z = self.logits(self.normalize(images[i:i + batch_size]))
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            out.append(e / e.sum(axis=1, keepdims=True))
+        return np.concatenate(out) if out else np.zeros((0, len(self.meta["classes"])), np.float32)

@@ -1,0 +1,92 @@
+"""Predict digits in people's images with an exported model. Imports no training code."""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mnist_kit.deploy import inference
+from mnist_kit.deploy.preprocess import ImageError, preprocess
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+
+
+def newest_export(root: Path) -> Path:
+    metas = list(Path(root).glob(f"*/export/*/{inference.META}")) if Path(root).is_dir() else []
+    if not metas:
+        raise inference.ModelError(f"no exported model under {root}; make one with `mnist-kit export`, "
+                                   "or pass --model DIR")
+    return max(metas, key=lambda p: p.stat().st_mtime).parent
+
+
+def expand(paths: list[str]) -> list[tuple[str, Path | None, str | None]]:
+    """(name, path, error) for every file named by PATHs: files, folders (their images) or globs."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                out.append((p, None, "the folder holds no image files"))
+            out += [(str(f), f, None) for f in files]
+        elif path.exists():
+            out.append((p, path, None))
+        elif any(c in p for c in "*?["):
+            matches = sorted(glob.glob(p, recursive=True))
+            if not matches:
+                out.append((p, None, "no file matches this pattern"))
+            out += [(m, Path(m), None) for m in matches if Path(m).is_file()]
+        else:
+            out.append((p, None, "no such file or folder"))
+    return out
+
+
+def predict_paths(paths: list[str], model_dir: Path, topk: int = 3, min_confidence: float = 0.6,
+                  save_preprocessed: Path | None = None, device: str = "cpu") -> list[dict]:
+    """One result per image: the class, its probability and the top-k, or the error for that file."""
+    predictor = inference.Predictor(model_dir, device=device)
+    classes = predictor.meta["classes"]
+    style = predictor.meta.get("preprocess", "digit")
+    results, images, slots = [], [], []
+    for name, path, error in expand(paths):
+        result = {"file": name}
+        if error is None:
+            try:
+                images.append(preprocess(path, style))
+                slots.append(len(results))
+            except ImageError as e:
+                error = str(e)
+        if error is not None:
+            result["error"] = error
+        results.append(result)
+    if save_preprocessed is not None and images:
+        from PIL import Image
+
+        save_preprocessed.mkdir(parents=True, exist_ok=True)
+        for i, img in zip(slots, images):
+            Image.fromarray(img, "L").save(save_preprocessed / f"{i:04d}_{Path(results[i]['file']).stem}.png")
+    probs = predictor.probabilities(np.stack(images)) if images else np.zeros((0, len(classes)))
+    k = min(topk, len(classes))
+    for i, p in zip(slots, probs):
+        order = np.argsort(-p)[:k]
+        best = int(order[0])
+        results[i].update({"class": best, "label": classes[best], "probability": float(p[best]),
+                           "low_confidence": bool(p[best] < min_confidence),
+                           "top": [{"class": int(c), "label": classes[c], "probability": float(p[c])}
+                                   for c in order]})
+    return results
+
+
+def format_result(r: dict) -> str:
+    if "error" in r:
+        return f"{r['file']}: ERROR {r['error']}"
+    top = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"])
+    flag = "  (low confidence)" if r["low_confidence"] else ""
+    return f"{r['file']}: {r['label']} (p={r['probability']:.3f}){flag}   top: {top}"
+
+
+def to_json(results: list[dict]) -> str:
+    return "\n".join(json.dumps(r) for r in results)

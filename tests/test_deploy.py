@@ -1,0 +1,257 @@
+"""export and predict: realistic photos of digits made here, a model trained here, bad input per file."""
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from mnist_kit.data.idx import write_idx
+from mnist_kit.deploy import preprocess as pp
+
+from conftest import run_cli
+
+FONT_SIZES = (60, 90, 140)
+
+
+def render_digit(d: int, size: int = 120, angle: float = 0.0, dx: int = 0, dy: int = 0) -> np.ndarray:
+    """A white digit on black (float, any size), from Pillow's scalable default font."""
+    font = ImageFont.load_default(size=size)
+    img = Image.new("L", (int(size * 1.6), int(size * 1.6)), 0)
+    ImageDraw.Draw(img).text((size * 0.4 + dx, size * 0.15 + dy), str(d), fill=255, font=font)
+    return np.asarray(img.rotate(angle, resample=Image.Resampling.BILINEAR), dtype=np.float64)
+
+
+def photo(digit_white: np.ndarray, paper=(235, 228, 210), ink=(35, 35, 60), canvas=(640, 480), at=(0.7, 0.3),
+          noise=8.0, blur=1.2, seed=0) -> Image.Image:
+    """Dark ink on (tinted) paper, off-centre in a larger picture, with blur, noise and uneven light."""
+    rng = np.random.default_rng(seed)
+    h, w = digit_white.shape
+    W, H = canvas
+    a = np.zeros((H, W))
+    y0, x0 = int(at[1] * (H - h)), int(at[0] * (W - w))
+    a[y0:y0 + h, x0:x0 + w] = digit_white / 255.0
+    a = np.asarray(Image.fromarray((a * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(blur)),
+                   dtype=np.float64) / 255.0
+    light = 1.0 - 0.15 * np.linspace(0, 1, W)[None, :]  # a shadow across the page
+    rgb = np.empty((H, W, 3))
+    for c in range(3):
+        rgb[..., c] = (paper[c] * (1 - a) + ink[c] * a) * light + rng.normal(0, noise, (H, W))
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+
+
+def reference(d: int) -> np.ndarray:
+    return pp.preprocess_array(render_digit(d))
+
+
+def _check_mnist_like(out: np.ndarray, ref: np.ndarray):
+    assert out.shape == (28, 28) and out.dtype == np.uint8
+    assert out[:2].max() < 40 and out[-2:].max() < 40 and out[:, :2].max() < 40 and out[:, -2:].max() < 40
+    assert out.max() >= 200  # white ink on black
+    ys, xs = np.nonzero(out > 40)
+    assert 18 <= max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 <= 21  # fitted to the 20x20 box
+    total = out.sum()
+    cy, cx = (out.sum(1) * np.arange(28)).sum() / total, (out.sum(0) * np.arange(28)).sum() / total
+    assert abs(cy - 13.5) <= 1.0 and abs(cx - 13.5) <= 1.0  # centred by centre of mass
+    corr = np.corrcoef(out.ravel().astype(float), ref.ravel().astype(float))[0, 1]
+    assert corr >= 0.8, corr
+
+
+def _save(img: Image.Image, path: Path, **kw) -> Path:
+    img.save(path, **kw)
+    return path
+
+
+VARIANTS = {
+    "jpeg dark ink on tinted paper": lambda d, p: _save(photo(render_digit(d)), p / "a.jpg", quality=85),
+    "png light ink on dark": lambda d, p: _save(Image.fromarray(255 - np.asarray(photo(render_digit(d)))), p / "b.png"),
+    "small and blurred": lambda d, p: _save(photo(render_digit(d, 40), canvas=(90, 80), blur=1.5), p / "c.png"),
+    "large, far off-centre, noisy": lambda d, p: _save(photo(render_digit(d, 300), canvas=(1600, 1200), at=(0.05, 0.9),
+                                                            noise=20), p / "d.jpg", quality=70),
+    "rgba ink only in alpha": lambda d, p: _save(Image.fromarray(np.dstack(
+        [np.zeros((192, 192, 3), np.uint8), render_digit(d).astype(np.uint8)]), "RGBA"), p / "e.png"),
+    "palette": lambda d, p: _save(photo(render_digit(d)).convert("P", palette=Image.Palette.ADAPTIVE), p / "f.png"),
+    "16-bit grayscale": lambda d, p: _save(Image.fromarray((np.asarray(photo(render_digit(d)).convert("L"),
+                                                                       np.uint16) * 257)), p / "g.png"),
+    "cmyk jpeg": lambda d, p: _save(photo(render_digit(d)).convert("CMYK"), p / "h.jpg"),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("digit", [1, 4, 7])
+def test_preprocessing_turns_photos_into_centred_white_on_black_digits(tmp_path, variant, digit):
+    path = VARIANTS[variant](digit, tmp_path)
+    _check_mnist_like(pp.preprocess(path), reference(digit))
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    upright = photo(render_digit(7))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # the camera stored it sideways ...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ... and says so: "rotate 90 degrees clockwise to display" (undoes ROTATE_90)
+    path = tmp_path / "exif.jpg"
+    stored.save(path, exif=exif.tobytes(), quality=90)
+    _check_mnist_like(pp.preprocess(path), reference(7))
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.write_bytes(b""), "the file is empty"),
+    (lambda p: p.write_text("not a picture"), "not an image"),
+    (lambda p: p.write_bytes(_png_bytes()[:200]), "damaged or truncated"),
+    (lambda p: Image.new("L", (8000, 6000)).save(p, format="PNG"), "too large to decode safely"),
+    (lambda p: Image.new("L", (50, 50), 128).save(p, format="PNG"), "no digit found"),
+])
+def test_bad_images_are_named_errors(tmp_path, make, message):
+    path = tmp_path / "x.png"
+    make(path)
+    with pytest.raises(pp.ImageError, match=message):
+        pp.preprocess(path)
+
+
+def _png_bytes():
+    buf = io.BytesIO()
+    photo(render_digit(3)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- a model trained here, exported, used
+
+@pytest.fixture(scope="module")
+def font_digits(tmp_path_factory):
+    """An MNIST-like IDX data set of font digits (random size, shift, rotation), made the way MNIST was."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("fontdigits")
+
+    def make(n):
+        y = np.arange(n) % 10
+        x = np.stack([pp.preprocess_array(render_digit(int(d), int(rng.choice(FONT_SIZES)), rng.uniform(-12, 12),
+                                                       int(rng.integers(-10, 10)), int(rng.integers(-10, 10))))
+                      for d in y])
+        return x, y.astype(np.uint8)
+
+    (xtr, ytr), (xte, yte) = make(1000), make(200)
+    for name, arr in (("train-images-idx3-ubyte", xtr), ("train-labels-idx1-ubyte", ytr),
+                      ("t10k-images-idx3-ubyte", xte), ("t10k-labels-idx1-ubyte", yte)):
+        write_idx(folder / name, arr)
+    return folder
+
+
+@pytest.fixture
+def exported(font_digits, tmp_path):
+    assert run_cli("prepare", "--from-dir", font_digits, "--no-verify").exit_code == 0
+    result = run_cli("train", "-o", "data.val_size=200", "-o", "train.epochs=6", "-o", "train.log_every=10",
+                     "-o", "output.visualdl=false", "--name", "digits")
+    assert result.exit_code == 0, result.output
+    result = run_cli("export")
+    assert result.exit_code == 0, result.output
+    return Path("checkpoints/digits/export/best")
+
+
+def test_export_writes_a_checked_self_contained_model(exported):
+    names = sorted(p.name for p in exported.iterdir())
+    assert names in (["mnist_kit_model.json", "model.json", "model.pdiparams"],
+                     ["mnist_kit_model.json", "model.pdiparams", "model.pdmodel"])
+    meta = json.loads((exported / "mnist_kit_model.json").read_text())
+    run = json.loads(Path("checkpoints/digits/run.json").read_text())
+    assert meta["normalization"] == run["normalization"] and meta["classes"] == [str(d) for d in range(10)]
+    assert meta["input_shape"] == [None, 1, 28, 28] and meta["preprocess"] == "digit"
+    assert meta["source"]["checkpoint"] == "best.pdckpt" and len(meta["source"]["checkpoint_sha256"]) == 64
+    checks = meta["checks"]
+    assert checks["max_abs_logit_difference"] <= 1e-4
+    assert checks["val_accuracy"] == checks["val_accuracy_checkpoint"]
+    assert {"paddle", "mnist_kit"} <= set(meta["versions"])
+
+
+def test_predict_reads_photos_of_digits(exported, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    truth = {}
+    for i, d in enumerate([0, 1, 2, 3, 4, 5, 6, 7, 8, 9] * 2):
+        variant = list(VARIANTS)[i % len(VARIANTS)]
+        sub = photos / f"{i:02d}"
+        sub.mkdir()
+        path = VARIANTS[variant](d, sub)
+        target = photos / f"{i:02d}_{d}{path.suffix}"
+        path.rename(target)
+        truth[str(target)] = d
+    result = run_cli("predict", photos, "--json", "--save-preprocessed", tmp_path / "seen")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 20
+    correct = sum(r["class"] == truth[r["file"]] for r in rows)
+    assert correct >= 18, [(r["file"], r["class"], r["probability"]) for r in rows]
+    assert all(len(r["top"]) == 3 and r["top"][0]["class"] == r["class"] for r in rows)
+    seen = sorted((tmp_path / "seen").iterdir())
+    assert len(seen) == 20 and Image.open(seen[0]).size == (28, 28)
+
+
+def test_predict_reports_bad_files_and_still_predicts_the_others(exported, tmp_path):
+    good = VARIANTS["jpeg dark ink on tinted paper"](7, tmp_path)
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    result = run_cli("predict", good, tmp_path / "empty.png", tmp_path / "text.png", tmp_path / "missing.jpg",
+                     str(tmp_path / "*.gif"), "--json")
+    assert result.exit_code == 1
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert rows[0]["class"] == 7 and "error" not in rows[0]
+    assert [r.get("error") for r in rows[1:]] == ["the file is empty", "not an image Pillow can read",
+                                                  "no such file or folder", "no file matches this pattern"]
+    assert "4 of 5 file(s) failed" in result.stderr
+    table = run_cli("predict", good, "--topk", 2)
+    assert table.exit_code == 0 and ": 7 (p=" in table.stdout
+
+
+def test_predict_with_a_folder_that_is_not_an_export(tmp_path):
+    (tmp_path / "m").mkdir()
+    result = run_cli("predict", "x.png", "--model", tmp_path / "m")
+    assert result.exit_code == 1 and "is not a mnist-kit export" in result.output
+    result = run_cli("predict", "x.png")
+    assert result.exit_code == 1 and "no exported model under checkpoints" in result.output
+
+
+def test_predict_unpickles_nothing_and_imports_no_training_code(exported, tmp_path):
+    img = VARIANTS["png light ink on dark"](4, tmp_path)
+    code = f"""
+import pickle, sys
+def refuse(*a, **k):
+    raise AssertionError("something was unpickled")
+pickle.load = pickle.loads = refuse
+class Refused(pickle.Unpickler):
+    def __init__(self, *a, **k):
+        refuse()
+pickle.Unpickler = Refused
+from mnist_kit.cli import main
+try:
+    main(["predict", "--model", {str(exported)!r}, {str(img)!r}, "--json"])
+except SystemExit as e:
+    assert e.code in (0, None), e.code
+loaded = [m for m in ("mnist_kit.engine", "mnist_kit.models", "mnist_kit.optim", "mnist_kit.checkpoint")
+          if m in sys.modules]
+assert not loaded, loaded
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1])["class"] == 4
+
+
+def test_export_refuses_an_unknown_epoch_and_keeps_earlier_exports(exported):
+    before = (exported / "model.pdiparams").read_bytes()
+    result = run_cli("export", "--epoch", 42)
+    assert result.exit_code == 1 and "no checkpoint of epoch 42" in result.output
+    assert (exported / "model.pdiparams").read_bytes() == before
+
+
+def test_fill_style_frames_like_fashion_mnist():
+    """Fashion-MNIST was trimmed, scaled to 28 on the longest edge and centred: a dim wide object stays whole."""
+    img = np.full((300, 400), 240.0)
+    img[100:180, 50:330] = 90.0  # a dark, wide object on light paper
+    img[120:160, 150:200] = 160.0  # with a fainter part inside
+    out = pp.preprocess_array(img, style="fill")
+    ys, xs = np.nonzero(out > 20)
+    assert xs.min() == 0 and xs.max() == 27  # the longest edge fills the frame
+    assert abs((ys.min() + ys.max()) / 2 - 13.5) <= 1  # centred
+    assert out[14, 14] < out[14, 3]  # the fainter part is kept, fainter
