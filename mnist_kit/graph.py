@@ -23,7 +23,8 @@ def start(run_dir: Path) -> subprocess.Popen:
     """Start the child process that writes the graph files; it runs beside training."""
     env = {**os.environ, "FLAGS_enable_pir_api": "0", "GLOG_minloglevel": "2"}
     return subprocess.Popen([sys.executable, "-m", "mnist_kit.graph", str(run_dir)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.nice(19))  # it must not slow training down
 
 
 def finish(proc: subprocess.Popen | None, timeout: float = 300) -> str | None:
