@@ -168,6 +168,10 @@ def export(run_dir, root, epoch, last, best, out, fmt):
     click.echo(f"checked: max logit difference {c['max_abs_logit_difference']:.2g} on {c['parity_images']} images "
                f"(tolerance {c['tolerance']:g}); validation accuracy {c['val_accuracy']:.2%} = checkpoint's "
                f"{c['val_accuracy_checkpoint']:.2%} on {c['val_images']} images")
+    if "onnx" in meta:
+        o = meta["onnx"]
+        click.echo(f"ONNX: {meta['path']}/model.onnx, checked with {o['runtime']}: max logit difference "
+                   f"{o['max_abs_logit_difference']:.2g}, validation accuracy {o['val_accuracy']:.2%}")
     click.echo(f"predict with: mnist-kit predict --model {meta['path']} IMAGE...")
 
 

@@ -255,3 +255,18 @@ def test_fill_style_frames_like_fashion_mnist():
     assert xs.min() == 0 and xs.max() == 27  # the longest edge fills the frame
     assert abs((ys.min() + ys.max()) / 2 - 13.5) <= 1  # centred
     assert out[14, 14] < out[14, 3]  # the fainter part is kept, fainter
+
+
+def test_onnx_export_is_checked_with_onnxruntime(exported):
+    pytest.importorskip("paddle2onnx")
+    ort = pytest.importorskip("onnxruntime")
+    result = run_cli("export", "--format", "onnx", "--out", "onnx_export")
+    assert result.exit_code == 0, result.output
+    assert "ONNX: onnx_export/model.onnx, checked with onnxruntime" in result.stdout
+    meta = json.loads(Path("onnx_export/mnist_kit_model.json").read_text())
+    assert meta["onnx"]["max_abs_logit_difference"] <= 1e-4
+    assert meta["onnx"]["val_accuracy"] == meta["checks"]["val_accuracy"]
+    session = ort.InferenceSession("onnx_export/model.onnx", providers=["CPUExecutionProvider"])
+    assert session.run(None, {session.get_inputs()[0].name: np.zeros((3, 1, 28, 28), np.float32)})[0].shape == (3, 10)
+    # the Paddle files are there too, so predict works on the same folder
+    assert run_cli("predict", "--model", "onnx_export", VARIANTS["palette"](2, Path("."))).exit_code == 0

@@ -1,7 +1,8 @@
 """Freeze a trained run into a self-contained inference model, and check the result against the run.
 
 An export folder holds ``model.json`` (Paddle 3; ``model.pdmodel`` with Paddle 2.6) and
-``model.pdiparams`` written by ``paddle.jit.save`` with input ``[None, 1, 28, 28]`` float32, and
+``model.pdiparams`` written by ``paddle.jit.save`` with input ``[None, 1, 28, 28]`` float32 (with
+``--format onnx`` also ``model.onnx``, converted by paddle2onnx and checked with onnxruntime), and
 ``mnist_kit_model.json``: the normalisation used in training, class names, data set, source run and
 checkpoint, versions, and the parity check's results. None of these files is a pickle.
 """
@@ -45,7 +46,11 @@ def export_run(run_dir: Path, epoch: int | None = None, last: bool = False, out:
     model.eval()
     out = Path(out) if out else run_dir / "export" / ckpt_path.stem
     if fmt == "onnx":
-        raise UserError("--format onnx is not available yet; use --format paddle")
+        try:
+            import onnxruntime  # noqa: F401
+            import paddle2onnx  # noqa: F401
+        except ImportError:
+            raise UserError("--format onnx needs paddle2onnx and onnxruntime: pip install 'mnist-kit[onnx]'") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -67,6 +72,8 @@ def export_run(run_dir: Path, epoch: int | None = None, last: bool = False, out:
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         meta["checks"] = _check(tmp, model, splits)
+        if fmt == "onnx":
+            meta["onnx"] = _to_onnx(tmp, model, splits)
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -100,3 +107,40 @@ def _check(folder: Path, model, splits: engine.Splits) -> dict:
                         f"checkpoint's {trained_acc:.4%}; the export was not kept")
     return {"max_abs_logit_difference": diff, "tolerance": TOLERANCE, "parity_images": len(sample),
             "val_accuracy": exported_acc, "val_accuracy_checkpoint": trained_acc, "val_images": int(len(y))}
+
+
+def _to_onnx(folder: Path, model, splits: engine.Splits) -> dict:
+    """Convert the Paddle export to ``model.onnx`` and check it with onnxruntime, as the Paddle one is checked."""
+    import os
+
+    import onnxruntime as ort
+    import paddle2onnx
+
+    program = next(p for p in (folder / "model.json", folder / "model.pdmodel") if p.is_file())
+    # optimize_tool="None": the default optimiser pip-installs a package at run time, which fails offline
+    paddle2onnx.export(str(program), str(folder / "model.pdiparams"), save_file=str(folder / "model.onnx"),
+                       opset_version=13, optimize_tool="None", verbose=False)
+    if not (folder / "model.onnx").is_file():
+        raise UserError("paddle2onnx did not write model.onnx; the export was not kept")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = min(2, os.cpu_count() or 1)
+    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x, y = splits.val.x, splits.val.y
+    sample = splits.norm.apply(x[:PARITY_IMAGES])
+    with paddle.no_grad():
+        expected = model(paddle.to_tensor(sample)).numpy()
+    diff = float(np.abs(session.run(None, {name: sample})[0] - expected).max())
+    if not diff <= TOLERANCE:
+        raise UserError(f"the ONNX model disagrees with the trained network: max logit difference {diff:.3g} "
+                        f"> {TOLERANCE:g}; the export was not kept")
+    pred = np.concatenate([session.run(None, {name: splits.norm.apply(x[i:i + 1000])})[0].argmax(1)
+                           for i in range(0, len(x), 1000)])
+    trained, _ = engine.predict(model, splits.val)
+    acc, trained_acc = float((pred == y).mean()), float((trained.argmax(1) == y).mean())
+    if acc != trained_acc:
+        raise UserError(f"the ONNX model's validation accuracy {acc:.4%} differs from the checkpoint's "
+                        f"{trained_acc:.4%}; the export was not kept")
+    return {"file": "model.onnx", "opset": 13, "max_abs_logit_difference": diff, "tolerance": TOLERANCE,
+            "val_accuracy": acc, "runtime": f"onnxruntime {ort.__version__}"}
