@@ -85,28 +85,31 @@ def export_run(run_dir: Path, epoch: int | None = None, last: bool = False, out:
     return meta
 
 
-def _check(folder: Path, model, splits: engine.Splits) -> dict:
-    """The exported model must give the trained network's logits and its validation accuracy."""
-    predictor = inference.Predictor(folder)
+def _compare(what: str, logits_of, model, splits: engine.Splits) -> dict:
+    """``logits_of`` (normalised batch -> logits) must give the trained network's logits on PARITY_IMAGES
+    validation images within TOLERANCE, and its validation accuracy; otherwise UserError."""
     x, y = splits.val.x, splits.val.y
     sample = splits.norm.apply(x[:PARITY_IMAGES])
     with paddle.no_grad():
         expected = model(paddle.to_tensor(sample)).numpy()
-    got = predictor.logits(sample)
-    diff = float(np.abs(got - expected).max())
+    diff = float(np.abs(logits_of(sample) - expected).max())
     if not diff <= TOLERANCE:
-        raise UserError(f"the exported model disagrees with the trained network: max logit difference {diff:.3g} "
+        raise UserError(f"the {what} disagrees with the trained network: max logit difference {diff:.3g} "
                         f"> {TOLERANCE:g} on {len(sample)} validation images; the export was not kept")
     trained_logits, _ = engine.predict(model, splits.val)
-    exported_pred = np.concatenate([predictor.logits(splits.norm.apply(x[i:i + 1000])).argmax(1)
-                                    for i in range(0, len(x), 1000)])
-    trained_acc = float((trained_logits.argmax(1) == y).mean())
-    exported_acc = float((exported_pred == y).mean())
-    if exported_acc != trained_acc:
-        raise UserError(f"the exported model's validation accuracy {exported_acc:.4%} differs from the "
-                        f"checkpoint's {trained_acc:.4%}; the export was not kept")
+    predicted = np.concatenate([logits_of(splits.norm.apply(x[i:i + 1000])).argmax(1)
+                                for i in range(0, len(x), 1000)])
+    trained_acc, acc = float((trained_logits.argmax(1) == y).mean()), float((predicted == y).mean())
+    if acc != trained_acc:
+        raise UserError(f"the {what}'s validation accuracy {acc:.4%} differs from the checkpoint's "
+                        f"{trained_acc:.4%}; the export was not kept")
     return {"max_abs_logit_difference": diff, "tolerance": TOLERANCE, "parity_images": len(sample),
-            "val_accuracy": exported_acc, "val_accuracy_checkpoint": trained_acc, "val_images": int(len(y))}
+            "val_accuracy": acc, "val_accuracy_checkpoint": trained_acc, "val_images": int(len(y))}
+
+
+def _check(folder: Path, model, splits: engine.Splits) -> dict:
+    """The exported model, run by Paddle Inference, against the trained network."""
+    return _compare("exported model", inference.Predictor(folder).logits, model, splits)
 
 
 def _to_onnx(folder: Path, model, splits: engine.Splits) -> dict:
@@ -127,20 +130,5 @@ def _to_onnx(folder: Path, model, splits: engine.Splits) -> dict:
     options.intra_op_num_threads = min(2, os.cpu_count() or 1)
     session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    x, y = splits.val.x, splits.val.y
-    sample = splits.norm.apply(x[:PARITY_IMAGES])
-    with paddle.no_grad():
-        expected = model(paddle.to_tensor(sample)).numpy()
-    diff = float(np.abs(session.run(None, {name: sample})[0] - expected).max())
-    if not diff <= TOLERANCE:
-        raise UserError(f"the ONNX model disagrees with the trained network: max logit difference {diff:.3g} "
-                        f"> {TOLERANCE:g}; the export was not kept")
-    pred = np.concatenate([session.run(None, {name: splits.norm.apply(x[i:i + 1000])})[0].argmax(1)
-                           for i in range(0, len(x), 1000)])
-    trained, _ = engine.predict(model, splits.val)
-    acc, trained_acc = float((pred == y).mean()), float((trained.argmax(1) == y).mean())
-    if acc != trained_acc:
-        raise UserError(f"the ONNX model's validation accuracy {acc:.4%} differs from the checkpoint's "
-                        f"{trained_acc:.4%}; the export was not kept")
-    return {"file": "model.onnx", "opset": 13, "max_abs_logit_difference": diff, "tolerance": TOLERANCE,
-            "val_accuracy": acc, "runtime": f"onnxruntime {ort.__version__}"}
+    checks = _compare("ONNX model", lambda batch: session.run(None, {name: batch})[0], model, splits)
+    return {"file": "model.onnx", "opset": 13, "runtime": f"onnxruntime {ort.__version__}", **checks}
