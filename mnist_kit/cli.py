@@ -83,7 +83,10 @@ def prepare(config_path, overrides, dataset, root, source, from_dir, mirrors, re
 @click.option("--device", help="Shortcut for -o train.device=D (cpu, gpu, gpu:N, auto).")
 @click.option("--name", help="Run name (default: <config name>-<timestamp>); an existing run is never reused.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
-def train(config_path, overrides, seed, device, name, print_config):
+@click.option("--nproc", type=click.IntRange(1), default=1,
+              help="Train data-parallel in N processes through paddle.distributed.launch (CPU: gloo; GPU: one "
+                   "process per device). train.batch_size is per process.")
+def train(config_path, overrides, seed, device, name, print_config, nproc):
     """Train a model as the config describes; one run directory per run."""
     extra = [f"train.seed={seed}"] if seed is not None else []
     extra += [f"train.device={device}"] if device else []
@@ -92,9 +95,25 @@ def train(config_path, overrides, seed, device, name, print_config):
     if print_config:
         click.echo(config.dump(cfg), nl=False)
         return
+    config_name = config_path.stem if config_path else cfg["model"]["name"]
+    if nproc > 1:
+        import time
+
+        from mnist_kit.launch import launch_train
+        from mnist_kit.runtime import paddle
+
+        run_name = cfg["output"]["name"] or f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(cfg["output"]["root"]) / run_name
+        if run_dir.exists():
+            raise UserError(f"run {run_dir} already exists; choose another --name (runs are never overwritten)")
+        argv = (["--config", str(config_path)] if config_path else []) + [a for o in list(overrides) + extra
+                                                                          for a in ("-o", o)]
+        cpu = cfg["train"]["device"] == "cpu" or not paddle.device.is_compiled_with_cuda()
+        launch_train(nproc, argv, run_dir, cpu)
+        return
     from mnist_kit import engine
 
-    engine.train(cfg, config_name=config_path.stem if config_path else cfg["model"]["name"])
+    engine.train(cfg, config_name=config_name)
 
 
 @cli.command()

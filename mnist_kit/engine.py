@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, checkpoint, config, data, faults, graph, metrics, runs
+from mnist_kit import UserError, checkpoint, config, data, distributed, faults, graph, metrics, runs
 from mnist_kit.console import Progress, info
 from mnist_kit.files import write_text
 from mnist_kit.logbook import Logbook
@@ -49,7 +49,8 @@ def load_splits(cfg: dict, norm: data.Normalization | None = None) -> Splits:
                                                     dcfg["split_seed"])
     norm = norm or data.Normalization.from_config(dcfg, x_tr)
     return Splits(prepared, norm,
-                  data.Batches(x_tr, y_tr, tcfg["batch_size"], norm, shuffle=True, seed=tcfg["seed"]),
+                  data.Batches(x_tr, y_tr, tcfg["batch_size"], norm, shuffle=True, seed=tcfg["seed"],
+                               rank=distributed.rank(), world=distributed.world_size()),
                   data.Batches(x_val, y_val, tcfg["eval_batch_size"], norm))
 
 
@@ -68,7 +69,14 @@ def predict(model, batches: data.Batches, loss_fn=None):
 
 
 def validate(model, batches: data.Batches, loss_fn) -> dict:
-    logits, loss = predict(model, batches, loss_fn)
+    """Loss, accuracy and logits on every image of ``batches``; with several processes each evaluates its
+    share (every image exactly once) and all get the whole result."""
+    n, world = batches.num_samples, distributed.world_size()
+    index = np.arange(n)[distributed.rank()::world]
+    mine = data.Batches(batches.x[index], batches.y[index], batches.batch_size, batches.norm)
+    logits, loss = predict(model, mine, loss_fn)
+    loss = float(distributed.sum_([loss * len(index)])[0]) / n
+    logits = distributed.gather_rows(logits, index, n)
     return {"loss": loss, "accuracy": float((logits.argmax(axis=1) == batches.y).mean()), "logits": logits}
 
 
@@ -145,6 +153,7 @@ class Trainer:
     schedule: object
     optimizer: object
     scaler: object = None
+    net: object = None  # what the training step calls: the model, or its DataParallel wrapper
     epoch: int = 0  # the epoch in progress (or the next one to start)
     step: int = 0  # global steps done
     step_in_epoch: int = 0
@@ -164,6 +173,7 @@ class Trainer:
                 "data_order": {"seed": self.cfg["train"]["seed"], "epoch": self.epoch,
                                "step_in_epoch": self.step_in_epoch},
                 "best_val_acc": self.best_val_acc, "config": self.cfg, "config_hash": config.config_hash(self.cfg),
+                "world_size": distributed.world_size(),
                 "normalization": self.splits.norm.to_dict(), "classes": list(self.splits.prepared.classes),
                 "versions": versions()}
 
@@ -184,7 +194,8 @@ class Trainer:
 
 def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
     tcfg = cfg["train"]
-    device = select_device(tcfg["device"])
+    distributed.init()
+    device = select_device(tcfg["device"], distributed.local_rank())
     if tcfg["amp"] and not device.startswith("gpu"):
         raise UserError("train.amp (mixed precision) needs a GPU; set train.amp=false or use a GPU device")
     seed_everything(tcfg["seed"])
@@ -192,13 +203,17 @@ def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
     model = build_model(cfg["model"], INPUT_SHAPE, len(splits.prepared.classes))
     schedule = build_schedule(cfg["schedule"], cfg["optimizer"]["lr"], len(splits.train), tcfg["epochs"])
     optimizer = build_optimizer(cfg["optimizer"], schedule, model.parameters())
+    net = paddle.DataParallel(model) if distributed.world_size() > 1 else model
     return Trainer(cfg, device, splits, model, build_loss(cfg["loss"]), schedule, optimizer,
-                   paddle.amp.GradScaler() if tcfg["amp"] else None)
+                   paddle.amp.GradScaler() if tcfg["amp"] else None, net)
 
 
 @contextlib.contextmanager
 def _run_lock(run_dir: Path):
-    """Only one process trains a run at a time; the lock goes with the process, even on kill -9."""
+    """Only one job trains a run at a time; the lock goes with the process, even on kill -9."""
+    if not distributed.is_main():
+        yield
+        return
     f = open(Path(run_dir) / ".lock", "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -218,16 +233,20 @@ class _RunInfo:
 
     def save(self, **updates) -> None:
         self.data.update(updates)
-        write_text(self.path, json.dumps(self.data, indent=2) + "\n")
+        if distributed.is_main():
+            write_text(self.path, json.dumps(self.data, indent=2) + "\n")
 
 
 def train(cfg: dict, config_name: str = "config") -> Path:
     """Train a new run described by ``cfg``; return its run directory."""
     t = build_trainer(cfg)
     ocfg = cfg["output"]
-    run_dir = runs.create_run_dir(Path(ocfg["root"]), ocfg["name"], config_name)
+    main = distributed.is_main()
+    run_dir = runs.create_run_dir(Path(ocfg["root"]), ocfg["name"], config_name) if main else None
+    run_dir = Path(distributed.from_main(str(run_dir)))  # rank 0 alone writes; the others need the name
     with _run_lock(run_dir):
-        write_text(run_dir / "config.yaml", config.dump(cfg))
+        if main:
+            write_text(run_dir / "config.yaml", config.dump(cfg))
         run_info = _RunInfo(run_dir, {
             "name": run_dir.name, "config_name": config_name, "config_hash": config.config_hash(cfg),
             "status": "running", "started": time.time(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -237,7 +256,7 @@ def train(cfg: dict, config_name: str = "config") -> Path:
             "dataset": {"name": cfg["data"]["name"], "source": t.splits.prepared.meta.get("source"),
                         "train": t.splits.train.num_samples, "val": t.splits.val.num_samples,
                         "test": int(t.splits.prepared.y_test.size)},
-            "input_shape": list(INPUT_SHAPE),
+            "input_shape": list(INPUT_SHAPE), "world_size": distributed.world_size(),
         })
         run_info.save()
         info(f"run directory: {run_dir}")
@@ -245,7 +264,7 @@ def train(cfg: dict, config_name: str = "config") -> Path:
              f"train / {t.splits.val.num_samples} validation images; normalisation mean {t.splits.norm.mean} "
              f"std {t.splits.norm.std}")
         info(summary(t.model))
-        logbook = Logbook(run_dir / "vdl" if ocfg["visualdl"] else None, display_name=run_dir.name)
+        logbook = Logbook(run_dir / "vdl" if ocfg["visualdl"] and main else None, display_name=run_dir.name)
         _log_start(t, logbook)
         graph_proc = graph.start(run_dir) if logbook.enabled and cfg["log"]["graph"] else None
         try:
@@ -311,24 +330,39 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
     meta = runs.read_run(run_dir)
     saved = config.load(run_dir / "config.yaml")
     cfg = config.load(run_dir / "config.yaml", overrides)
+    distributed.init()
+    main = distributed.is_main()
     with _run_lock(run_dir):
-        stale = checkpoint.remove_partials(run_dir)
-        if stale:
-            info(f"removed {len(stale)} half-written checkpoint file(s) left by an interrupted save")
-        path, state = _pick_checkpoint(run_dir, epoch)
+        if main:
+            stale = checkpoint.remove_partials(run_dir)
+            if stale:
+                info(f"removed {len(stale)} half-written checkpoint file(s) left by an interrupted save")
+            path, state = _pick_checkpoint(run_dir, epoch)
+        path = Path(distributed.from_main(str(path) if main else None))  # every rank resumes from rank 0's choice
+        if not main:
+            state = checkpoint.load(path)
         done = state["epoch"] + 1 if state["epoch_complete"] else state["epoch"]
         try:
             written_with = config.validate(state["config"], f"config stored in {path.name}")
         except config.ConfigError as e:
             raise UserError(f"{path} holds a config this version cannot use: {e}") from None
         changes = _resume_changes(written_with, cfg, done)
+        was = state.get("world_size", 1)
+        if was != distributed.world_size():
+            if not state["epoch_complete"] or cfg["schedule"]["name"] != "constant" or (
+                    cfg["schedule"]["warmup_epochs"] > state["epoch"] + 1):
+                raise UserError(f"{path.name} was written by {was} process(es) and this job has "
+                                f"{distributed.world_size()}: that is only possible from the end of an epoch with "
+                                "a constant schedule (past its warm-up); resume with the same number of processes")
+            info(f"warning: resuming a {was}-process run with {distributed.world_size()} process(es): the global "
+                 "batch changes, so the rest of the run is not what it would have been")
         t = build_trainer(cfg, data.Normalization(**state["normalization"]))
         t.restore(state)
         if t.epoch >= cfg["train"]["epochs"]:
             raise UserError(f"{run_dir} has already finished its {cfg['train']['epochs']} epochs; to train longer: "
                             f"mnist-kit resume --run {run_dir} -o train.epochs=N")
         superseded = run_dir / "superseded" / time.strftime("%Y%m%d-%H%M%S")
-        moved = _set_aside_after(run_dir, state["step"], superseded)
+        moved = _set_aside_after(run_dir, state["step"], superseded) if main else []
         where = (f"the end of epoch {state['epoch']}" if state["epoch_complete"]
                  else f"step {state['step_in_epoch']} of epoch {state['epoch']}")
         info(f"resuming {run_dir} from {path.name}: {where} (global step {state['step']})")
@@ -336,15 +370,15 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
             info(f"  changed on resume: {k}: {a!r} -> {b!r}")
         if moved:
             info(f"  work after that point was set aside in {superseded}: {', '.join(moved)}")
-        if cfg != saved:
+        if cfg != saved and main:
             write_text(run_dir / "config.yaml", config.dump(cfg))
         run_info = _RunInfo(run_dir, meta)
         run_info.save(status="running", config_hash=config.config_hash(cfg), resumes=meta.get("resumes", []) + [{
             "from": path.name, "step": state["step"], "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "changes": {k: list(v) for k, v in changes.items()}, "set_aside": moved,
             "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}])
-        logbook = Logbook(run_dir / "vdl" if cfg["output"]["visualdl"] else None, display_name=run_dir.name,
-                          resume_step=state["step"], superseded=superseded)
+        logbook = Logbook(run_dir / "vdl" if cfg["output"]["visualdl"] and main else None,
+                          display_name=run_dir.name, resume_step=state["step"], superseded=superseded)
         _fit(t, run_dir, run_info, logbook)
     return run_dir
 
@@ -380,6 +414,7 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
     """Train from ``t``'s position to ``train.epochs``, checkpointing as configured."""
     tcfg, ccfg = t.cfg["train"], t.cfg["checkpoint"]
     log_every, every_steps = tcfg["log_every"], ccfg["every_steps"]
+    main, world = distributed.is_main(), distributed.world_size()
     hist_every = t.cfg["log"]["histogram_every"] if logbook.enabled else 0
     try:
         while t.epoch < tcfg["epochs"]:
@@ -392,9 +427,11 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
             for xb, yb in t.splits.train.epoch(epoch, start_step=t.step_in_epoch):
                 x, y = paddle.to_tensor(xb), paddle.to_tensor(yb)
                 with _amp_context(t.scaler is not None):
-                    logits = t.model(x)
+                    logits = t.net(x)
                     loss = t.loss_fn(logits, y)
                 value, step = float(loss), t.step + 1
+                if world > 1:  # the mean over processes: every process takes the same decision on NaN
+                    value = float(distributed.sum_([value])[0]) / world
                 if math.isfinite(value):
                     if t.scaler is not None:
                         t.scaler.minimize(t.optimizer, t.scaler.scale(loss))
@@ -423,23 +460,26 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
                 t.step_in_epoch += 1
                 progress.update(1)
                 faults.hit("step", t.step)
-                if every_steps and t.step % every_steps == 0 and t.step_in_epoch < t.steps_per_epoch:
+                if every_steps and t.step % every_steps == 0 and t.step_in_epoch < t.steps_per_epoch and main:
                     t.progress["seconds"] = time.perf_counter() - t0
                     logbook.flush()
                     checkpoint.save(run_dir, checkpoint.step_file(t.step), t.state(epoch_complete=False))
                     checkpoint.apply_retention(run_dir, ccfg["keep_last"])
             progress.close()
             seconds = time.perf_counter() - t0
-            seen = max(t.progress["seen"], 1)
+            loss_sum, correct, seen = distributed.sum_([t.progress["loss_sum"], t.progress["correct"],
+                                                        t.progress["seen"]])
+            seen = max(seen, 1)
             val = validate(t.model, t.splits.val, t.loss_fn)
-            record = {"epoch": epoch, "step": t.step, "train_loss": t.progress["loss_sum"] / seen,
-                      "train_acc": t.progress["correct"] / seen, "val_loss": val["loss"], "val_acc": val["accuracy"],
+            record = {"epoch": epoch, "step": t.step, "train_loss": float(loss_sum) / seen,
+                      "train_acc": float(correct) / seen, "val_loss": val["loss"], "val_acc": val["accuracy"],
                       "lr": float(t.optimizer.get_lr()), "skipped_batches": t.progress["skipped"],
-                      "images_per_sec": t.splits.train.num_samples / seconds, "epoch_seconds": seconds}
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+                      "images_per_sec": float(seen) / seconds, "epoch_seconds": seconds}
+            if main:
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
             for tag, key in (("train/epoch_loss", "train_loss"), ("train/epoch_acc", "train_acc"),
                              ("val/loss", "val_loss"), ("val/acc", "val_acc"),
                              ("speed/images_per_sec", "images_per_sec")):
@@ -449,11 +489,12 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
             is_best = val["accuracy"] > t.best_val_acc
             t.best_val_acc = max(t.best_val_acc, val["accuracy"])
             t.step_in_epoch = t.steps_per_epoch
-            state = t.state(epoch_complete=True)
-            if is_best:
-                checkpoint.save(run_dir, checkpoint.BEST, state)
-            checkpoint.save(run_dir, checkpoint.epoch_file(epoch), state)
-            checkpoint.apply_retention(run_dir, ccfg["keep_last"])
+            if main:
+                state = t.state(epoch_complete=True)
+                if is_best:
+                    checkpoint.save(run_dir, checkpoint.BEST, state)
+                checkpoint.save(run_dir, checkpoint.epoch_file(epoch), state)
+                checkpoint.apply_retention(run_dir, ccfg["keep_last"])
             info(f"epoch {epoch}: train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}% | "
                  f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}% | lr {record['lr']:.3g} | "
                  f"{record['images_per_sec']:.0f} img/s, {seconds:.1f} s | saved {checkpoint.epoch_file(epoch)}"

@@ -3,7 +3,8 @@
 Points: ``step`` (after the update of global step N), ``epoch`` (after epoch N is checkpointed),
 ``checkpoint-write`` (a checkpoint at global step N is written to its temporary file but not yet renamed).
 Actions: ``kill`` (SIGKILL, as ``kill -9``), ``interrupt`` (KeyboardInterrupt, as Ctrl-C),
-``enospc`` (an OSError "No space left on device"). Unset in normal use, where ``hit`` does nothing.
+``enospc`` (an OSError "No space left on device"), ``crash`` (a RuntimeError). A ``#R`` suffix limits an
+item to the process of rank R under ``paddle.distributed.launch``. Unset in normal use: ``hit`` does nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ def hit(point: str, n: int) -> None:
     if not spec:
         return
     for item in spec.split(","):
-        action, _, where = item.strip().partition("@")
+        item, _, only_rank = item.strip().partition("#")  # "...#R": only in the process of rank R
+        if only_rank and int(only_rank) != int(os.environ.get("PADDLE_TRAINER_ID", "0")):
+            continue
+        action, _, where = item.partition("@")
         name, _, arg = where.partition(":")
         if name != point or (arg and int(arg) != n):
             continue
@@ -26,6 +30,8 @@ def hit(point: str, n: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         elif action == "interrupt":
             raise KeyboardInterrupt
+        elif action == "crash":
+            raise RuntimeError(f"injected crash at {point} {n}")
         elif action == "enospc":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         else:

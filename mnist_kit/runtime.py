@@ -25,10 +25,15 @@ warnings.filterwarnings("ignore", message="When training, we now always track gl
 PADDLE_VERSION = tuple(int(p) for p in paddle.__version__.split(".")[:2] if p.isdigit())
 
 
-def select_device(spec: str) -> str:
-    """Set paddle's device from ``cpu``, ``gpu``, ``gpu:N`` or ``auto``; return the device used."""
+def select_device(spec: str, local_rank: int = 0) -> str:
+    """Set paddle's device from ``cpu``, ``gpu``, ``gpu:N`` or ``auto``; return the device used.
+
+    Under ``paddle.distributed.launch``, ``gpu`` and ``auto`` mean the GPU of this process's local rank.
+    """
     cuda = paddle.device.is_compiled_with_cuda()
     count = paddle.device.cuda.device_count() if cuda else 0
+    if spec in ("gpu", "auto") and count and local_rank:
+        spec = f"gpu:{local_rank}"
     if spec == "auto":
         device = "gpu:0" if count else "cpu"
     elif spec == "cpu":

@@ -46,12 +46,19 @@ class Normalization:
 
 
 class Batches:
+    """Batches of one split. With ``world`` processes, global batch s is ``order[s*B*world:(s+1)*B*world]``
+    and process ``rank`` takes its ``rank``-th slice of B images, so W processes with batch B see exactly
+    the batches one process with batch W*B sees; the last incomplete global batch of an epoch is dropped
+    then, so that every process takes the same number of steps."""
+
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, norm: Normalization,
-                 shuffle: bool = False, seed: int = 0):
+                 shuffle: bool = False, seed: int = 0, rank: int = 0, world: int = 1):
         self.x, self.y, self.batch_size, self.norm = x, y, batch_size, norm
-        self.shuffle, self.seed = shuffle, seed
+        self.shuffle, self.seed, self.rank, self.world = shuffle, seed, rank, world
 
     def __len__(self) -> int:
+        if self.world > 1:
+            return len(self.y) // (self.batch_size * self.world)
         return -(-len(self.y) // self.batch_size)
 
     @property
@@ -66,6 +73,7 @@ class Batches:
     def epoch(self, epoch: int = 0, start_step: int = 0):
         """Yield (x float32 (B,1,28,28), y int64 (B,)) for the epoch, from batch ``start_step`` on."""
         order = self.order(epoch)
+        b, g = self.batch_size, self.batch_size * self.world
         for step in range(start_step, len(self)):
-            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            idx = order[step * g + self.rank * b:step * g + (self.rank + 1) * b]
             yield self.norm.apply(self.x[idx]), self.y[idx]

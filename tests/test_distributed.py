@@ -1,0 +1,89 @@
+"""Data-parallel training through the real paddle.distributed.launch, on CPU (gloo)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_kit import checkpoint
+
+from conftest import FAST, run_cli, run_subprocess
+
+SMALL = [*FAST, "-o", "train.log_every=5"]  # 500 training images
+
+
+def _launch(*args, nproc=2, env=None, timeout=240):
+    """python -m paddle.distributed.launch --nproc_per_node N mnist-kit ARGS, bounded."""
+    script = str(Path(sys.executable).parent / "mnist-kit")
+    cmd = ["timeout", "-k", "10", str(timeout), sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
+           str(nproc), "--log_dir", "launch-logs", script, *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def _params(run, epoch):
+    state = checkpoint.load(Path(run) / "ckpt" / checkpoint.epoch_file(epoch))["model"]
+    return {k: v.numpy() for k, v in state.items()}
+
+
+def test_nproc_2_trains_one_run_with_one_log_and_the_worker_logs(prepared):
+    proc = run_subprocess("train", *SMALL, "--nproc", 2, "--name", "two", env={"CUDA_VISIBLE_DEVICES": "0"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = Path("checkpoints/two")
+    assert sorted(p.name for p in (run / "logs").iterdir()) == ["workerlog.0", "workerlog.1"]  # no envlog
+    assert len(list((run / "vdl").glob("vdlrecords*"))) == 1
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["world_size"] == 2
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [5, 10]  # 500 images / (2 x 50) per step
+    assert list(Path("checkpoints").iterdir()) == [run]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(prepared, optimizer):
+    common = [*SMALL, "-o", f"optimizer.name={optimizer}", "-o", "optimizer.lr=0.01"]
+    proc = _launch("train", *common, "-o", "train.batch_size=25", "--name", "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = run_cli("train", *common, "-o", "train.batch_size=50", "--name", "one")
+    assert result.exit_code == 0, result.output
+    for epoch in (0, 1):  # after 10 and 20 steps
+        a, b = _params("checkpoints/one", epoch), _params("checkpoints/two", epoch)
+        assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6
+    one = [json.loads(line) for line in Path("checkpoints/one/metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in Path("checkpoints/two/metrics.jsonl").read_text().splitlines()]
+    for r1, r2 in zip(one, two):  # global metrics: every image counted once
+        assert r1["val_acc"] == r2["val_acc"] and r1["train_acc"] == r2["train_acc"]
+        assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-5)
+
+
+def test_a_crashing_rank_ends_the_job_promptly_with_its_error(prepared):
+    start = time.time()
+    proc = run_subprocess("train", *SMALL, "--nproc", 2, "--name", "crash",
+                          env={"MNIST_KIT_FAULT": "crash@step:3#1"}, timeout=120)
+    assert proc.returncode == 1
+    assert time.time() - start < 60
+    assert "rank 1: RuntimeError: injected crash at step 3" in proc.stderr
+    assert "Traceback" not in proc.stderr.split("Error: the 2-process")[-1]
+    left = subprocess.run(["pgrep", "-f", "name crash"], capture_output=True, text=True).stdout.split()
+    assert left == []
+
+
+def test_resume_under_the_launcher_is_exact_and_on_one_process_is_allowed(prepared):
+    proc = _launch("train", *SMALL, "-o", "train.epochs=3", "--name", "full")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _launch("train", *SMALL, "-o", "train.epochs=3", "--name", "part",
+                   env={"MNIST_KIT_FAULT": "interrupt@epoch:0"})
+    assert proc.returncode != 0
+    proc = _launch("resume", "--run", "checkpoints/part")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _params("checkpoints/full", 2), _params("checkpoints/part", 2)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    # the same interrupted run resumed by one process: allowed from an epoch end with a constant schedule
+    proc = _launch("train", *SMALL, "-o", "train.epochs=3", "--name", "solo", env={"MNIST_KIT_FAULT": "interrupt@epoch:0"})
+    result = run_cli("resume", "--run", "checkpoints/solo")
+    assert result.exit_code == 0, result.output
+    assert "resuming a 2-process run with 1 process(es)" in result.output
