@@ -152,7 +152,7 @@ def evaluate(run_dir, root, epoch, last, split, device, as_json):
 
     if epoch is not None and last:
         raise UserError("--epoch and --last exclude each other")
-    if device not in ("cpu", "gpu", "auto") and not (device.startswith("gpu:") and device[4:].isdigit()):
+    if not config.valid_device(device):
         raise UserError(f"--device is {device!r}; allowed: cpu, gpu, gpu:N, auto")
     run = runs.resolve_run(str(run_dir) if run_dir else None, root)
     result = engine.evaluate_run(run, epoch=epoch, last=last, split=split, device=device)

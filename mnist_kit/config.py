@@ -245,10 +245,14 @@ def validate(raw: Any, source: str = "config") -> dict:
     return out
 
 
+def valid_device(device: str) -> bool:
+    return device in ("cpu", "gpu", "auto") or (device.startswith("gpu:") and device[4:].isdigit())
+
+
 def _cross_checks(cfg: dict) -> list[str]:
     errors = []
     device = cfg["train"]["device"]
-    if not (device in ("cpu", "gpu", "auto") or (device.startswith("gpu:") and device[4:].isdigit())):
+    if not valid_device(device):
         errors.append(f"train.device is {device!r}; allowed: cpu, gpu, gpu:N (N = 0, 1, ...), auto")
     if cfg["model"]["name"] == "cnn" and cfg["model"]["kernel_size"] % 2 == 0:
         errors.append("model.kernel_size must be odd (the conv uses 'same' padding)")

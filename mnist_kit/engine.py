@@ -542,18 +542,38 @@ def choose_checkpoint(run_dir: Path, epoch: int | None = None, last: bool = Fals
     return folder / checkpoint.BEST
 
 
-def evaluate_run(run_dir: Path, epoch: int | None = None, last: bool = False, split: str = "test",
-                 device: str = "auto") -> dict:
-    """Evaluate a run's checkpoint (best by default) on the test or validation split."""
+@dataclass
+class Trained:
+    """A run's checkpoint loaded into its network, with the run's config and data."""
+
+    cfg: dict
+    path: Path
+    state: dict
+    splits: Splits
+    model: object
+
+
+def load_trained(run_dir: Path, epoch: int | None = None, last: bool = False, device: str = "auto") -> Trained:
+    """The run's checkpoint (best by default) in its model, on ``device``, in eval mode; data with the
+    normalisation recorded in the checkpoint."""
     runs.read_run(run_dir)
     cfg = config.load(Path(run_dir) / "config.yaml")
     path = choose_checkpoint(run_dir, epoch, last)
     state = checkpoint.load(path)
     select_device(device)
     splits = load_splits(cfg, data.Normalization(**state["normalization"]))
-    classes = splits.prepared.classes
-    model = build_model(cfg["model"], INPUT_SHAPE, len(classes))
+    model = build_model(cfg["model"], INPUT_SHAPE, len(splits.prepared.classes))
     model.set_state_dict(state["model"])
+    model.eval()
+    return Trained(cfg, path, state, splits, model)
+
+
+def evaluate_run(run_dir: Path, epoch: int | None = None, last: bool = False, split: str = "test",
+                 device: str = "auto") -> dict:
+    """Evaluate a run's checkpoint (best by default) on the test or validation split."""
+    t = load_trained(run_dir, epoch, last, device)
+    cfg, path, state, splits, model = t.cfg, t.path, t.state, t.splits, t.model
+    classes = splits.prepared.classes
     if split == "test":
         x, y = splits.prepared.x_test, splits.prepared.y_test
     else:

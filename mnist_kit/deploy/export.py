@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, checkpoint, config, data, engine, runs
+from mnist_kit import UserError, engine
 from mnist_kit.deploy import inference
 from mnist_kit.files import digest
-from mnist_kit.models import build_model
-from mnist_kit.runtime import paddle, select_device, versions
+from mnist_kit.runtime import paddle, versions
 
 META = inference.META
 PARITY_IMAGES = 1000
@@ -33,17 +32,9 @@ def export_run(run_dir: Path, epoch: int | None = None, last: bool = False, out:
                fmt: str = "paddle") -> dict:
     """Export a run's checkpoint (best by default); return the metadata written."""
     run_dir = Path(run_dir)
-    runs.read_run(run_dir)
-    cfg = config.load(run_dir / "config.yaml")
-    ckpt_path = engine.choose_checkpoint(run_dir, epoch, last)
-    state = checkpoint.load(ckpt_path)
-    select_device("cpu")
-    norm = data.Normalization(**state["normalization"])
-    splits = engine.load_splits(cfg, norm)
-    classes = list(state["classes"])
-    model = build_model(cfg["model"], engine.INPUT_SHAPE, len(classes))
-    model.set_state_dict(state["model"])
-    model.eval()
+    trained = engine.load_trained(run_dir, epoch, last, device="cpu")
+    cfg, ckpt_path, state, splits, model = trained.cfg, trained.path, trained.state, trained.splits, trained.model
+    norm, classes = splits.norm, list(state["classes"])
     out = Path(out) if out else run_dir / "export" / ckpt_path.stem
     if fmt == "onnx":
         try:
