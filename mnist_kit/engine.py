@@ -90,11 +90,6 @@ def features(model, x: np.ndarray, norm: data.Normalization, batch_size: int = 1
     return np.concatenate(out).reshape(len(x), -1)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 HPARAM_METRICS = ["val/acc", "val/loss", "train/epoch_acc", "train/epoch_loss"]
 
 
@@ -123,7 +118,7 @@ def _log_validation(t: "Trainer", logbook: Logbook, val: dict, epoch: int) -> No
         logbook.misclassified("val/misclassified", t.splits.val.x, y, predicted, step)
         logbook.confusion("val/confusion_matrix", metrics.confusion_matrix(y, predicted, len(classes)), classes, step)
     if lcfg["curves"]:
-        logbook.curves(y, _softmax(val["logits"]), classes, step)
+        logbook.curves(y, metrics.softmax(val["logits"]), classes, step)
     if lcfg["embeddings"] and epoch == t.cfg["train"]["epochs"] - 1:
         n = lcfg["embeddings"]
         logbook.embeddings("val/features", features(t.model, t.splits.val.x[:n], t.splits.norm),

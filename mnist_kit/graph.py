@@ -10,6 +10,7 @@ and ``<run>/vdl/vdlgraph.*.log`` (its dynamic graph page). Paddle 2.6 writes ``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def _write(run_dir: Path) -> None:
     from mnist_kit.runtime import paddle
 
     cfg = config.load(run_dir / "config.yaml")
-    classes = __import__("json").loads((run_dir / "run.json").read_text())["classes"]
+    classes = json.loads((run_dir / "run.json").read_text())["classes"]
     model = build_model(cfg["model"], INPUT_SHAPE, len(classes))
     model.eval()
     spec = [paddle.static.InputSpec([None, *INPUT_SHAPE], "float32", name="image")]

@@ -41,8 +41,7 @@ def eval_speed(model, x, norm, batch_size=1000, repeats=3):
 
 def worker_config(spec: str, epochs: int, out: Path) -> dict:
     """``spec``: a config name, with ``:novdl`` to switch VisualDL logging off."""
-    from mnist_kit import checkpoint, config, engine
-    from mnist_kit.models import build_model
+    from mnist_kit import config, engine
 
     name, _, variant = spec.partition(":")
     cfg = config.load(REPO / "configs" / f"{name}.yaml",
@@ -53,15 +52,12 @@ def worker_config(spec: str, epochs: int, out: Path) -> dict:
     wall = time.perf_counter() - t0
     peak = peak_rss_mib()  # training's own high-water mark, before the extra evaluation below
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    state = checkpoint.load(run / "ckpt" / "best.pdckpt")
-    splits = engine.load_splits(cfg)
-    model = build_model(cfg["model"], engine.INPUT_SHAPE, 10)
-    model.set_state_dict(state["model"])
+    trained = engine.load_trained(run)
     result = engine.evaluate_run(run)
     label = f"mnist-kit {name}.yaml" + (", VisualDL off" if variant == "novdl" else "")
     return {"setup": label, "wall_s": wall, "train_ips": sum(r["images_per_sec"] for r in rows) / len(rows),
             "epoch_s": sum(r["epoch_seconds"] for r in rows) / len(rows),
-            "eval_ips": eval_speed(model, splits.prepared.x_test, splits.norm),
+            "eval_ips": eval_speed(trained.model, trained.splits.prepared.x_test, trained.splits.norm),
             "test_acc": result["accuracy"], "epochs": epochs, "peak_mib": peak}
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_kit.metrics import softmax  # numpy only: prediction imports no training code
+
 META = "mnist_kit_model.json"
 
 
@@ -79,7 +81,5 @@ class Predictor:
     def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         out = []
         for i in range(0, len(images), batch_size):
-            z = self.logits(self.normalize(images[i:i + batch_size]))
-            e = np.exp(z - z.max(axis=1, keepdims=True))
-            out.append(e / e.sum(axis=1, keepdims=True))
+            out.append(softmax(self.logits(self.normalize(images[i:i + batch_size]))))
         return np.concatenate(out) if out else np.zeros((0, len(self.meta["classes"])), np.float32)
