@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""PyTorch reference for scripts/bench.py (needs only numpy and torch; run in its own environment).
+
+The same network as mnist-kit's default CNN (two 5x5/20-channel conv + ReLU + 2x2 max-pool blocks, linear
+980->10), the same training split and test set (an .npz written by bench.py), the tutorial recipe
+(Adam 1e-3, batch 64, shuffled), PyTorch's default threads. Prints one JSON line:
+throughput after warm-up, and per-epoch wall time and test accuracy for the time-to-accuracy column.
+
+    python scripts/bench_torch.py DATA.npz --epochs 8 --target 0.90 --steps 300
+"""
+
+import argparse
+import json
+import resource
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 20, 5, padding=2), nn.Conv2d(20, 20, 5, padding=2)
+        self.fc = nn.Linear(980, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.c1(x)), 2, 2)
+        x = F.max_pool2d(F.relu(self.c2(x)), 2, 2)
+        return self.fc(x.flatten(1))
+
+
+def normalise(x, mean, std):
+    return torch.from_numpy(((x.astype(np.float32) / 255.0 - mean) / std)[:, None])
+
+
+def test_accuracy(model, x, y, mean, std):
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(y), 1000):
+            correct += int((model(normalise(x[i:i + 1000], mean, std)).argmax(1).numpy() == y[i:i + 1000]).sum())
+    model.train()
+    return correct / len(y)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("--epochs", type=int, default=8, help="most epochs for time-to-accuracy; 0 = throughput only")
+    ap.add_argument("--target", type=float, default=0.90)
+    ap.add_argument("--steps", type=int, default=300, help="timed steps for throughput")
+    ap.add_argument("--batch-size", type=int, default=64)
+    args = ap.parse_args()
+    d = np.load(args.data)
+    x, y, xt, yt, mean, std = d["x_train"], d["y_train"], d["x_test"], d["y_test"], float(d["mean"]), float(d["std"])
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    b = args.batch_size
+
+    # throughput: timed steps after 20 warm-up steps, on a fresh model
+    model = CNN()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = rng.permutation(len(y))
+    for i in range(args.steps + 20):
+        if i == 20:
+            t0 = time.perf_counter()
+        idx = order[i * b:(i + 1) * b]
+        opt.zero_grad()
+        F.cross_entropy(model(normalise(x[idx], mean, std)), torch.from_numpy(y[idx].astype(np.int64))).backward()
+        opt.step()
+    ips = args.steps * b / (time.perf_counter() - t0)
+
+    # time to accuracy: whole epochs from a fresh model, test accuracy after each (its time included)
+    torch.manual_seed(0)
+    model = CNN()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    epochs, start = [], time.perf_counter()
+    for epoch in range(args.epochs):
+        order = rng.permutation(len(y))
+        for s in range(0, len(y) - b + 1, b):
+            idx = order[s:s + b]
+            opt.zero_grad()
+            F.cross_entropy(model(normalise(x[idx], mean, std)), torch.from_numpy(y[idx].astype(np.int64))).backward()
+            opt.step()
+        acc = test_accuracy(model, xt, yt, mean, std)
+        epochs.append({"epoch": epoch, "test_acc": acc, "elapsed_s": time.perf_counter() - start})
+        if acc >= args.target:
+            break
+    # eval throughput of the trained model
+    t0 = time.perf_counter()
+    test_accuracy(model, xt, yt, mean, std)
+    eval_ips = len(yt) / (time.perf_counter() - t0)
+    print(json.dumps({"train_ips": ips, "epochs": epochs, "eval_ips": eval_ips, "threads": torch.get_num_threads(),
+                      "torch": torch.__version__,
+                      "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+if __name__ == "__main__":
+    main()

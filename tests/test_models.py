@@ -1,0 +1,54 @@
+"""The networks compute what their plain formulation computes, whatever makes them fast."""
+
+import numpy as np
+import pytest
+
+from mnist_kit.models import CNN, Conv2D, build_model
+from mnist_kit.runtime import paddle
+
+F = paddle.nn.functional
+
+
+def _plain_cnn_forward(model, x):
+    """The CNN written out with stock operations: conv + bias (broadcast add) -> ReLU -> max-pool."""
+    for layer in model.body:
+        if isinstance(layer, Conv2D):
+            x = F.conv2d(x, layer.weight, layer.bias, padding=layer._padding)
+        else:
+            x = layer(x)
+    return model.fc(model.dropout(x))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_cnn_outputs_and_gradients_equal_the_plain_formulation(training):
+    paddle.seed(1)
+    model = build_model({"name": "cnn", "channels": [20, 20], "kernel_size": 5, "batch_norm": False, "dropout": 0.0})
+    model.train() if training else model.eval()
+    x = paddle.to_tensor(np.random.default_rng(0).normal(size=(37, 1, 28, 28)).astype("float32"))
+    y = paddle.to_tensor(np.random.default_rng(1).integers(0, 10, 37))
+    fast, plain = model(x), _plain_cnn_forward(model, x)
+    np.testing.assert_allclose(fast.numpy(), plain.numpy(), rtol=1e-5, atol=1e-5)
+    grads = []
+    for out in (fast, plain):
+        model.clear_gradients()
+        F.cross_entropy(out, y).backward()
+        grads.append({n: p.grad.numpy().copy() for n, p in model.named_parameters()})
+    for name in grads[0]:
+        scale = np.abs(grads[1][name]).max()
+        np.testing.assert_allclose(grads[0][name], grads[1][name], rtol=0, atol=1e-5 * scale, err_msg=name)
+
+
+def test_conv_bias_is_left_out_only_where_batch_norm_cancels_it():
+    plain = CNN((1, 28, 28), 10, channels=(4, 8))
+    with_bn = CNN((1, 28, 28), 10, channels=(4, 8), batch_norm=True)
+    assert all(layer.bias is not None for layer in plain.body if isinstance(layer, Conv2D))
+    assert all(layer.bias is None for layer in with_bn.body if isinstance(layer, Conv2D))
+
+
+def test_the_traced_model_for_export_computes_what_the_eager_one_does():
+    model = build_model({"name": "cnn", "channels": [4, 4], "kernel_size": 3, "batch_norm": False, "dropout": 0.0})
+    model.eval()
+    x = paddle.rand([2, 1, 28, 28])
+    static = paddle.jit.to_static(model, input_spec=[paddle.static.InputSpec([None, 1, 28, 28], "float32")],
+                                  full_graph=True)
+    np.testing.assert_allclose(static(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
