@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ from mnist_kit.optim import build_loss, build_optimizer, build_schedule
 from mnist_kit.runtime import paddle, rng_state, seed_everything, select_device, set_rng_state, versions
 
 INPUT_SHAPE = (1, 28, 28)
-TIMING_KEYS = ("images_per_sec", "epoch_seconds")  # the only metrics that differ between identical runs
+TIMING_KEYS = ("images_per_sec", "epoch_seconds", "elapsed_seconds")  # the only metrics that vary between
+# identical runs
 
 
 @dataclass
@@ -64,6 +66,26 @@ def predict(model, batches: data.Batches, loss_fn=None):
             if loss_fn is not None:
                 loss_sum += float(loss_fn(logits, paddle.to_tensor(yb))) * len(yb)
             outputs.append(logits.numpy())
+    logits = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+    return logits, loss_sum / max(batches.num_samples, 1)
+
+
+def predict_inference(model, batches: data.Batches, loss_fn=None, device: str = "cpu"):
+    """``predict`` through Paddle Inference (oneDNN on the CPU): the model is traced to a temporary program
+    first (about a second), then runs several times faster than eagerly; same logits within float tolerance."""
+    from mnist_kit.deploy import inference
+    from mnist_kit.models import save_program
+
+    with tempfile.TemporaryDirectory(prefix="mnist-kit-eval.") as tmp:
+        save_program(model, Path(tmp) / "model", INPUT_SHAPE)
+        program = inference.Program(*inference.model_files(Path(tmp)), device=device)
+        outputs, loss_sum = [], 0.0
+        for xb, yb in batches.epoch():
+            logits = program.logits(xb)
+            if loss_fn is not None:
+                with paddle.no_grad():
+                    loss_sum += float(loss_fn(paddle.to_tensor(logits), paddle.to_tensor(yb))) * len(yb)
+            outputs.append(logits)
     logits = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
     return logits, loss_sum / max(batches.num_samples, 1)
 
@@ -411,6 +433,7 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
     log_every, every_steps = tcfg["log_every"], ccfg["every_steps"]
     main, world = distributed.is_main(), distributed.world_size()
     hist_every = t.cfg["log"]["histogram_every"] if logbook.enabled else 0
+    job_start = time.perf_counter()
     try:
         while t.epoch < tcfg["epochs"]:
             epoch = t.epoch
@@ -469,7 +492,8 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
             record = {"epoch": epoch, "step": t.step, "train_loss": float(loss_sum) / seen,
                       "train_acc": float(correct) / seen, "val_loss": val["loss"], "val_acc": val["accuracy"],
                       "lr": float(t.optimizer.get_lr()), "skipped_batches": t.progress["skipped"],
-                      "images_per_sec": float(seen) / seconds, "epoch_seconds": seconds}
+                      "images_per_sec": float(seen) / seconds, "epoch_seconds": seconds,
+                      "elapsed_seconds": time.perf_counter() - job_start}  # this job's, validation included
             if main:
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -546,6 +570,7 @@ class Trained:
     state: dict
     splits: Splits
     model: object
+    device: str = "cpu"
 
 
 def load_trained(run_dir: Path, epoch: int | None = None, last: bool = False, device: str = "auto") -> Trained:
@@ -555,12 +580,12 @@ def load_trained(run_dir: Path, epoch: int | None = None, last: bool = False, de
     cfg = config.load(Path(run_dir) / "config.yaml")
     path = choose_checkpoint(run_dir, epoch, last)
     state = checkpoint.load(path)
-    select_device(device)
+    device = select_device(device)
     splits = load_splits(cfg, data.Normalization(**state["normalization"]))
     model = build_model(cfg["model"], INPUT_SHAPE, len(splits.prepared.classes))
     model.set_state_dict(state["model"])
     model.eval()
-    return Trained(cfg, path, state, splits, model)
+    return Trained(cfg, path, state, splits, model, device)
 
 
 def evaluate_run(run_dir: Path, epoch: int | None = None, last: bool = False, split: str = "test",
@@ -574,8 +599,16 @@ def evaluate_run(run_dir: Path, epoch: int | None = None, last: bool = False, sp
     else:
         x, y = splits.val.x, splits.val.y
     batches = data.Batches(x, y, cfg["train"]["eval_batch_size"], splits.norm)
-    logits, loss = predict(model, batches, build_loss(cfg["loss"]))
+    t0 = time.perf_counter()
+    if t.device == "cpu":  # the GPU runs the eager model fast enough
+        logits, loss = predict_inference(model, batches, build_loss(cfg["loss"]))
+        how = "Paddle Inference (oneDNN)"
+    else:
+        logits, loss = predict(model, batches, build_loss(cfg["loss"]))
+        how = f"eager ({t.device})"
+    seconds = time.perf_counter() - t0
     result = metrics.report(y, logits.argmax(axis=1), len(classes))
     result.update({"run": str(run_dir), "checkpoint": path.name, "epoch": state["epoch"], "split": split,
-                   "dataset": cfg["data"]["name"], "samples": int(len(y)), "loss": loss, "classes": list(classes)})
+                   "dataset": cfg["data"]["name"], "samples": int(len(y)), "loss": loss, "classes": list(classes),
+                   "engine": how, "seconds": seconds})
     return result

@@ -249,9 +249,17 @@ def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path |
         + ("; press Ctrl-C to stop" if wait else ""))
     if not wait:
         return proc
+    import signal
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)  # `kill` stops the server too, not only Ctrl-C
     try:
         proc.wait()
     except KeyboardInterrupt:
         proc.terminate()
         proc.wait(timeout=10)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return proc

@@ -40,9 +40,10 @@ def format_report(result: dict, classes) -> str:
     width = max(len(c) for c in classes) + 3
     lines = [f"{result['split']} split of {result['dataset']}: {result['samples']} images, "
              f"checkpoint {result['checkpoint']}",
-             f"loss {result['loss']:.4f}   accuracy {100 * result['accuracy']:.2f}%   macro F1 {result['macro_f1']:.4f}",
-             "",
-             f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
+             f"loss {result['loss']:.4f}   accuracy {100 * result['accuracy']:.2f}%   macro F1 {result['macro_f1']:.4f}"]
+    if "engine" in result:
+        lines.append(f"computed by {result['engine']} in {result['seconds']:.2f} s")
+    lines += ["", f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
     for i, cls in enumerate(classes):
         lines.append(f"{f'{i} {cls}':<{width}}{pc['precision'][i]:>10.4f}{pc['recall'][i]:>10.4f}"
                      f"{pc['f1'][i]:>10.4f}{pc['support'][i]:>9}")

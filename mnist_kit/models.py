@@ -123,6 +123,14 @@ def build_model(model_cfg: dict, input_shape=(1, 28, 28), num_classes: int = 10)
     return MODELS[model_cfg["name"]](tuple(input_shape), num_classes, **options)
 
 
+def save_program(model: nn.Layer, prefix, input_shape=(1, 28, 28)) -> None:
+    """Trace ``model`` into a static program for any batch size: ``prefix.json`` (``.pdmodel`` with
+    Paddle 2.6) and ``prefix.pdiparams``, what Paddle Inference runs."""
+    model.eval()
+    spec = [paddle.static.InputSpec([None, *input_shape], "float32", name="image")]
+    paddle.jit.save(model, str(prefix), input_spec=spec)
+
+
 def summary(model: nn.Layer) -> str:
     rows = [(name, list(p.shape), int(np.prod(p.shape))) for name, p in model.named_parameters()]
     total = sum(r[2] for r in rows)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_kit import checkpoint
+from mnist_kit import checkpoint, engine
 from mnist_kit.logbook import read_records
 
 from conftest import FAST, REPO, run_cli, run_subprocess
@@ -48,8 +48,8 @@ def _history(run):
     losses = [(v.id, v.value) for r in read_records(files[0]) for v in r.values if v.tag == "train/loss"]
     rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
     for r in rows:
-        r.pop("images_per_sec")
-        r.pop("epoch_seconds")
+        for key in engine.TIMING_KEYS:
+            r.pop(key)
     return losses, rows
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from mnist_kit import UserError, engine
 from mnist_kit.deploy import inference
 from mnist_kit.files import digest
+from mnist_kit.models import save_program
 from mnist_kit.runtime import paddle, versions
 
 META = inference.META
@@ -45,8 +46,7 @@ def export_run(run_dir: Path, epoch: int | None = None, last: bool = False, out:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        spec = [paddle.static.InputSpec([None, *engine.INPUT_SHAPE], "float32", name="image")]
-        paddle.jit.save(model, str(tmp / "model"), input_spec=spec)
+        save_program(model, tmp / "model", engine.INPUT_SHAPE)
         meta = {
             "format": "mnist-kit export 1",
             "input_shape": [None, *engine.INPUT_SHAPE],

@@ -40,31 +40,35 @@ def read_meta(folder: Path) -> dict:
     return meta
 
 
-class Predictor:
-    def __init__(self, folder: Path, device: str = "cpu", threads: int | None = None):
-        self.folder = Path(folder)
-        self.meta = read_meta(self.folder)
-        model, params = model_files(self.folder)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from paddle import inference
-        config = inference.Config(str(model), str(params))
-        if device.startswith("gpu"):
-            config.enable_use_gpu(256, int(device.partition(":")[2] or 0))
-        else:
-            config.disable_gpu()
-            config.set_cpu_math_library_num_threads(threads or min(2, os.cpu_count() or 1))
-        config.disable_glog_info()
-        # not config.enable_memory_optim(): it breaks Paddle 3's .json programs
-        try:
-            self.predictor = inference.create_predictor(config)
-        except Exception as e:  # noqa: BLE001 - Paddle raises assorted types for unreadable programs
-            raise ModelError(f"Paddle Inference cannot load {model}: {str(e).strip().splitlines()[-1]}") from None
+def create_predictor(model: Path, params: Path, device: str = "cpu", threads: int | None = None):
+    """A Paddle Inference predictor for a saved program. On the CPU it runs with oneDNN (measured here
+    about 5x the plain CPU kernels on the CNN, same logits within 1e-5) on up to 2 threads."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from paddle import inference
+    config = inference.Config(str(model), str(params))
+    if device.startswith("gpu"):
+        config.enable_use_gpu(256, int(device.partition(":")[2] or 0))
+    else:
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(threads or min(2, os.cpu_count() or 1))
+        if os.environ.get("MNIST_KIT_ONEDNN", "1") != "0":  # 0: the plain CPU kernels (for comparisons)
+            (config.enable_onednn if hasattr(config, "enable_onednn") else config.enable_mkldnn)()
+    config.disable_glog_info()
+    # not config.enable_memory_optim(): it breaks Paddle 3's .json programs
+    try:
+        return inference.create_predictor(config)
+    except Exception as e:  # noqa: BLE001 - Paddle raises assorted types for unreadable programs
+        raise ModelError(f"Paddle Inference cannot load {model}: {str(e).strip().splitlines()[-1]}") from None
+
+
+class Program:
+    """A saved program run by Paddle Inference: normalised float32 batches in, logits out."""
+
+    def __init__(self, model: Path, params: Path, device: str = "cpu", threads: int | None = None):
+        self.predictor = create_predictor(model, params, device, threads)
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
-        norm = self.meta["normalization"]
-        self.scale = np.float32(1.0 / (255.0 * norm["std"]))
-        self.shift = np.float32(-norm["mean"] / norm["std"])
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Normalised float32 (N, 1, 28, 28) -> logits (N, classes)."""
@@ -73,6 +77,18 @@ class Predictor:
         self.input.copy_from_cpu(x)
         self.predictor.run()
         return self.output.copy_to_cpu()
+
+
+class Predictor(Program):
+    """An mnist-kit export: the program, and the normalisation and classes it was trained with."""
+
+    def __init__(self, folder: Path, device: str = "cpu", threads: int | None = None):
+        self.folder = Path(folder)
+        self.meta = read_meta(self.folder)
+        super().__init__(*model_files(self.folder), device, threads)
+        norm = self.meta["normalization"]
+        self.scale = np.float32(1.0 / (255.0 * norm["std"]))
+        self.shift = np.float32(-norm["mean"] / norm["std"])
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) with the training normalisation."""

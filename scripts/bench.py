@@ -1,0 +1,350 @@
+#!/usr/bin/env python
+"""Benchmark (not a test): mnist-kit's speed against plain Paddle and PyTorch, in one run, on one data set.
+
+Everything trains on the same 50,000-image training split of Fashion-MNIST (mnist-kit's split, from the
+cache `mnist-kit prepare --dataset fashion-mnist` made) and is scored on its 10,000 test images, each
+setup in a fresh process (so peak memory is its own):
+
+- reference: the Paddle tutorial loop (Dataset + DataLoader, stock nn.Conv2D, Adam 1e-3, batch 64);
+- PyTorch: the identical network and recipe (scripts/bench_torch.py), when a Python with torch is found:
+  --torch-python, else this Python if it imports torch, else .venv-bench/bin/python
+  (scripts/bench_env.sh makes it; torch is never a dependency of mnist-kit);
+- mnist-kit with each shipped config, cnn_fast.yaml also with --nproc 2, and cnn.yaml without VisualDL.
+
+Columns: training images/s (and the ratio to the reference), time-to-accuracy (wall seconds and epochs
+until the test accuracy first reaches --target, evaluation included), evaluation images/s, peak RSS;
+then prediction latency and cold start from an export of the cnn_fast run.
+
+    .venv/bin/python scripts/bench.py [--quick] [--target 0.90] [--max-epochs 8] [--torch-python PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET = "fashion-mnist"
+
+
+def peak_mib(who=resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
+def shared_data(path: Path) -> None:
+    """mnist-kit's training split and the test set, as the other setups receive them."""
+    import numpy as np
+
+    from mnist_kit import config, data
+
+    cfg = config.load(REPO / "configs" / "cnn.yaml", [f"data.name={DATASET}"])
+    prepared = data.load(DATASET, data.data_root(cfg["data"]["root"]))
+    x, y, _, _ = data.split_train_val(prepared.x_train, prepared.y_train, cfg["data"]["val_size"],
+                                      cfg["data"]["split_seed"])
+    norm = data.Normalization.from_config(cfg["data"], x)
+    np.savez(path, x_train=x, y_train=y, x_test=prepared.x_test, y_test=prepared.y_test, mean=norm.mean, std=norm.std)
+
+
+# ---------------------------------------------------------------- workers (each in its own process)
+
+def worker_tutorial(npz: str, steps: int, max_epochs: int, target: float) -> dict:
+    """The Paddle tutorial way: a Dataset yielding one normalised sample at a time, a DataLoader, stock layers."""
+    import numpy as np
+    import paddle
+    from paddle import nn
+
+    d = np.load(npz)
+    mean, std = float(d["mean"]), float(d["std"])
+
+    class Samples(paddle.io.Dataset):
+        def __init__(self, x, y):
+            super().__init__()
+            self.x, self.y = x, y
+
+        def __getitem__(self, i):
+            return (self.x[i].astype("float32")[None] / 255.0 - mean) / std, np.int64(self.y[i])
+
+        def __len__(self):
+            return len(self.y)
+
+    def network():
+        return nn.Sequential(nn.Conv2D(1, 20, 5, padding=2), nn.ReLU(), nn.MaxPool2D(2, 2),
+                             nn.Conv2D(20, 20, 5, padding=2), nn.ReLU(), nn.MaxPool2D(2, 2),
+                             nn.Flatten(), nn.Linear(980, 10))
+
+    def test_accuracy(model):
+        model.eval()
+        correct = 0
+        with paddle.no_grad():
+            for i in range(0, len(d["y_test"]), 1000):
+                x = paddle.to_tensor((d["x_test"][i:i + 1000].astype("float32")[:, None] / 255.0 - mean) / std)
+                correct += int((model(x).numpy().argmax(1) == d["y_test"][i:i + 1000]).sum())
+        model.train()
+        return correct / len(d["y_test"])
+
+    paddle.seed(0)
+    loader = paddle.io.DataLoader(Samples(d["x_train"], d["y_train"]), batch_size=64, shuffle=True, drop_last=True)
+
+    def train(model, opt, limit=None):
+        done = 0
+        for i, (x, y) in enumerate(loader):
+            if limit is not None and i == 20:  # warm-up steps are not timed
+                t0, done = time.perf_counter(), 0
+            loss = paddle.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.clear_grad()
+            done += len(y)
+            if limit is not None and i >= limit + 20:
+                return done / (time.perf_counter() - t0)
+
+    model = network()
+    ips = train(model, paddle.optimizer.Adam(learning_rate=0.001, parameters=model.parameters()), steps)
+    epochs = []
+    if max_epochs:
+        paddle.seed(0)
+        model = network()
+        opt = paddle.optimizer.Adam(learning_rate=0.001, parameters=model.parameters())
+        start = time.perf_counter()
+        for epoch in range(max_epochs):
+            train(model, opt)
+            acc = test_accuracy(model)
+            epochs.append({"epoch": epoch, "test_acc": acc, "elapsed_s": time.perf_counter() - start})
+            if acc >= target:
+                break
+    t0 = time.perf_counter()
+    test_accuracy(model)
+    return {"train_ips": ips, "epochs": epochs, "eval_ips": len(d["y_test"]) / (time.perf_counter() - t0),
+            "peak_mib": peak_mib()}
+
+
+def _test_accuracies(run: Path, epochs: int) -> list[float]:
+    from mnist_kit import engine
+
+    return [engine.evaluate_run(run, epoch=e)["accuracy"] for e in range(epochs)]
+
+
+def worker_mnist_kit(name: str, epochs: int, nproc: int, visualdl: bool, out: str) -> dict:
+    """`mnist-kit train` as a user runs it (a subprocess, so --nproc works the same way)."""
+    import numpy as np
+
+    from mnist_kit import engine
+
+    run = Path(out) / "run"
+    argv = [sys.executable, "-m", "mnist_kit", "train", "--config", str(REPO / "configs" / f"{name}.yaml"),
+            "-o", f"data.name={DATASET}", "-o", f"output.root={out}", "--name", "run",
+            "-o", "checkpoint.keep_last=0", "-o", f"output.visualdl={str(visualdl).lower()}"]
+    if epochs:
+        argv += ["-o", f"train.epochs={epochs}"]
+    if nproc > 1:  # the same global batch: the config's batch split over the processes
+        from mnist_kit import config
+
+        batch = config.load(REPO / "configs" / f"{name}.yaml")["train"]["batch_size"]
+        argv += ["--nproc", str(nproc), "-o", f"train.batch_size={batch // nproc}"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
+    peak = peak_mib(resource.RUSAGE_CHILDREN)  # the largest process of the job (one rank, or the trainer)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    accs = _test_accuracies(run, len(rows))
+    trained = engine.load_trained(run)
+    x = trained.splits.prepared.x_test
+    with tempfile.TemporaryDirectory() as tmp:  # evaluation throughput: the program eval and predict run
+        from mnist_kit.deploy import inference
+        from mnist_kit.models import save_program
+
+        save_program(trained.model, Path(tmp) / "model")
+        program = inference.Program(*inference.model_files(Path(tmp)))
+        batch = trained.splits.norm.apply(x[:1000])
+        program.logits(batch)
+        t0 = time.perf_counter()
+        for i in range(0, len(x), 1000):
+            program.logits(trained.splits.norm.apply(x[i:i + 1000]))
+        eval_ips = len(x) / (time.perf_counter() - t0)
+    return {"train_ips": float(np.mean([r["images_per_sec"] for r in rows])), "wall_s": wall,
+            "epochs": [{"epoch": r["epoch"], "test_acc": a, "elapsed_s": r["elapsed_seconds"]}
+                       for r, a in zip(rows, accs)],
+            "eval_ips": eval_ips, "peak_mib": peak, "run": str(run)}
+
+
+def worker_predict(run: str, runs: int) -> dict:
+    """Export the run, then: one image in process, and `mnist-kit predict IMAGE` from a cold start."""
+    import numpy as np
+    from PIL import Image
+
+    from mnist_kit import data
+    from mnist_kit.deploy import inference
+    from mnist_kit.deploy.export import export_run
+
+    meta = export_run(Path(run))
+    p = inference.Predictor(meta["path"])
+    x = data.load(DATASET, data.data_root()).x_test
+    one = p.normalize(x[:1])
+    for _ in range(20):
+        p.logits(one)
+    times = []
+    for i in range(300):
+        t0 = time.perf_counter()
+        p.logits(p.normalize(x[i:i + 1]))
+        times.append((time.perf_counter() - t0) * 1000)
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "test0.png"
+        Image.fromarray(np.asarray(x[0])).save(image)
+        cold = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "mnist_kit", "predict", str(image), "--model", meta["path"]],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cold.append(time.perf_counter() - t0)
+    return {"latency_ms": statistics.median(times), "latency_p90_ms": sorted(times)[int(0.9 * len(times))],
+            "cold_s": statistics.median(cold), "peak_mib": peak_mib(resource.RUSAGE_CHILDREN)}
+
+
+# ---------------------------------------------------------------- driver
+
+def run_worker(python: str, args: list[str], script: Path = Path(__file__)) -> dict:
+    proc = subprocess.run([python, str(script), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark worker {args[:3]} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def find_torch(explicit: str | None) -> str | None:
+    candidates = [explicit] if explicit else [sys.executable, str(REPO / ".venv-bench" / "bin" / "python")]
+    for python in candidates:
+        if python and Path(python).exists() and subprocess.run(
+                [python, "-c", "import torch, numpy"], capture_output=True).returncode == 0:
+            return python
+    if explicit:
+        raise SystemExit(f"{explicit} cannot import torch and numpy")
+    return None
+
+
+def time_to(epochs: list[dict], target: float) -> str:
+    for e in epochs:
+        if e["test_acc"] >= target:
+            return f"{e['elapsed_s']:.0f} s ({e['epoch'] + 1} ep)"
+    return f"not in {len(epochs)} ep" if epochs else "-"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 epoch per config, no time-to-accuracy")
+    ap.add_argument("--target", type=float, default=0.90, help="test accuracy for time-to-accuracy")
+    ap.add_argument("--max-epochs", type=int, default=8, help="epochs the references may take to reach --target")
+    ap.add_argument("--steps", type=int, default=300, help="timed steps of the references' throughput")
+    ap.add_argument("--torch-python", help="a Python that imports torch (default: see above)")
+    ap.add_argument("--cold-runs", type=int, default=5)
+    ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        kind, *a = args.worker
+        if kind == "tutorial":
+            result = worker_tutorial(a[0], int(a[1]), int(a[2]), float(a[3]))
+        elif kind == "mnist-kit":
+            result = worker_mnist_kit(a[0], int(a[1]), int(a[2]), a[3] == "on", a[4])
+        else:
+            result = worker_predict(a[0], int(a[1]))
+        print(json.dumps(result))
+        return
+
+    from mnist_kit.runtime import versions
+
+    tmp = Path(tempfile.mkdtemp(prefix="mnist-kit-bench."))
+    try:
+        npz = tmp / "data.npz"
+        shared_data(npz)
+        ref_epochs = 0 if args.quick else args.max_epochs
+        rows = []
+
+        def add(label, result, same_net=True):
+            rows.append({"setup": label, "same_net": same_net, **result})
+            print(f"  done: {label}", file=sys.stderr, flush=True)
+
+        print("benchmarking (each setup in a fresh process) ...", file=sys.stderr)
+        add("Paddle tutorial loop (reference)", run_worker(sys.executable, ["--worker", "tutorial", str(npz),
+                                                                            str(args.steps), str(ref_epochs),
+                                                                            str(args.target)]))
+        torch_python = find_torch(args.torch_python)
+        if torch_python:
+            r = run_worker(torch_python, [str(npz), "--epochs", str(ref_epochs), "--target", str(args.target),
+                                          "--steps", str(args.steps)], REPO / "scripts" / "bench_torch.py")
+            add(f"PyTorch {r['torch']}, {r['threads']} threads", r)
+        else:
+            print("  (no Python with torch found: bash scripts/bench_env.sh makes one)", file=sys.stderr)
+        plan = [("cnn", 1, "on"), ("cnn_fast", 1, "on"), ("cnn_fast", 2, "on"), ("mlp", 1, "on"),
+                ("linear", 1, "on"), ("cnn", 1, "off")]
+        for name, nproc, vdl in plan:
+            epochs = 1 if args.quick or name in ("mlp", "linear") else 0  # 0: the config's own epochs
+            if vdl == "off" and not args.quick:
+                epochs = 1
+            out = tmp / f"{name}-{nproc}-{vdl}"
+            r = run_worker(sys.executable, ["--worker", "mnist-kit", name, str(epochs), str(nproc), vdl, str(out)])
+            label = f"mnist-kit {name}.yaml" + (f", --nproc {nproc} x batch/{nproc}" if nproc > 1 else "") + (
+                ", VisualDL off" if vdl == "off" else "")
+            add(label, r, same_net=name == "cnn")
+        fast = next(r for r in rows if r["setup"] == "mnist-kit cnn_fast.yaml")
+        pred = run_worker(sys.executable, ["--worker", "predict", fast["run"], str(args.cold_runs)])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    v = versions()
+    print(f"\nmnist-kit benchmark: {DATASET}, 50,000 training / 10,000 test images; {os.cpu_count()} CPU cores "
+          f"({_cpu_name()}); paddle {v['paddle']}, python {v['python']}\n")
+    ref = rows[0]
+    header = ["setup", "train img/s", "vs reference", f"time to {100 * args.target:.0f}% test acc",
+              "best test acc (epochs)", "eval img/s", "peak RSS MiB"]
+    table = []
+    for r in rows:
+        best = max(r["epochs"], key=lambda e: e["test_acc"]) if r["epochs"] else None
+        table.append([r["setup"], f"{r['train_ips']:,.0f}",
+                      f"{r['train_ips'] / ref['train_ips']:.2f}x" if r["same_net"] else "other net",
+                      time_to(r["epochs"], args.target),
+                      f"{100 * best['test_acc']:.2f}% ({len(r['epochs'])} ep)" if best else "-",
+                      f"{r['eval_ips']:,.0f}", f"{r['peak_mib']:,.0f}"])
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in table:
+        print("| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+              + " |")
+    torch_row = next((r for r in rows if r["setup"].startswith("PyTorch")), None)
+    mk = next(r for r in rows if r["setup"] == "mnist-kit cnn.yaml")
+    if torch_row:
+        print(f"\nmnist-kit cnn.yaml vs PyTorch, same network and batch: {mk['train_ips'] / torch_row['train_ips']:.2f}x "
+              f"the training throughput")
+    on, off = mk, next(r for r in rows if r["setup"].endswith("VisualDL off"))
+    a, b = on["epochs"][0]["elapsed_s"], off["epochs"][0]["elapsed_s"]
+    print(f"VisualDL logging (every component on, cnn.yaml): the first epoch, validation and logging included, "
+          f"took {a:.1f} s with and {b:.1f} s without ({100 * (a - b) / b:+.1f}%); training throughput "
+          f"{on['train_ips']:,.0f} vs {off['train_ips']:,.0f} img/s")
+    print(f"eval img/s: the reference and PyTorch evaluate eagerly; mnist-kit runs Paddle Inference with oneDNN "
+          f"(what `mnist-kit eval` and `predict` use)")
+    print(f"predict (export of cnn_fast.yaml): one image {pred['latency_ms']:.2f} ms median "
+          f"(p90 {pred['latency_p90_ms']:.2f} ms) in process; `mnist-kit predict IMAGE` from a cold start "
+          f"{pred['cold_s']:.2f} s (median of {args.cold_runs}); its peak RSS {pred['peak_mib']:,.0f} MiB")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
