@@ -85,7 +85,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "train": {
         "epochs": Field("int", 5, "epochs to train", min=1),
         "batch_size": Field("int", 64, "training batch size (per process)", min=1),
-        "eval_batch_size": Field("int", 1000, "batch size for validation and evaluation", min=1),
+        "eval_batch_size": Field("int", 256, "batch size for validation and evaluation", min=1),
         "seed": Field("int", 0, "seed of weights, data order and dropout; same seed + config = same run on CPU"),
         "device": Field("str", "auto", "cpu, gpu, gpu:N or auto"),
         "amp": Field("bool", False, "mixed precision (GPU only)"),

@@ -9,6 +9,7 @@ after S, and redoes that work exactly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import math
@@ -50,6 +51,7 @@ def load_splits(cfg: dict, norm: data.Normalization | None = None) -> Splits:
     x_tr, y_tr, x_val, y_val = data.split_train_val(prepared.x_train, prepared.y_train, dcfg["val_size"],
                                                     dcfg["split_seed"])
     norm = norm or data.Normalization.from_config(dcfg, x_tr)
+    prepared = dataclasses.replace(prepared, x_train=None, y_train=None)  # the splits hold them: not kept twice
     return Splits(prepared, norm,
                   data.Batches(x_tr, y_tr, tcfg["batch_size"], norm, shuffle=True, seed=tcfg["seed"],
                                rank=distributed.rank(), world=distributed.world_size()),

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+USER_OMP = os.environ.get("OMP_NUM_THREADS")  # importing paddle sets it to 1; PyTorch must not inherit that
 DATASET = "fashion-mnist"
 
 
@@ -214,7 +215,10 @@ def worker_predict(run: str, runs: int) -> dict:
 # ---------------------------------------------------------------- driver
 
 def run_worker(python: str, args: list[str], script: Path = Path(__file__)) -> dict:
-    proc = subprocess.run([python, str(script), *args], capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if USER_OMP is not None:
+        env["OMP_NUM_THREADS"] = USER_OMP
+    proc = subprocess.run([python, str(script), *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark worker {args[:3]} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -126,7 +126,10 @@ def test_eval_reports_table_and_json(prepared):
     assert cm.shape == (10, 10) and cm.sum() == 100
     assert out["accuracy"] == pytest.approx(np.trace(cm) / 100)
     # the last epoch's validation accuracy in metrics.jsonl is what eval measures on the same split
+    # (eval runs the model through Paddle Inference with oneDNN; training validated it eagerly)
+    assert out["engine"] == "Paddle Inference (oneDNN)"
     assert out["accuracy"] == pytest.approx(_metrics("checkpoints/ev")[-1]["val_acc"])
+    assert out["loss"] == pytest.approx(_metrics("checkpoints/ev")[-1]["val_loss"], rel=1e-5)
     support = out["per_class"]["support"]
     assert support == cm.sum(axis=1).tolist()
     for k in range(10):
