@@ -88,8 +88,9 @@ class CNN(nn.Layer):
 
     The default, two blocks of 20 channels with 5x5 kernels, is the classic Paddle/LeNet tutorial net.
     Each block pools before the ReLU: ReLU is monotonic, so ``relu(maxpool(x)) == maxpool(relu(x))`` and
-    the gradients are the same too, but the ReLU then runs on a quarter of the values (about 10% faster
-    training). The layer indices, and so checkpoints, are those of the textbook order.
+    the gradients are the same too, but the ReLU then runs on a quarter of the values (measured: 44.5 vs
+    45.7 ms per training step of the default CNN). The layer indices, and so checkpoints, are those of the
+    textbook order.
     """
 
     def __init__(self, input_shape, num_classes, channels=(20, 20), kernel_size=5, batch_norm=False, dropout=0.0):
