@@ -46,7 +46,8 @@ _override_option = click.option("--override", "-o", "overrides", multiple=True, 
 @cli.command()
 @_config_option
 @_override_option
-@click.option("--dataset", type=click.Choice(config.DATASETS), help="Data set (default: data.name of the config).")
+@click.option("--dataset", type=click.Choice(config.IDX_DATASETS),
+              help="Data set (default: data.name of the config; image folders: data.name: image_folder).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path),
               help="Prepared-data directory (default: data.root, $MNIST_KIT_DATA or ~/.cache/mnist-kit).")
 @click.option("--source", type=click.Choice(["auto", "download", "debian", "dir"]), default="auto", show_default=True,
@@ -60,20 +61,30 @@ _override_option = click.option("--override", "-o", "overrides", multiple=True, 
 @click.option("--no-verify", is_flag=True, help="Accept files that do not match the published checksums.")
 @click.option("--force", is_flag=True, help="Prepare again even if a valid cache exists.")
 def prepare(config_path, overrides, dataset, root, source, from_dir, mirrors, retries, timeout, no_verify, force):
-    """Get, verify and cache a data set (MNIST or Fashion-MNIST)."""
-    from mnist_kit import data
+    """Get, verify and cache a data set (MNIST or Fashion-MNIST), or decode an image folder into a cache."""
+    from mnist_kit import data, logbook
 
     cfg = config.load(config_path, overrides)
     name = dataset or cfg["data"]["name"]
     root = root or data.data_root(cfg["data"]["root"])
-    meta = data.prepare(name, root, source=source, from_dir=from_dir, mirrors=mirrors or None, retries=retries,
-                        timeout=timeout, verify=not no_verify, force=force)
-    click.echo(data.describe(meta))
-    click.echo(f"prepared in {Path(root) / name}")
-    from mnist_kit import logbook
-
-    logbook.log_prepared(Path(root) / name / "vdl", data.load(name, root), data.describe(meta))
-    click.echo(f"samples and class counts for VisualDL: mnist-kit board --logdir {Path(root) / name}")
+    if name == "image_folder":
+        if source != "auto" or from_dir or mirrors or no_verify:
+            raise UserError("--source, --from-dir, --mirror and --no-verify are for MNIST and Fashion-MNIST; an "
+                            "image folder is read from data.folder")
+        dcfg = dict(cfg["data"], root=str(root))
+        meta = data.prepare_folder(dcfg, root, force=force)
+        prepared = data.load_folder(dcfg, root, warn_if_changed=False)
+        counts = data.split_counts(dcfg, prepared)
+        summary = data.describe_folder(meta, counts)
+        where = data.prepared_dir(dcfg)
+    else:
+        meta = data.prepare(name, root, source=source, from_dir=from_dir, mirrors=mirrors or None, retries=retries,
+                            timeout=timeout, verify=not no_verify, force=force)
+        prepared, counts, summary, where = data.load(name, root), None, data.describe(meta), Path(root) / name
+    click.echo(summary)
+    click.echo(f"prepared in {where}")
+    logbook.log_prepared(where / "vdl", prepared, summary, counts)
+    click.echo(f"samples and class counts for VisualDL: mnist-kit board --logdir {where}")
 
 
 @cli.command()
@@ -204,10 +215,10 @@ def export(run_dir, root, epoch, last, best, out, fmt):
               help="Flag predictions below this probability as low confidence.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image (errors included).")
 @click.option("--save-preprocessed", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the 28x28 inputs the model saw into this folder.")
+              help="Write the inputs the model saw (the images after preprocessing) into this folder.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, gpu or gpu:N.")
 def predict(paths, model_dir, root, topk, min_confidence, as_json, save_preprocessed, device):
-    """Predict the digit in each image (files, folders or globs); any failed file makes the exit code 1."""
+    """Predict the class of each image (files, folders or globs); any failed file makes the exit code 1."""
     from mnist_kit.deploy import inference
     from mnist_kit.deploy import predict as p
 
@@ -222,6 +233,56 @@ def predict(paths, model_dir, root, topk, min_confidence, as_json, save_preproce
     if failed:
         click.echo(f"{failed} of {len(results)} file(s) failed", err=True)
         raise SystemExit(1)
+
+
+@cli.command()
+@_config_option
+@click.option("--override", "-o", "overrides", multiple=True, metavar="SECTION.KEY=V1,V2,...",
+              help="A config value for every run, or several values separated by commas: one run per combination "
+                   "(repeatable), e.g. -o optimizer.lr=0.01,0.001 -o model.name=cnn,mlp")
+@click.option("--name", help="Sweep folder under output.root (default: sweep-<config name>); the same name finds "
+                             "the same runs again.")
+@click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True,
+              help="Runs trained at the same time.")
+def sweep(config_path, overrides, name, jobs):
+    """Train one run per combination of values; compare them with `mnist-kit runs` and `mnist-kit board`.
+
+    Re-running the same command skips completed runs and resumes interrupted ones. A failed run is
+    reported and does not stop the others; the exit code is then 1.
+    """
+    from mnist_kit import runs
+    from mnist_kit.sweep import run_sweep
+
+    sweep_dir, summaries = run_sweep(config_path, list(overrides), name=name, jobs=jobs,
+                                     say=lambda m: click.echo(m, err=True))
+    click.echo(runs.format_table(runs.sort_runs(summaries, "acc")))
+    click.echo(f"compare them in VisualDL (scalars overlaid, hyper-parameters ranked): "
+               f"mnist-kit board --logdir {sweep_dir}")
+    failed = [s["run"] for s in summaries if s["sweep_outcome"] == "failed"]
+    if failed:
+        click.echo(f"{len(failed)} run(s) failed: {', '.join(failed)}; their output is in {sweep_dir / 'logs'}",
+                   err=True)
+        raise SystemExit(1)
+
+
+@cli.command("runs")
+@click.argument("root", type=click.Path(path_type=Path), default="checkpoints", required=False)
+@click.option("--sort", "sort_key", default="started", show_default=True,
+              help="started, run, acc (best first), time, status, epochs, or a config key such as optimizer.lr.")
+@click.option("--reverse", is_flag=True, help="Reverse the order.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (all hyper-parameters included).")
+def list_runs(root, sort_key, reverse, as_json):
+    """List the runs under ROOT (default: checkpoints), sweeps' runs included: key hyper-parameters and
+    those that differ, epochs, best validation accuracy, training time and status."""
+    from mnist_kit import runs
+
+    if not root.exists():
+        raise UserError(f"{root} does not exist; runs are written under output.root (default: checkpoints)")
+    summaries = runs.sort_runs([runs.summarize(p, root) for p in runs.find_runs(root)], sort_key, reverse)
+    if as_json:
+        click.echo(json.dumps(summaries, indent=2))
+    else:
+        click.echo(runs.format_table(summaries) if summaries else f"no runs under {root}")
 
 
 @cli.command()

@@ -33,7 +33,8 @@ class Field:
     only: tuple = ()  # names of the section's `name` this key applies to; empty = all
 
 
-DATASETS = ("mnist", "fashion-mnist")
+DATASETS = ("mnist", "fashion-mnist", "image_folder")
+IDX_DATASETS = ("mnist", "fashion-mnist")
 MODELS = ("linear", "mlp", "cnn")
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
@@ -42,10 +43,30 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "data": {
-        "name": Field("str", "mnist", "dataset to train on", choices=DATASETS),
-        "root": Field("path", None, "prepared-data directory; null = $MNIST_KIT_DATA or ~/.cache/mnist-kit"),
-        "val_size": Field("int", 10000, "images split off the training set for validation", min=1),
-        "split_seed": Field("int", 0, "seed of the train/validation split (independent of train.seed)"),
+        "name": Field("str", "mnist", "dataset to train on: mnist, fashion-mnist, or image_folder (your own images, "
+                      "one sub-folder per class)", choices=DATASETS),
+        "root": Field("path", None, "prepared-data directory (the cache prepare writes); null = $MNIST_KIT_DATA or "
+                      "~/.cache/mnist-kit"),
+        "folder": Field("path", None, "the image folder: one sub-folder of images per class, class names = "
+                        "sub-folder names in sorted order", only=("image_folder",)),
+        "image_size": Field("ints", [28, 28], "height and width every image is resized to", only=("image_folder",),
+                            min=1),
+        "color": Field("str", "grayscale", "grayscale (1 channel) or rgb (3 channels)", choices=("grayscale", "rgb"),
+                       only=("image_folder",)),
+        "resize": Field("str", "stretch", "stretch to image_size, or pad: keep the aspect ratio and fill the rest "
+                        "with the colour of the image's border", choices=("stretch", "pad"), only=("image_folder",)),
+        "bad_files": Field("str", "error", "files that cannot be read as images: error (list them and stop) or "
+                           "skip (leave them out and count them)", choices=("error", "skip"), only=("image_folder",)),
+        "val_size": Field("int", 10000, "images split off the training set for validation", min=1,
+                          only=("mnist", "fashion-mnist")),
+        "val_ratio": Field("float", 0.15, "share of each class for validation", min=0.0, max=0.9,
+                           only=("image_folder",)),
+        "test_ratio": Field("float", 0.15, "share of each class held out for test; 0 = no test set", min=0.0,
+                            max=0.9, only=("image_folder",)),
+        "balance": Field("str", "none", "oversample: repeat training images of smaller classes until each class "
+                         "has as many as the largest (validation and test untouched)", choices=("none", "oversample"),
+                         only=("image_folder",)),
+        "split_seed": Field("int", 0, "seed of the train/validation(/test) split (independent of train.seed)"),
         "mean": Field("float_or_auto", "auto", "normalisation mean of pixels in [0,1]; auto = from the training split"),
         "std": Field("float_or_auto", "auto", "normalisation std of pixels in [0,1]; auto = from the training split", min=1e-6),
     },
@@ -256,6 +277,18 @@ def _cross_checks(cfg: dict) -> list[str]:
         errors.append(f"train.device is {device!r}; allowed: cpu, gpu, gpu:N (N = 0, 1, ...), auto")
     if cfg["model"]["name"] == "cnn" and cfg["model"]["kernel_size"] % 2 == 0:
         errors.append("model.kernel_size must be odd (the conv uses 'same' padding)")
+    d = cfg["data"]
+    if d["name"] == "image_folder":
+        if not d["folder"]:
+            errors.append("data.folder is required with data.name: image_folder (the folder that holds one "
+                          "sub-folder of images per class)")
+        if len(d["image_size"]) != 2:
+            errors.append(f"data.image_size must be [height, width], got {d['image_size']}")
+        if d["val_ratio"] <= 0:
+            errors.append("data.val_ratio must be > 0: validation picks the best checkpoint")
+        if d["val_ratio"] + d["test_ratio"] >= 0.95:
+            errors.append(f"data.val_ratio + data.test_ratio is {d['val_ratio'] + d['test_ratio']:g}; leave at "
+                          "least 5% of each class for training")
     return errors
 
 

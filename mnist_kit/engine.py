@@ -31,7 +31,6 @@ from mnist_kit.models import build_model, summary
 from mnist_kit.optim import build_loss, build_optimizer, build_schedule
 from mnist_kit.runtime import paddle, rng_state, seed_everything, select_device, set_rng_state, versions
 
-INPUT_SHAPE = (1, 28, 28)
 TIMING_KEYS = ("images_per_sec", "epoch_seconds", "elapsed_seconds")  # the only metrics that vary between
 # identical runs
 
@@ -45,12 +44,15 @@ class Splits:
 
 
 def load_splits(cfg: dict, norm: data.Normalization | None = None) -> Splits:
-    """The prepared data of ``cfg`` split into train/validation batches (normalisation from the train split)."""
+    """The prepared data of ``cfg`` split into train/validation batches (normalisation from the train split;
+    with ``data.balance: oversample`` the training batches repeat the smaller classes' images)."""
     dcfg, tcfg = cfg["data"], cfg["train"]
-    prepared = data.load(dcfg["name"], data.data_root(dcfg["root"]))
-    x_tr, y_tr, x_val, y_val = data.split_train_val(prepared.x_train, prepared.y_train, dcfg["val_size"],
-                                                    dcfg["split_seed"])
+    prepared = data.load_dataset(dcfg)
+    x_tr, y_tr, x_val, y_val = data.split_train_val(prepared.x_train, prepared.y_train, dcfg)
     norm = norm or data.Normalization.from_config(dcfg, x_tr)
+    if dcfg.get("balance") == "oversample":
+        keep = data.oversample(y_tr, dcfg["split_seed"])
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
     prepared = dataclasses.replace(prepared, x_train=None, y_train=None)  # the splits hold them: not kept twice
     return Splits(prepared, norm,
                   data.Batches(x_tr, y_tr, tcfg["batch_size"], norm, shuffle=True, seed=tcfg["seed"],
@@ -72,14 +74,14 @@ def predict(model, batches: data.Batches, loss_fn=None):
     return logits, loss_sum / max(batches.num_samples, 1)
 
 
-def predict_inference(model, batches: data.Batches, loss_fn=None, device: str = "cpu"):
+def predict_inference(model, batches: data.Batches, input_shape, loss_fn=None, device: str = "cpu"):
     """``predict`` through Paddle Inference (oneDNN on the CPU): the model is traced to a temporary program
     first (about a second), then runs several times faster than eagerly; same logits within float tolerance."""
     from mnist_kit.deploy import inference
     from mnist_kit.models import save_program
 
     with tempfile.TemporaryDirectory(prefix="mnist-kit-eval.") as tmp:
-        save_program(model, Path(tmp) / "model", INPUT_SHAPE)
+        save_program(model, Path(tmp) / "model", input_shape)
         program = inference.Program(*inference.model_files(Path(tmp)), device=device)
         outputs, loss_sum = [], 0.0
         for xb, yb in batches.epoch():
@@ -219,7 +221,7 @@ def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
         raise UserError("train.amp (mixed precision) needs a GPU; set train.amp=false or use a GPU device")
     seed_everything(tcfg["seed"])
     splits = load_splits(cfg, norm)
-    model = build_model(cfg["model"], INPUT_SHAPE, len(splits.prepared.classes))
+    model = build_model(cfg["model"], splits.prepared.input_shape, len(splits.prepared.classes))
     schedule = build_schedule(cfg["schedule"], cfg["optimizer"]["lr"], len(splits.train), tcfg["epochs"])
     optimizer = build_optimizer(cfg["optimizer"], schedule, model.parameters())
     net = paddle.DataParallel(model) if distributed.world_size() > 1 else model
@@ -275,7 +277,7 @@ def train(cfg: dict, config_name: str = "config") -> Path:
             "dataset": {"name": cfg["data"]["name"], "source": t.splits.prepared.meta.get("source"),
                         "train": t.splits.train.num_samples, "val": t.splits.val.num_samples,
                         "test": int(t.splits.prepared.y_test.size)},
-            "input_shape": list(INPUT_SHAPE), "world_size": distributed.world_size(),
+            "input_shape": list(t.splits.prepared.input_shape), "world_size": distributed.world_size(),
         })
         run_info.save()
         info(f"run directory: {run_dir}")
@@ -584,7 +586,7 @@ def load_trained(run_dir: Path, epoch: int | None = None, last: bool = False, de
     state = checkpoint.load(path)
     device = select_device(device)
     splits = load_splits(cfg, data.Normalization(**state["normalization"]))
-    model = build_model(cfg["model"], INPUT_SHAPE, len(splits.prepared.classes))
+    model = build_model(cfg["model"], splits.prepared.input_shape, len(splits.prepared.classes))
     model.set_state_dict(state["model"])
     model.eval()
     return Trained(cfg, path, state, splits, model, device)
@@ -598,12 +600,14 @@ def evaluate_run(run_dir: Path, epoch: int | None = None, last: bool = False, sp
     classes = splits.prepared.classes
     if split == "test":
         x, y = splits.prepared.x_test, splits.prepared.y_test
+        if len(y) == 0:
+            raise UserError(f"{run_dir} has no test split (data.test_ratio is 0); evaluate with --split val")
     else:
         x, y = splits.val.x, splits.val.y
     batches = data.Batches(x, y, cfg["train"]["eval_batch_size"], splits.norm)
     t0 = time.perf_counter()
     if t.device == "cpu":  # the GPU runs the eager model fast enough
-        logits, loss = predict_inference(model, batches, build_loss(cfg["loss"]))
+        logits, loss = predict_inference(model, batches, splits.prepared.input_shape, build_loss(cfg["loss"]))
         how = "Paddle Inference (oneDNN)"
     else:
         logits, loss = predict(model, batches, build_loss(cfg["loss"]))

@@ -48,19 +48,17 @@ def _write(run_dir: Path) -> None:
 
     warnings.simplefilter("ignore")
     from mnist_kit import config
-    from mnist_kit.engine import INPUT_SHAPE
-    from mnist_kit.models import build_model
+    from mnist_kit.models import build_model, save_program
     from mnist_kit.runtime import paddle
 
     cfg = config.load(run_dir / "config.yaml")
-    classes = json.loads((run_dir / "run.json").read_text())["classes"]
-    model = build_model(cfg["model"], INPUT_SHAPE, len(classes))
-    model.eval()
-    spec = [paddle.static.InputSpec([None, *INPUT_SHAPE], "float32", name="image")]
-    paddle.jit.save(model, str(run_dir / GRAPH_DIR / "model"), input_spec=spec)
+    run = json.loads((run_dir / "run.json").read_text())
+    shape = tuple(run.get("input_shape", (1, 28, 28)))
+    model = build_model(cfg["model"], shape, len(run["classes"]))
+    save_program(model, run_dir / GRAPH_DIR / "model", shape)
     from visualdl.component.graph import translate_graph
 
-    graph = translate_graph(model, [paddle.static.InputSpec([-1, *INPUT_SHAPE], "float32")], False)
+    graph = translate_graph(model, [paddle.static.InputSpec([-1, *shape], "float32")], False)
     target = run_dir / "vdl" / f"vdlgraph.{int(time.time()):010d}.log"
     tmp = target.with_name(".graph.partial")
     tmp.write_text(graph)

@@ -168,18 +168,23 @@ class Logbook:
             self.writer = None
 
 
-def log_prepared(logdir: Path, prepared, summary: str) -> None:
-    """What ``prepare`` shows in VisualDL: ten training samples of each class, and the class counts."""
+def log_prepared(logdir: Path, prepared, summary: str, counts: dict | None = None) -> None:
+    """What ``prepare`` shows in VisualDL: up to ten training samples of each class, and the class counts
+    (``counts``, {split: [count per class]}, default: the data set's own)."""
     logdir = Path(logdir)
     for old in logdir.glob("vdlrecords*"):  # one log per data set: a new prepare replaces it
         old.unlink()
     book = Logbook(logdir, display_name=f"data: {prepared.name}")
-    picks = np.concatenate([np.flatnonzero(prepared.y_train == k)[:10] for k in range(len(prepared.classes))])
-    book.image("data/train_samples_by_class", visuals.grid(
-        prepared.x_train[picks], [f"{y} {prepared.classes[y]}" for y in prepared.y_train[picks]], columns=10), 0)
+    images, captions = [], []  # one row per class; a class with fewer than ten images leaves blank tiles
+    blank = np.zeros_like(prepared.x_train[0])
+    for k, name in enumerate(prepared.classes):
+        picks = np.flatnonzero(prepared.y_train == k)[:10]
+        images += [prepared.x_train[i] for i in picks] + [blank] * (10 - len(picks))
+        captions += [f"{k} {name}"] * len(picks) + [""] * (10 - len(picks))
+    book.image("data/train_samples_by_class", visuals.grid(np.stack(images), captions, columns=10), 0)
     book.text("data/class_counts", summary)
-    for split, counts in prepared.meta["class_counts"].items():
-        for k, n in enumerate(counts):
+    for split, per_class in (counts or prepared.meta["class_counts"]).items():
+        for k, n in enumerate(per_class):
             book.scalar(f"data/{split}_count", n, k)  # x axis: class index
     book.close()
 

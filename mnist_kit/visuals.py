@@ -13,23 +13,27 @@ def _text_width(draw: ImageDraw.ImageDraw, text: str) -> int:
     return right - left
 
 
-def grid(images: np.ndarray, captions: list[str], columns: int = 8, scale: int = 3,
+def grid(images: np.ndarray, captions: list[str], columns: int = 8, tile: int = 84,
          colors: list[tuple] | None = None) -> np.ndarray:
-    """uint8 images (N, H, W) in a grid, each with its caption underneath (optionally coloured)."""
+    """uint8 images (N, H, W) or (N, H, W, 3) in a grid, each scaled to fit ``tile`` pixels (28x28 -> 3x)
+    with its caption underneath (optionally coloured)."""
     n = len(images)
     if n == 0:
         return np.zeros((16, 16, 3), np.uint8)
-    h, w = images.shape[1] * scale, images.shape[2] * scale
+    scale = tile / max(images.shape[1], images.shape[2])
+    h, w = max(1, round(images.shape[1] * scale)), max(1, round(images.shape[2] * scale))
     cap, pad = 14, 2
     rows = -(-n // columns)
     cols = min(n, columns)
     canvas = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + cap + pad) + pad), (40, 40, 40))
     draw = ImageDraw.Draw(canvas)
+    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
     for i, (img, text) in enumerate(zip(images, captions)):
         r, c = divmod(i, columns)
         x, y = pad + c * (w + pad), pad + r * (h + cap + pad)
-        tile = Image.fromarray(np.asarray(img, np.uint8), "L").resize((w, h), Image.Resampling.NEAREST).convert("RGB")
-        canvas.paste(tile, (x, y))
+        img = np.asarray(img, np.uint8)
+        picture = Image.fromarray(img, "L" if img.ndim == 2 else "RGB")
+        canvas.paste(picture.resize((w, h), resample).convert("RGB"), (x, y))
         text = text if _text_width(draw, text) <= w else text[: max(1, w // 6)]
         draw.text((x + 1, y + h + 1), text, fill=(colors[i] if colors else (230, 230, 230)), font=_FONT)
     return np.asarray(canvas)

@@ -49,8 +49,7 @@ def shared_data(path: Path) -> None:
 
     cfg = config.load(REPO / "configs" / "cnn.yaml", [f"data.name={DATASET}"])
     prepared = data.load(DATASET, data.data_root(cfg["data"]["root"]))
-    x, y, _, _ = data.split_train_val(prepared.x_train, prepared.y_train, cfg["data"]["val_size"],
-                                      cfg["data"]["split_seed"])
+    x, y, _, _ = data.split_train_val(prepared.x_train, prepared.y_train, cfg["data"])
     norm = data.Normalization.from_config(cfg["data"], x)
     np.savez(path, x_train=x, y_train=y, x_test=prepared.x_test, y_test=prepared.y_test, mean=norm.mean, std=norm.std)
 

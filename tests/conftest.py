@@ -43,6 +43,59 @@ def write_idx_folder(folder: Path, arrays: dict, gz: bool = True) -> Path:
     return folder
 
 
+FOLDER_CLASSES = {"box": 40, "diagonal": 12, "hbar": 24, "vbar": 8}  # unequal on purpose
+
+
+def folder_image(kind: str, rng, size=(40, 80)):
+    """A dark drawing on light paper (like a dynamometer card): class = the shape drawn, with jitter."""
+    from PIL import Image, ImageDraw
+
+    h, w = size
+    img = Image.fromarray(rng.integers(215, 256, size=(h, w)).astype(np.uint8), "L")
+    d = ImageDraw.Draw(img)
+    j = lambda s: int(rng.integers(-s, s + 1))  # noqa: E731
+    width = 3 + j(1)
+    if kind == "box":
+        d.rectangle([w // 5 + j(3), h // 5 + j(2), 4 * w // 5 + j(3), 4 * h // 5 + j(2)], outline=20, width=width)
+    elif kind == "diagonal":
+        d.line([(w // 10 + j(3), h // 10 + j(2)), (9 * w // 10 + j(3), 9 * h // 10 + j(2))], fill=20, width=width)
+    elif kind == "hbar":
+        y = h // 2 + j(5)
+        d.line([(w // 10 + j(3), y), (9 * w // 10 + j(3), y)], fill=20, width=width + 2)
+    else:  # vbar
+        for x in (w // 3 + j(3), 2 * w // 3 + j(3)):
+            d.line([(x, h // 8 + j(2)), (x, 7 * h // 8 + j(2))], fill=20, width=width)
+    return img
+
+
+def write_image_folder(folder: Path, counts=None, seed=0, corrupt=True) -> Path:
+    """``folder/<class>/...``: several classes with unequal counts, mixed formats and sizes (grayscale PNG,
+    RGB JPEG, BMP, RGBA PNG, a sub-folder), a text file that is not an image, and (``corrupt``) one damaged
+    PNG. The classes are learnable at 16x32."""
+    rng = np.random.default_rng(seed)
+    for k, (kind, n) in enumerate((counts or FOLDER_CLASSES).items()):
+        d = folder / kind
+        (d / "more").mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = folder_image(kind, rng, size=(40, 80) if i % 2 else (50, 100))
+            fmt = i % 4
+            if fmt == 0:
+                img.save(d / f"{kind}_{i}.png")
+            elif fmt == 1:
+                img.convert("RGB").save(d / f"{kind}_{i}.jpg", quality=95)
+            elif fmt == 2:
+                img.save(d / "more" / f"{kind}_{i}.bmp")
+            else:
+                rgba = img.convert("RGBA")
+                rgba.putalpha(255)
+                rgba.save(d / f"{kind}_{i}.PNG")
+    (folder / "notes.txt").write_text("not a class folder, and not an image\n")
+    (folder / "hbar" / "readme.txt").write_text("not an image\n")
+    if corrupt:
+        (folder / "box" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """Every test gets its own data root and working directory."""

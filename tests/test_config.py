@@ -18,6 +18,14 @@ def test_shipped_configs_are_valid_and_name_their_model(name):
     assert cfg["model"]["name"] == name
 
 
+def test_every_shipped_config_loads():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        extra = ["data.folder=cards"] if path.stem == "folder" else []
+        assert config.load(path, extra)["model"]["name"] in config.MODELS, path
+    with pytest.raises(ConfigError, match="data.folder is required"):
+        config.load(REPO / "configs" / "folder.yaml")
+
+
 def test_schema_names_match_the_tables():
     assert set(config.MODELS) == set(MODELS)
     assert set(config.LOSSES) == set(LOSSES)

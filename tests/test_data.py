@@ -139,15 +139,15 @@ def test_missing_cache_says_how_to_prepare(tmp_path):
 def test_split_is_deterministic_disjoint_and_keeps_every_image():
     x = np.arange(1000).reshape(1000, 1, 1).astype(np.uint8)
     y = np.arange(1000)
-    a = split_train_val(x, y, 100, seed=3)
-    b = split_train_val(x, y, 100, seed=3)
-    c = split_train_val(x, y, 100, seed=4)
+    a = split_train_val(x, y, {"name": "mnist", "val_size": 100, "split_seed": 3})
+    b = split_train_val(x, y, {"name": "mnist", "val_size": 100, "split_seed": 3})
+    c = split_train_val(x, y, {"name": "mnist", "val_size": 100, "split_seed": 4})
     assert all(np.array_equal(u, v) for u, v in zip(a, b))
     assert not np.array_equal(a[3], c[3])
     assert len(a[3]) == 100 and len(a[1]) == 900
     assert sorted(np.concatenate([a[1], a[3]]).tolist()) == list(range(1000))
     with pytest.raises(data.DataError, match="val_size is 1000"):
-        split_train_val(x, y, 1000, 0)
+        split_train_val(x, y, {"name": "mnist", "val_size": 1000, "split_seed": 0})
 
 
 def test_batches_cover_each_image_once_per_epoch_in_a_seeded_order():

@@ -100,7 +100,7 @@ def test_pr_and_roc_curves_use_true_labels_and_softmax_probabilities(run, values
     splits = engine.load_splits(cfg, data.Normalization(**state["normalization"]))
     from mnist_kit.models import build_model
 
-    model = build_model(cfg["model"], engine.INPUT_SHAPE, 10)
+    model = build_model(cfg["model"], splits.prepared.input_shape, 10)
     model.set_state_dict(state["model"])
     logits, _ = engine.predict(model, splits.val)
     probs = np.exp(logits - logits.max(1, keepdims=True))

@@ -44,11 +44,12 @@ def data_root(configured: str | None = None) -> Path:
 class Prepared:
     name: str
     classes: tuple
-    x_train: np.ndarray  # (N, 28, 28) uint8
+    x_train: np.ndarray  # (N, H, W) or (N, H, W, 3) uint8
     y_train: np.ndarray  # (N,) int64
     x_test: np.ndarray
     y_test: np.ndarray
     meta: dict
+    input_shape: tuple = (1, 28, 28)  # (channels, height, width) of the network's input
 
 
 def _parse_all(info_: DatasetInfo, files: dict[str, bytes]) -> dict[str, np.ndarray]:
@@ -131,38 +132,60 @@ def prepare(name: str, root: Path, source: str = "auto", from_dir: Path | None =
     return meta
 
 
-def load(name: str, root: Path) -> Prepared:
-    """Load a prepared data set, checking it is complete and undamaged."""
-    info_ = dataset_info(name)
-    target = Path(root) / name
+class NotPrepared(DataError):
+    pass
+
+
+def read_cache(target: Path, keys: tuple) -> tuple[dict, dict]:
+    """(meta, arrays) of the complete, undamaged cache in ``target`` (``prepared.json`` + ``arrays.npz``);
+    NotPrepared if there is none, DataError if it is damaged or of another format."""
     meta_path, arrays_path = target / "prepared.json", target / "arrays.npz"
-    how = f"run: mnist-kit prepare --dataset {name}" + (f" --root {root}" if root != data_root() else "")
     if not meta_path.is_file() or not arrays_path.is_file():
-        raise DataError(f"{info_.title} is not prepared in {target}; {how}")
+        raise NotPrepared(f"nothing is prepared in {target}")
     try:
         meta = json.loads(meta_path.read_text())
         expected = meta["arrays_sha256"]
     except (ValueError, KeyError, OSError):
-        raise DataError(f"{meta_path} is damaged; {how} --force") from None
+        raise DataError(f"{meta_path} is damaged") from None
     if meta.get("format") != FORMAT_VERSION:
-        raise DataError(f"{target} was prepared by another version of mnist-kit; {how} --force")
+        raise DataError(f"{target} was prepared by another version of mnist-kit")
     if digest(arrays_path) != expected:
-        raise DataError(f"{arrays_path} is damaged (checksum mismatch); {how} --force")
+        raise DataError(f"{arrays_path} is damaged (checksum mismatch)")
     try:
         with np.load(arrays_path) as z:
-            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            arrays = {k: z[k] for k in keys}
     except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"{arrays_path} cannot be read ({e}); {how} --force") from None
+        raise DataError(f"{arrays_path} cannot be read ({e})") from None
+    return meta, arrays
+
+
+def load(name: str, root: Path) -> Prepared:
+    """Load a prepared data set, checking it is complete and undamaged."""
+    info_ = dataset_info(name)
+    target = Path(root) / name
+    how = f"run: mnist-kit prepare --dataset {name}" + (f" --root {root}" if root != data_root() else "")
+    try:
+        meta, arrays = read_cache(target, ("x_train", "y_train", "x_test", "y_test"))
+    except NotPrepared:
+        raise DataError(f"{info_.title} is not prepared in {target}; {how}") from None
+    except DataError as e:
+        raise DataError(f"{e}; {how} --force") from None
     return Prepared(name, info_.classes, arrays["x_train"], arrays["y_train"].astype(np.int64),
                     arrays["x_test"], arrays["y_test"].astype(np.int64), meta)
 
 
-def split_train_val(x: np.ndarray, y: np.ndarray, val_size: int, seed: int):
-    """A deterministic random split of the training set: (x_train, y_train, x_val, y_val)."""
-    if val_size >= len(y):
-        raise DataError(f"data.val_size is {val_size} but the training set has only {len(y)} images")
-    order = np.random.default_rng(seed).permutation(len(y))
-    val, train = np.sort(order[:val_size]), np.sort(order[val_size:])
+def split_train_val(x: np.ndarray, y: np.ndarray, dcfg: dict):
+    """The deterministic split of the training images (x_train, y_train, x_val, y_val): ``data.val_size``
+    random images for MNIST-style sets, ``data.val_ratio`` of every class for image folders."""
+    if dcfg["name"] == "image_folder":
+        from mnist_kit.data.folder import stratified_split, val_ratio_of_rest
+
+        train, val = stratified_split(y, val_ratio_of_rest(dcfg), dcfg["split_seed"], salt=2)
+    else:
+        if dcfg["val_size"] >= len(y):
+            raise DataError(f"data.val_size is {dcfg['val_size']} but the training set has only {len(y)} images")
+        order = np.random.default_rng(dcfg["split_seed"]).permutation(len(y))
+        val, train = np.sort(order[:dcfg["val_size"]]), np.sort(order[dcfg["val_size"]:])
     return x[train], y[train], x[val], y[val]
 
 

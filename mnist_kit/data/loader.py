@@ -35,10 +35,12 @@ class Normalization:
         return cls(round(float(mean), 6), round(float(std), 6))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28)."""
+        """uint8 images (N, H, W) or (N, H, W, 3) -> float32 network input (N, 1, H, W) or (N, 3, H, W)."""
         scale = np.float32(1.0 / (255.0 * self.std))
         shift = np.float32(-self.mean / self.std)
         out = x.astype(np.float32) * scale + shift
+        if x.ndim == 4:
+            return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
         return out.reshape(x.shape[0], 1, *x.shape[1:])
 
     def to_dict(self) -> dict:
@@ -71,7 +73,7 @@ class Batches:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
 
     def epoch(self, epoch: int = 0, start_step: int = 0):
-        """Yield (x float32 (B,1,28,28), y int64 (B,)) for the epoch, from batch ``start_step`` on."""
+        """Yield (x float32 (B, C, H, W), y int64 (B,)) for the epoch, from batch ``start_step`` on."""
         order = self.order(epoch)
         b, g = self.batch_size, self.batch_size * self.world
         for step in range(start_step, len(self)):

@@ -1,10 +1,10 @@
 """Freeze a trained run into a self-contained inference model, and check the result against the run.
 
 An export folder holds ``model.json`` (Paddle 3; ``model.pdmodel`` with Paddle 2.6) and
-``model.pdiparams`` written by ``paddle.jit.save`` with input ``[None, 1, 28, 28]`` float32 (with
+``model.pdiparams`` written by ``paddle.jit.save`` with input ``[None, C, H, W]`` float32 (with
 ``--format onnx`` also ``model.onnx``, converted by paddle2onnx and checked with onnxruntime), and
-``mnist_kit_model.json``: the normalisation used in training, class names, data set, source run and
-checkpoint, versions, and the parity check's results. None of these files is a pickle.
+``mnist_kit_model.json``: the normalisation used in training, class names, input size and colour, data
+set, source run and checkpoint, versions, and the parity check's results. None of these files is a pickle.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from mnist_kit.runtime import paddle, versions
 
 META = inference.META
 PARITY_IMAGES = 1000
-PREPROCESS_STYLE = {"mnist": "digit", "fashion-mnist": "fill"}  # how each data set's images were framed
+# how a user's image is brought to the form of the training images: MNIST's digit framing, Fashion-MNIST's
+# object framing, or an image folder's resize (the "image" entry of the metadata says to what)
+PREPROCESS_STYLE = {"mnist": "digit", "fashion-mnist": "fill", "image_folder": "folder"}
 TOLERANCE = 1e-4  # max |logit difference| between the exported model and the trained network
 
 
@@ -46,16 +48,19 @@ def export_run(run_dir: Path, epoch: int | None = None, last: bool = False, out:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        save_program(model, tmp / "model", engine.INPUT_SHAPE)
+        shape = splits.prepared.input_shape
+        save_program(model, tmp / "model", shape)
         meta = {
             "format": "mnist-kit export 1",
-            "input_shape": [None, *engine.INPUT_SHAPE],
+            "input_shape": [None, *shape],
             "input_dtype": "float32",
             "normalization": norm.to_dict(),
-            "preprocess": PREPROCESS_STYLE.get(cfg["data"]["name"], "digit"),
+            "preprocess": PREPROCESS_STYLE.get(cfg["data"]["name"], "folder"),
             "classes": classes,
             "dataset": cfg["data"]["name"],
             "model": cfg["model"],
+            **({"image": {k: cfg["data"][k] for k in ("image_size", "color", "resize")}}
+               if cfg["data"]["name"] == "image_folder" else {}),
             "source": {"run": str(run_dir.resolve()), "checkpoint": ckpt_path.name, "epoch": state["epoch"],
                        "step": state["step"], "checkpoint_sha256": digest(ckpt_path)},
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

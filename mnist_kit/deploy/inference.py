@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit.metrics import softmax  # numpy only: prediction imports no training code
+from mnist_kit.data.loader import Normalization  # numpy only: prediction imports no training code
+from mnist_kit.metrics import softmax
 
 META = "mnist_kit_model.json"
 
@@ -71,7 +72,7 @@ class Program:
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Normalised float32 (N, 1, 28, 28) -> logits (N, classes)."""
+        """Normalised float32 (N, C, H, W) -> logits (N, classes)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.input.reshape(list(x.shape))
         self.input.copy_from_cpu(x)
@@ -86,13 +87,11 @@ class Predictor(Program):
         self.folder = Path(folder)
         self.meta = read_meta(self.folder)
         super().__init__(*model_files(self.folder), device, threads)
-        norm = self.meta["normalization"]
-        self.scale = np.float32(1.0 / (255.0 * norm["std"]))
-        self.shift = np.float32(-norm["mean"] / norm["std"])
+        self.norm = Normalization(**self.meta["normalization"])
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) with the training normalisation."""
-        return (images.astype(np.float32) * self.scale + self.shift)[:, None]
+        """uint8 (N, H, W) or (N, H, W, 3) -> float32 (N, C, H, W) with the training normalisation."""
+        return self.norm.apply(images)
 
     def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         out = []

@@ -10,8 +10,8 @@ import numpy as np
 
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.preprocess import ImageError, preprocess
+from mnist_kit.images import IMAGE_SUFFIXES, load_image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
 
 
 def newest_export(root: Path) -> Path:
@@ -50,12 +50,21 @@ def predict_paths(paths: list[str], model_dir: Path, topk: int = 3, min_confiden
     predictor = inference.Predictor(model_dir, device=device)
     classes = predictor.meta["classes"]
     style = predictor.meta.get("preprocess", "digit")
+    if style == "folder":  # trained on an image folder: read each image as prepare read the training images
+        image = predictor.meta["image"]
+
+        def read(path):
+            return load_image(path, tuple(image["image_size"]), image["color"], image["resize"])
+    else:  # MNIST or Fashion-MNIST: find the digit or object and frame it as those data sets do
+
+        def read(path):
+            return preprocess(path, style)
     results, images, slots = [], [], []
     for name, path, error in expand(paths):
         result = {"file": name}
         if error is None:
             try:
-                images.append(preprocess(path, style))
+                images.append(read(path))
                 slots.append(len(results))
             except ImageError as e:
                 error = str(e)
@@ -67,7 +76,8 @@ def predict_paths(paths: list[str], model_dir: Path, topk: int = 3, min_confiden
 
         save_preprocessed.mkdir(parents=True, exist_ok=True)
         for i, img in zip(slots, images):
-            Image.fromarray(img, "L").save(save_preprocessed / f"{i:04d}_{Path(results[i]['file']).stem}.png")
+            target = save_preprocessed / f"{i:04d}_{Path(results[i]['file']).stem}.png"
+            Image.fromarray(img, "L" if img.ndim == 2 else "RGB").save(target)
     probs = predictor.probabilities(np.stack(images)) if images else np.zeros((0, len(classes)))
     k = min(topk, len(classes))
     for i, p in zip(slots, probs):

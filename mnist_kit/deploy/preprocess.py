@@ -16,47 +16,12 @@ Only Pillow and numpy: prediction imports no training code.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter
 
-MAX_PIXELS = 40_000_000  # ~ a 7,000 x 5,700 photo; more is refused as a possible decompression bomb
-
-
-class ImageError(Exception):
-    """A file that cannot be used as an image; the message says why."""
-
-
-def open_image(path: Path) -> Image.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError("no such file")
-    if path.stat().st_size == 0:
-        raise ImageError("the file is empty")
-    old = Image.MAX_IMAGE_PIXELS
-    try:
-        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{img.width}x{img.height} pixels is too large to decode safely "
-                                 f"(limit {MAX_PIXELS:,} pixels)")
-            img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"too large to decode safely (limit {MAX_PIXELS:,} pixels)") from None
-    except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or damaged data
-        raise ImageError(f"damaged or truncated image ({e})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
-    try:
-        return ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - a broken EXIF block: use the pixels as stored
-        return img
+from mnist_kit.images import MAX_PIXELS, ImageError, open_image  # noqa: F401 - part of this module's interface
 
 
 def to_gray(img: Image.Image) -> np.ndarray:

@@ -1,0 +1,240 @@
+"""Image-folder data sets: a user's own images, one sub-folder per class, decoded once into a cache.
+
+    FOLDER/<class name>/**/<image files>     class names = sub-folder names in sorted order; label = position
+
+The cache, under the data root (``data.root``, ``$MNIST_KIT_DATA`` or ``~/.cache/mnist-kit``)::
+
+    image_folder/<folder name>-<key>/arrays.npz      x (N, H, W) or (N, H, W, 3) uint8, y (N,) int64
+    image_folder/<folder name>-<key>/prepared.json   settings, classes, files, skipped files; written last
+
+``key`` digests the folder's absolute path and the decoding settings (``DECODE_KEYS``), so other settings
+prepare another cache beside this one. The test and validation splits (stratified: the same share of every
+class) and the balancing of the training split are drawn from the cache per config, seeded by
+``data.split_seed``, so changing a ratio needs no new prepare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mnist_kit.console import Progress, info
+from mnist_kit.data.cache import FORMAT_VERSION, DataError, NotPrepared, Prepared, read_cache
+from mnist_kit.files import atomic_path, digest, write_text
+from mnist_kit.images import COLORS, IMAGE_SUFFIXES, ImageError, load_image
+
+DECODE_KEYS = ("image_size", "color", "resize", "bad_files")
+LIST_LIMIT = 20  # bad files listed by name in an error message
+
+
+def _folder(dcfg: dict) -> Path:
+    return Path(dcfg["folder"]).expanduser().resolve()
+
+
+def cache_dir(dcfg: dict, root: Path) -> Path:
+    folder = _folder(dcfg)
+    key = json.dumps({"folder": str(folder), **{k: dcfg[k] for k in DECODE_KEYS}}, sort_keys=True)
+    return Path(root) / "image_folder" / f"{folder.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def scan(folder: Path) -> tuple[list[str], list[tuple[str, int]], list[str]]:
+    """(classes, [(relative path, label)], ignored files) of an image folder; DataError if it is not one."""
+    if not folder.is_dir():
+        raise DataError(f"data.folder {folder} is not a folder; it must hold one sub-folder of images per class")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"{folder} has {len(classes)} class sub-folder(s); it needs at least 2, laid out as "
+                        f"{folder}/<class name>/<image files>")
+    files, ignored, empty = [], [], []
+    for label, name in enumerate(classes):
+        found = 0
+        for p in sorted((folder / name).rglob("*")):
+            if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
+                continue
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                files.append((p.relative_to(folder).as_posix(), label))
+                found += 1
+            else:
+                ignored.append(p.relative_to(folder).as_posix())
+        if not found:
+            empty.append(name)
+    if empty:
+        raise DataError(f"class folder(s) without image files in {folder}: {', '.join(empty)}; add images or "
+                        f"remove the folder(s) (image files end in {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return classes, files, ignored
+
+
+def _listing_digest(folder: Path, rel_paths) -> str:
+    """Names, sizes and modification times of the files: what tells that the folder changed."""
+    h = hashlib.sha256()
+    for rel in rel_paths:
+        st = (folder / rel).stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
+    """Decode every image of ``data.folder`` once, at the configured size and colour; return the metadata."""
+    folder = _folder(dcfg)
+    classes, files, ignored = scan(folder)
+    target = cache_dir(dcfg, root)
+    listing = _listing_digest(folder, sorted(rel for rel, _ in files))
+    if not force and (target / "prepared.json").is_file():
+        try:
+            meta, _ = read_cache(target, ())
+            if meta["listing_sha256"] == listing and meta["classes"] == classes:
+                info(f"{folder} is already prepared in {target} and has not changed; --force decodes it again")
+                return meta
+            info(f"{folder} changed since it was prepared; decoding it again")
+        except DataError as e:
+            info(f"the existing cache is unusable ({e}); decoding again")
+    size, color, resize = tuple(dcfg["image_size"]), dcfg["color"], dcfg["resize"]
+    info(f"decoding {len(files)} images of {len(classes)} classes from {folder} to {size[0]}x{size[1]} {color} "
+         f"({resize})")
+    images, labels, kept, bad = [], [], [], []
+    progress = Progress(len(files), "decoding", unit="image")
+    for rel, label in files:
+        try:
+            images.append(load_image(folder / rel, size, color, resize))
+            labels.append(label)
+            kept.append(rel)
+        except ImageError as e:
+            bad.append((rel, str(e)))
+        except OSError as e:
+            bad.append((rel, f"cannot read: {e.strerror or e}"))
+        progress.update(1)
+    progress.close()
+    if bad and dcfg["bad_files"] == "error":
+        listed = "\n".join(f"  - {rel}: {why}" for rel, why in bad[:LIST_LIMIT])
+        more = f"\n  ... and {len(bad) - LIST_LIMIT} more" if len(bad) > LIST_LIMIT else ""
+        raise DataError(f"{len(bad)} of {len(files)} files in {folder} cannot be read as images:\n{listed}{more}\n"
+                        "Fix or remove them, or leave them out with -o data.bad_files=skip (data.bad_files: skip)")
+    y = np.asarray(labels, np.int64)
+    counts = np.bincount(y, minlength=len(classes)) if len(y) else np.zeros(len(classes), np.int64)
+    if (counts == 0).any():
+        gone = [c for c, n in zip(classes, counts) if n == 0]
+        raise DataError(f"no readable image left in class folder(s) {', '.join(gone)} of {folder}")
+    x = np.stack(images)
+    with atomic_path(target / "arrays.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, x=x, y=y)
+    meta = {
+        "format": FORMAT_VERSION,  # the cache format of the IDX data sets
+        "dataset": "image_folder",
+        "source": f"folder {folder}",
+        "folder": str(folder),
+        "settings": {k: dcfg[k] for k in DECODE_KEYS},
+        "input_shape": [COLORS[color], *size],
+        "classes": classes,
+        "counts": {"all": int(len(y))},
+        "class_counts": {"all": counts.tolist()},
+        "files": kept,
+        "skipped": [{"file": rel, "reason": why} for rel, why in bad],
+        "ignored": ignored,
+        "listing_sha256": listing,
+        "arrays_sha256": digest(target / "arrays.npz"),
+        "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_text(target / "prepared.json", json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def load_folder(dcfg: dict, root: Path, warn_if_changed: bool = True) -> Prepared:
+    """The prepared image folder of ``dcfg``, its test split (``data.test_ratio``) held out."""
+    folder = _folder(dcfg)
+    target = cache_dir(dcfg, root)
+    how = "run `mnist-kit prepare` with the same config and -o options"
+    try:
+        meta, arrays = read_cache(target, ("x", "y"))
+    except NotPrepared:
+        settings = ", ".join(f"{k} {dcfg[k]}" for k in DECODE_KEYS)
+        raise DataError(f"{folder} is not prepared at these settings ({settings}); {how}") from None
+    except DataError as e:
+        raise DataError(f"{e}; {how} and --force") from None
+    if warn_if_changed:
+        try:
+            changed = _listing_digest(folder, sorted(rel for rel, _ in scan(folder)[1])) != meta["listing_sha256"]
+        except (DataError, OSError):  # the folder is gone or no longer an image folder
+            changed = True
+        if changed:
+            info(f"warning: {folder} changed since it was prepared ({meta['prepared_at']}); using the prepared copy. "
+                 f"To include the changes, {how} and --force")
+    x, y = arrays["x"], arrays["y"].astype(np.int64)
+    rest, test = stratified_split(y, dcfg["test_ratio"], dcfg["split_seed"], salt=1)
+    return Prepared("image_folder", tuple(meta["classes"]), x[rest], y[rest], x[test], y[test], meta,
+                    tuple(meta["input_shape"]))
+
+
+def stratified_split(y: np.ndarray, ratio: float, seed: int, salt: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) indices: ``ratio`` of each class held out, at least one image of any class that has
+    three or more and never a whole class; deterministic in ``seed`` (and ``salt``, one per split)."""
+    kept, held = [], []
+    for k in np.unique(y):
+        idx = np.flatnonzero(y == k)
+        idx = idx[np.random.default_rng([seed, salt, int(k)]).permutation(len(idx))]
+        n = int(round(len(idx) * ratio))
+        if ratio > 0 and len(idx) >= 3:
+            n = max(n, 1)
+        n = min(n, len(idx) - 1)
+        held.append(idx[:n])
+        kept.append(idx[n:])
+    cat = lambda parts: np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)  # noqa: E731
+    return cat(kept), cat(held)
+
+
+def oversample(y: np.ndarray, seed: int) -> np.ndarray:
+    """Indices that repeat the images of smaller classes until every class has as many as the largest: whole
+    copies first, then a seeded draw without replacement for the remainder."""
+    counts = np.bincount(y)
+    top = counts.max()
+    out = []
+    for k in np.flatnonzero(counts):
+        idx = np.flatnonzero(y == k)
+        reps, rem = divmod(top, len(idx))
+        out += [np.tile(idx, reps), np.random.default_rng([seed, 3, int(k)]).choice(idx, rem, replace=False)]
+    return np.sort(np.concatenate(out))
+
+
+def val_ratio_of_rest(dcfg: dict) -> float:
+    """``data.val_ratio`` is a share of the whole folder; this is its share of what the test split leaves."""
+    return dcfg["val_ratio"] / (1.0 - dcfg["test_ratio"])
+
+
+def split_counts(dcfg: dict, prepared: Prepared) -> dict:
+    """Images per class in each split, and in the training split after balancing: {split: [count per class]}."""
+    k = len(prepared.classes)
+    y_rest, y_test = prepared.y_train, prepared.y_test
+    train, val = stratified_split(y_rest, val_ratio_of_rest(dcfg), dcfg["split_seed"], salt=2)
+    out = {"all": np.bincount(np.concatenate([y_rest, y_test]), minlength=k).tolist(),
+           "train": np.bincount(y_rest[train], minlength=k).tolist(),
+           "val": np.bincount(y_rest[val], minlength=k).tolist(),
+           "test": np.bincount(y_test, minlength=k).tolist()}
+    if dcfg["balance"] == "oversample":
+        out["train_balanced"] = np.bincount(y_rest[train][oversample(y_rest[train], dcfg["split_seed"])],
+                                            minlength=k).tolist()
+    return out
+
+
+def describe_folder(meta: dict, counts: dict) -> str:
+    """Per-class counts of every split (and after balancing), and what was skipped or ignored."""
+    s = meta["settings"]
+    lines = [f"image folder {meta['folder']}: {meta['counts']['all']} images, {len(meta['classes'])} classes, "
+             f"decoded to {s['image_size'][0]}x{s['image_size'][1]} {s['color']} ({s['resize']})"]
+    cols = [c for c in ("all", "train", "val", "test", "train_balanced") if c in counts]
+    width = max(8, *(len(c) for c in meta["classes"])) + 2
+    lines.append(f"  {'class':<{width}}" + "".join(f"{c.replace('train_balanced', 'balanced'):>9}" for c in cols))
+    for i, cls in enumerate(meta["classes"]):
+        lines.append(f"  {cls:<{width}}" + "".join(f"{counts[c][i]:>9}" for c in cols))
+    lines.append(f"  {'total':<{width}}" + "".join(f"{sum(counts[c]):>9}" for c in cols))
+    if "train_balanced" in counts:
+        lines.append("  balanced: the training split after oversampling (data.balance: oversample)")
+    if meta["skipped"]:
+        lines.append(f"  skipped {len(meta['skipped'])} unreadable file(s) (data.bad_files: skip), e.g. "
+                     f"{meta['skipped'][0]['file']}: {meta['skipped'][0]['reason']}")
+    if meta["ignored"]:
+        lines.append(f"  ignored {len(meta['ignored'])} file(s) that are not images by name, e.g. {meta['ignored'][0]}")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Reading image files safely, and bringing images to a data set's fixed size and colour.
+
+Shared by image-folder data sets (``prepare`` decodes every file with ``load_image``) and by ``predict``
+(a model trained on an image folder reads a new image exactly as its training images were read).
+Only Pillow and numpy.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 40_000_000  # ~ a 7,000 x 5,700 photo; more is refused as a possible decompression bomb
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+COLORS = {"grayscale": 1, "rgb": 3}  # colour mode -> channels
+
+
+class ImageError(Exception):
+    """A file that cannot be used as an image; the message says why."""
+
+
+def open_image(path: Path) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError("no such file")
+    if path.stat().st_size == 0:
+        raise ImageError("the file is empty")
+    old = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(f"{img.width}x{img.height} pixels is too large to decode safely "
+                                 f"(limit {MAX_PIXELS:,} pixels)")
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"too large to decode safely (limit {MAX_PIXELS:,} pixels)") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or damaged data
+        raise ImageError(f"damaged or truncated image ({e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: use the pixels as stored
+        return img
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Transparent parts laid on white; 16-bit and float images scaled to 8 bits."""
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = (0.0, 65535.0) if img.mode.startswith("I;16") or (img.mode == "I" and arr.max() > 255) else (0.0, 255.0)
+        if img.mode == "F":
+            lo, hi = float(arr.min()), float(arr.max()) or 1.0
+        return Image.fromarray(np.clip((arr - lo) / (hi - lo or 1.0) * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img
+
+
+def _border_color(img: Image.Image) -> int | tuple:
+    """The median colour of the outermost pixels (what padding is filled with)."""
+    a = np.asarray(img)
+    edge = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    med = np.median(edge, axis=0)
+    return int(med) if np.ndim(med) == 0 else tuple(int(v) for v in med)
+
+
+def fit(img: Image.Image, size: tuple[int, int], color: str = "grayscale", resize: str = "stretch") -> np.ndarray:
+    """A decoded image -> uint8 (H, W) for grayscale or (H, W, 3) for rgb, at ``size`` = (height, width):
+    stretched to it, or scaled to fit and padded with its border colour (``resize="pad"``)."""
+    img = _flatten_alpha(img).convert("L" if color == "grayscale" else "RGB")
+    h, w = int(size[0]), int(size[1])
+    if resize == "stretch" or img.size == (w, h):
+        out = img.resize((w, h), Image.Resampling.LANCZOS) if img.size != (w, h) else img
+    else:
+        scale = min(w / img.width, h / img.height)
+        nw, nh = max(1, min(w, round(img.width * scale))), max(1, min(h, round(img.height * scale)))
+        out = Image.new(img.mode, (w, h), _border_color(img))
+        out.paste(img.resize((nw, nh), Image.Resampling.LANCZOS), ((w - nw) // 2, (h - nh) // 2))
+    return np.asarray(out, dtype=np.uint8).copy()
+
+
+def load_image(path: Path, size: tuple[int, int], color: str = "grayscale", resize: str = "stretch") -> np.ndarray:
+    """``open_image`` + ``fit``. Raises ImageError."""
+    return fit(open_image(path), size, color, resize)

@@ -1,0 +1,208 @@
+"""``mnist-kit sweep``: train every combination of a grid of config values, one run each, under one folder.
+
+``-o optimizer.lr=0.01,0.005,0.001 -o model.name=cnn,mlp`` makes a 3 x 2 grid (a value with no comma is
+the same for every run; a list value is written ``[8,16]``, and ``[8,16],[16,32]`` gives two). Every
+combination is checked before anything runs. Each run is a ``mnist-kit train`` process of its own, so one
+failing run does not stop the others; its output goes to ``SWEEP/logs/RUN.log``. Runs are named by their
+values (``lr=0.01,model=cnn``), so re-running the same command finds them: a completed run is skipped, an
+interrupted one with a checkpoint is resumed, one that failed before its first checkpoint is set aside and
+trained again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from mnist_kit import ConfigError, UserError, checkpoint, config, runs
+from mnist_kit.console import info
+from mnist_kit.files import write_text
+
+
+@dataclass
+class Planned:
+    name: str
+    overrides: list[str]  # this run's grid values, as -o texts
+    cfg: dict
+
+
+def parse_grid(overrides: list[str]) -> tuple[list[str], list[tuple[str, list]]]:
+    """(-o texts shared by every run, [(key, [values])] of the grid's axes)."""
+    fixed, axes = [], []
+    for text in overrides:
+        head, _, raw = text.partition("=")
+        (section, key), _ = config.parse_override(f"{head}=" if "=" in text else text)  # checks section.key
+        try:
+            values = yaml.safe_load("[" + raw + "]") if raw.strip() else [None]
+        except yaml.YAMLError as e:
+            raise ConfigError(f"-o {text}: cannot read the values ({e.problem}); separate them with commas, "
+                              f"e.g. -o optimizer.lr=0.01,0.001") from None
+        if len(values) > 1:
+            dotted = f"{section}.{key}"
+            if dotted in (k for k, _ in axes):
+                raise ConfigError(f"{dotted} is given twice; list all its values in one -o")
+            axes.append((dotted, values))
+        else:
+            fixed.append(text)
+    return fixed, axes
+
+
+def _label(key: str, axes) -> str:
+    section, name = key.split(".")
+    if name == "name":
+        return section
+    clashes = sum(k.split(".")[1] == name for k, _ in axes)
+    return name if clashes == 1 else key
+
+
+def _value_text(value) -> str:
+    if isinstance(value, list):
+        return "-".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("/", "_")
+
+
+def plan(config_path: Path | None, overrides: list[str]) -> tuple[list[str], list[tuple[str, list]], list[Planned]]:
+    """Every run of the grid with its config, all validated first (ConfigError lists every bad combination)."""
+    fixed, axes = parse_grid(overrides)
+    if not axes:
+        raise UserError("a sweep needs at least one -o key with several values, e.g. -o optimizer.lr=0.01,0.001")
+    planned, errors = [], []
+    for combo in itertools.product(*(values for _, values in axes)):
+        texts = [f"{k}={json.dumps(v)}" for (k, _), v in zip(axes, combo)]
+        name = ",".join(f"{_label(k, axes)}={_value_text(v)}" for (k, _), v in zip(axes, combo))
+        try:
+            cfg = config.load(config_path, [*fixed, *texts])
+        except ConfigError as e:
+            errors.append(f"{name}: {str(e).split(':', 1)[1].strip()}")
+            continue
+        planned.append(Planned(name, texts, cfg))
+    if errors:
+        raise ConfigError("some combinations of the sweep are not valid configs; nothing was run:\n"
+                          + "\n".join(f"  {e}" for e in errors))
+    return fixed, axes, planned
+
+
+def _state(run_dir: Path, cfg: dict) -> str:
+    """new | completed | resumable | restart | other-config."""
+    if not run_dir.exists():
+        return "new"
+    try:
+        info_ = runs.read_run(run_dir)
+    except UserError:
+        return "restart"
+    if info_.get("config_hash") not in (None, config.config_hash(cfg)):
+        try:  # resume may have changed safe keys (epochs): compare what matters
+            saved = config.load(run_dir / "config.yaml")
+        except (ConfigError, OSError):
+            return "restart"
+        if any(k not in config.SAFE_ON_RESUME for k in config.differences(saved, cfg)):
+            return "other-config"
+    if info_.get("status") == "completed":
+        return "completed"
+    return "resumable" if checkpoint.periodic(run_dir) else "restart"
+
+
+def _command(config_path, fixed, p: Planned, sweep_dir: Path, state: str) -> list[str]:
+    base = [sys.executable, "-m", "mnist_kit"]
+    if state == "resumable":
+        return base + ["resume", "--run", str(sweep_dir / p.name)]
+    return base + ["train", *(["--config", str(config_path)] if config_path else []),
+                   *[a for t in [*fixed, *p.overrides, f"output.root={json.dumps(str(sweep_dir))}"] for a in ("-o", t)],
+                   "--name", p.name]
+
+
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+    errors = [line for line in lines if line.startswith("Error:")]
+    return (errors or lines or ["no output"])[-1]
+
+
+def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None = None, name: str | None = None,
+              jobs: int = 1, say=info) -> tuple[Path, list[dict]]:
+    """Run the grid; return the sweep folder and one summary per run (see ``runs.summarize``)."""
+    fixed, axes, planned = plan(config_path, overrides)
+    root = Path(root or planned[0].cfg["output"]["root"])
+    sweep_dir = root / (name or f"sweep-{Path(config_path).stem if config_path else 'defaults'}")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "logs").mkdir(exist_ok=True)
+    for p in planned:  # what `train` records for the run
+        p.cfg["output"].update(root=str(sweep_dir), name=p.name)
+    states = {p.name: _state(sweep_dir / p.name, p.cfg) for p in planned}
+    clash = [n for n, s in states.items() if s == "other-config"]
+    if clash:
+        raise UserError(f"{sweep_dir} already holds run(s) with these names trained with another config: "
+                        f"{', '.join(clash)}; give this sweep its own --name")
+    write_text(sweep_dir / "sweep.json", json.dumps({
+        "config": str(config_path) if config_path else None, "fixed": fixed,
+        "grid": {k: v for k, v in axes}, "runs": [p.name for p in planned],
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}, indent=2) + "\n")
+    todo = [p for p in planned if states[p.name] != "completed"]
+    say(f"sweep {sweep_dir}: {len(planned)} runs ({' x '.join(str(len(v)) for _, v in axes)} over "
+        f"{', '.join(k for k, _ in axes)}); {len(planned) - len(todo)} already completed, {len(todo)} to run, "
+        f"{jobs} at a time")
+    active: list[tuple[Planned, subprocess.Popen, float, object]] = []
+    outcome: dict[str, str] = {p.name: "completed earlier" for p in planned if p not in todo}
+    queue = list(todo)
+    done = len(planned) - len(todo)
+    try:
+        while queue or active:
+            while queue and len(active) < jobs:
+                p = queue.pop(0)
+                state = states[p.name]
+                if state == "restart" and (sweep_dir / p.name).exists():
+                    aside = sweep_dir / "superseded" / f"{p.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+                    aside.parent.mkdir(exist_ok=True)
+                    (sweep_dir / p.name).rename(aside)
+                    say(f"  {p.name}: set aside an unfinished run without a checkpoint in {aside}")
+                log = open(sweep_dir / "logs" / f"{p.name}.log", "a")
+                log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {state} ===\n")
+                log.flush()
+                proc = subprocess.Popen(_command(config_path, fixed, p, sweep_dir, state), stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                active.append((p, proc, time.perf_counter(), log))
+                say(f"  started {p.name}" + (" (resuming)" if state == "resumable" else ""))
+            time.sleep(0.2)
+            for item in list(active):
+                p, proc, t0, log = item
+                if proc.poll() is None:
+                    continue
+                active.remove(item)
+                log.close()
+                done += 1
+                s = runs.summarize(sweep_dir / p.name, sweep_dir)
+                if proc.returncode == 0:
+                    acc = f"{100 * s['best_val_acc']:.2f}%" if s["best_val_acc"] is not None else "-"
+                    outcome[p.name] = "completed"
+                    say(f"[{done}/{len(planned)}] {p.name}: completed, best val acc {acc}, "
+                        f"{time.perf_counter() - t0:.0f} s")
+                else:
+                    outcome[p.name] = "failed"
+                    say(f"[{done}/{len(planned)}] {p.name}: FAILED (exit {proc.returncode}): "
+                        f"{_last_line(sweep_dir / 'logs' / f'{p.name}.log')}")
+    except KeyboardInterrupt:
+        for _, proc, _, _ in active:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for _, proc, _, log in active:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+        say("sweep interrupted; run the same command again to continue (completed runs are skipped, "
+            "interrupted ones resume)")
+        raise
+    summaries = [runs.summarize(sweep_dir / p.name, sweep_dir) for p in planned if (sweep_dir / p.name).exists()]
+    for s in summaries:
+        s["sweep_outcome"] = outcome.get(Path(s["path"]).name, "not run")
+    return sweep_dir, summaries

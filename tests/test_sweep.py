@@ -1,0 +1,123 @@
+"""Sweeps over a grid of config values, and the runs listing that compares them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST, run_cli, run_subprocess
+from mnist_kit import ConfigError, UserError, runs
+from mnist_kit.logbook import read_records
+from mnist_kit.sweep import parse_grid, plan
+
+SMALL = [*FAST, "-o", "train.epochs=1", "-o", "log.histogram_every=0", "-o", "log.curves=false",
+         "-o", "log.embeddings=0"]
+
+
+def test_the_grid_is_every_combination_named_by_its_values():
+    fixed, axes, planned = plan(None, ["optimizer.lr=0.01,0.001", "model.name=linear,mlp", "train.epochs=1",
+                                       "train.seed=7"])
+    assert fixed == ["train.epochs=1", "train.seed=7"]
+    assert axes == [("optimizer.lr", [0.01, 0.001]), ("model.name", ["linear", "mlp"])]
+    assert [p.name for p in planned] == ["lr=0.01,model=linear", "lr=0.01,model=mlp", "lr=0.001,model=linear",
+                                         "lr=0.001,model=mlp"]
+    assert planned[3].cfg["optimizer"]["lr"] == 0.001 and planned[3].cfg["model"]["name"] == "mlp"
+    assert all(p.cfg["train"]["epochs"] == 1 for p in planned)
+
+
+def test_list_values_and_one_value_lists():
+    fixed, axes = parse_grid(["model.channels=[8,16],[16,32]", "model.hidden=[64]"])
+    assert axes == [("model.channels", [[8, 16], [16, 32]])] and fixed == ["model.hidden=[64]"]
+    _, _, planned = plan(None, ["model.channels=[8,16],[16,32]"])
+    assert [p.name for p in planned] == ["channels=8-16", "channels=16-32"]
+
+
+def test_every_bad_combination_is_reported_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        plan(None, ["model.name=cnn,mlp", "model.channels=[4]", "optimizer.lr=0.1,-1"])
+    text = str(e.value)
+    assert "nothing was run" in text and "model=mlp" in text and "lr=-1" in text
+    r = run_subprocess("sweep", "-o", "optimizer.lr=0.1,-1", "-o", f"output.root={tmp_path / 'out'}")
+    assert r.returncode == 2 and "lr=-1" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match="several values"):
+        plan(None, ["optimizer.lr=0.1"])
+
+
+def test_a_sweep_runs_the_grid_reports_failures_and_skips_finished_runs_when_run_again(prepared, tmp_path):
+    # lr 1e30 with plain SGD makes the MLP's loss NaN: that run fails, the others go on
+    args = ["sweep", "-o", "optimizer.name=sgd", "-o", "optimizer.lr=0.1,1e30", "-o", "model.name=linear,mlp",
+            *SMALL, "--name", "grid", "--jobs", "2"]
+    r = run_subprocess(*args)
+    assert r.returncode == 1, r.stderr
+    out = Path("checkpoints/grid")
+    assert "lr=1e30,model=mlp: FAILED (exit 1): Error: training diverged" in r.stderr
+    assert "run(s) failed: " in r.stderr and "lr=1e30,model=mlp" in r.stderr.splitlines()[-1]
+    assert "training diverged" in (out / "logs" / "lr=1e30,model=mlp.log").read_text()
+    completed = []
+    for name in ("lr=0.1,model=linear", "lr=0.1,model=mlp", "lr=1e30,model=linear", "lr=1e30,model=mlp"):
+        info = json.loads((out / name / "run.json").read_text())
+        if info["status"] == "completed":
+            completed.append(name)
+        (log,) = (out / name / "vdl").glob("vdlrecords*")  # each run logs its hyper-parameters for the board
+        (hp,) = [v for rec in read_records(log) for v in rec.values if v.WhichOneof("one_value") == "hparam"]
+        assert "optimizer.lr" in {i.name for i in hp.hparam.hparamInfos}
+    assert {"lr=0.1,model=linear", "lr=0.1,model=mlp"} <= set(completed) and "lr=1e30,model=mlp" not in completed
+    assert "mnist-kit board --logdir checkpoints/grid" in r.stdout
+    table = r.stdout.splitlines()
+    assert table[0].split()[:2] == ["run", "status"] and table[2].startswith("lr=0.1")  # best first
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["grid"] == {"optimizer.lr": [0.1, "1e30"], "model.name": ["linear", "mlp"]}
+    assert sweep["runs"] == ["lr=0.1,model=linear", "lr=0.1,model=mlp", "lr=1e30,model=linear", "lr=1e30,model=mlp"]
+
+    again = run_subprocess(*args)
+    assert again.returncode == 1
+    assert f"{len(completed)} already completed, {4 - len(completed)} to run" in again.stderr
+    assert "started lr=0.1" not in again.stderr
+
+
+def test_an_interrupted_sweep_continues_where_it_stopped(prepared):
+    args = ["sweep", "-o", "optimizer.lr=0.01,0.001", "-o", "model.name=linear", *FAST, "--name", "s"]
+    first = run_subprocess(*args, env={"MNIST_KIT_FAULT": "kill@epoch:0"})
+    assert first.returncode == 1 and first.stderr.count("FAILED (exit -9)") == 2, first.stderr
+    listing = run_cli("runs", "checkpoints")
+    assert listing.output.count("stopped") == 2, listing.output  # killed runs are not shown as running
+    second = run_subprocess(*args)
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.count("(resuming)") == 2
+    for name in ("lr=0.01", "lr=0.001"):
+        rows = Path(f"checkpoints/s/{name}/metrics.jsonl").read_text().splitlines()
+        assert [json.loads(r)["epoch"] for r in rows] == [0, 1]
+
+
+def test_runs_lists_compares_and_sorts(prepared):
+    for lr, name in (("0.05", "a"), ("0.001", "b")):
+        r = run_cli("train", *SMALL, "-o", "model.name=linear", "-o", f"optimizer.lr={lr}", "--name", name)
+        assert r.exit_code == 0, r.output
+    r = run_cli("runs")
+    assert r.exit_code == 0
+    lines = r.output.splitlines()
+    assert lines[0].split() == ["run", "status", "model.name", "optimizer.name", "optimizer.lr", "train.batch_size",
+                                "epochs", "best", "val", "acc", "train", "time"]
+    assert lines[2].startswith("a ") and lines[3].startswith("b ")  # by start time
+    assert "completed" in lines[2] and "1/1" in lines[2] and "%" in lines[2]
+    by_lr = run_cli("runs", "--sort", "optimizer.lr").output.splitlines()
+    assert by_lr[2].startswith("b ")
+    data = json.loads(run_cli("runs", "--json", "--sort", "acc").output)
+    assert [d["run"] for d in data] == sorted([d["run"] for d in data], key=lambda n: -next(
+        x["best_val_acc"] for x in data if x["run"] == n))
+    assert data[0]["hparams"]["optimizer.lr"] in (0.05, 0.001) and data[0]["status"] == "completed"
+    bad = run_subprocess("runs", "--sort", "nonsense")
+    assert bad.returncode == 1 and "cannot sort by 'nonsense'" in bad.stderr
+    assert run_subprocess("runs", "nowhere").returncode == 1
+
+
+def test_differing_hyper_parameters_get_their_own_column():
+    base = {"run": "x", "status": "completed", "epochs_done": 1, "epochs": 1, "best_val_acc": 0.5,
+            "train_seconds": 3.0, "hparams": {"model.name": "cnn", "optimizer.lr": 0.1, "train.seed": 1,
+                                              "log.images": True}}
+    other = {**base, "run": "y", "hparams": {**base["hparams"], "train.seed": 2, "log.images": False}}
+    assert runs.differing_keys([base, other]) == ["train.seed"]
+    assert "train.seed" in runs.format_table([base, other]).splitlines()[0]
