@@ -277,7 +277,14 @@ def _cross_checks(cfg: dict) -> list[str]:
         errors.append(f"train.device is {device!r}; allowed: cpu, gpu, gpu:N (N = 0, 1, ...), auto")
     if cfg["model"]["name"] == "cnn" and cfg["model"]["kernel_size"] % 2 == 0:
         errors.append("model.kernel_size must be odd (the conv uses 'same' padding)")
-    d = cfg["data"]
+    d, m = cfg["data"], cfg["model"]
+    if m["name"] == "cnn":
+        h, w = d["image_size"] if d["name"] == "image_folder" and len(d["image_size"]) == 2 else (28, 28)
+        n = len(m["channels"])
+        if h >> n < 1 or w >> n < 1:  # each conv block ends in a 2x2 max-pool
+            errors.append(f"model.channels has {n} conv+pool blocks; each halves the input, and a {h}x{w} input "
+                          f"is gone after {min(h.bit_length(), w.bit_length())}: use fewer blocks"
+                          + (" or a larger data.image_size" if d["name"] == "image_folder" else ""))
     if d["name"] == "image_folder":
         if not d["folder"]:
             errors.append("data.folder is required with data.name: image_folder (the folder that holds one "

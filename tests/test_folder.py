@@ -129,6 +129,8 @@ def test_a_changed_folder_is_noticed(tmp_path, capsys):
     (["-o", "data.name=image_folder", "-o", "data.folder=x", "-o", "data.image_size=[8]"], "[height, width]"),
     (["-o", "data.name=image_folder", "-o", "data.folder=x", "-o", "data.val_ratio=0.5",
       "-o", "data.test_ratio=0.5"], "leave at least 5%"),
+    (["-o", "data.name=image_folder", "-o", "data.folder=x", "-o", "data.image_size=[8,64]",
+      "-o", "model.channels=[4,4,4,4]"], "8x64 input is gone after 4"),
 ])
 def test_bad_folder_settings_get_one_clear_error(overrides, message):
     r = run_subprocess("prepare", *overrides)

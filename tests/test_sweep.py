@@ -121,3 +121,31 @@ def test_differing_hyper_parameters_get_their_own_column():
     other = {**base, "run": "y", "hparams": {**base["hparams"], "train.seed": 2, "log.images": False}}
     assert runs.differing_keys([base, other]) == ["train.seed"]
     assert "train.seed" in runs.format_table([base, other]).splitlines()[0]
+
+
+def test_the_board_overlays_a_sweeps_runs_and_ranks_their_hyper_parameters(prepared, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_visualdl import _api, _free_port
+
+    r = run_subprocess("sweep", "-o", "optimizer.lr=0.05,0.001", "-o", "model.name=linear", *SMALL, "--name", "s")
+    assert r.returncode == 0, r.stderr
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_kit", "board", "--logdir", "checkpoints/s", "--port",
+                             str(port)], env={**os.environ, "HOME": str(tmp_path)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line + proc.stderr.read()
+        names = _api(port, "runs")
+        assert sorted(names) == ["lr=0.001", "lr=0.05"] or sorted(names) == ["lr=0.001/vdl", "lr=0.05/vdl"], names
+        for name in names:  # one val/acc chart per run, overlaid on the scalar page
+            assert len(_api(port, "scalar/list", run=name, tag="val/acc")) == 1
+        hparams = _api(port, "hparams/list")
+        assert sorted(h["hparams"]["optimizer.lr"] for h in hparams) == [0.001, 0.05]  # each run's values ...
+        assert all(0 <= h["metrics"]["val/acc"] <= 1 for h in hparams)  # ... and the metric that ranks them
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
