@@ -29,6 +29,11 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except OSError as e:  # Ctrl-C inside Paddle's autograd arrives wrapped in an OSError
+            if "KeyboardInterrupt" not in str(e):
+                raise
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

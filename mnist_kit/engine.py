@@ -422,6 +422,43 @@ def _set_aside_after(run_dir: Path, step: int, superseded: Path) -> list[str]:
     return moved
 
 
+@contextlib.contextmanager
+def _ctrl_c_between_steps():
+    """Ctrl-C takes effect between training steps, not inside one: Paddle runs Python code (the conv bias's
+    gradient) inside its C++ autograd, and a KeyboardInterrupt raised there comes out as an unrelated
+    error. Yields ``check()``, which raises KeyboardInterrupt once Ctrl-C has been pressed; a second
+    Ctrl-C interrupts at once. Where SIGINT is ignored or handled by someone else, nothing changes."""
+    import signal
+    import threading
+
+    pressed = []
+
+    def on_sigint(signum, frame):
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(signum)
+        os.write(2, b"\ninterrupted: stopping after this step (Ctrl-C again to stop at once)\n")
+
+    def check():
+        if pressed:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread() or (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield check
+        return
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def wrapped_interrupt(e: BaseException) -> bool:
+    """Whether ``e`` is Paddle's wrapping of a KeyboardInterrupt raised inside its autograd."""
+    return isinstance(e, OSError) and "KeyboardInterrupt" in str(e)
+
+
 def _amp_context(enabled: bool):
     return paddle.amp.auto_cast(enable=True) if enabled else contextlib.nullcontext()
 
@@ -433,11 +470,16 @@ class _Diverged(Exception):
 
 def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> None:
     """Train from ``t``'s position to ``train.epochs``, checkpointing as configured."""
+    with _ctrl_c_between_steps() as check_interrupt:
+        _fit_epochs(t, run_dir, run_info, logbook, check_interrupt)
+
+
+def _fit_epochs(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook, check_interrupt) -> None:
+    job_start = time.perf_counter()
     tcfg, ccfg = t.cfg["train"], t.cfg["checkpoint"]
     log_every, every_steps = tcfg["log_every"], ccfg["every_steps"]
     main, world = distributed.is_main(), distributed.world_size()
     hist_every = t.cfg["log"]["histogram_every"] if logbook.enabled else 0
-    job_start = time.perf_counter()
     try:
         while t.epoch < tcfg["epochs"]:
             epoch = t.epoch
@@ -482,6 +524,7 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
                 t.step_in_epoch += 1
                 progress.update(1)
                 faults.hit("step", t.step)
+                check_interrupt()
                 if every_steps and t.step % every_steps == 0 and t.step_in_epoch < t.steps_per_epoch and main:
                     t.progress["seconds"] = time.perf_counter() - t0
                     logbook.flush()
@@ -525,6 +568,7 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
                                                       if t.progress["skipped"] else ""))
             run_info.save(epochs_done=epoch + 1, best_val_acc=t.best_val_acc)
             faults.hit("epoch", epoch)
+            check_interrupt()
             t.epoch, t.step_in_epoch = epoch + 1, 0
             t.progress = _fresh_progress()
     except _Diverged as e:
@@ -532,6 +576,10 @@ def _fit(t: Trainer, run_dir: Path, run_info: _RunInfo, logbook: Logbook) -> Non
         raise UserError(f"{e}; lower optimizer.lr, set optimizer.grad_clip, or set train.on_nonfinite=skip. "
                         f"The checkpoints written before it are kept in {run_dir / checkpoint.CKPT_DIR}") from None
     except OSError as e:  # disk full or unwritable while writing metrics or run.json
+        if wrapped_interrupt(e):  # a second Ctrl-C, inside Paddle's autograd
+            run_info.save(status="interrupted")
+            info(f"to continue: mnist-kit resume --run {run_dir}")
+            raise KeyboardInterrupt from None
         with contextlib.suppress(OSError):
             run_info.save(status="failed", error=str(e))
         raise UserError(f"cannot write to {run_dir}: {e.strerror or e}; the checkpoints written before are "
