@@ -167,8 +167,9 @@ def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None 
                 log = open(sweep_dir / "logs" / f"{p.name}.log", "a")
                 log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {state} ===\n")
                 log.flush()
+                # a session of its own: Ctrl-C reaches the sweep alone, which passes it on once (below)
                 proc = subprocess.Popen(_command(config_path, fixed, p, sweep_dir, state), stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
                 active.append((p, proc, time.perf_counter(), log))
                 say(f"  started {p.name}" + (" (resuming)" if state == "resumable" else ""))
             time.sleep(0.2)

@@ -149,3 +149,15 @@ def test_the_board_overlays_a_sweeps_runs_and_ranks_their_hyper_parameters(prepa
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_is_set_aside_and_trained_again(prepared):
+    args = ["sweep", "-o", "optimizer.lr=0.01,0.001", "-o", "model.name=linear", *SMALL, "--name", "s"]
+    first = run_subprocess(*args, env={"MNIST_KIT_FAULT": "crash@step:2"})
+    assert first.returncode == 1 and first.stderr.count("injected crash at step 2") == 2, first.stderr
+    second = run_subprocess(*args)
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.count("set aside an unfinished run without a checkpoint") == 2
+    assert len(list(Path("checkpoints/s/superseded").iterdir())) == 2  # kept, not deleted
+    for name in ("lr=0.01", "lr=0.001"):
+        assert json.loads(Path(f"checkpoints/s/{name}/run.json").read_text())["status"] == "completed"
