@@ -261,6 +261,8 @@ def validate(raw: Any, source: str = "config") -> dict:
         out[section] = sec
     if not errors:
         errors.extend(_cross_checks(out))
+    if not errors and out["data"].get("folder"):  # an image folder is the same folder from any directory
+        out["data"]["folder"] = str(Path(out["data"]["folder"]).expanduser().resolve())
     if errors:
         raise ConfigError(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors))
     return out

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from mnist_kit import ConfigError, UserError, checkpoint, config, runs
+from mnist_kit import ConfigError, UserError, checkpoint, config, data, runs
 from mnist_kit.console import info
 from mnist_kit.files import write_text
 
@@ -131,6 +131,9 @@ def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None 
               jobs: int = 1, say=info) -> tuple[Path, list[dict]]:
     """Run the grid; return the sweep folder and one summary per run (see ``runs.summarize``)."""
     fixed, axes, planned = plan(config_path, overrides)
+    for dcfg in {json.dumps(p.cfg["data"], sort_keys=True): p.cfg["data"] for p in planned}.values():
+        if not (data.prepared_dir(dcfg) / "prepared.json").is_file():
+            data.load_dataset(dcfg)  # raises the error that says what to prepare, before any run starts
     root = Path(root or planned[0].cfg["output"]["root"])
     sweep_dir = root / (name or f"sweep-{Path(config_path).stem if config_path else 'defaults'}")
     sweep_dir.mkdir(parents=True, exist_ok=True)

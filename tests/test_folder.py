@@ -212,3 +212,17 @@ def test_rgb_folders_train_with_three_channel_input(tmp_path):
     assert r.returncode == 1 and "no test split" in r.stderr and "--split val" in r.stderr
     r = run_subprocess("eval", "--run", "checkpoints/rgb", "--split", "val", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["samples"] == 4, r.stderr
+    r = run_subprocess("export", "--run", "checkpoints/rgb")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(next(Path("checkpoints/rgb").glob("export/*/mnist_kit_model.json")).read_text())
+    assert meta["input_shape"] == [None, 3, 12, 24] and meta["image"]["color"] == "rgb"
+    r = run_subprocess("predict", "--json", folder / "box", "--save-preprocessed", tmp_path / "seen")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 8  # box/*.png, *.PNG and *.jpg (the 2 .bmp files are in box/more)
+    seen = Image.open(next((tmp_path / "seen").iterdir()))
+    assert seen.mode == "RGB" and seen.size == (24, 12)
+
+
+def test_the_folder_is_recorded_as_an_absolute_path(tmp_path):
+    cfg = config.load(None, ["data.name=image_folder", "data.folder=cards"])
+    assert cfg["data"]["folder"] == str(tmp_path / "cards")  # the tests run in tmp_path

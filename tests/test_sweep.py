@@ -46,6 +46,11 @@ def test_every_bad_combination_is_reported_before_anything_runs(tmp_path):
         plan(None, ["optimizer.lr=0.1"])
 
 
+def test_a_sweep_on_data_that_is_not_prepared_stops_before_any_run(tmp_path):
+    r = run_subprocess("sweep", "-o", "optimizer.lr=0.1,0.01", "-o", "data.name=fashion-mnist")
+    assert r.returncode == 1 and "Fashion-MNIST is not prepared" in r.stderr and "started" not in r.stderr, r.stderr
+
+
 def test_a_sweep_runs_the_grid_reports_failures_and_skips_finished_runs_when_run_again(prepared, tmp_path):
     # lr 1e30 with plain SGD makes the MLP's loss NaN: that run fails, the others go on
     args = ["sweep", "-o", "optimizer.name=sgd", "-o", "optimizer.lr=0.1,1e30", "-o", "model.name=linear,mlp",
