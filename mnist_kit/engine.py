@@ -276,7 +276,8 @@ def train(cfg: dict, config_name: str = "config") -> Path:
             "classes": list(t.splits.prepared.classes),
             "dataset": {"name": cfg["data"]["name"], "source": t.splits.prepared.meta.get("source"),
                         "train": t.splits.train.num_samples, "val": t.splits.val.num_samples,
-                        "test": int(t.splits.prepared.y_test.size)},
+                        "test": int(t.splits.prepared.y_test.size),
+                        "arrays_sha256": t.splits.prepared.meta.get("arrays_sha256")},
             "input_shape": list(t.splits.prepared.input_shape), "world_size": distributed.world_size(),
         })
         run_info.save()
@@ -628,12 +629,15 @@ class Trained:
 def load_trained(run_dir: Path, epoch: int | None = None, last: bool = False, device: str = "auto") -> Trained:
     """The run's checkpoint (best by default) in its model, on ``device``, in eval mode; data with the
     normalisation recorded in the checkpoint."""
-    runs.read_run(run_dir)
+    trained_on = runs.read_run(run_dir).get("dataset", {}).get("arrays_sha256")
     cfg = config.load(Path(run_dir) / "config.yaml")
     path = choose_checkpoint(run_dir, epoch, last)
     state = checkpoint.load(path)
     device = select_device(device)
     splits = load_splits(cfg, data.Normalization(**state["normalization"]))
+    if trained_on and trained_on != splits.prepared.meta.get("arrays_sha256"):
+        info(f"warning: the data were prepared again since {run_dir} was trained; its splits now hold other "
+             "images than the ones it was trained and validated on")
     model = build_model(cfg["model"], splits.prepared.input_shape, len(splits.prepared.classes))
     model.set_state_dict(state["model"])
     model.eval()

@@ -121,6 +121,19 @@ def test_a_changed_folder_is_noticed(tmp_path, capsys):
     assert meta["counts"]["all"] == sum(FOLDER_CLASSES.values()) + 1
 
 
+def test_evaluating_a_run_after_its_folder_was_prepared_again_warns(tmp_path):
+    folder = write_image_folder(tmp_path / "cards", counts={"box": 10, "hbar": 10}, corrupt=False)
+    common = ["-o", "data.name=image_folder", "-o", f"data.folder={folder}", *SIZE]
+    assert run_cli("prepare", *common).exit_code == 0
+    r = run_cli("train", *common, "-o", "train.epochs=1", "-o", "model.name=linear", "--name", "r")
+    assert r.exit_code == 0, r.output
+    assert "prepared again" not in run_subprocess("eval", "--run", "checkpoints/r").stderr
+    folder_image("box", np.random.default_rng(5)).save(folder / "box" / "extra.png")
+    assert run_cli("prepare", *common).exit_code == 0
+    r = run_subprocess("eval", "--run", "checkpoints/r")
+    assert r.returncode == 0 and "prepared again since checkpoints/r was trained" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["-o", "data.name=image_folder"], "data.folder is required"),
     (["-o", "data.name=image_folder", "-o", "data.folder=nowhere"], "is not a folder"),

@@ -1,7 +1,9 @@
-"""Predict digits in people's images with an exported model. Imports no training code."""
+"""Predict the class of people's images (digits, clothing, or an image folder's classes) with an exported model.
+Imports no training code."""
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 from pathlib import Path
@@ -11,7 +13,6 @@ import numpy as np
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.preprocess import ImageError, preprocess
 from mnist_kit.images import IMAGE_SUFFIXES, load_image
-
 
 
 def newest_export(root: Path) -> Path:
@@ -52,13 +53,10 @@ def predict_paths(paths: list[str], model_dir: Path, topk: int = 3, min_confiden
     style = predictor.meta.get("preprocess", "digit")
     if style == "folder":  # trained on an image folder: read each image as prepare read the training images
         image = predictor.meta["image"]
-
-        def read(path):
-            return load_image(path, tuple(image["image_size"]), image["color"], image["resize"])
+        read = functools.partial(load_image, size=tuple(image["image_size"]), color=image["color"],
+                                 resize=image["resize"])
     else:  # MNIST or Fashion-MNIST: find the digit or object and frame it as those data sets do
-
-        def read(path):
-            return preprocess(path, style)
+        read = functools.partial(preprocess, style=style)
     results, images, slots = [], [], []
     for name, path, error in expand(paths):
         result = {"file": name}
