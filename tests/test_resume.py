@@ -297,7 +297,9 @@ def test_ctrl_c_during_training_stops_cleanly_and_the_run_resumes(prepared, pres
     run = Path("checkpoints/ctrlc")
     proc = subprocess.Popen([sys.executable, "-m", "mnist_kit", "train", *FAST, "-o", "train.epochs=500",
                              "-o", "log.images=false", "-o", "log.histogram_every=0", "--name", "ctrlc"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # as from a terminal, even where this test runs as a background job (SIGINT ignored)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text()) and time.time() < deadline:
         time.sleep(0.2)
