@@ -166,3 +166,26 @@ def test_a_run_that_failed_before_its_first_checkpoint_is_set_aside_and_trained_
     assert len(list(Path("checkpoints/s/superseded").iterdir())) == 2  # kept, not deleted
     for name in ("lr=0.01", "lr=0.001"):
         assert json.loads(Path(f"checkpoints/s/{name}/run.json").read_text())["status"] == "completed"
+
+
+def test_ctrl_c_stops_a_sweep_and_its_runs_which_resume_on_the_next_run(prepared):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["sweep", "-o", "optimizer.lr=0.01,0.001", "-o", "model.name=linear", *FAST, "-o", "train.epochs=150",
+            "-o", "log.images=false", "-o", "log.histogram_every=0", "--name", "s", "-j", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_kit", *args], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    metrics = [Path(f"checkpoints/s/{n}/metrics.jsonl") for n in ("lr=0.01", "lr=0.001")]
+    deadline = time.time() + 120
+    while not all(m.is_file() and m.read_text() for m in metrics) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130 and "sweep interrupted" in err and "Traceback" not in err, err
+    for n in ("lr=0.01", "lr=0.001"):
+        assert json.loads(Path(f"checkpoints/s/{n}/run.json").read_text())["status"] == "interrupted"
+    again = run_subprocess(*args)
+    assert again.returncode == 0 and again.stderr.count("(resuming)") == 2, again.stderr
