@@ -31,8 +31,9 @@ def test_train_writes_a_complete_run_directory(prepared):
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "completed" and info["seed"] == 0
     assert {"paddle", "numpy", "python", "mnist_kit"} <= set(info["versions"])
+    cache = json.loads((prepared / "mnist" / "prepared.json").read_text())
     assert info["dataset"] == {"name": "mnist", "source": info["dataset"]["source"], "train": 500, "val": 100,
-                               "test": 200}
+                               "test": 200, "arrays_sha256": cache["arrays_sha256"]}
     assert set(info["normalization"]) == {"mean", "std"}
     rows = _metrics(run)
     assert [r["epoch"] for r in rows] == [0, 1] and rows[-1]["step"] == 20
