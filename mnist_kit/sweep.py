@@ -83,7 +83,8 @@ def plan(config_path: Path | None, overrides: list[str]) -> tuple[list[str], lis
         try:
             cfg = config.load(config_path, [*fixed, *texts])
         except ConfigError as e:
-            errors.append(f"{name}: {str(e).split(':', 1)[1].strip()}")
+            problems = [line.strip().removeprefix("- ") for line in str(e).split(":", 1)[1].strip().splitlines()]
+            errors.append(f"{name}: {'; '.join(problems)}")
             continue
         planned.append(Planned(name, texts, cfg))
     if errors:

@@ -161,6 +161,17 @@ def test_training_before_prepare_says_what_to_run(tmp_path):
     folder = write_image_folder(tmp_path / "cards", corrupt=False)
     r = run_subprocess("train", "-o", "data.name=image_folder", "-o", f"data.folder={folder}", *SIZE)
     assert r.returncode == 1 and "is not prepared" in r.stderr and "mnist-kit prepare" in r.stderr
+    r = run_subprocess("train", "-o", "data.name=image_folder", "-o", "data.folder=nowhere")
+    assert r.returncode == 1 and f"data.folder {tmp_path / 'nowhere'} is not a folder" in r.stderr, r.stderr
+
+
+def test_a_tree_of_other_folders_is_refused_with_a_short_list(tmp_path):
+    for i in range(25):
+        (tmp_path / "etc" / f"conf{i:02d}").mkdir(parents=True)
+        (tmp_path / "etc" / f"conf{i:02d}" / "settings.conf").write_text("x")
+    r = run_subprocess("prepare", "-o", "data.name=image_folder", "-o", f"data.folder={tmp_path / 'etc'}")
+    assert r.returncode == 1 and "25 class folder(s) without image files" in r.stderr
+    assert "conf19 and 5 more" in r.stderr and "conf24" not in r.stderr
 
 
 # ---------------------------------------------------------------- the whole pipeline

@@ -39,6 +39,7 @@ def test_every_bad_combination_is_reported_before_anything_runs(tmp_path):
         plan(None, ["model.name=cnn,mlp", "model.channels=[4]", "optimizer.lr=0.1,-1"])
     text = str(e.value)
     assert "nothing was run" in text and "model=mlp" in text and "lr=-1" in text
+    assert "  model=mlp,lr=0.1: model.channels does not apply to model 'mlp'" in text  # one line per combination
     r = run_subprocess("sweep", "-o", "optimizer.lr=0.1,-1", "-o", f"output.root={tmp_path / 'out'}")
     assert r.returncode == 2 and "lr=-1" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()

@@ -63,7 +63,9 @@ def scan(folder: Path) -> tuple[list[str], list[tuple[str, int]], list[str]]:
         if not found:
             empty.append(name)
     if empty:
-        raise DataError(f"class folder(s) without image files in {folder}: {', '.join(empty)}; add images or "
+        named = ", ".join(empty[:LIST_LIMIT]) + (f" and {len(empty) - LIST_LIMIT} more" if len(empty) > LIST_LIMIT
+                                                 else "")
+        raise DataError(f"{len(empty)} class folder(s) without image files in {folder}: {named}; add images or "
                         f"remove the folder(s) (image files end in {', '.join(sorted(IMAGE_SUFFIXES))})")
     return classes, files, ignored
 
@@ -151,6 +153,9 @@ def load_folder(dcfg: dict, root: Path, warn_if_changed: bool = True) -> Prepare
     try:
         meta, arrays = read_cache(target, ("x", "y"))
     except NotPrepared:
+        if not folder.is_dir():
+            raise DataError(f"data.folder {folder} is not a folder (and nothing was prepared from it); set "
+                            "data.folder to the folder that holds one sub-folder of images per class") from None
         settings = ", ".join(f"{k} {dcfg[k]}" for k in DECODE_KEYS)
         raise DataError(f"{folder} is not prepared at these settings ({settings}); {how}") from None
     except DataError as e:
