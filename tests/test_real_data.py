@@ -1,6 +1,7 @@
 """Real data: the default CNN on the full Fashion-MNIST from Debian's package, through the CLI."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +24,44 @@ def test_default_cnn_one_epoch_on_fashion_mnist_reaches_85_percent(tmp_path):
     assert result["samples"] == 10000 and result["split"] == "test"
     print(f"test accuracy after one epoch: {result['accuracy']:.4f}")
     assert result["accuracy"] >= 0.85
+
+
+@pytest.mark.slow
+@needs_debian
+def test_fashion_mnist_as_an_image_folder_learns_like_the_idx_data(tmp_path):
+    """Real photos of clothing, not drawn shapes: 6,000 Fashion-MNIST images written out as PNG and JPEG,
+    one folder per class, through prepare -> train -> eval -> export -> predict."""
+    from PIL import Image
+
+    from mnist_kit import data
+
+    proc = run_subprocess("prepare", "--dataset", "fashion-mnist")
+    assert proc.returncode == 0, proc.stderr
+    real = data.load("fashion-mnist", data.data_root())
+    folder = tmp_path / "clothes"
+    names = [c.replace("/", "-") for c in real.classes]
+    for i in range(6000):
+        d = folder / names[real.y_train[i]]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(real.x_train[i]).save(d / f"{i:05d}.{'png' if i % 2 else 'jpg'}", quality=95)
+    common = ["-o", "data.name=image_folder", "-o", f"data.folder={folder}", "-o", "data.test_ratio=0.1",
+              "-o", "data.val_ratio=0.1"]
+    proc = run_subprocess("prepare", *common)
+    assert proc.returncode == 0 and "6000 images, 10 classes" in proc.stdout, proc.stderr
+    proc = run_subprocess("train", "--config", REPO / "configs" / "cnn_fast.yaml", *common, "-o", "train.epochs=3",
+                          "--name", "clothes", timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(run_subprocess("eval", "--run", "checkpoints/clothes", "--json").stdout)
+    assert 590 <= result["samples"] <= 610 and result["classes"] == sorted(names)  # 10% of each class
+    print(f"image-folder Fashion-MNIST (4,800 training images, 3 epochs): test accuracy {result['accuracy']:.4f}")
+    assert result["accuracy"] >= 0.78
+    assert run_subprocess("export", "--run", "checkpoints/clothes").returncode == 0
+    test_dir = tmp_path / "new"
+    test_dir.mkdir()
+    for i in range(50):  # images from the real test set, never seen in training
+        Image.fromarray(real.x_test[i]).save(test_dir / f"{i:02d}_{real.y_test[i]}.png")
+    proc = run_subprocess("predict", "--json", test_dir, "--model", next(Path("checkpoints/clothes/export").iterdir()))
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    right = sum(r["label"] == names[int(Path(r["file"]).stem.split("_")[1])] for r in rows)
+    assert right >= 38, rows  # of 50
