@@ -4,9 +4,9 @@
 the same for every run; a list value is written ``[8,16]``, and ``[8,16],[16,32]`` gives two). Every
 combination is checked before anything runs. Each run is a ``mnist-kit train`` process of its own, so one
 failing run does not stop the others; its output goes to ``SWEEP/logs/RUN.log``. Runs are named by their
-values (``lr=0.01,model=cnn``), so re-running the same command finds them: a completed run is skipped, an
-interrupted one with a checkpoint is resumed, one that failed before its first checkpoint is set aside and
-trained again.
+values (``lr=0.01,model=cnn``), so re-running the same command finds them: a completed run is skipped (or,
+given a larger ``train.epochs``, trained on), an interrupted one with a checkpoint is resumed, one that failed
+before its first checkpoint is set aside and trained again.
 """
 
 from __future__ import annotations
@@ -94,21 +94,19 @@ def plan(config_path: Path | None, overrides: list[str]) -> tuple[list[str], lis
 
 
 def _state(run_dir: Path, cfg: dict) -> str:
-    """new | completed | resumable | restart | other-config."""
+    """new | completed | resumable | restart | other-config (resumable also covers a completed run that the
+    sweep now asks to train for more epochs)."""
     if not run_dir.exists():
         return "new"
     try:
         info_ = runs.read_run(run_dir)
-    except UserError:
+        saved = config.load(run_dir / "config.yaml")
+    except (UserError, OSError):
         return "restart"
-    if info_.get("config_hash") not in (None, config.config_hash(cfg)):
-        try:  # resume may have changed safe keys (epochs): compare what matters
-            saved = config.load(run_dir / "config.yaml")
-        except (ConfigError, OSError):
-            return "restart"
-        if any(k not in config.SAFE_ON_RESUME for k in config.differences(saved, cfg)):
-            return "other-config"
-    if info_.get("status") == "completed":
+    if any(k not in config.SAFE_ON_RESUME for k in config.differences(saved, cfg)):
+        return "other-config"
+    longer = cfg["train"]["epochs"] > saved["train"]["epochs"]
+    if info_.get("status") == "completed" and not longer:
         return "completed"
     return "resumable" if checkpoint.periodic(run_dir) else "restart"
 
@@ -116,7 +114,7 @@ def _state(run_dir: Path, cfg: dict) -> str:
 def _command(config_path, fixed, p: Planned, sweep_dir: Path, state: str) -> list[str]:
     base = [sys.executable, "-m", "mnist_kit"]
     if state == "resumable":
-        return base + ["resume", "--run", str(sweep_dir / p.name)]
+        return base + ["resume", "--run", str(sweep_dir / p.name), "-o", f"train.epochs={p.cfg['train']['epochs']}"]
     return base + ["train", *(["--config", str(config_path)] if config_path else []),
                    *[a for t in [*fixed, *p.overrides, f"output.root={json.dumps(str(sweep_dir))}"] for a in ("-o", t)],
                    "--name", p.name]

@@ -190,3 +190,15 @@ def test_ctrl_c_stops_a_sweep_and_its_runs_which_resume_on_the_next_run(prepared
         assert json.loads(Path(f"checkpoints/s/{n}/run.json").read_text())["status"] == "interrupted"
     again = run_subprocess(*args)
     assert again.returncode == 0 and again.stderr.count("(resuming)") == 2, again.stderr
+
+
+def test_a_sweep_run_again_with_more_epochs_trains_its_runs_on(prepared):
+    args = ["sweep", "-o", "optimizer.lr=0.01,0.001", "-o", "model.name=linear", *FAST, "--name", "s"]
+    assert run_subprocess(*args, "-o", "train.epochs=1").returncode == 0
+    again = run_subprocess(*args, "-o", "train.epochs=2")
+    assert again.returncode == 0 and again.stderr.count("(resuming)") == 2, again.stderr
+    for name in ("lr=0.01", "lr=0.001"):
+        rows = Path(f"checkpoints/s/{name}/metrics.jsonl").read_text().splitlines()
+        assert [json.loads(r)["epoch"] for r in rows] == [0, 1]
+    other = run_subprocess(*args, "-o", "train.epochs=2", "-o", "train.seed=5")
+    assert other.returncode == 1 and "trained with another config" in other.stderr
