@@ -172,7 +172,8 @@ def sort_runs(summaries: list[dict], key: str = "started", reverse: bool = False
                         "optimizer.lr")
 
     def value(s):
-        v = {"started": s.get("started", 0.0), "run": s["run"], "acc": -(s["best_val_acc"] or -1.0),
+        acc = s["best_val_acc"]
+        v = {"started": s.get("started", 0.0), "run": s["run"], "acc": -acc if acc is not None else 1.0,
              "time": s["train_seconds"], "status": s["status"], "epochs": s["epochs_done"]}.get(key)
         if v is None and key not in ("acc",):
             v = s["hparams"].get(key)
