@@ -16,3 +16,9 @@ class ConfigError(UserError):
     """An invalid config or override (click's usage-error code)."""
 
     exit_code = 2
+
+
+def wrapped_interrupt(e: BaseException) -> bool:
+    """Whether ``e`` is Paddle's wrapping of a KeyboardInterrupt (Ctrl-C) that arrived while Paddle's C++
+    autograd was running Python code (an OSError whose message names the KeyboardInterrupt)."""
+    return isinstance(e, OSError) and "KeyboardInterrupt" in str(e)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from mnist_kit import UserError, __version__, config
+from mnist_kit import UserError, __version__, config, wrapped_interrupt
 
 
 class _Failure(click.ClickException):
@@ -30,7 +30,7 @@ class _Group(click.Group):
             click.echo("interrupted", err=True)
             ctx.exit(130)
         except OSError as e:  # Ctrl-C inside Paddle's autograd arrives wrapped in an OSError
-            if "KeyboardInterrupt" not in str(e):
+            if not wrapped_interrupt(e):
                 raise
             click.echo("interrupted", err=True)
             ctx.exit(130)

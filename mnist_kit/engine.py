@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, checkpoint, config, data, distributed, faults, graph, metrics, runs
+from mnist_kit import UserError, checkpoint, config, data, distributed, faults, graph, metrics, runs, wrapped_interrupt
 from mnist_kit.console import Progress, info
 from mnist_kit.files import write_text
 from mnist_kit.logbook import Logbook
@@ -453,11 +453,6 @@ def _ctrl_c_between_steps():
         yield check
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def wrapped_interrupt(e: BaseException) -> bool:
-    """Whether ``e`` is Paddle's wrapping of a KeyboardInterrupt raised inside its autograd."""
-    return isinstance(e, OSError) and "KeyboardInterrupt" in str(e)
 
 
 def _amp_context(enabled: bool):
