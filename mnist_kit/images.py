@@ -52,16 +52,26 @@ def open_image(path: Path) -> Image.Image:
         return img
 
 
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def gray_levels(img: Image.Image) -> np.ndarray:
+    """A 16-bit, 32-bit or float image as float64 gray levels in [0, 255]: 16-bit (and 32-bit values that
+    fit) scaled from 65535, larger integers from their maximum, float images stretched from min to max."""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        lo, hi = arr.min(), arr.max()
+        return (arr - lo) / (hi - lo or 1.0) * 255.0
+    top = 65535.0 if img.mode.startswith("I;16") or arr.max() <= 65535 else arr.max()
+    return np.clip(arr / top * 255.0, 0, 255)
+
+
 def _flatten_alpha(img: Image.Image) -> Image.Image:
     """Transparent parts laid on white; 16-bit and float images scaled to 8 bits."""
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = (0.0, 65535.0) if img.mode.startswith("I;16") or (img.mode == "I" and arr.max() > 255) else (0.0, 255.0)
-        if img.mode == "F":
-            lo, hi = float(arr.min()), float(arr.max()) or 1.0
-        return Image.fromarray(np.clip((arr - lo) / (hi - lo or 1.0) * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in HIGH_DEPTH_MODES:
+        return Image.fromarray(np.round(gray_levels(img)).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from mnist_kit.data.cache import DataError, Prepared, data_root, describe, load, prepare, split_train_val
-from mnist_kit.data.folder import describe_folder, load_folder, oversample, prepare_folder, split_counts
+from mnist_kit.data.folder import cache_dir, describe_folder, load_folder, oversample, prepare_folder, split_counts
 from mnist_kit.data.loader import Batches, Normalization
 from mnist_kit.data.sources import DATASETS, dataset_info
 
@@ -16,13 +16,11 @@ def load_dataset(dcfg: dict) -> Prepared:
 
 def prepared_dir(dcfg: dict, name: str | None = None) -> Path:
     """Where the prepared data of ``dcfg`` (or of the IDX data set ``name``) lives."""
-    from mnist_kit.data.folder import cache_dir
-
     root = data_root(dcfg["root"])
     name = name or dcfg["name"]
     return cache_dir(dcfg, root) if name == "image_folder" else root / name
 
 
-__all__ = ["DATASETS", "Batches", "DataError", "Normalization", "Prepared", "data_root", "dataset_info",
-           "describe", "describe_folder", "load", "load_dataset", "load_folder", "oversample", "prepare", "prepare_folder",
-           "prepared_dir", "split_counts", "split_train_val"]
+__all__ = ["DATASETS", "Batches", "DataError", "Normalization", "Prepared", "cache_dir", "data_root", "dataset_info",
+           "describe", "describe_folder", "load", "load_dataset", "load_folder", "oversample", "prepare",
+           "prepare_folder", "prepared_dir", "split_counts", "split_train_val"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mnist_kit.images import MAX_PIXELS, ImageError, open_image  # noqa: F401 - part of this module's interface
+from mnist_kit.images import HIGH_DEPTH_MODES, MAX_PIXELS, ImageError, gray_levels, open_image  # noqa: F401
 
 
 def to_gray(img: Image.Image) -> np.ndarray:
@@ -38,13 +38,8 @@ def to_gray(img: Image.Image) -> np.ndarray:
         # lay the image on a background that contrasts with its opaque (ink or paper) pixels
         background = 0.0 if lum[opaque].mean() > 127.5 else 255.0
         return lum * alpha + background * (1.0 - alpha)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() <= 65535 else arr.max()
-        if img.mode == "F":
-            lo, hi = arr.min(), arr.max()
-            return (arr - lo) / (hi - lo or 1.0) * 255.0
-        return np.clip(arr / top * 255.0, 0, 255)
+    if img.mode in HIGH_DEPTH_MODES:
+        return gray_levels(img)
     if img.mode not in ("L", "1"):
         img = img.convert("RGB").convert("L")  # CMYK, YCbCr, LAB, RGB
     return np.asarray(img.convert("L"), dtype=np.float64)
