@@ -1,5 +1,7 @@
 """mnist-kit: end-to-end MNIST training on the command line, built on PaddlePaddle."""
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
 
 
@@ -13,12 +15,11 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
-    """An invalid config or override (click's usage-error code)."""
+    """An invalid config or override (click's usage-error code). ``problems`` lists what is wrong, one
+    item each, for callers that report them their own way (``mnist-kit sweep``)."""
 
     exit_code = 2
 
-
-def wrapped_interrupt(e: BaseException) -> bool:
-    """Whether ``e`` is Paddle's wrapping of a KeyboardInterrupt (Ctrl-C) that arrived while Paddle's C++
-    autograd was running Python code (an OSError whose message names the KeyboardInterrupt)."""
-    return isinstance(e, OSError) and "KeyboardInterrupt" in str(e)
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems) if problems is not None else [message]

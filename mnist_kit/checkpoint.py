@@ -1,6 +1,7 @@
-"""Checkpoints: the full training state, written atomically, listed in a manifest with checksums.
+"""Checkpoints: the full training state, written atomically, listed in a manifest with checksums, and the
+choice of a checkpoint to resume from or to evaluate and export.
 
-Files in ``<run>/ckpt/``:
+Every function takes the checkpoint folder (``RunDir.ckpt_dir``). Files in it:
 
 - ``epoch_NNN.pdckpt``: the state at the end of epoch NNN (epochs count from 0);
 - ``step_NNNNNNN.pdckpt``: the state after global step N inside an epoch (``checkpoint.every_steps``);
@@ -17,14 +18,12 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-import time
 from pathlib import Path
 
-from mnist_kit import UserError, faults
+from mnist_kit import UserError, faults, provenance
+from mnist_kit.console import info
 from mnist_kit.files import atomic_path, digest, write_text
-from mnist_kit.runtime import paddle
 
-CKPT_DIR = "ckpt"
 MANIFEST = "manifest.json"
 BEST = "best.pdckpt"
 
@@ -41,8 +40,8 @@ def step_file(step: int) -> str:
     return f"step_{step:07d}.pdckpt"
 
 
-def manifest(run_dir: Path) -> dict:
-    path = Path(run_dir) / CKPT_DIR / MANIFEST
+def manifest(folder: Path) -> dict:
+    path = Path(folder) / MANIFEST
     if not path.is_file():
         return {}
     try:
@@ -53,8 +52,8 @@ def manifest(run_dir: Path) -> dict:
         raise CheckpointError(f"{path} is damaged ({e}); the checkpoints of this run cannot be trusted") from None
 
 
-def _write_manifest(run_dir: Path, entries: dict) -> None:
-    write_text(Path(run_dir) / CKPT_DIR / MANIFEST, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+def _write_manifest(folder: Path, entries: dict) -> None:
+    write_text(Path(folder) / MANIFEST, json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
 def portable_optimizer_state(opt_state: dict, model) -> dict:
@@ -83,35 +82,36 @@ def local_optimizer_state(opt_state: dict, model) -> dict:
     return out
 
 
-def save(run_dir: Path, name: str, state: dict) -> Path:
-    """Write ``state`` as ``<run>/ckpt/<name>`` and record it in the manifest."""
-    folder = Path(run_dir) / CKPT_DIR
-    target = folder / name
+def save(folder: Path, name: str, state: dict) -> Path:
+    """Write ``state`` as ``folder/name`` and record it in the manifest."""
+    target = Path(folder) / name
     try:
         with atomic_path(target) as tmp:
+            from mnist_kit.runtime import paddle  # here: listing and choosing checkpoints needs no paddle
+
             paddle.save(state, str(tmp))
             faults.hit("checkpoint-write", state.get("step", -1))
-        entries = manifest(run_dir)
+        entries = manifest(folder)
         entries[name] = {"sha256": digest(target), "bytes": target.stat().st_size, "epoch": state["epoch"],
                          "step": state["step"], "complete_epoch": state["epoch_complete"],
-                         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        _write_manifest(run_dir, entries)
+                         "saved_at": provenance.now()}
+        _write_manifest(folder, entries)
     except OSError as e:
         raise CheckpointError(f"cannot write checkpoint {target}: {e.strerror or e}; "
                               "the earlier checkpoints are intact") from None
     return target
 
 
-def periodic(run_dir: Path) -> list[tuple[str, dict]]:
+def periodic(folder: Path) -> list[tuple[str, dict]]:
     """(name, entry) of the epoch and step checkpoints in the manifest, oldest first."""
-    entries = manifest(run_dir)
+    entries = manifest(folder)
     return sorted(((n, e) for n, e in entries.items() if n != BEST), key=lambda ne: (ne[1]["step"], ne[0]))
 
 
-def apply_retention(run_dir: Path, keep_last: int) -> list[str]:
+def apply_retention(folder: Path, keep_last: int) -> list[str]:
     """Keep the newest ``keep_last`` epoch checkpoints (0: all) and only the step checkpoints newer than the
     newest epoch checkpoint (at most ``keep_last`` of them); delete the rest and return their names."""
-    entries = periodic(run_dir)
+    entries = periodic(folder)
     epochs = [n for n, e in entries if e["complete_epoch"]]
     newest_epoch_step = max((e["step"] for n, e in entries if e["complete_epoch"]), default=-1)
     steps = [n for n, e in entries if not e["complete_epoch"]]
@@ -119,26 +119,26 @@ def apply_retention(run_dir: Path, keep_last: int) -> list[str]:
     if keep_last > 0:
         doomed += epochs[:-keep_last] + [n for n in steps if n not in doomed][:-keep_last]
     if doomed:
-        entries = manifest(run_dir)
+        entries = manifest(folder)
         for n in doomed:
             entries.pop(n, None)
-        _write_manifest(run_dir, entries)  # first forget them, then delete: a crash leaves only orphans
+        _write_manifest(folder, entries)  # first forget them, then delete: a crash leaves only orphans
         for n in doomed:
-            (Path(run_dir) / CKPT_DIR / n).unlink(missing_ok=True)
+            (Path(folder) / n).unlink(missing_ok=True)
     return doomed
 
 
-def set_aside_after(run_dir: Path, step: int, dest: Path) -> list[str]:
+def set_aside_after(folder: Path, step: int, dest: Path) -> list[str]:
     """Move the checkpoints written after global ``step`` (best included) to ``dest``; return their names."""
-    entries = manifest(run_dir)
+    entries = manifest(folder)
     later = sorted(n for n, e in entries.items() if e["step"] > step)
     if later:
         dest.mkdir(parents=True, exist_ok=True)
         for n in later:
             entries.pop(n)
-        _write_manifest(run_dir, entries)
+        _write_manifest(folder, entries)
         for n in later:
-            src = Path(run_dir) / CKPT_DIR / n
+            src = Path(folder) / n
             if src.exists():
                 shutil.move(str(src), dest / n)
     return later
@@ -149,12 +149,14 @@ def load(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    entry = manifest(path.parent.parent).get(path.name)
+    entry = manifest(path.parent).get(path.name)
     if entry is None:
         raise CheckpointError(f"{path} is not listed in {path.parent / MANIFEST}: it was not completely written "
                               "or does not belong to this run")
     if path.stat().st_size != entry["bytes"] or digest(path) != entry["sha256"]:
         raise CheckpointError(f"{path} is damaged: its content differs from what was written (SHA-256 mismatch)")
+    from mnist_kit.runtime import paddle
+
     try:
         state = paddle.load(str(path))
     except (pickle.UnpicklingError, EOFError, ValueError, OSError, AttributeError, ImportError) as e:
@@ -164,9 +166,59 @@ def load(path: Path) -> dict:
     return state
 
 
-def remove_partials(run_dir: Path) -> list[Path]:
+def remove_partials(folder: Path) -> list[Path]:
     """Delete temporary files left by a process killed while writing a checkpoint."""
-    found = list((Path(run_dir) / CKPT_DIR).glob(".*.partial"))
+    found = list(Path(folder).glob(".*.partial"))
     for p in found:
         p.unlink(missing_ok=True)
     return found
+
+
+# ---------------------------------------------------------------- choosing a checkpoint
+
+def _no_such_epoch(folder: Path, epoch: int, entries) -> CheckpointError:
+    epochs = sorted(e["epoch"] for _, e in entries if e["complete_epoch"])
+    return CheckpointError(f"{folder} has no checkpoint of epoch {epoch}; it has epochs "
+                           f"{', '.join(map(str, epochs)) or 'none'} (epochs count from 0)")
+
+
+def for_use(folder: Path, epoch: int | None = None, last: bool = False) -> Path:
+    """The checkpoint to evaluate or export: ``best.pdckpt`` by default, the last epoch's with ``last``, or
+    epoch ``epoch``'s."""
+    folder = Path(folder)
+    entries = [(n, e) for n, e in periodic(folder) if e["complete_epoch"]]
+    if not entries:
+        raise CheckpointError(f"{folder} has no checkpoint of a complete epoch yet")
+    if epoch is not None:
+        if epoch_file(epoch) not in dict(entries):
+            raise _no_such_epoch(folder, epoch, entries)
+        return folder / epoch_file(epoch)
+    if last or BEST not in manifest(folder):
+        return folder / entries[-1][0]
+    return folder / BEST
+
+
+def for_resume(folder: Path, epoch: int | None = None) -> tuple[Path, dict]:
+    """(path, state) to resume from: the end of epoch ``epoch`` (a damaged file is an error), or else the
+    newest intact checkpoint, mid-epoch ones included (damaged ones are skipped with a warning)."""
+    folder = Path(folder)
+    entries = periodic(folder)
+    if not entries:
+        raise CheckpointError(f"{folder} has no checkpoint to resume from; train a new run instead")
+    if epoch is not None:
+        if epoch_file(epoch) not in dict(entries):
+            raise _no_such_epoch(folder, epoch, entries)
+        return folder / epoch_file(epoch), load(folder / epoch_file(epoch))
+    damaged = []
+    for name, _ in reversed(entries):
+        try:
+            state = load(folder / name)
+        except CheckpointError as e:
+            damaged.append(str(e))
+            continue
+        for d in damaged:
+            info(f"warning: skipping a damaged checkpoint: {d}")
+        if damaged:
+            info(f"falling back to the newest intact checkpoint, {name}")
+        return folder / name, state
+    raise CheckpointError(f"every checkpoint in {folder} is damaged:\n" + "\n".join(f"  - {d}" for d in damaged))

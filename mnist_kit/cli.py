@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from mnist_kit import UserError, __version__, config, wrapped_interrupt
+from mnist_kit import UserError, __version__, config
+from mnist_kit.interrupts import wrapped_interrupt
 
 
 class _Failure(click.ClickException):
@@ -46,6 +47,46 @@ _config_option = click.option("--config", "-c", "config_path", type=click.Path(d
                               help="YAML experiment config (default: the built-in defaults = configs/cnn.yaml).")
 _override_option = click.option("--override", "-o", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                                 help="Override one config value (repeatable), e.g. -o optimizer.lr=0.01")
+
+
+def _root_options(what: str = "runs"):
+    """``--root`` and the ``--config`` its default comes from: one definition for every command that looks
+    for runs. The root is ``--root``, else ``output.root`` of ``--config``, else the built-in default."""
+
+    def decorate(f):
+        f = click.option("--config", "-c", "root_config", type=click.Path(dir_okay=False, path_type=Path),
+                         help="Take the default --root from this config's output.root.")(f)
+        return click.option("--root", type=click.Path(path_type=Path),
+                            help=f"Where to look for {what} (default: output.root of --config, else "
+                                 f"{config.SCHEMA['output']['root'].default}).")(f)
+
+    return decorate
+
+
+def _root(root: Path | None, root_config: Path | None) -> Path:
+    return root if root is not None else Path(config.load(root_config)["output"]["root"])
+
+
+def _run_options(epoch_help: str | None = None, last_help: str | None = None):
+    """``--run`` (default: the newest run under ``--root``), ``--root``/``--config``, and, when given help
+    texts, ``--epoch`` and ``--last``: a command's choice of run and checkpoint, defined once."""
+
+    def decorate(f):
+        if last_help:
+            f = click.option("--last", is_flag=True, help=last_help)(f)
+        if epoch_help:
+            f = click.option("--epoch", type=click.IntRange(0), help=epoch_help)(f)
+        f = _root_options("the newest run")(f)
+        return click.option("--run", "run_dir", type=click.Path(path_type=Path),
+                            help="Run directory (default: the newest run under --root).")(f)
+
+    return decorate
+
+
+def _resolve_run(run_dir: Path | None, root: Path | None, root_config: Path | None):
+    from mnist_kit import rundir
+
+    return rundir.resolve(run_dir, _root(root, root_config))
 
 
 @cli.command()
@@ -113,19 +154,14 @@ def train(config_path, overrides, seed, device, name, print_config, nproc):
         return
     config_name = config_path.stem if config_path else cfg["model"]["name"]
     if nproc > 1:
-        import time
-
         from mnist_kit.launch import launch_train
+        from mnist_kit.rundir import RunDir
         from mnist_kit.runtime import paddle
 
-        run_name = cfg["output"]["name"] or f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path(cfg["output"]["root"]) / run_name
-        if run_dir.exists():
-            raise UserError(f"run {run_dir} already exists; choose another --name (runs are never overwritten)")
         argv = (["--config", str(config_path)] if config_path else []) + [a for o in list(overrides) + extra
                                                                           for a in ("-o", o)]
         cpu = cfg["train"]["device"] == "cpu" or not paddle.device.is_compiled_with_cuda()
-        launch_train(nproc, argv, run_dir, cpu)
+        launch_train(nproc, argv, RunDir.create(cfg["output"]["root"], cfg["output"]["name"], config_name), cpu)
         return
     from mnist_kit import engine
 
@@ -133,45 +169,39 @@ def train(config_path, overrides, seed, device, name, print_config, nproc):
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Run directory (default: the newest run).")
-@click.option("--root", type=click.Path(path_type=Path), default="checkpoints", show_default=True,
-              help="Where to look for the newest run.")
-@click.option("--epoch", type=click.IntRange(0),
-              help="Continue from the end of this epoch (epochs count from 0); default: the newest intact checkpoint.")
+@_run_options(epoch_help="Continue from the end of this epoch (epochs count from 0); default: the newest intact "
+                         "checkpoint.")
 @_override_option
 @click.option("--device", help="Shortcut for -o train.device=D.")
-def resume(run_dir, root, epoch, overrides, device):
+def resume(run_dir, root, root_config, epoch, overrides, device):
     """Continue a run exactly where a checkpoint left it (after a crash, Ctrl-C, or to train longer).
 
     Only changes that keep the training the same are accepted (-o train.epochs=N to train longer,
     logging cadence, checkpointing, device); anything else is refused with the differing keys.
     """
-    from mnist_kit import engine, runs
+    from mnist_kit import engine
 
     extra = [f"train.device={device}"] if device else []
-    run = runs.resolve_run(str(run_dir) if run_dir else None, root)
-    engine.resume(run, epoch=epoch, overrides=list(overrides) + extra)
+    engine.resume(_resolve_run(run_dir, root, root_config), epoch=epoch, overrides=list(overrides) + extra)
 
 
 @cli.command("eval")
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Run directory (default: the newest run).")
-@click.option("--root", type=click.Path(path_type=Path), default="checkpoints", show_default=True,
-              help="Where to look for the newest run.")
-@click.option("--epoch", type=click.IntRange(0), help="Evaluate this epoch's checkpoint (epochs count from 0).")
-@click.option("--last", is_flag=True, help="Evaluate the last epoch's checkpoint instead of the best one.")
+@_run_options(epoch_help="Evaluate this epoch's checkpoint (epochs count from 0).",
+              last_help="Evaluate the last epoch's checkpoint instead of the best one.")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="cpu, gpu, gpu:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(run_dir, root, epoch, last, split, device, as_json):
+def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json):
     """Measure a trained run: loss, accuracy, per-class precision/recall/F1, confusion matrix."""
-    from mnist_kit import engine, metrics, runs
+    from mnist_kit import evaluate as ev
+    from mnist_kit import metrics
 
     if epoch is not None and last:
         raise UserError("--epoch and --last exclude each other")
     if not config.valid_device(device):
         raise UserError(f"--device is {device!r}; allowed: cpu, gpu, gpu:N, auto")
-    run = runs.resolve_run(str(run_dir) if run_dir else None, root)
-    result = engine.evaluate_run(run, epoch=epoch, last=last, split=split, device=device)
+    run = _resolve_run(run_dir, root, root_config)
+    result = ev.evaluate_run(run, epoch=epoch, last=last, split=split, device=device)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -180,23 +210,19 @@ def evaluate(run_dir, root, epoch, last, split, device, as_json):
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Run directory (default: the newest run).")
-@click.option("--root", type=click.Path(path_type=Path), default="checkpoints", show_default=True,
-              help="Where to look for the newest run.")
-@click.option("--epoch", type=click.IntRange(0), help="Export this epoch's checkpoint (default: the best one).")
-@click.option("--last", is_flag=True, help="Export the last epoch's checkpoint.")
+@_run_options(epoch_help="Export this epoch's checkpoint (default: the best one).",
+              last_help="Export the last epoch's checkpoint.")
 @click.option("--best", is_flag=True, help="Export the best checkpoint (the default).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: RUN/export/CHECKPOINT); replaced only by a complete, checked export.")
 @click.option("--format", "fmt", type=click.Choice(["paddle", "onnx"]), default="paddle", show_default=True)
-def export(run_dir, root, epoch, last, best, out, fmt):
+def export(run_dir, root, root_config, epoch, last, best, out, fmt):
     """Freeze a trained run into an inference model, checked against the trained network."""
-    from mnist_kit import runs
     from mnist_kit.deploy.export import export_run
 
     if sum([epoch is not None, last, best]) > 1:
         raise UserError("--epoch, --last and --best exclude each other")
-    run = runs.resolve_run(str(run_dir) if run_dir else None, root)
+    run = _resolve_run(run_dir, root, root_config)
     meta = export_run(run, epoch=epoch, last=last, out=out, fmt=fmt)
     c = meta["checks"]
     click.echo(f"exported {run} ({meta['source']['checkpoint']}) to {meta['path']}")
@@ -214,7 +240,7 @@ def export(run_dir, root, epoch, last, best, out, fmt):
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Exported model folder (default: the newest export under --root).")
-@click.option("--root", type=click.Path(path_type=Path), default="checkpoints", show_default=True)
+@_root_options("the newest export")
 @click.option("--topk", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.6, show_default=True,
               help="Flag predictions below this probability as low confidence.")
@@ -222,17 +248,13 @@ def export(run_dir, root, epoch, last, best, out, fmt):
 @click.option("--save-preprocessed", type=click.Path(file_okay=False, path_type=Path),
               help="Write the inputs the model saw (the images after preprocessing) into this folder.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, gpu or gpu:N.")
-def predict(paths, model_dir, root, topk, min_confidence, as_json, save_preprocessed, device):
+def predict(paths, model_dir, root, root_config, topk, min_confidence, as_json, save_preprocessed, device):
     """Predict the class of each image (files, folders or globs); any failed file makes the exit code 1."""
-    from mnist_kit.deploy import inference
     from mnist_kit.deploy import predict as p
 
-    try:
-        model_dir = model_dir or p.newest_export(root)
-        results = p.predict_paths(list(paths), model_dir, topk=topk, min_confidence=min_confidence,
-                                  save_preprocessed=save_preprocessed, device=device)
-    except inference.ModelError as e:
-        raise UserError(str(e)) from None
+    model_dir = model_dir or p.newest_export(_root(root, root_config))
+    results = p.predict_paths(list(paths), model_dir, topk=topk, min_confidence=min_confidence,
+                              save_preprocessed=save_preprocessed, device=device)
     click.echo(p.to_json(results) if as_json else "\n".join(p.format_result(r) for r in results))
     failed = sum("error" in r for r in results)
     if failed:
@@ -271,19 +293,22 @@ def sweep(config_path, overrides, name, jobs):
 
 
 @cli.command("runs")
-@click.argument("root", type=click.Path(path_type=Path), default="checkpoints", required=False)
+@click.argument("root", type=click.Path(path_type=Path), required=False)
+@click.option("--config", "-c", "root_config", type=click.Path(dir_okay=False, path_type=Path),
+              help="Take the default ROOT from this config's output.root.")
 @click.option("--sort", "sort_key", default="started", show_default=True,
               help="started, run, acc (best first), time, status, epochs, or a config key such as optimizer.lr.")
 @click.option("--reverse", is_flag=True, help="Reverse the order.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (all hyper-parameters included).")
-def list_runs(root, sort_key, reverse, as_json):
-    """List the runs under ROOT (default: checkpoints), sweeps' runs included: key hyper-parameters and
-    those that differ, epochs, best validation accuracy, training time and status."""
-    from mnist_kit import runs
+def list_runs(root, root_config, sort_key, reverse, as_json):
+    """List the runs under ROOT (default: output.root of --config, else checkpoints), sweeps' runs included:
+    key hyper-parameters and those that differ, epochs, best validation accuracy, training time and status."""
+    from mnist_kit import rundir, runs
 
+    root = _root(root, root_config)
     if not root.exists():
         raise UserError(f"{root} does not exist; runs are written under output.root (default: checkpoints)")
-    summaries = runs.sort_runs([runs.summarize(p, root) for p in runs.find_runs(root)], sort_key, reverse)
+    summaries = runs.sort_runs([runs.summarize(r, root) for r in rundir.find(root)], sort_key, reverse)
     if as_json:
         click.echo(json.dumps(summaries, indent=2))
     else:
@@ -291,18 +316,20 @@ def list_runs(root, sort_key, reverse, as_json):
 
 
 @cli.command()
-@click.option("--logdir", type=click.Path(path_type=Path), default="checkpoints", show_default=True,
-              help="Folder holding one folder per run (output.root).")
+@click.option("--logdir", type=click.Path(path_type=Path),
+              help="Folder holding one folder per run (default: output.root of --config, else checkpoints).")
+@click.option("--config", "-c", "root_config", type=click.Path(dir_okay=False, path_type=Path),
+              help="Take the default --logdir from this config's output.root.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8040, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind. Anything but loopback exposes every log, without authentication.")
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
               help="Model file for the static graph page (default: the newest run's graph/model.pdmodel).")
-def board(logdir, port, host, model):
+def board(logdir, root_config, port, host, model):
     """Start VisualDL on the runs, every run side by side, and print its address."""
     from mnist_kit import logbook
 
-    logbook.serve(logdir, host=host, port=port, model=model, say=lambda m: click.echo(m, err=True))
+    logbook.serve(_root(logdir, root_config), host=host, port=port, model=model, say=lambda m: click.echo(m, err=True))
 
 
 def main(args=None, prog_name: str = "mnist-kit"):

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from mnist_kit import ConfigError
+from mnist_kit import ConfigError, UserError
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,7 @@ def validate(raw: Any, source: str = "config") -> dict:
     if not errors and out["data"].get("folder"):  # an image folder is the same folder from any directory
         out["data"]["folder"] = str(Path(out["data"]["folder"]).expanduser().resolve())
     if errors:
-        raise ConfigError(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors))
+        raise ConfigError(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors), problems=errors)
     return out
 
 
@@ -317,6 +317,26 @@ def differences(old: dict, new: dict) -> dict:
             if a.get(key, "(unset)") != b.get(key, "(unset)"):
                 out[f"{section}.{key}"] = (a.get(key, "(unset)"), b.get(key, "(unset)"))
     return out
+
+
+def check_resume(saved: dict, cfg: dict, done_epochs: int) -> dict:
+    """The differences between the config a run was trained with and the one it is resumed with, if they
+    keep it the same training; else UserError naming them."""
+    changes = differences(saved, cfg)
+    unsafe = {k: v for k, v in changes.items() if k not in SAFE_ON_RESUME}
+    if unsafe:
+        listing = "\n".join(f"  - {k}: {a!r} -> {b!r}" for k, (a, b) in unsafe.items())
+        raise UserError(f"resuming with these changes would not continue the same training:\n{listing}\n"
+                        f"Start a new run with `mnist-kit train` instead. Safe to change on resume: "
+                        f"{', '.join(SAFE_ON_RESUME)}")
+    if "train.epochs" in changes:
+        new = cfg["train"]["epochs"]
+        if new < done_epochs:
+            raise UserError(f"train.epochs={new}, but the run has already finished {done_epochs} epochs")
+        if cfg["schedule"]["name"] in ("polynomial", "cosine"):
+            raise UserError(f"cannot change train.epochs on resume with the {cfg['schedule']['name']} schedule: "
+                            "its decay is spread over the original number of epochs. Start a new run instead")
+    return changes
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -2,28 +2,26 @@
 
 VisualDL 2.5.3 reads only the older ``.pdmodel`` program format, which Paddle 3 writes only when
 ``FLAGS_enable_pir_api=0`` is set before paddle is imported; so a child process with that flag builds
-the model from the run's config and writes ``<run>/graph/model.pdmodel`` (the board's static graph page)
-and ``<run>/vdl/vdlgraph.*.log`` (its dynamic graph page). Paddle 2.6 writes ``.pdmodel`` anyway.
+the model from the run's config and writes ``RunDir.graph_model`` (the board's static graph page) and
+``vdlgraph.*.log`` in the run's VisualDL folder (its dynamic graph page). Paddle 2.6 writes ``.pdmodel``
+anyway.
 
     python -m mnist_kit.graph RUN_DIR
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-GRAPH_DIR = "graph"
+from mnist_kit.rundir import RunDir
 
 
-def start(run_dir: Path) -> subprocess.Popen:
+def start(run: RunDir) -> subprocess.Popen:
     """Start the child process that writes the graph files; it runs beside training."""
     env = {**os.environ, "FLAGS_enable_pir_api": "0", "GLOG_minloglevel": "2"}
-    return subprocess.Popen([sys.executable, "-m", "mnist_kit.graph", str(run_dir)], env=env,
+    return subprocess.Popen([sys.executable, "-m", "mnist_kit.graph", str(run)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: os.nice(19))  # it must not slow training down
 
@@ -43,27 +41,25 @@ def finish(proc: subprocess.Popen | None, timeout: float = 300) -> str | None:
     return None
 
 
-def _write(run_dir: Path) -> None:
+def _write(run: RunDir) -> None:
     import warnings
 
     warnings.simplefilter("ignore")
-    from mnist_kit import config
     from mnist_kit.models import build_model, save_program
     from mnist_kit.runtime import paddle
 
-    cfg = config.load(run_dir / "config.yaml")
-    run = json.loads((run_dir / "run.json").read_text())
-    shape = tuple(run.get("input_shape", (1, 28, 28)))
-    model = build_model(cfg["model"], shape, len(run["classes"]))
-    save_program(model, run_dir / GRAPH_DIR / "model", shape)
+    cfg, info = run.read_config(), run.read_info()
+    shape = tuple(info.get("input_shape", (1, 28, 28)))
+    model = build_model(cfg["model"], shape, len(info["classes"]))
+    save_program(model, run.graph_prefix, shape)
     from visualdl.component.graph import translate_graph
 
     graph = translate_graph(model, [paddle.static.InputSpec([-1, *shape], "float32")], False)
-    target = run_dir / "vdl" / f"vdlgraph.{int(time.time()):010d}.log"
+    target = run.vdl_dir / f"vdlgraph.{int(time.time()):010d}.log"
     tmp = target.with_name(".graph.partial")
     tmp.write_text(graph)
     tmp.replace(target)
 
 
 if __name__ == "__main__":
-    _write(Path(sys.argv[1]))
+    _write(RunDir(sys.argv[1]))

@@ -1,6 +1,6 @@
 """VisualDL logging: one writer per run directory, every component, and the board launcher.
 
-Notes on visualdl 2.5.3 that shape this module (see ../shared/notes/visualdl-2.5.3.md):
+What visualdl 2.5.3 does that shapes this module (checked against its source and its server):
 - ``add_pr_curve``/``add_roc_curve`` crash with numpy >= 1.24, and upstream's ROC divides by the wrong
   count; the curves are computed here (``metrics.binary_curve``) and written as raw records.
 - ``roc_curve_raw`` truncates numpy rates to int: rates are passed as lists.
@@ -195,8 +195,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def newest_graph(logdir: Path) -> Path | None:
-    """The newest run's ``graph/model.pdmodel`` under ``logdir`` (for the board's static graph page)."""
-    models = list(Path(logdir).glob("*/graph/model.pdmodel"))
+    """The graph of the newest run under ``logdir`` (for the board's static graph page)."""
+    from mnist_kit import rundir
+
+    models = [run.graph_model for run in rundir.find(logdir) if run.graph_model.is_file()]
     return max(models, key=lambda p: p.stat().st_mtime) if models else None
 
 

@@ -1,78 +1,14 @@
-"""Run directories: one per training run under the output root, never overwritten."""
+"""``mnist-kit runs``: every run under an output root in a few numbers, compared side by side."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
+import yaml
+
 from mnist_kit import UserError
-
-RUN_FILE = "run.json"
-
-
-def create_run_dir(root: Path, name: str | None, prefix: str) -> Path:
-    """Create ``root/name`` (or ``root/<prefix>-<timestamp>``); refuse to reuse an existing run."""
-    root = Path(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the output folder {root}: {e.strerror}; set output.root to a writable "
-                        "folder") from None
-    if name:
-        if "/" in name or name in (".", ".."):
-            raise UserError(f"run name '{name}' must be a plain folder name")
-        path = root / name
-        try:
-            path.mkdir()
-        except FileExistsError:
-            raise UserError(f"run {path} already exists; choose another --name (runs are never overwritten)") from None
-        return path
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for i in range(1, 1000):
-        path = root / (f"{prefix}-{stamp}" + (f"-{i}" if i > 1 else ""))
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise UserError(f"cannot create a run directory under {root}")  # pragma: no cover
-
-
-def read_run(run_dir: Path) -> dict:
-    try:
-        return json.loads((Path(run_dir) / RUN_FILE).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{run_dir} is not a mnist-kit run (no {RUN_FILE})") from None
-    except ValueError as e:
-        raise UserError(f"{Path(run_dir) / RUN_FILE} is damaged: {e}") from None
-
-
-def latest_run(root: Path) -> Path:
-    root = Path(root)
-    runs = [p for p in root.glob(f"*/{RUN_FILE}")] if root.is_dir() else []
-    if not runs:
-        raise UserError(f"no runs found under {root}; train one with `mnist-kit train`, or pass --run DIR")
-    def started(p: Path):
-        try:
-            return float(json.loads(p.read_text()).get("started", 0.0)), p.parent.name
-        except (ValueError, OSError):
-            return 0.0, p.parent.name
-
-    return max(runs, key=started).parent
-
-
-def resolve_run(run: str | None, root: str | Path) -> Path:
-    if run is None:
-        return latest_run(Path(root))
-    path = Path(run)
-    if not path.is_dir():
-        raise UserError(f"run directory not found: {path}")
-    read_run(path)
-    return path
-
-
-# ---------------------------------------------------------------- listing and comparing runs
+from mnist_kit.rundir import RunDir
 
 KEY_COLUMNS = ("model.name", "optimizer.name", "optimizer.lr", "train.batch_size")
 # config keys that say nothing about the model or its training: never shown as differing
@@ -80,56 +16,22 @@ _NOT_HPARAMS = ("output.", "log.", "checkpoint.", "train.log_every", "train.eval
                 "data.root")
 
 
-def find_runs(root: Path) -> list[Path]:
-    """Run directories under ``root``: its sub-folders, and theirs (the runs of a sweep)."""
-    root = Path(root)
-    if (root / RUN_FILE).is_file():
-        return [root]
-    found = list(root.glob(f"*/{RUN_FILE}")) + list(root.glob(f"*/*/{RUN_FILE}")) if root.is_dir() else []
-    return sorted(p.parent for p in found if p.parent.parent.name != "superseded")
-
-
-def _alive(run_dir: Path) -> bool:
-    """Whether a process holds the run's training lock right now."""
-    import fcntl
-
-    lock = Path(run_dir) / ".lock"
-    if not lock.is_file():
-        return False
-    with open(lock, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
-
-
-def summarize(run_dir: Path, root: Path | None = None) -> dict:
+def summarize(run: RunDir, root: Path | None = None) -> dict:
     """One run in a few numbers: status, epochs, best validation accuracy, training time, hyper-parameters."""
-    import yaml
-
-    run_dir = Path(run_dir)
-    name = str(run_dir.relative_to(root)) if root is not None and run_dir != Path(root) else run_dir.name
-    out = {"run": name, "path": str(run_dir), "status": "unreadable", "epochs_done": 0, "epochs": None,
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    name = str(run.path.relative_to(root)) if root is not None and run.path != Path(root) else run.name
+    out = {"run": name, "path": str(run.path), "status": "unreadable", "epochs_done": 0, "epochs": None,
            "best_val_acc": None, "train_seconds": 0.0, "started_at": None, "hparams": {}}
     try:
-        info = json.loads((run_dir / RUN_FILE).read_text())
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, ValueError, yaml.YAMLError) as e:
+        info = run.read_info()
+        cfg = yaml.safe_load(run.config_file.read_text())  # as written: a config of an older version still lists
+    except (UserError, OSError, yaml.YAMLError) as e:
         out["error"] = str(e)
         return out
     status = info.get("status", "unknown")
-    if status == "running" and not _alive(run_dir):
+    if status == "running" and not run.alive():
         status = "stopped"  # killed without a chance to say so; `mnist-kit resume` continues it
-    rows = []
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
+    rows = run.read_metrics()
     out.update({
         "status": status, "epochs_done": len(rows), "epochs": cfg.get("train", {}).get("epochs"),
         "best_val_acc": max((r["val_acc"] for r in rows), default=None),

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import yaml
 
-from mnist_kit import ConfigError, UserError, checkpoint, config, data, runs
+from mnist_kit import ConfigError, UserError, checkpoint, config, data, provenance, runs
 from mnist_kit.console import info
 from mnist_kit.files import write_text
+from mnist_kit.rundir import RunDir
 
 
 @dataclass
@@ -83,8 +84,7 @@ def plan(config_path: Path | None, overrides: list[str]) -> tuple[list[str], lis
         try:
             cfg = config.load(config_path, [*fixed, *texts])
         except ConfigError as e:
-            problems = [line.strip().removeprefix("- ") for line in str(e).split(":", 1)[1].strip().splitlines()]
-            errors.append(f"{name}: {'; '.join(problems)}")
+            errors.append(f"{name}: {'; '.join(e.problems)}")
             continue
         planned.append(Planned(name, texts, cfg))
     if errors:
@@ -93,14 +93,14 @@ def plan(config_path: Path | None, overrides: list[str]) -> tuple[list[str], lis
     return fixed, axes, planned
 
 
-def _state(run_dir: Path, cfg: dict) -> str:
+def _state(run: RunDir, cfg: dict) -> str:
     """new | completed | resumable | restart | other-config (resumable also covers a completed run that the
     sweep now asks to train for more epochs)."""
-    if not run_dir.exists():
+    if not run.path.exists():
         return "new"
     try:
-        info_ = runs.read_run(run_dir)
-        saved = config.load(run_dir / "config.yaml")
+        info_ = run.read_info()
+        saved = run.read_config()
     except (UserError, OSError):
         return "restart"
     if any(k not in config.SAFE_ON_RESUME for k in config.differences(saved, cfg)):
@@ -108,7 +108,7 @@ def _state(run_dir: Path, cfg: dict) -> str:
     longer = cfg["train"]["epochs"] > saved["train"]["epochs"]
     if info_.get("status") == "completed" and not longer:
         return "completed"
-    return "resumable" if checkpoint.periodic(run_dir) else "restart"
+    return "resumable" if checkpoint.periodic(run.ckpt_dir) else "restart"
 
 
 def _command(config_path, fixed, p: Planned, sweep_dir: Path, state: str) -> list[str]:
@@ -139,7 +139,7 @@ def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None 
     (sweep_dir / "logs").mkdir(exist_ok=True)
     for p in planned:  # what `train` records for the run
         p.cfg["output"].update(root=str(sweep_dir), name=p.name)
-    states = {p.name: _state(sweep_dir / p.name, p.cfg) for p in planned}
+    states = {p.name: _state(RunDir(sweep_dir / p.name), p.cfg) for p in planned}
     clash = [n for n, s in states.items() if s == "other-config"]
     if clash:
         raise UserError(f"{sweep_dir} already holds run(s) with these names trained with another config: "
@@ -147,7 +147,7 @@ def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None 
     write_text(sweep_dir / "sweep.json", json.dumps({
         "config": str(config_path) if config_path else None, "fixed": fixed,
         "grid": {k: v for k, v in axes}, "runs": [p.name for p in planned],
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}, indent=2) + "\n")
+        "command": provenance.command()}, indent=2) + "\n")
     todo = [p for p in planned if states[p.name] != "completed"]
     say(f"sweep {sweep_dir}: {len(planned)} runs ({' x '.join(str(len(v)) for _, v in axes)} over "
         f"{', '.join(k for k, _ in axes)}); {len(planned) - len(todo)} already completed, {len(todo)} to run, "
@@ -162,12 +162,12 @@ def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None 
                 p = queue.pop(0)
                 state = states[p.name]
                 if state == "restart" and (sweep_dir / p.name).exists():
-                    aside = sweep_dir / "superseded" / f"{p.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+                    aside = sweep_dir / "superseded" / f"{p.name}-{provenance.stamp()}"
                     aside.parent.mkdir(exist_ok=True)
                     (sweep_dir / p.name).rename(aside)
                     say(f"  {p.name}: set aside an unfinished run without a checkpoint in {aside}")
                 log = open(sweep_dir / "logs" / f"{p.name}.log", "a")
-                log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {state} ===\n")
+                log.write(f"\n=== {provenance.now()} {state} ===\n")
                 log.flush()
                 # a session of its own: Ctrl-C reaches the sweep alone, which passes it on once (below)
                 proc = subprocess.Popen(_command(config_path, fixed, p, sweep_dir, state), stdout=log,

@@ -128,16 +128,16 @@ def worker_tutorial(npz: str, steps: int, max_epochs: int, target: float) -> dic
 
 
 def _test_accuracies(run: Path, epochs: int) -> list[float]:
-    from mnist_kit import engine
+    from mnist_kit import evaluate
 
-    return [engine.evaluate_run(run, epoch=e)["accuracy"] for e in range(epochs)]
+    return [evaluate.evaluate_run(run, epoch=e)["accuracy"] for e in range(epochs)]
 
 
 def worker_mnist_kit(name: str, epochs: int, nproc: int, visualdl: bool, out: str) -> dict:
     """`mnist-kit train` as a user runs it (a subprocess, so --nproc works the same way)."""
     import numpy as np
 
-    from mnist_kit import engine
+    from mnist_kit import evaluate
 
     run = Path(out) / "run"
     argv = [sys.executable, "-m", "mnist_kit", "train", "--config", str(REPO / "configs" / f"{name}.yaml"),
@@ -158,20 +158,16 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, visualdl: bool, out: st
     peak = peak_mib(resource.RUSAGE_CHILDREN)  # the largest process of the job (one rank, or the trainer)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     accs = _test_accuracies(run, len(rows))
-    trained = engine.load_trained(run)
+    trained = evaluate.load_trained(run)
     x = trained.splits.prepared.x_test
-    with tempfile.TemporaryDirectory() as tmp:  # evaluation throughput: the program eval and predict run
-        from mnist_kit.deploy import inference
-        from mnist_kit.models import save_program
-
-        save_program(trained.model, Path(tmp) / "model")
-        program = inference.Program(*inference.model_files(Path(tmp)))
-        program.logits(trained.splits.norm.apply(x[:1000]))  # warm-up: oneDNN builds its kernels
+    # evaluation throughput: the program eval and predict run
+    with evaluate.traced(trained.model, trained.splits.prepared.input_shape) as logits_of:
+        logits_of(trained.splits.norm.apply(x[:1000]))  # warm-up: oneDNN builds its kernels
         passes = []
         for _ in range(3):  # the median of 3 passes over the test set
             t0 = time.perf_counter()
             for i in range(0, len(x), 1000):
-                program.logits(trained.splits.norm.apply(x[i:i + 1000]))
+                logits_of(trained.splits.norm.apply(x[i:i + 1000]))
             passes.append(len(x) / (time.perf_counter() - t0))
         eval_ips = float(np.median(passes))
     return {"train_ips": float(np.mean([r["images_per_sec"] for r in rows])), "wall_s": wall,

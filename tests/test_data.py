@@ -12,7 +12,7 @@ import pytest
 
 from mnist_kit import data
 from mnist_kit.data import idx, sources
-from mnist_kit.data.cache import split_train_val
+from mnist_kit.data.splits import split_train_val
 
 from conftest import FILES, run_cli, run_subprocess, synthetic_arrays, write_idx_folder
 

@@ -125,7 +125,7 @@ def test_kill_9_while_writing_a_checkpoint_leaves_the_previous_one_usable(prepar
     assert proc.returncode == -9
     part = Path("checkpoints/part")
     assert list((part / "ckpt").glob(".*.partial"))  # the half-written file is there ...
-    assert all(not n.startswith(".") for n in checkpoint.manifest(part))  # ... but never listed
+    assert all(not n.startswith(".") for n in checkpoint.manifest(part / "ckpt"))  # ... but never listed
     proc = run_subprocess("resume", "--run", part)
     assert proc.returncode == 0, proc.stderr
     assert "removed 1 half-written checkpoint file" in proc.stderr
@@ -136,7 +136,7 @@ def test_kill_9_while_writing_a_checkpoint_leaves_the_previous_one_usable(prepar
 
 def test_disk_full_while_saving_is_a_clear_error_and_keeps_the_previous_checkpoint(prepared, monkeypatch):
     run = _train(name="full_disk", env_fault="enospc@checkpoint-write:20", monkeypatch=monkeypatch, expect=1)
-    manifest = checkpoint.manifest(run)
+    manifest = checkpoint.manifest(run / "ckpt")
     assert "epoch_000.pdckpt" in manifest and "epoch_001.pdckpt" not in manifest
     checkpoint.load(run / "ckpt" / "epoch_000.pdckpt")
     assert json.loads((run / "run.json").read_text())["status"] == "failed"
@@ -238,7 +238,7 @@ def test_retention_keeps_the_last_k_and_the_best(prepared):
                  name="keep")
     names = sorted(p.name for p in (run / "ckpt").iterdir())
     assert names == ["best.pdckpt", "epoch_003.pdckpt", "epoch_004.pdckpt", "manifest.json"]
-    assert sorted(checkpoint.manifest(run)) == ["best.pdckpt", "epoch_003.pdckpt", "epoch_004.pdckpt"]
+    assert sorted(checkpoint.manifest(run / "ckpt")) == ["best.pdckpt", "epoch_003.pdckpt", "epoch_004.pdckpt"]
 
 
 def test_a_run_is_trained_by_one_process_at_a_time(prepared, monkeypatch):

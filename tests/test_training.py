@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mnist_kit import config, engine
+from mnist_kit import config, evaluate
 from mnist_kit.optim import build_schedule
 
 from conftest import FAST, REPO, run_cli, run_subprocess
@@ -211,7 +211,7 @@ def test_python_dash_m_and_help():
 
 def test_evaluate_run_uses_the_recorded_normalization(prepared):
     _train("--name", "norm", "-o", "data.mean=0.5", "-o", "data.std=0.5")
-    result = engine.evaluate_run(Path("checkpoints/norm"), split="val")
+    result = evaluate.evaluate_run(Path("checkpoints/norm"), split="val")
     assert result["accuracy"] == pytest.approx(_metrics("checkpoints/norm")[-1]["val_acc"])
 
 

@@ -18,7 +18,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_kit import checkpoint, config, data, engine, metrics
+from mnist_kit import checkpoint, config, data, evaluate, metrics, trainlog
 from mnist_kit.cli import cli
 from mnist_kit.logbook import read_records
 
@@ -97,12 +97,12 @@ def test_histograms_count_every_parameter_value(run, values):
 def test_pr_and_roc_curves_use_true_labels_and_softmax_probabilities(run, values):
     cfg = config.load(run / "config.yaml")
     state = checkpoint.load(run / "ckpt" / "epoch_001.pdckpt")
-    splits = engine.load_splits(cfg, data.Normalization(**state["normalization"]))
+    splits = data.load_splits(cfg, data.Normalization(**state["normalization"]))
     from mnist_kit.models import build_model
 
     model = build_model(cfg["model"], splits.prepared.input_shape, 10)
     model.set_state_dict(state["model"])
-    logits, _ = engine.predict(model, splits.val)
+    logits, _ = evaluate.predict(evaluate.eager(model), splits.val)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     y = splits.val.y
@@ -136,12 +136,12 @@ def test_embeddings_hparams_text_and_graph(run, values):
     (emb,) = values["embeddings"]["val/features"]
     rows = emb.embeddings.embeddings
     assert emb.id == 20 and len(rows) == N_EMB and len(rows[0].vectors) == 20 * 7 * 7  # the CNN's flattened features
-    splits = engine.load_splits(config.load(run / "config.yaml"))
+    splits = data.load_splits(config.load(run / "config.yaml"))
     assert [r.label[0] for r in rows] == [str(k) for k in splits.val.y[:N_EMB]]
     (hp,) = values["hparam"]["hparam"]
     names = {i.name for i in hp.hparam.hparamInfos}
     assert {"optimizer.lr", "model.name", "train.batch_size", "schedule.name"} <= names
-    assert [m.name for m in hp.hparam.metricInfos] == engine.HPARAM_METRICS
+    assert [m.name for m in hp.hparam.metricInfos] == trainlog.HPARAM_METRICS
     (text,) = values["text"]["config"]
     assert yaml.safe_load(text.text.encoded_text_string) == config.load(run / "config.yaml")
     assert (run / "graph" / "model.pdmodel").is_file()

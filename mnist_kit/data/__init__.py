@@ -1,11 +1,21 @@
-"""Data: IDX files, their sources and verification, image folders, the prepared caches, splits and batches."""
+"""Data: IDX files, their sources and verification, image folders, the prepared caches, splits and batches.
+
+    idx.py      the IDX format            sources.py  mirrors, Debian, folders; checksums
+    cache.py    prepared IDX data sets    folder.py   image folders, decoded once
+    splits.py   train/val(/test) splits   batches.py  batches and the normalisation
+
+This package uses numpy, Pillow and the standard library only: no Paddle, nothing of training.
+"""
+
+from __future__ import annotations
 
 from pathlib import Path
 
-from mnist_kit.data.cache import DataError, Prepared, data_root, describe, load, prepare, split_train_val
-from mnist_kit.data.folder import cache_dir, describe_folder, load_folder, oversample, prepare_folder, split_counts
-from mnist_kit.data.loader import Batches, Normalization
+from mnist_kit.data.batches import Batches, Normalization
+from mnist_kit.data.cache import DataError, Prepared, data_root, describe, load, prepare
+from mnist_kit.data.folder import cache_dir, describe_folder, load_folder, prepare_folder
 from mnist_kit.data.sources import DATASETS, dataset_info
+from mnist_kit.data.splits import Splits, make_splits, oversample, split_counts, split_train_val
 
 
 def load_dataset(dcfg: dict) -> Prepared:
@@ -21,6 +31,12 @@ def prepared_dir(dcfg: dict, name: str | None = None) -> Path:
     return cache_dir(dcfg, root) if name == "image_folder" else root / name
 
 
-__all__ = ["DATASETS", "Batches", "DataError", "Normalization", "Prepared", "cache_dir", "data_root", "dataset_info",
-           "describe", "describe_folder", "load", "load_dataset", "load_folder", "oversample", "prepare",
-           "prepare_folder", "prepared_dir", "split_counts", "split_train_val"]
+def load_splits(cfg: dict, norm: Normalization | None = None, rank: int = 0, world: int = 1) -> Splits:
+    """The prepared data of ``cfg`` split into batches (see ``splits.make_splits``)."""
+    return make_splits(load_dataset(cfg["data"]), cfg, norm, rank, world)
+
+
+__all__ = ["DATASETS", "Batches", "DataError", "Normalization", "Prepared", "Splits", "cache_dir", "data_root",
+           "dataset_info", "describe", "describe_folder", "load", "load_dataset", "load_folder", "load_splits",
+           "make_splits", "oversample", "prepare", "prepare_folder", "prepared_dir", "split_counts",
+           "split_train_val"]

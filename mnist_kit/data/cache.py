@@ -12,13 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError
+from mnist_kit import UserError, provenance
 from mnist_kit.console import info
 from mnist_kit.data.idx import decompress_if_gzip, parse_idx
 from mnist_kit.data.sources import DatasetInfo, SourceError, dataset_info, debian_available, download, read_local
@@ -126,7 +125,7 @@ def prepare(name: str, root: Path, source: str = "auto", from_dir: Path | None =
             "test": np.bincount(arrays["test_labels"], minlength=len(info_.classes)).tolist(),
         },
         "classes": list(info_.classes),
-        "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "prepared_at": provenance.now(),
     }
     write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     return meta
@@ -172,21 +171,6 @@ def load(name: str, root: Path) -> Prepared:
         raise DataError(f"{e}; {how} --force") from None
     return Prepared(name, info_.classes, arrays["x_train"], arrays["y_train"].astype(np.int64),
                     arrays["x_test"], arrays["y_test"].astype(np.int64), meta)
-
-
-def split_train_val(x: np.ndarray, y: np.ndarray, dcfg: dict):
-    """The deterministic split of the training images (x_train, y_train, x_val, y_val): ``data.val_size``
-    random images for MNIST-style sets, ``data.val_ratio`` of every class for image folders."""
-    if dcfg["name"] == "image_folder":
-        from mnist_kit.data.folder import stratified_split, val_ratio_of_rest
-
-        train, val = stratified_split(y, val_ratio_of_rest(dcfg), dcfg["split_seed"], salt=2)
-    else:
-        if dcfg["val_size"] >= len(y):
-            raise DataError(f"data.val_size is {dcfg['val_size']} but the training set has only {len(y)} images")
-        order = np.random.default_rng(dcfg["split_seed"]).permutation(len(y))
-        val, train = np.sort(order[:dcfg["val_size"]]), np.sort(order[dcfg["val_size"]:])
-    return x[train], y[train], x[val], y[val]
 
 
 def describe(meta: dict) -> str:

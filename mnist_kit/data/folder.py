@@ -9,21 +9,22 @@ The cache, under the data root (``data.root``, ``$MNIST_KIT_DATA`` or ``~/.cache
 
 ``key`` digests the folder's absolute path and the decoding settings (``DECODE_KEYS``), so other settings
 prepare another cache beside this one. The test and validation splits (stratified: the same share of every
-class) and the balancing of the training split are drawn from the cache per config, seeded by
-``data.split_seed``, so changing a ratio needs no new prepare.
+class, see splits.py) and the balancing of the training split are drawn from the cache per config, seeded
+by ``data.split_seed``, so changing a ratio needs no new prepare.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
+from mnist_kit import provenance
 from mnist_kit.console import Progress, info
 from mnist_kit.data.cache import FORMAT_VERSION, DataError, NotPrepared, Prepared, read_cache
+from mnist_kit.data.splits import stratified_split
 from mnist_kit.files import atomic_path, digest, write_text
 from mnist_kit.images import COLORS, IMAGE_SUFFIXES, ImageError, load_image
 
@@ -139,7 +140,7 @@ def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
         "ignored": ignored,
         "listing_sha256": listing,
         "arrays_sha256": digest(target / "arrays.npz"),
-        "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "prepared_at": provenance.now(),
     }
     write_text(target / "prepared.json", json.dumps(meta, indent=2) + "\n")
     return meta
@@ -172,56 +173,6 @@ def load_folder(dcfg: dict, root: Path, warn_if_changed: bool = True) -> Prepare
     rest, test = stratified_split(y, dcfg["test_ratio"], dcfg["split_seed"], salt=1)
     return Prepared("image_folder", tuple(meta["classes"]), x[rest], y[rest], x[test], y[test], meta,
                     tuple(meta["input_shape"]))
-
-
-def stratified_split(y: np.ndarray, ratio: float, seed: int, salt: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held-out) indices: ``ratio`` of each class held out, at least one image of any class that has
-    three or more and never a whole class; deterministic in ``seed`` (and ``salt``, one per split)."""
-    kept, held = [], []
-    for k in np.unique(y):
-        idx = np.flatnonzero(y == k)
-        idx = idx[np.random.default_rng([seed, salt, int(k)]).permutation(len(idx))]
-        n = int(round(len(idx) * ratio))
-        if ratio > 0 and len(idx) >= 3:
-            n = max(n, 1)
-        n = min(n, len(idx) - 1)
-        held.append(idx[:n])
-        kept.append(idx[n:])
-    cat = lambda parts: np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)  # noqa: E731
-    return cat(kept), cat(held)
-
-
-def oversample(y: np.ndarray, seed: int) -> np.ndarray:
-    """Indices that repeat the images of smaller classes until every class has as many as the largest: whole
-    copies first, then a seeded draw without replacement for the remainder."""
-    counts = np.bincount(y)
-    top = counts.max()
-    out = []
-    for k in np.flatnonzero(counts):
-        idx = np.flatnonzero(y == k)
-        reps, rem = divmod(top, len(idx))
-        out += [np.tile(idx, reps), np.random.default_rng([seed, 3, int(k)]).choice(idx, rem, replace=False)]
-    return np.sort(np.concatenate(out))
-
-
-def val_ratio_of_rest(dcfg: dict) -> float:
-    """``data.val_ratio`` is a share of the whole folder; this is its share of what the test split leaves."""
-    return dcfg["val_ratio"] / (1.0 - dcfg["test_ratio"])
-
-
-def split_counts(dcfg: dict, prepared: Prepared) -> dict:
-    """Images per class in each split, and in the training split after balancing: {split: [count per class]}."""
-    k = len(prepared.classes)
-    y_rest, y_test = prepared.y_train, prepared.y_test
-    train, val = stratified_split(y_rest, val_ratio_of_rest(dcfg), dcfg["split_seed"], salt=2)
-    out = {"all": np.bincount(np.concatenate([y_rest, y_test]), minlength=k).tolist(),
-           "train": np.bincount(y_rest[train], minlength=k).tolist(),
-           "val": np.bincount(y_rest[val], minlength=k).tolist(),
-           "test": np.bincount(y_test, minlength=k).tolist()}
-    if dcfg["balance"] == "oversample":
-        out["train_balanced"] = np.bincount(y_rest[train][oversample(y_rest[train], dcfg["split_seed"])],
-                                            minlength=k).tolist()
-    return out
 
 
 def describe_folder(meta: dict, counts: dict) -> str:

@@ -12,16 +12,17 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, engine
+from mnist_kit import UserError, evaluate, provenance
+from mnist_kit.data import Splits
 from mnist_kit.deploy import inference
 from mnist_kit.files import digest
 from mnist_kit.models import save_program
-from mnist_kit.runtime import paddle, versions
+from mnist_kit.rundir import RunDir
+from mnist_kit.runtime import versions
 
 META = inference.META
 PARITY_IMAGES = 1000
@@ -31,14 +32,14 @@ PREPROCESS_STYLE = {"mnist": "digit", "fashion-mnist": "fill", "image_folder": "
 TOLERANCE = 1e-4  # max |logit difference| between the exported model and the trained network
 
 
-def export_run(run_dir: Path, epoch: int | None = None, last: bool = False, out: Path | None = None,
+def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: Path | None = None,
                fmt: str = "paddle") -> dict:
     """Export a run's checkpoint (best by default); return the metadata written."""
-    run_dir = Path(run_dir)
-    trained = engine.load_trained(run_dir, epoch, last, device="cpu")
+    run = RunDir(run)
+    trained = evaluate.load_trained(run, epoch, last, device="cpu")
     cfg, ckpt_path, state, splits, model = trained.cfg, trained.path, trained.state, trained.splits, trained.model
     norm, classes = splits.norm, list(state["classes"])
-    out = Path(out) if out else run_dir / "export" / ckpt_path.stem
+    out = Path(out) if out else run.export_dir(ckpt_path.stem)
     if fmt == "onnx":
         try:
             import onnxruntime  # noqa: F401
@@ -49,7 +50,7 @@ def export_run(run_dir: Path, epoch: int | None = None, last: bool = False, out:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         shape = splits.prepared.input_shape
-        save_program(model, tmp / "model", shape)
+        save_program(model, tmp / inference.PROGRAM, shape)
         meta = {
             "format": "mnist-kit export 1",
             "input_shape": [None, *shape],
@@ -61,9 +62,9 @@ def export_run(run_dir: Path, epoch: int | None = None, last: bool = False, out:
             "model": cfg["model"],
             **({"image": {k: cfg["data"][k] for k in ("image_size", "color", "resize")}}
                if cfg["data"]["name"] == "image_folder" else {}),
-            "source": {"run": str(run_dir.resolve()), "checkpoint": ckpt_path.name, "epoch": state["epoch"],
+            "source": {"run": str(run.path.resolve()), "checkpoint": ckpt_path.name, "epoch": state["epoch"],
                        "step": state["step"], "checkpoint_sha256": digest(ckpt_path)},
-            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "exported_at": provenance.now(),
             "versions": versions(),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
@@ -81,18 +82,17 @@ def export_run(run_dir: Path, epoch: int | None = None, last: bool = False, out:
     return meta
 
 
-def _compare(what: str, logits_of, model, splits: engine.Splits) -> dict:
+def _compare(what: str, logits_of, model, splits: Splits) -> dict:
     """``logits_of`` (normalised batch -> logits) must give the trained network's logits on PARITY_IMAGES
     validation images within TOLERANCE, and its validation accuracy; otherwise UserError."""
     x, y = splits.val.x, splits.val.y
     sample = splits.norm.apply(x[:PARITY_IMAGES])
-    with paddle.no_grad():
-        expected = model(paddle.to_tensor(sample)).numpy()
-    diff = float(np.abs(logits_of(sample) - expected).max())
+    trained = evaluate.eager(model)
+    diff = float(np.abs(logits_of(sample) - trained(sample)).max())
     if not diff <= TOLERANCE:
         raise UserError(f"the {what} disagrees with the trained network: max logit difference {diff:.3g} "
                         f"> {TOLERANCE:g} on {len(sample)} validation images; the export was not kept")
-    trained_logits, _ = engine.predict(model, splits.val)
+    trained_logits, _ = evaluate.predict(trained, splits.val)
     predicted = np.concatenate([logits_of(splits.norm.apply(x[i:i + 1000])).argmax(1)
                                 for i in range(0, len(x), 1000)])
     trained_acc, acc = float((trained_logits.argmax(1) == y).mean()), float((predicted == y).mean())
@@ -103,21 +103,21 @@ def _compare(what: str, logits_of, model, splits: engine.Splits) -> dict:
             "val_accuracy": acc, "val_accuracy_checkpoint": trained_acc, "val_images": int(len(y))}
 
 
-def _check(folder: Path, model, splits: engine.Splits) -> dict:
+def _check(folder: Path, model, splits: Splits) -> dict:
     """The exported model, run by Paddle Inference, against the trained network."""
     return _compare("exported model", inference.Predictor(folder).logits, model, splits)
 
 
-def _to_onnx(folder: Path, model, splits: engine.Splits) -> dict:
+def _to_onnx(folder: Path, model, splits: Splits) -> dict:
     """Convert the Paddle export to ``model.onnx`` and check it with onnxruntime, as the Paddle one is checked."""
     import os
 
     import onnxruntime as ort
     import paddle2onnx
 
-    program = next(p for p in (folder / "model.json", folder / "model.pdmodel") if p.is_file())
+    program, params = inference.model_files(folder)
     # optimize_tool="None": the default optimiser pip-installs a package at run time, which fails offline
-    paddle2onnx.export(str(program), str(folder / "model.pdiparams"), save_file=str(folder / "model.onnx"),
+    paddle2onnx.export(str(program), str(params), save_file=str(folder / "model.onnx"),
                        opset_version=13, optimize_tool="None", verbose=False)
     if not (folder / "model.onnx").is_file():
         raise UserError("paddle2onnx did not write model.onnx; the export was not kept")

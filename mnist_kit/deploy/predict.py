@@ -10,13 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_kit import rundir
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.preprocess import ImageError, preprocess
 from mnist_kit.images import IMAGE_SUFFIXES, load_image
 
 
 def newest_export(root: Path) -> Path:
-    metas = list(Path(root).glob(f"*/export/*/{inference.META}")) if Path(root).is_dir() else []
+    """The export written last by any run under ``root``."""
+    metas = [folder / inference.META for run in rundir.find(root) for folder in run.exports()
+             if (folder / inference.META).is_file()]
     if not metas:
         raise inference.ModelError(f"no exported model under {root}; make one with `mnist-kit export`, "
                                    "or pass --model DIR")

@@ -1,0 +1,127 @@
+"""Evaluation: a trained run's network loaded from a checkpoint, the logits of a split's batches through one
+loop whatever runs the network (eager Paddle, or Paddle Inference with oneDNN on a program traced from it),
+penultimate features, and a run's report on its test or validation split.
+
+Training validates through ``predict`` with ``eager``; ``mnist-kit eval`` through ``traced`` (several
+times faster on the CPU, the same logits within float tolerance); export checks its program against both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_kit import UserError, checkpoint, data, metrics
+from mnist_kit.console import info
+from mnist_kit.models import build_model, save_program
+from mnist_kit.optim import build_loss
+from mnist_kit.program import Program, program_files
+from mnist_kit.rundir import RunDir
+from mnist_kit.runtime import paddle, select_device
+
+
+def eager(model):
+    """``model`` as a function of normalised float32 batches to logits, in eval mode, without gradients."""
+    model.eval()
+
+    def logits_of(x: np.ndarray) -> np.ndarray:
+        with paddle.no_grad():
+            return model(paddle.to_tensor(x)).numpy()
+
+    return logits_of
+
+
+@contextlib.contextmanager
+def traced(model, input_shape, device: str = "cpu"):
+    """``model`` traced to a temporary static program (about a second) and run by Paddle Inference; yields
+    the same kind of function as ``eager``."""
+    with tempfile.TemporaryDirectory(prefix="mnist-kit-eval.") as tmp:
+        save_program(model, Path(tmp) / "model", input_shape)
+        yield Program(*program_files(Path(tmp) / "model"), device=device).logits
+
+
+def predict(logits_of, batches: data.Batches, loss_fn=None) -> tuple[np.ndarray, float]:
+    """Logits for every image of ``batches`` in order, and the mean loss (when ``loss_fn`` is given)."""
+    outputs, loss_sum = [], 0.0
+    for xb, yb in batches.epoch():
+        logits = logits_of(xb)
+        if loss_fn is not None:
+            with paddle.no_grad():
+                loss_sum += float(loss_fn(paddle.to_tensor(logits), paddle.to_tensor(yb))) * len(yb)
+        outputs.append(logits)
+    logits = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+    return logits, loss_sum / max(batches.num_samples, 1)
+
+
+def features(model, x: np.ndarray, norm: data.Normalization, batch_size: int = 1000) -> np.ndarray:
+    """Penultimate-layer features (N, D) of uint8 images."""
+    model.eval()
+    out = []
+    with paddle.no_grad():
+        for i in range(0, len(x), batch_size):
+            out.append(model.features(paddle.to_tensor(norm.apply(x[i:i + batch_size]))).numpy())
+    return np.concatenate(out).reshape(len(x), -1)
+
+
+@dataclass
+class Trained:
+    """A run's checkpoint loaded into its network, with the run's config and data."""
+
+    cfg: dict
+    path: Path
+    state: dict
+    splits: data.Splits
+    model: object
+    device: str = "cpu"
+
+
+def load_trained(run: RunDir, epoch: int | None = None, last: bool = False, device: str = "auto") -> Trained:
+    """The run's checkpoint (best by default) in its model, on ``device``, in eval mode; data with the
+    normalisation recorded in the checkpoint."""
+    run = RunDir(run)
+    trained_on = run.read_info().get("dataset", {}).get("arrays_sha256")
+    cfg = run.read_config()
+    path = checkpoint.for_use(run.ckpt_dir, epoch, last)
+    state = checkpoint.load(path)
+    device = select_device(device)
+    splits = data.load_splits(cfg, data.Normalization(**state["normalization"]))
+    if trained_on and trained_on != splits.prepared.meta.get("arrays_sha256"):
+        info(f"warning: the data were prepared again since {run} was trained; its splits now hold other "
+             "images than the ones it was trained and validated on")
+    model = build_model(cfg["model"], splits.prepared.input_shape, len(splits.prepared.classes))
+    model.set_state_dict(state["model"])
+    model.eval()
+    return Trained(cfg, path, state, splits, model, device)
+
+
+def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, split: str = "test",
+                 device: str = "auto") -> dict:
+    """Evaluate a run's checkpoint (best by default) on the test or validation split."""
+    t = load_trained(run, epoch, last, device)
+    splits, classes = t.splits, t.splits.prepared.classes
+    if split == "test":
+        x, y = splits.prepared.x_test, splits.prepared.y_test
+        if len(y) == 0:
+            raise UserError(f"{run} has no test split (data.test_ratio is 0); evaluate with --split val")
+    else:
+        x, y = splits.val.x, splits.val.y
+    batches = data.Batches(x, y, t.cfg["train"]["eval_batch_size"], splits.norm)
+    start = time.perf_counter()
+    if t.device == "cpu":  # the GPU runs the eager model fast enough
+        with traced(t.model, splits.prepared.input_shape) as logits_of:
+            logits, loss = predict(logits_of, batches, build_loss(t.cfg["loss"]))
+        how = "Paddle Inference (oneDNN)"
+    else:
+        logits, loss = predict(eager(t.model), batches, build_loss(t.cfg["loss"]))
+        how = f"eager ({t.device})"
+    seconds = time.perf_counter() - start
+    result = metrics.report(y, logits.argmax(axis=1), len(classes))
+    result.update({"run": str(run), "checkpoint": t.path.name, "epoch": t.state["epoch"], "split": split,
+                   "dataset": t.cfg["data"]["name"], "samples": int(len(y)), "loss": loss, "classes": list(classes),
+                   "engine": how, "seconds": seconds})
+    return result

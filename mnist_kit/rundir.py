@@ -1,0 +1,292 @@
+"""The run directory: the only code that knows its layout, names it, locks it and reads or writes its records.
+
+    RUN/config.yaml          the resolved config (rewritten only by a resume with accepted changes)
+    RUN/run.json             status, provenance, data set, normalisation, resumes
+    RUN/metrics.jsonl        one JSON row per epoch, appended and fsynced
+    RUN/ckpt/                checkpoints and their manifest (what is inside: checkpoint.py)
+    RUN/vdl/                 the VisualDL log
+    RUN/graph/model.pdmodel  the model graph for the board (written by graph.py)
+    RUN/logs/                the workers' logs of a multi-process run
+    RUN/export/NAME/         exports (what is inside: deploy/export.py)
+    RUN/superseded/STAMP/    work set aside by a resume from an earlier point
+    RUN/.lock                locked by the process that trains the run
+
+Runs live under an output root (``output.root``), one folder each, named ``output.name`` or
+``<config name>-<timestamp>``; a sweep's runs are one level deeper. An existing run is never reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+
+from mnist_kit import UserError, config, provenance
+from mnist_kit.files import write_text
+
+
+class RunDir:
+    """One run's folder and its files."""
+
+    RUN_FILE = "run.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RunDir) and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # ---------------------------------------------------------------- the layout
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def info_file(self) -> Path:
+        return self.path / self.RUN_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.path / "ckpt"
+
+    @property
+    def vdl_dir(self) -> Path:
+        return self.path / "vdl"
+
+    @property
+    def graph_dir(self) -> Path:
+        return self.path / "graph"
+
+    @property
+    def graph_prefix(self) -> Path:
+        """Where graph.py saves the model's program (``models.save_program``'s prefix)."""
+        return self.graph_dir / "model"
+
+    @property
+    def graph_model(self) -> Path:
+        """The program file the board's static graph page reads."""
+        return self.graph_dir / "model.pdmodel"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
+    def export_dir(self, name: str) -> Path:
+        return self.path / "export" / name
+
+    def exports(self) -> list[Path]:
+        folder = self.path / "export"
+        return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def new_superseded_dir(self) -> Path:
+        """A fresh folder name (not created) for work set aside now."""
+        return self.path / "superseded" / provenance.stamp()
+
+    # ---------------------------------------------------------------- creating, locking
+    @classmethod
+    def create(cls, root: str | Path, name: str | None, prefix: str) -> RunDir:
+        """Create ``root/name``, or ``root/<prefix>-<timestamp>`` (``-2``, ``-3``... if that is taken), and
+        return it; refuse to reuse an existing run. The folder that ``train --nproc`` reserved for its
+        workers (``$MNIST_KIT_RESERVED_RUN``, see launch.py) is taken over if it is still empty."""
+        root = Path(root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the output folder {root}: {e.strerror}; set output.root to a writable "
+                            "folder") from None
+        if name:
+            if "/" in name or name in (".", ".."):
+                raise UserError(f"run name '{name}' must be a plain folder name")
+            candidates = [name]
+        else:
+            stamp = provenance.stamp()
+            candidates = [f"{prefix}-{stamp}" + (f"-{i}" if i > 1 else "") for i in range(1, 1000)]
+        for candidate in candidates:
+            path = root / candidate
+            try:
+                path.mkdir()
+                return cls(path)
+            except FileExistsError:
+                if _reserved_for_us(path):
+                    return cls(path)
+                if name:
+                    raise UserError(f"run {path} already exists; choose another --name (runs are never "
+                                    "overwritten)") from None
+        raise UserError(f"cannot create a run directory under {root}")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run's training lock: one process trains a run at a time; the lock dies with its process,
+        ``kill -9`` included."""
+        f = open(self.lock_file, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise UserError(f"{self.path} is being trained by another process right now") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+
+    def alive(self) -> bool:
+        """Whether a process holds the training lock right now."""
+        if not self.lock_file.is_file():
+            return False
+        with open(self.lock_file, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+    # ---------------------------------------------------------------- records
+    def read_info(self) -> dict:
+        """``run.json``; UserError if the folder is not a run or the file is damaged."""
+        try:
+            return json.loads(self.info_file.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{self.path} is not a mnist-kit run (no {self.RUN_FILE})") from None
+        except ValueError as e:
+            raise UserError(f"{self.info_file} is damaged: {e}") from None
+
+    def write_info(self, info: dict) -> None:
+        write_text(self.info_file, json.dumps(info, indent=2) + "\n")
+
+    def read_config(self, overrides=()) -> dict:
+        return config.load(self.config_file, overrides)
+
+    def write_config(self, cfg: dict) -> None:
+        write_text(self.config_file, config.dump(cfg))
+
+    def append_metrics(self, row: dict) -> None:
+        """Add one epoch's row, on disk before this returns."""
+        with open(self.metrics_file, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict]:
+        """The epoch rows; a line cut short by a crash is left out."""
+        rows = []
+        if self.metrics_file.is_file():
+            for line in self.metrics_file.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    rows.append(json.loads(line))
+        return rows
+
+    def set_aside_metrics_after(self, step: int, dest: Path) -> int:
+        """Move the metrics rows of global steps after ``step`` into ``dest/metrics.jsonl``; return how many."""
+        if not self.metrics_file.is_file():
+            return 0
+        rows = [line for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        keep = [r for r in rows if json.loads(r)["step"] <= step]
+        if len(keep) != len(rows):
+            dest.mkdir(parents=True, exist_ok=True)
+            write_text(dest / "metrics.jsonl", "\n".join(rows) + "\n")
+            write_text(self.metrics_file, "".join(r + "\n" for r in keep))
+        return len(rows) - len(keep)
+
+    def set_aside_after(self, step: int) -> tuple[Path, list[str]]:
+        """Move what was written after global step ``step`` -- metrics rows and checkpoints -- into a new
+        ``superseded/STAMP/`` folder; return the folder and what moved. (The VisualDL records after ``step``
+        go there too: ``Logbook(resume_step=step, superseded=folder)``.)"""
+        from mnist_kit import checkpoint  # here: reading runs (runs, predict's newest export) needs no training code
+
+        dest, moved = self.new_superseded_dir(), []
+        rows = self.set_aside_metrics_after(step, dest)
+        if rows:
+            moved.append(f"{rows} metrics row(s)")
+        later = checkpoint.set_aside_after(self.ckpt_dir, step, dest)
+        if later:
+            moved.append(", ".join(later))
+        return dest, moved
+
+
+class RunRecord:
+    """``run.json`` as a dict kept in memory and written whole on every change. With ``write=False`` (every
+    process but rank 0 of a multi-process job) it is only kept."""
+
+    def __init__(self, run: RunDir, data: dict, write: bool = True):
+        self.run, self.data, self.write = run, data, write
+
+    def save(self, **updates) -> None:
+        self.data.update(updates)
+        if self.write:
+            self.run.write_info(self.data)
+
+
+RESERVED_ENV = "MNIST_KIT_RESERVED_RUN"
+
+
+def _reserved_for_us(path: Path) -> bool:
+    reserved = os.environ.get(RESERVED_ENV)
+    return bool(reserved) and Path(reserved).resolve() == path.resolve() and not any(path.iterdir())
+
+
+# ---------------------------------------------------------------- finding runs
+
+def find(root: str | Path) -> list[RunDir]:
+    """The runs under ``root``: its sub-folders that are runs, and theirs (a sweep's runs); ``root`` itself
+    if it is a run. Work set aside in ``superseded/`` is not a run."""
+    root = Path(root)
+    if (root / RunDir.RUN_FILE).is_file():
+        return [RunDir(root)]
+    found = list(root.glob(f"*/{RunDir.RUN_FILE}")) + list(root.glob(f"*/*/{RunDir.RUN_FILE}")) if root.is_dir() else []
+    return [RunDir(p) for p in sorted(p.parent for p in found if p.parent.parent.name != "superseded")]
+
+
+def latest(root: str | Path) -> RunDir:
+    """The run under ``root`` (not a sweep's) started last."""
+    root = Path(root)
+    candidates = [RunDir(p.parent) for p in root.glob(f"*/{RunDir.RUN_FILE}")] if root.is_dir() else []
+    if not candidates:
+        raise UserError(f"no runs found under {root}; train one with `mnist-kit train`, or pass --run DIR")
+
+    def started(run: RunDir):
+        try:
+            return float(run.read_info().get("started", 0.0)), run.name
+        except UserError:
+            return 0.0, run.name
+
+    return max(candidates, key=started)
+
+
+def resolve(run: str | Path | None, root: str | Path) -> RunDir:
+    """``--run DIR`` checked to be a run, or the newest run under ``root``."""
+    if run is None:
+        return latest(root)
+    path = Path(run)
+    if not path.is_dir():
+        raise UserError(f"run directory not found: {path}")
+    found = RunDir(path)
+    found.read_info()
+    return found

@@ -1,0 +1,84 @@
+"""What a training run shows in VisualDL, and when: the engine calls these at its named points.
+
+    start          the config as text, the hyper-parameters, a grid of input samples (step 0)
+    after_step     every ``train.log_every`` steps: loss, accuracy, learning rate;
+                   every ``log.histogram_every`` steps: every parameter and gradient
+    after_epoch    epoch scalars; misclassified grid, confusion matrix, PR/ROC curves;
+                   embeddings at the last epoch
+
+The ``log`` section switches each on or off; with VisualDL off (or on a process other than rank 0) the
+logbook is disabled and every call does nothing.
+"""
+
+from __future__ import annotations
+
+from mnist_kit import config, metrics
+from mnist_kit.evaluate import features
+from mnist_kit.logbook import Logbook
+
+HPARAM_METRICS = ["val/acc", "val/loss", "train/epoch_acc", "train/epoch_loss"]
+EPOCH_SCALARS = (("train/epoch_loss", "train_loss"), ("train/epoch_acc", "train_acc"), ("val/loss", "val_loss"),
+                 ("val/acc", "val_acc"), ("speed/images_per_sec", "images_per_sec"))
+
+
+def due(step: int, every: int) -> bool:
+    """Whether something done every ``every`` steps (0 = never) is due after global step ``step``."""
+    return bool(every) and step % every == 0
+
+
+class TrainLog:
+    def __init__(self, logbook: Logbook, cfg: dict):
+        self.book, self.cfg, self.lcfg = logbook, cfg, cfg["log"]
+
+    def start(self, t) -> None:
+        """What the log shows from the start of a run: config, hyper-parameters, a grid of input samples."""
+        if self.lcfg["config_text"]:
+            self.book.text("config", config.dump(self.cfg))
+        if self.lcfg["hparams"]:
+            flat = {f"{s}.{k}": (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, list) else v)
+                    for s, sec in self.cfg.items() if s not in ("output", "log") for k, v in sec.items()}
+            self.book.hparams(flat, HPARAM_METRICS)
+        if self.lcfg["images"]:
+            train = t.splits.train
+            first = train.order(0)[:64]
+            self.book.sample_grid("input/train_samples", train.x[first], train.y[first], t.splits.prepared.classes)
+
+    def after_step(self, t, loss: float, correct: int, n: int, lr: float) -> None:
+        """After the update of global step ``t.step`` (``n`` images, ``correct`` of them right, at rate ``lr``)."""
+        if due(t.step, self.cfg["train"]["log_every"]):
+            self.book.scalar("train/loss", loss, t.step)
+            self.book.scalar("train/acc", correct / n, t.step)
+            self.book.scalar("train/lr", lr, t.step)
+        if self.book.enabled and due(t.step, self.lcfg["histogram_every"]):
+            for name, p in t.model.named_parameters():
+                self.book.histogram(f"params/{name}", p.numpy(), t.step)
+                if p.grad is not None:
+                    self.book.histogram(f"grads/{name}", p.grad.numpy(), t.step)
+
+    def after_epoch(self, t, row: dict, val: dict) -> None:
+        """After the validation that ends epoch ``row["epoch"]``: its scalars, images, curves, embeddings."""
+        for tag, key in EPOCH_SCALARS:
+            self.book.scalar(tag, row[key], t.step)
+        if self.book.enabled:
+            self._validation_pictures(t, val, row["epoch"])
+        self.book.flush()
+
+    def _validation_pictures(self, t, val: dict, epoch: int) -> None:
+        classes, step = t.splits.prepared.classes, t.step
+        y, predicted = t.splits.val.y, val["logits"].argmax(axis=1)
+        if self.lcfg["images"]:
+            self.book.misclassified("val/misclassified", t.splits.val.x, y, predicted, step)
+            self.book.confusion("val/confusion_matrix", metrics.confusion_matrix(y, predicted, len(classes)),
+                                classes, step)
+        if self.lcfg["curves"]:
+            self.book.curves(y, metrics.softmax(val["logits"]), classes, step)
+        if self.lcfg["embeddings"] and epoch == self.cfg["train"]["epochs"] - 1:
+            n = self.lcfg["embeddings"]
+            self.book.embeddings("val/features", features(t.model, t.splits.val.x[:n], t.splits.norm),
+                                 [classes[k] for k in y[:n]], step)
+
+    def flush(self) -> None:
+        self.book.flush()
+
+    def close(self) -> None:
+        self.book.close()
