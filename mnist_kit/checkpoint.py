@@ -198,6 +198,21 @@ def for_use(folder: Path, epoch: int | None = None, last: bool = False) -> Path:
     return folder / BEST
 
 
+def check_processes(state: dict, path: Path, cfg: dict, world: int) -> None:
+    """A checkpoint ``state`` written by another number of processes than ``world`` resumes only where the
+    global batch may change: at the end of an epoch with a constant schedule, past its warm-up."""
+    was, now = state.get("world_size", 1), world
+    if was == now:
+        return
+    if not state["epoch_complete"] or cfg["schedule"]["name"] != "constant" or (
+            cfg["schedule"]["warmup_epochs"] > state["epoch"] + 1):
+        raise UserError(f"{path.name} was written by {was} process(es) and this job has {now}: that is only "
+                        "possible from the end of an epoch with a constant schedule (past its warm-up); resume "
+                        "with the same number of processes")
+    info(f"warning: resuming a {was}-process run with {now} process(es): the global batch changes, so the rest "
+         "of the run is not what it would have been")
+
+
 def for_resume(folder: Path, epoch: int | None = None) -> tuple[Path, dict]:
     """(path, state) to resume from: the end of epoch ``epoch`` (a damaged file is an error), or else the
     newest intact checkpoint, mid-epoch ones included (damaged ones are skipped with a warning)."""

@@ -20,8 +20,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from mnist_kit import UserError, checkpoint, config, data, distributed, evaluate, faults, graph, interrupts, provenance
 from mnist_kit.console import Progress, info
 from mnist_kit.logbook import Logbook
@@ -196,24 +194,12 @@ def _mid_epoch_checkpoint_due(t: Trainer) -> bool:
             and distributed.is_main())
 
 
-def validation_pass(model, batches: data.Batches, loss_fn) -> dict:
-    """Loss, accuracy and logits on every image of ``batches``; with several processes each evaluates its
-    share (every image exactly once) and all get the whole result."""
-    n, world = batches.num_samples, distributed.world_size()
-    index = np.arange(n)[distributed.rank()::world]
-    mine = data.Batches(batches.x[index], batches.y[index], batches.batch_size, batches.norm)
-    logits, loss = evaluate.predict(evaluate.eager(model), mine, loss_fn)
-    loss = float(distributed.sum_([loss * len(index)])[0]) / n
-    logits = distributed.gather_rows(logits, index, n)
-    return {"loss": loss, "accuracy": float((logits.argmax(axis=1) == batches.y).mean()), "logits": logits}
-
-
 def end_epoch(t: Trainer, run: RunDir, record: RunRecord, log: TrainLog, seconds: float, job_start: float) -> None:
     """Validate, then record the epoch in the order that loses nothing (see the module's docstring)."""
     main = distributed.is_main()
     loss_sum, correct, seen = distributed.sum_([t.progress["loss_sum"], t.progress["correct"], t.progress["seen"]])
     seen = max(seen, 1)
-    val = validation_pass(t.model, t.splits.val, t.loss_fn)
+    val = evaluate.validation_pass(t.model, t.splits.val, t.loss_fn)
     row = {"epoch": t.epoch, "step": t.step, "train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
            "val_loss": val["loss"], "val_acc": val["accuracy"], "lr": float(t.optimizer.get_lr()),
            "skipped_batches": t.progress["skipped"], "images_per_sec": float(seen) / seconds,
@@ -261,10 +247,9 @@ def fit(t: Trainer, run: RunDir, record: RunRecord, log: TrainLog) -> None:
 def _ended_by(e: BaseException, run: RunDir, record: RunRecord) -> BaseException:
     """Record in ``run.json`` how ``e`` ended training; return what to raise (a UserError for what the user
     can act on: divergence, a full or unwritable disk)."""
-    resume_hint = f"to continue: mnist-kit resume --run {run}"
     if isinstance(e, KeyboardInterrupt) or interrupts.wrapped_interrupt(e):  # wrapped: Ctrl-C in Paddle's autograd
         record.save(status="interrupted")
-        info(resume_hint)
+        info(f"to continue: mnist-kit resume --run {run}")
         return e if isinstance(e, KeyboardInterrupt) else KeyboardInterrupt()
     if isinstance(e, _Diverged):
         record.save(status="failed", error=str(e))
@@ -331,21 +316,6 @@ def train(cfg: dict, config_name: str = "config") -> Path:
     return run.path
 
 
-def _check_processes(state: dict, path: Path, cfg: dict) -> None:
-    """A checkpoint written by another number of processes resumes only where the global batch may change:
-    at the end of an epoch with a constant schedule, past its warm-up."""
-    was, now = state.get("world_size", 1), distributed.world_size()
-    if was == now:
-        return
-    if not state["epoch_complete"] or cfg["schedule"]["name"] != "constant" or (
-            cfg["schedule"]["warmup_epochs"] > state["epoch"] + 1):
-        raise UserError(f"{path.name} was written by {was} process(es) and this job has {now}: that is only "
-                        "possible from the end of an epoch with a constant schedule (past its warm-up); resume "
-                        "with the same number of processes")
-    info(f"warning: resuming a {was}-process run with {now} process(es): the global batch changes, so the rest "
-         "of the run is not what it would have been")
-
-
 def _resume_point(run: RunDir, epoch: int | None) -> tuple[Path, dict]:
     """Rank 0 tidies the checkpoint folder and chooses; every process loads what it chose."""
     if distributed.is_main():
@@ -371,7 +341,7 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
         except config.ConfigError as e:
             raise UserError(f"{path} holds a config this version cannot use: {e}") from None
         changes = config.check_resume(written_with, cfg, state["epoch"] + int(state["epoch_complete"]))
-        _check_processes(state, path, cfg)
+        checkpoint.check_processes(state, path, cfg, distributed.world_size())
         t = build_trainer(cfg, data.Normalization(**state["normalization"]))
         t.restore(state)
         if t.epoch >= cfg["train"]["epochs"]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, checkpoint, data, metrics
+from mnist_kit import UserError, checkpoint, data, distributed, metrics
 from mnist_kit.console import info
 from mnist_kit.models import build_model, save_program
 from mnist_kit.optim import build_loss
@@ -56,6 +56,18 @@ def predict(logits_of, batches: data.Batches, loss_fn=None) -> tuple[np.ndarray,
         outputs.append(logits)
     logits = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
     return logits, loss_sum / max(batches.num_samples, 1)
+
+
+def validation_pass(model, batches: data.Batches, loss_fn) -> dict:
+    """Loss, accuracy and logits on every image of ``batches``; with several processes each evaluates its
+    share (every image exactly once) and all get the whole result."""
+    n, world = batches.num_samples, distributed.world_size()
+    index = np.arange(n)[distributed.rank()::world]
+    mine = data.Batches(batches.x[index], batches.y[index], batches.batch_size, batches.norm)
+    logits, loss = predict(eager(model), mine, loss_fn)
+    loss = float(distributed.sum_([loss * len(index)])[0]) / n
+    logits = distributed.gather_rows(logits, index, n)
+    return {"loss": loss, "accuracy": float((logits.argmax(axis=1) == batches.y).mean()), "logits": logits}
 
 
 def features(model, x: np.ndarray, norm: data.Normalization, batch_size: int = 1000) -> np.ndarray:

@@ -204,11 +204,19 @@ class RunDir:
         return rows
 
     def set_aside_metrics_after(self, step: int, dest: Path) -> int:
-        """Move the metrics rows of global steps after ``step`` into ``dest/metrics.jsonl``; return how many."""
+        """Move the metrics rows of global steps after ``step`` (and a row cut short by a crash) into
+        ``dest/metrics.jsonl``, which gets a copy of every row as it was; return how many moved."""
         if not self.metrics_file.is_file():
             return 0
         rows = [line for line in self.metrics_file.read_text().splitlines() if line.strip()]
-        keep = [r for r in rows if json.loads(r)["step"] <= step]
+
+        def before(row: str) -> bool:
+            try:
+                return json.loads(row)["step"] <= step
+            except (ValueError, KeyError, TypeError):
+                return False
+
+        keep = [r for r in rows if before(r)]
         if len(keep) != len(rows):
             dest.mkdir(parents=True, exist_ok=True)
             write_text(dest / "metrics.jsonl", "\n".join(rows) + "\n")

@@ -126,6 +126,75 @@ def _last_line(log: Path) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
+@dataclass
+class _Running:
+    plan: Planned
+    proc: subprocess.Popen
+    started: float
+    log: object
+
+
+def _start(sweep_dir: Path, config_path, fixed, p: Planned, state: str, say) -> _Running:
+    """Start run ``p``'s process (after setting aside an unfinished run that has no checkpoint)."""
+    if state == "restart" and (sweep_dir / p.name).exists():
+        aside = sweep_dir / "superseded" / f"{p.name}-{provenance.stamp()}"
+        aside.parent.mkdir(exist_ok=True)
+        (sweep_dir / p.name).rename(aside)
+        say(f"  {p.name}: set aside an unfinished run without a checkpoint in {aside}")
+    log = open(sweep_dir / "logs" / f"{p.name}.log", "a")
+    log.write(f"\n=== {provenance.now()} {state} ===\n")
+    log.flush()
+    # a session of its own: Ctrl-C reaches the sweep alone, which passes it on once (_run_all)
+    proc = subprocess.Popen(_command(config_path, fixed, p, sweep_dir, state), stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    say(f"  started {p.name}" + (" (resuming)" if state == "resumable" else ""))
+    return _Running(p, proc, time.perf_counter(), log)
+
+
+def _report(sweep_dir: Path, r: _Running, counter: str, say) -> str:
+    """Say how a finished run ended; return its outcome."""
+    name = r.plan.name
+    if r.proc.returncode == 0:
+        s = runs.summarize(RunDir(sweep_dir / name), sweep_dir)
+        acc = f"{100 * s['best_val_acc']:.2f}%" if s["best_val_acc"] is not None else "-"
+        say(f"{counter} {name}: completed, best val acc {acc}, {time.perf_counter() - r.started:.0f} s")
+        return "completed"
+    say(f"{counter} {name}: FAILED (exit {r.proc.returncode}): {_last_line(sweep_dir / 'logs' / f'{name}.log')}")
+    return "failed"
+
+
+def _run_all(sweep_dir: Path, config_path, fixed, todo: list[Planned], states: dict, jobs: int, total: int,
+             say) -> dict[str, str]:
+    """Run ``todo``, ``jobs`` at a time; return each run's outcome. Ctrl-C is passed on to the runs once."""
+    active: list[_Running] = []
+    outcome, queue, done = {}, list(todo), total - len(todo)
+    try:
+        while queue or active:
+            while queue and len(active) < jobs:
+                p = queue.pop(0)
+                active.append(_start(sweep_dir, config_path, fixed, p, states[p.name], say))
+            time.sleep(0.2)
+            for r in [r for r in active if r.proc.poll() is not None]:
+                active.remove(r)
+                r.log.close()
+                done += 1
+                outcome[r.plan.name] = _report(sweep_dir, r, f"[{done}/{total}]", say)
+    except KeyboardInterrupt:
+        for r in active:
+            if r.proc.poll() is None:
+                r.proc.send_signal(signal.SIGINT)
+        for r in active:
+            try:
+                r.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
+            r.log.close()
+        say("sweep interrupted; run the same command again to continue (completed runs are skipped, "
+            "interrupted ones resume)")
+        raise
+    return outcome
+
+
 def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None = None, name: str | None = None,
               jobs: int = 1, say=info) -> tuple[Path, list[dict]]:
     """Run the grid; return the sweep folder and one summary per run (see ``runs.summarize``)."""
@@ -152,60 +221,10 @@ def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None 
     say(f"sweep {sweep_dir}: {len(planned)} runs ({' x '.join(str(len(v)) for _, v in axes)} over "
         f"{', '.join(k for k, _ in axes)}); {len(planned) - len(todo)} already completed, {len(todo)} to run, "
         f"{jobs} at a time")
-    active: list[tuple[Planned, subprocess.Popen, float, object]] = []
-    outcome: dict[str, str] = {p.name: "completed earlier" for p in planned if p not in todo}
-    queue = list(todo)
-    done = len(planned) - len(todo)
-    try:
-        while queue or active:
-            while queue and len(active) < jobs:
-                p = queue.pop(0)
-                state = states[p.name]
-                if state == "restart" and (sweep_dir / p.name).exists():
-                    aside = sweep_dir / "superseded" / f"{p.name}-{provenance.stamp()}"
-                    aside.parent.mkdir(exist_ok=True)
-                    (sweep_dir / p.name).rename(aside)
-                    say(f"  {p.name}: set aside an unfinished run without a checkpoint in {aside}")
-                log = open(sweep_dir / "logs" / f"{p.name}.log", "a")
-                log.write(f"\n=== {provenance.now()} {state} ===\n")
-                log.flush()
-                # a session of its own: Ctrl-C reaches the sweep alone, which passes it on once (below)
-                proc = subprocess.Popen(_command(config_path, fixed, p, sweep_dir, state), stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-                active.append((p, proc, time.perf_counter(), log))
-                say(f"  started {p.name}" + (" (resuming)" if state == "resumable" else ""))
-            time.sleep(0.2)
-            for item in list(active):
-                p, proc, t0, log = item
-                if proc.poll() is None:
-                    continue
-                active.remove(item)
-                log.close()
-                done += 1
-                s = runs.summarize(sweep_dir / p.name, sweep_dir)
-                if proc.returncode == 0:
-                    acc = f"{100 * s['best_val_acc']:.2f}%" if s["best_val_acc"] is not None else "-"
-                    outcome[p.name] = "completed"
-                    say(f"[{done}/{len(planned)}] {p.name}: completed, best val acc {acc}, "
-                        f"{time.perf_counter() - t0:.0f} s")
-                else:
-                    outcome[p.name] = "failed"
-                    say(f"[{done}/{len(planned)}] {p.name}: FAILED (exit {proc.returncode}): "
-                        f"{_last_line(sweep_dir / 'logs' / f'{p.name}.log')}")
-    except KeyboardInterrupt:
-        for _, proc, _, _ in active:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for _, proc, _, log in active:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
-        say("sweep interrupted; run the same command again to continue (completed runs are skipped, "
-            "interrupted ones resume)")
-        raise
-    summaries = [runs.summarize(sweep_dir / p.name, sweep_dir) for p in planned if (sweep_dir / p.name).exists()]
+    outcome = {p.name: "completed earlier" for p in planned if p not in todo}
+    outcome.update(_run_all(sweep_dir, config_path, fixed, todo, states, jobs, len(planned), say))
+    summaries = [runs.summarize(RunDir(sweep_dir / p.name), sweep_dir) for p in planned
+                 if (sweep_dir / p.name).exists()]
     for s in summaries:
         s["sweep_outcome"] = outcome.get(Path(s["path"]).name, "not run")
     return sweep_dir, summaries

@@ -121,8 +121,25 @@ FAST = ["-o", "data.val_size=100", "-o", "train.epochs=2", "-o", "train.batch_si
         "-o", "train.eval_batch_size=64", "-o", "log.graph=false"]  # the graph has tests of its own
 
 
+class _Result:
+    """click 8.1's result with 8.2's meaning: ``stdout`` the standard output alone, ``output`` all of it."""
+
+    def __init__(self, result):
+        self._result = result
+        self.output = result.stdout + result.stderr
+
+    def __getattr__(self, name):
+        return getattr(self._result, name)
+
+
 def run_cli(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    """``mnist-kit ARGS`` in this process: ``.output`` holds what the user sees, ``.stdout`` standard output."""
+    args = [str(a) for a in args]
+    try:
+        runner = CliRunner(mix_stderr=False)  # click < 8.2 (the newest for Python 3.9) mixes them otherwise
+    except TypeError:  # click >= 8.2: stdout alone, and output interleaves both
+        return CliRunner().invoke(cli, args, catch_exceptions=False)
+    return _Result(runner.invoke(cli, args, catch_exceptions=False))
 
 
 def run_subprocess(*args, timeout=600, env=None):

@@ -66,6 +66,32 @@ def _parse_all(info_: DatasetInfo, files: dict[str, bytes]) -> dict[str, np.ndar
     return arrays
 
 
+def _fetch(info_: DatasetInfo, target: Path, source: str, from_dir, mirrors, retries, timeout, verify,
+           backoff) -> tuple[dict[str, bytes], str]:
+    """The four files' bytes from ``source`` (auto: Debian's package where installed, else download), and a
+    description of where they came from."""
+    if source == "auto":
+        source = "debian" if debian_available(info_) else "download"
+    if source == "dir":
+        if from_dir is None:
+            raise SourceError("--source dir needs --from-dir FOLDER")
+        info(f"reading {info_.title} from {from_dir}")
+        return read_local(info_, from_dir, verify), f"folder {Path(from_dir).resolve()}"
+    if source == "debian":
+        if not debian_available(info_):
+            if info_.debian_package is None:
+                raise SourceError(f"Debian has no package with {info_.title}; use --source download or --from-dir")
+            raise SourceError(f"Debian's {info_.debian_package} is not installed "
+                              f"(install it with: apt-get install {info_.debian_package})")
+        info(f"reading {info_.title} from Debian's {info_.debian_package} in {info_.debian_dir}")
+        return (read_local(info_, info_.debian_dir, verify),
+                f"Debian package {info_.debian_package} ({info_.debian_dir})")
+    if source == "download":
+        info(f"downloading {info_.title} into {target / 'raw'}")
+        return download(info_, target / "raw", mirrors, retries, timeout, verify, backoff), "download"
+    raise SourceError(f"unknown source '{source}'; allowed: auto, download, debian, dir")
+
+
 def prepare(name: str, root: Path, source: str = "auto", from_dir: Path | None = None, mirrors=None,
             retries: int = 3, timeout: float = 30.0, verify: bool = True, force: bool = False,
             backoff: float = 1.0) -> dict:
@@ -83,29 +109,7 @@ def prepare(name: str, root: Path, source: str = "auto", from_dir: Path | None =
             return meta
         except DataError as e:
             info(f"the existing cache is unusable ({e}); preparing again")
-    if source == "auto":
-        source = "debian" if debian_available(info_) else "download"
-    if source == "dir":
-        if from_dir is None:
-            raise SourceError("--source dir needs --from-dir FOLDER")
-        info(f"reading {info_.title} from {from_dir}")
-        files = read_local(info_, from_dir, verify)
-        origin = f"folder {Path(from_dir).resolve()}"
-    elif source == "debian":
-        if not debian_available(info_):
-            if info_.debian_package is None:
-                raise SourceError(f"Debian has no package with {info_.title}; use --source download or --from-dir")
-            raise SourceError(f"Debian's {info_.debian_package} is not installed "
-                              f"(install it with: apt-get install {info_.debian_package})")
-        info(f"reading {info_.title} from Debian's {info_.debian_package} in {info_.debian_dir}")
-        files = read_local(info_, info_.debian_dir, verify)
-        origin = f"Debian package {info_.debian_package} ({info_.debian_dir})"
-    elif source == "download":
-        info(f"downloading {info_.title} into {target / 'raw'}")
-        files = download(info_, target / "raw", mirrors, retries, timeout, verify, backoff)
-        origin = "download"
-    else:
-        raise SourceError(f"unknown source '{source}'; allowed: auto, download, debian, dir")
+    files, origin = _fetch(info_, target, source, from_dir, mirrors, retries, timeout, verify, backoff)
     files = {role: decompress_if_gzip(data, info_.files[role].filename) for role, data in files.items()}
     arrays = _parse_all(info_, files)
     with atomic_path(target / "arrays.npz") as tmp:

@@ -80,6 +80,26 @@ def _listing_digest(folder: Path, rel_paths) -> str:
     return h.hexdigest()
 
 
+def _decode(folder: Path, files, size, color: str, resize: str):
+    """(images, labels, kept files, [(bad file, why)]) of ``files`` decoded at ``size`` and ``color``."""
+    info(f"decoding {len(files)} images of {len(set(label for _, label in files))} classes from {folder} to "
+         f"{size[0]}x{size[1]} {color} ({resize})")
+    images, labels, kept, bad = [], [], [], []
+    progress = Progress(len(files), "decoding", unit="image")
+    for rel, label in files:
+        try:
+            images.append(load_image(folder / rel, size, color, resize))
+            labels.append(label)
+            kept.append(rel)
+        except ImageError as e:
+            bad.append((rel, str(e)))
+        except OSError as e:
+            bad.append((rel, f"cannot read: {e.strerror or e}"))
+        progress.update(1)
+    progress.close()
+    return images, labels, kept, bad
+
+
 def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
     """Decode every image of ``data.folder`` once, at the configured size and colour; return the metadata."""
     folder = _folder(dcfg)
@@ -96,21 +116,7 @@ def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
         except DataError as e:
             info(f"the existing cache is unusable ({e}); decoding again")
     size, color, resize = tuple(dcfg["image_size"]), dcfg["color"], dcfg["resize"]
-    info(f"decoding {len(files)} images of {len(classes)} classes from {folder} to {size[0]}x{size[1]} {color} "
-         f"({resize})")
-    images, labels, kept, bad = [], [], [], []
-    progress = Progress(len(files), "decoding", unit="image")
-    for rel, label in files:
-        try:
-            images.append(load_image(folder / rel, size, color, resize))
-            labels.append(label)
-            kept.append(rel)
-        except ImageError as e:
-            bad.append((rel, str(e)))
-        except OSError as e:
-            bad.append((rel, f"cannot read: {e.strerror or e}"))
-        progress.update(1)
-    progress.close()
+    images, labels, kept, bad = _decode(folder, files, size, color, resize)
     if bad and dcfg["bad_files"] == "error":
         listed = "\n".join(f"  - {rel}: {why}" for rel, why in bad[:LIST_LIMIT])
         more = f"\n  ... and {len(bad) - LIST_LIMIT} more" if len(bad) > LIST_LIMIT else ""
