@@ -84,11 +84,11 @@ def local_optimizer_state(opt_state: dict, model) -> dict:
 
 def save(folder: Path, name: str, state: dict) -> Path:
     """Write ``state`` as ``folder/name`` and record it in the manifest."""
+    from mnist_kit.runtime import paddle  # here, not at the top: listing and choosing checkpoints needs no paddle
+
     target = Path(folder) / name
     try:
         with atomic_path(target) as tmp:
-            from mnist_kit.runtime import paddle  # here: listing and choosing checkpoints needs no paddle
-
             paddle.save(state, str(tmp))
             faults.hit("checkpoint-write", state.get("step", -1))
         entries = manifest(folder)

@@ -347,7 +347,7 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
         if t.epoch >= cfg["train"]["epochs"]:
             raise UserError(f"{run} has already finished its {cfg['train']['epochs']} epochs; to train longer: "
                             f"mnist-kit resume --run {run} -o train.epochs=N")
-        superseded, moved = run.set_aside_after(state["step"]) if main else (run.new_superseded_dir(), [])
+        superseded, moved = run.set_aside_after(state["step"]) if main else (None, [])  # rank 0 alone writes
         where = (f"the end of epoch {state['epoch']}" if state["epoch_complete"]
                  else f"step {state['step_in_epoch']} of epoch {state['epoch']}")
         info(f"resuming {run} from {path.name}: {where} (global step {state['step']})")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import metrics, visuals
+from mnist_kit import metrics, rundir, visuals
 
 NUM_THRESHOLDS = 127  # the most visualdl's PR/ROC pages take
 
@@ -196,8 +196,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def newest_graph(logdir: Path) -> Path | None:
     """The graph of the newest run under ``logdir`` (for the board's static graph page)."""
-    from mnist_kit import rundir
-
     models = [run.graph_model for run in rundir.find(logdir) if run.graph_model.is_file()]
     return max(models, key=lambda p: p.stat().st_mtime) if models else None
 

@@ -194,34 +194,32 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
+    def _metrics_lines(self) -> list[tuple[str, dict | None]]:
+        """Each line of ``metrics.jsonl`` with its row, or None for a line that is not one (cut short by a crash)."""
+        out = []
+        for line in self.metrics_file.read_text().splitlines() if self.metrics_file.is_file() else []:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if line.strip():
+                out.append((line, row if isinstance(row, dict) and "step" in row else None))
+        return out
+
     def read_metrics(self) -> list[dict]:
         """The epoch rows; a line cut short by a crash is left out."""
-        rows = []
-        if self.metrics_file.is_file():
-            for line in self.metrics_file.read_text().splitlines():
-                with contextlib.suppress(ValueError):
-                    rows.append(json.loads(line))
-        return rows
+        return [row for _, row in self._metrics_lines() if row is not None]
 
     def set_aside_metrics_after(self, step: int, dest: Path) -> int:
         """Move the metrics rows of global steps after ``step`` (and a row cut short by a crash) into
         ``dest/metrics.jsonl``, which gets a copy of every row as it was; return how many moved."""
-        if not self.metrics_file.is_file():
-            return 0
-        rows = [line for line in self.metrics_file.read_text().splitlines() if line.strip()]
-
-        def before(row: str) -> bool:
-            try:
-                return json.loads(row)["step"] <= step
-            except (ValueError, KeyError, TypeError):
-                return False
-
-        keep = [r for r in rows if before(r)]
-        if len(keep) != len(rows):
+        lines = self._metrics_lines()
+        keep = [line for line, row in lines if row is not None and row["step"] <= step]
+        if len(keep) != len(lines):
             dest.mkdir(parents=True, exist_ok=True)
-            write_text(dest / "metrics.jsonl", "\n".join(rows) + "\n")
-            write_text(self.metrics_file, "".join(r + "\n" for r in keep))
-        return len(rows) - len(keep)
+            write_text(dest / "metrics.jsonl", "".join(line + "\n" for line, _ in lines))
+            write_text(self.metrics_file, "".join(line + "\n" for line in keep))
+        return len(lines) - len(keep)
 
     def set_aside_after(self, step: int) -> tuple[Path, list[str]]:
         """Move what was written after global step ``step`` -- metrics rows and checkpoints -- into a new

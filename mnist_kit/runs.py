@@ -18,13 +18,14 @@ _NOT_HPARAMS = ("output.", "log.", "checkpoint.", "train.log_every", "train.eval
 
 def summarize(run: RunDir, root: Path | None = None) -> dict:
     """One run in a few numbers: status, epochs, best validation accuracy, training time, hyper-parameters."""
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir(run)
     name = str(run.path.relative_to(root)) if root is not None and run.path != Path(root) else run.name
     out = {"run": name, "path": str(run.path), "status": "unreadable", "epochs_done": 0, "epochs": None,
            "best_val_acc": None, "train_seconds": 0.0, "started_at": None, "hparams": {}}
     try:
         info = run.read_info()
-        cfg = yaml.safe_load(run.config_file.read_text())  # as written: a config of an older version still lists
+        # read, not validated (config.load would refuse a config an older version wrote: still worth listing)
+        cfg = yaml.safe_load(run.config_file.read_text())
     except (UserError, OSError, yaml.YAMLError) as e:
         out["error"] = str(e)
         return out
