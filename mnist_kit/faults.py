@@ -1,7 +1,8 @@
 """Fault injection for the crash-safety tests: ``MNIST_KIT_FAULT=ACTION@POINT:N[,...]``.
 
 Points: ``step`` (after the update of global step N), ``epoch`` (after epoch N is checkpointed),
-``checkpoint-write`` (a checkpoint at global step N is written to its temporary file but not yet renamed).
+``checkpoint-write`` (a checkpoint at global step N is written to its temporary file but not yet renamed),
+``export`` (N=0: an export is written and checked in its temporary folder, not yet in place).
 Actions: ``kill`` (SIGKILL, as ``kill -9``), ``interrupt`` (KeyboardInterrupt, as Ctrl-C),
 ``enospc`` (an OSError "No space left on device"), ``crash`` (a RuntimeError). A ``#R`` suffix limits an
 item to the process of rank R under ``paddle.distributed.launch``. Unset in normal use: ``hit`` does nothing.

@@ -1,12 +1,22 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never a half-written one."""
+"""Atomic file writes: a reader sees the old file or the complete new one, never a half-written one.
+
+Temporary files and folders are named ``.NAME.PID-RANDOM.partial`` beside their target, so that the
+leftovers of a killed process can be told from everything else (``remove_stale_partials``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
+
+PARTIAL = re.compile(r"^\..+\.(\d+)-[^.]+\.partial$")
 
 
 @contextlib.contextmanager
@@ -14,7 +24,7 @@ def atomic_path(target: Path):
     """Yield a temporary path beside ``target``; on success fsync it and rename it over ``target``."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".partial", dir=target.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
     try:
@@ -59,3 +69,71 @@ def digest(path: Path, algorithm: str = "sha256") -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def partial_dir(target: Path) -> Path:
+    """A new empty folder beside ``target`` (with the usual permissions, not mkdtemp's 0700) to build
+    ``target`` in before ``replace_dir`` puts it in place."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".partial", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(folder: Path, keep=lambda path: False) -> list[Path]:
+    """Delete the temporary files and folders in ``folder`` that a process now gone left behind (unless
+    ``keep(path)``); return them. Anything not named as this module names them is left alone."""
+    removed = []
+    for path in Path(folder).iterdir() if Path(folder).is_dir() else []:
+        match = PARTIAL.match(path.name)
+        if not match or _alive(int(match.group(1))) or keep(path):
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def replace_dir(new: Path, target: Path) -> Path | None:
+    """Put folder ``new`` at ``target``. An existing ``target`` is swapped out in one step where the system
+    allows it (else renamed aside just before) and returned, now at a temporary name, for the caller to
+    take what it wants from and delete; a reader sees the old folder or the new one, never a mix."""
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.rename(new, target)
+        _fsync_dir(target.parent)
+        return None
+    if _exchange(new, target):
+        old = new
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".partial", dir=target.parent))
+        os.rename(target, old)  # onto the empty folder just made: POSIX rename replaces an empty directory
+        os.rename(new, target)
+    _fsync_dir(target.parent)
+    return old

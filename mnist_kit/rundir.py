@@ -101,8 +101,9 @@ class RunDir:
         return self.path / "export" / name
 
     def exports(self) -> list[Path]:
+        """The export folders (not the hidden ones an export in progress, or killed, builds in)."""
         folder = self.path / "export"
-        return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else []
 
     def new_superseded_dir(self) -> Path:
         """A fresh folder name (not created) for work set aside now."""

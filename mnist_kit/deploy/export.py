@@ -10,16 +10,16 @@ set, source run and checkpoint, versions, and the parity check's results. None o
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, evaluate, provenance
+from mnist_kit import UserError, evaluate, faults, provenance
 from mnist_kit.data import Splits
 from mnist_kit.deploy import inference
-from mnist_kit.files import digest
+from mnist_kit.files import digest, partial_dir, remove_stale_partials, replace_dir
 from mnist_kit.models import save_program
 from mnist_kit.rundir import RunDir
 from mnist_kit.runtime import versions
@@ -30,6 +30,7 @@ PARITY_IMAGES = 1000
 # object framing, or an image folder's resize (the "image" entry of the metadata says to what)
 PREPROCESS_STYLE = {"mnist": "digit", "fashion-mnist": "fill", "image_folder": "folder"}
 TOLERANCE = 1e-4  # max |logit difference| between the exported model and the trained network
+EXPORT_FILES = frozenset({META, "model.json", "model.pdmodel", "model.pdiparams", "model.onnx"})  # all it writes
 
 
 def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: Path | None = None,
@@ -40,14 +41,21 @@ def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: P
     cfg, ckpt_path, state, splits, model = trained.cfg, trained.path, trained.state, trained.splits, trained.model
     norm, classes = splits.norm, list(state["classes"])
     out = Path(out) if out else run.export_dir(ckpt_path.stem)
+    out = out.resolve() if out.is_symlink() else out  # a link to a folder: export into that folder
+    _check_target(out)
     if fmt == "onnx":
         try:
             import onnxruntime  # noqa: F401
             import paddle2onnx  # noqa: F401
         except ImportError:
             raise UserError("--format onnx needs paddle2onnx and onnxruntime: pip install 'mnist-kit[onnx]'") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(out.parent, keep=lambda p: not p.is_dir() or any(
+            e.name not in EXPORT_FILES for e in p.iterdir()))  # a killed export's folder, nothing else
+        tmp = partial_dir(out)
+    except OSError as e:
+        raise UserError(f"cannot write the export beside {out}: {e.strerror or e}; choose a writable --out") from None
     try:
         shape = splits.prepared.input_shape
         save_program(model, tmp / inference.PROGRAM, shape)
@@ -72,14 +80,44 @@ def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: P
         if fmt == "onnx":
             meta["onnx"] = _to_onnx(tmp, model, splits)
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        faults.hit("export", 0)
+        _check_target(out)  # again: the folder may have changed while the export was checked
+        _install(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # made by this export: everything in it is its own
         raise
     meta["path"] = str(out)
     return meta
+
+
+def _check_target(out: Path) -> None:
+    """Export writes into a new or empty folder, or over an earlier mnist-kit export, and nowhere else."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; export writes into a folder: choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not inference.is_export(out):
+        raise UserError(f"{out} is not empty and is not an mnist-kit export (it has no readable {META}); export "
+                        "writes only into a new or empty folder or over an earlier export: choose another --out")
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Put the finished export ``tmp`` at ``out`` in one step. Of an earlier export there, only the files an
+    export writes are deleted: anything else the folder held is moved into the new one."""
+    old = replace_dir(tmp, out)
+    if old is not None:
+        for entry in old.iterdir():
+            if entry.name not in EXPORT_FILES and not (out / entry.name).exists():
+                os.rename(entry, out / entry.name)
+        _remove_own(old)
+
+
+def _remove_own(folder: Path) -> None:
+    """Delete the files an export writes from ``folder``, then the folder if that left it empty."""
+    for name in EXPORT_FILES:
+        (folder / name).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _compare(what: str, logits_of, model, splits: Splits) -> dict:

@@ -40,6 +40,17 @@ def read_meta(folder: Path) -> dict:
     return meta
 
 
+def is_export(folder: Path, checked: bool = False) -> bool:
+    """Whether ``folder`` holds an mnist-kit export's metadata (with ``checked``: of a complete export that
+    passed its checks)."""
+    try:
+        meta = json.loads((Path(folder) / META).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and str(meta.get("format", "")).startswith("mnist-kit export")
+            and (not checked or isinstance(meta.get("checks"), dict)))
+
+
 class Predictor(Program):
     """An mnist-kit export: the program, and the normalisation and classes it was trained with."""
 

@@ -17,9 +17,9 @@ from mnist_kit.images import IMAGE_SUFFIXES, load_image
 
 
 def newest_export(root: Path) -> Path:
-    """The export written last by any run under ``root``."""
+    """The complete, checked export written last by any run under ``root``."""
     metas = [folder / inference.META for run in rundir.find(root) for folder in run.exports()
-             if (folder / inference.META).is_file()]
+             if inference.is_export(folder, checked=True)]
     if not metas:
         raise inference.ModelError(f"no exported model under {root}; make one with `mnist-kit export`, "
                                    "or pass --model DIR")
