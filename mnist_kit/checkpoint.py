@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from mnist_kit.files import atomic_path, digest, write_text
 
 MANIFEST = "manifest.json"
 BEST = "best.pdckpt"
+NAME = re.compile(r"^(epoch_\d{3,}|step_\d{7,}|best)\.pdckpt$")  # the only names a manifest may list
 
 
 class CheckpointError(UserError):
@@ -41,15 +43,40 @@ def step_file(step: int) -> str:
 
 
 def manifest(folder: Path) -> dict:
+    """The manifest's entries, each checked to name a file mnist-kit writes, inside ``folder``, with the
+    fields it writes; CheckpointError if one does not."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return {}
     try:
         entries = json.loads(path.read_text())
-        assert isinstance(entries, dict)
-        return entries
-    except (ValueError, OSError, AssertionError) as e:
-        raise CheckpointError(f"{path} is damaged ({e}); the checkpoints of this run cannot be trusted") from None
+        problem = _manifest_problem(entries)
+    except (ValueError, OSError) as e:
+        problem = str(e)
+    if problem:
+        raise CheckpointError(f"{path} is damaged ({problem}); the checkpoints of this run cannot be trusted")
+    return entries
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _manifest_problem(entries) -> str | None:
+    """What is wrong with a manifest read from disk, or None."""
+    if not isinstance(entries, dict):
+        return f"it holds a JSON {type(entries).__name__}, not an object of checkpoints"
+    for name, e in entries.items():
+        if not NAME.match(name):
+            return f"{name[:80]!r} is not the name of a checkpoint mnist-kit writes"
+        if not isinstance(e, dict):
+            return f"the entry of {name} is not an object"
+        if not (isinstance(e.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", e["sha256"])):
+            return f"the entry of {name} has no valid sha256"
+        bad = [k for k in ("bytes", "epoch", "step") if not _is_count(e.get(k))]
+        if bad or not isinstance(e.get("complete_epoch"), bool):
+            return f"the entry of {name} has an invalid {(bad or ['complete_epoch'])[0]}"
+    return None
 
 
 def _write_manifest(folder: Path, entries: dict) -> None:

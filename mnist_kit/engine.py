@@ -248,20 +248,34 @@ def _ended_by(e: BaseException, run: RunDir, record: RunRecord) -> BaseException
     """Record in ``run.json`` how ``e`` ended training; return what to raise (a UserError for what the user
     can act on: divergence, a full or unwritable disk)."""
     if isinstance(e, KeyboardInterrupt) or interrupts.wrapped_interrupt(e):  # wrapped: Ctrl-C in Paddle's autograd
-        record.save(status="interrupted")
-        info(f"to continue: mnist-kit resume --run {run}")
+        _record_end(record, status="interrupted")
+        info(f"to continue: mnist-kit resume --run {run}" if _has_checkpoint(run) else
+             "stopped before its first checkpoint: there is nothing to resume; train it again")
         return e if isinstance(e, KeyboardInterrupt) else KeyboardInterrupt()
     if isinstance(e, _Diverged):
-        record.save(status="failed", error=str(e))
+        _record_end(record, status="failed", error=str(e))
         return UserError(f"{e}; lower optimizer.lr, set optimizer.grad_clip, or set train.on_nonfinite=skip. "
                          f"The checkpoints written before it are kept in {run.ckpt_dir}")
+    _record_end(record, status="failed", error=str(e) or type(e).__name__)
     if isinstance(e, OSError):  # disk full or unwritable: metrics, run.json
-        with contextlib.suppress(OSError):
-            record.save(status="failed", error=str(e))
         return UserError(f"cannot write to {run}: {e.strerror or e}; the checkpoints written before are "
                          f"intact, resume with: mnist-kit resume --run {run}")
-    record.save(status="failed", error=str(e) or type(e).__name__)
     return e
+
+
+def _has_checkpoint(run: RunDir) -> bool:
+    try:
+        return bool(checkpoint.periodic(run.ckpt_dir))
+    except UserError:
+        return False
+
+
+def _record_end(record: RunRecord, **fields) -> None:
+    """Save how the run ended, or say why that was impossible (a full disk): it must not hide why it ended."""
+    try:
+        record.save(**fields)
+    except OSError as e:
+        info(f"warning: could not record status '{fields['status']}' in {record.run.info_file}: {e.strerror or e}")
 
 
 # ---------------------------------------------------------------- starting and resuming a run

@@ -63,6 +63,16 @@ def write_text(target: Path, text: str) -> None:
     write_bytes(target, text.encode("utf-8"))
 
 
+def overwrite_in_place(target: Path, data: bytes) -> None:
+    """Rewrite an existing file in the blocks it already has: for a full disk, which has no room for the new
+    file an atomic write makes. Not atomic; use it only where the alternative is not writing at all."""
+    with open(target, "r+b") as f:
+        f.write(data)
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def digest(path: Path, algorithm: str = "sha256") -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:

@@ -18,13 +18,14 @@ Runs live under an output root (``output.root``), one folder each, named ``outpu
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 from pathlib import Path
 
-from mnist_kit import UserError, config, provenance
-from mnist_kit.files import write_text
+from mnist_kit import UserError, config, console, provenance
+from mnist_kit.files import overwrite_in_place, write_text
 
 
 class RunDir:
@@ -173,14 +174,24 @@ class RunDir:
     def read_info(self) -> dict:
         """``run.json``; UserError if the folder is not a run or the file is damaged."""
         try:
-            return json.loads(self.info_file.read_text())
+            info = json.loads(self.info_file.read_text())
         except FileNotFoundError:
             raise UserError(f"{self.path} is not a mnist-kit run (no {self.RUN_FILE})") from None
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             raise UserError(f"{self.info_file} is damaged: {e}") from None
+        problem = _info_problem(info)
+        if problem:
+            raise UserError(f"{self.info_file} is damaged: {problem}")
+        return info
 
     def write_info(self, info: dict) -> None:
-        write_text(self.info_file, json.dumps(info, indent=2) + "\n")
+        text = json.dumps(info, indent=2) + "\n"
+        try:
+            write_text(self.info_file, text)
+        except OSError as e:  # a full disk has no room for a new file, but still has the old one's blocks
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not self.info_file.is_file():
+                raise
+            overwrite_in_place(self.info_file, text.encode())
 
     def read_config(self, overrides=()) -> dict:
         return config.load(self.config_file, overrides)
@@ -204,7 +215,7 @@ class RunDir:
             except ValueError:
                 row = None
             if line.strip():
-                out.append((line, row if isinstance(row, dict) and "step" in row else None))
+                out.append((line, row if _is_row(row) else None))
         return out
 
     def read_metrics(self) -> list[dict]:
@@ -252,6 +263,24 @@ class RunRecord:
 
 
 RESERVED_ENV = "MNIST_KIT_RESERVED_RUN"
+# the fields of run.json that are read back, and their types
+INFO_TYPES = {"status": str, "started": (int, float), "started_at": str, "dataset": dict, "normalization": dict,
+              "classes": list, "input_shape": list, "resumes": list, "world_size": int, "error": str}
+
+
+def _info_problem(info) -> str | None:
+    if not isinstance(info, dict):
+        return f"it holds a JSON {type(info).__name__}, not an object"
+    for key, kind in INFO_TYPES.items():
+        if key in info and (not isinstance(info[key], kind) or isinstance(info[key], bool)):
+            return f"{key} is {json.dumps(info[key])[:60]}, not a {getattr(kind, '__name__', 'number')}"
+    return None
+
+
+def _is_row(row) -> bool:
+    """A metrics row as written: an object with an integer epoch and step, and numbers (or nulls) as values."""
+    return (isinstance(row, dict) and all(isinstance(row.get(k), int) for k in ("epoch", "step"))
+            and all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values()))
 
 
 def _reserved_for_us(path: Path) -> bool:
@@ -278,13 +307,15 @@ def latest(root: str | Path) -> RunDir:
     if not candidates:
         raise UserError(f"no runs found under {root}; train one with `mnist-kit train`, or pass --run DIR")
 
-    def started(run: RunDir):
+    started = {}
+    for run in candidates:
         try:
-            return float(run.read_info().get("started", 0.0)), run.name
-        except UserError:
-            return 0.0, run.name
-
-    return max(candidates, key=started)
+            started[run] = float(run.read_info().get("started", 0.0)), run.name
+        except UserError as e:
+            console.info(f"warning: skipping {run}: {e}")
+    if not started:
+        raise UserError(f"no readable run under {root}; train one with `mnist-kit train`, or pass --run DIR")
+    return max(started, key=started.get)
 
 
 def resolve(run: str | Path | None, root: str | Path) -> RunDir:

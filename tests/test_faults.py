@@ -110,3 +110,119 @@ def test_a_killed_export_is_never_found_and_is_cleaned_up(trained):
     assert newest_export(Path("checkpoints")).resolve() == good  # the complete export, never the hidden one
     assert run_cli("export", "--last").exit_code == 0  # and the next export cleans the killed one's folder up
     assert sorted(p.name for p in (trained / "export").iterdir()) == ["best", "epoch_001"]
+
+
+# ---------------------------------------------------------------- 2, 17: a manifest names only mnist-kit's checkpoints
+
+def _edit_manifest(run: Path, edit) -> None:
+    path = run / "ckpt" / "manifest.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+
+def test_retention_never_deletes_a_file_a_manifest_points_outside_to(trained, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not mnist-kit's\n")
+    _edit_manifest(trained, lambda m: {**m, "../../../victim.txt": dict(m["epoch_000.pdckpt"], step=0)})
+    before = snapshot(tmp_path)
+    result = run_cli("resume", "-o", "train.epochs=3", "-o", "checkpoint.keep_last=1")
+    assert_user_error(result, "manifest.json is damaged", "'../../../victim.txt' is not the name of a checkpoint")
+    assert victim.read_text() == "not mnist-kit's\n" and snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (lambda m: {**m, "epoch_000.pdckpt": {}}, "the entry of epoch_000.pdckpt has no valid sha256"),
+    (lambda m: {**m, "epoch_000.pdckpt": {k: v for k, v in m["epoch_000.pdckpt"].items() if k != "sha256"}},
+     "no valid sha256"),
+    (lambda m: {**m, "epoch_000.pdckpt": dict(m["epoch_000.pdckpt"], step="forty")}, "an invalid step"),
+    (lambda m: [1, 2], "it holds a JSON list, not an object of checkpoints"),
+])
+@pytest.mark.parametrize("command", [["resume", "-o", "train.epochs=3"], ["eval"], ["export"]])
+def test_an_edited_manifest_is_a_clear_error(trained, tmp_path, edit, reason, command):
+    _edit_manifest(trained, edit)
+    before = snapshot(tmp_path)
+    assert_user_error(run_cli(*command), "manifest.json is damaged", reason)
+    assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------- 5, 14: full disks
+
+TIMING = ("images_per_sec", "epoch_seconds", "elapsed_seconds")
+
+
+def _rows(run: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_torn_metrics_row_is_dropped_and_resume_repairs_the_file(trained, monkeypatch):
+    """A full disk cut epoch 1's row short (the page the file had room in) and its checkpoint failed."""
+    monkeypatch.setenv("MNIST_KIT_FAULT", "enospc@checkpoint-write:20")
+    args = ("train", *FAST, "-o", "output.visualdl=false", "--name", "torn")
+    assert_user_error(run_cli(*args), "No space left on device")
+    monkeypatch.delenv("MNIST_KIT_FAULT")
+    run = Path("checkpoints/torn")
+    lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text(lines[0] + lines[1][:57])  # ends in half a row, no newline
+    assert {r["run"]: r["epochs_done"] for r in json.loads(run_cli("runs", "--json").stdout)} == {"base": 2, "torn": 1}
+    result = run_cli("resume", "--run", run)
+    assert result.exit_code == 0, result.output
+    assert _rows(run) == _rows(trained)  # as if the disk had never been full
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 MiB file system (tmpfs), to fill up."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_disk_while_saving_records_the_failure_and_resumes(trained, small_disk):
+    filler = small_disk / "filler"
+    args = ("train", *FAST, "-o", f"output.root={small_disk}", "--name", "full")
+    proc = run_subprocess(*args, env={"MNIST_KIT_FAULT": "fill@step:15", "MNIST_KIT_FILL": str(filler)})
+    assert_user_error(proc, "No space left on device", "intact")
+    assert json.loads((small_disk / "full" / "run.json").read_text())["status"] == "failed"
+    filler.unlink()  # room again: the run continues where its last intact checkpoint left it
+    proc = run_subprocess("resume", "--run", small_disk / "full")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((small_disk / "full" / "run.json").read_text())["status"] == "completed"
+    assert [r["epoch"] for r in _rows(small_disk / "full")] == [0, 1]
+
+
+# ---------------------------------------------------------------- 17: edited run files
+
+@pytest.mark.parametrize("content,reason", [("[1]", "it holds a JSON list, not an object"),
+                                            ('{"started": "yesterday"}', 'started is "yesterday", not a number'),
+                                            ("{", "Expecting")])
+def test_a_damaged_run_json_is_an_error_for_that_run_and_skipped_for_the_others(trained, content, reason):
+    shutil.copytree(trained, trained.parent / "zz-damaged")
+    (trained.parent / "zz-damaged" / "run.json").write_text(content)
+    assert_user_error(run_cli("eval", "--run", trained.parent / "zz-damaged"), "run.json is damaged", reason)
+    listed = run_cli("runs", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert {r["run"]: r["status"] for r in json.loads(listed.stdout)} == {"base": "completed",
+                                                                          "zz-damaged": "unreadable"}
+    newest = run_cli("eval", "--json")  # the newest run: the damaged one is skipped with a warning
+    assert newest.exit_code == 0, newest.output
+    assert "warning: skipping checkpoints/zz-damaged" in newest.output and json.loads(newest.stdout)["run"].endswith("base")
+
+
+def test_garbage_lines_in_metrics_are_left_out(trained):
+    with open(trained / "metrics.jsonl", "a") as f:
+        f.write('garbage\n{"epoch": "x", "step": 5}\n[1, 2]\n{"epoch": 1, "step": 20, "val_acc": "high"}\n')
+    listed = run_cli("runs", "--json")
+    assert listed.exit_code == 0 and json.loads(listed.stdout)[0]["epochs_done"] == 2, listed.output
+    result = run_cli("resume", "-o", "train.epochs=3")
+    assert result.exit_code == 0, result.output
+    assert [r["epoch"] for r in _rows(trained)] == [0, 1, 2]
+
+
+def test_ctrl_c_before_the_first_checkpoint_does_not_suggest_resume(trained, monkeypatch):
+    monkeypatch.setenv("MNIST_KIT_FAULT", "interrupt@step:3")
+    result = run_cli("train", *FAST, "--name", "early")
+    assert result.exit_code == 130
+    assert "nothing to resume; train it again" in result.output and "mnist-kit resume" not in result.output
