@@ -319,6 +319,19 @@ def differences(old: dict, new: dict) -> dict:
     return out
 
 
+NETWORK_KEYS = ("data.name", "data.image_size", "data.color", "data.resize")  # with model.*: what shapes the network
+
+
+def check_same_network(saved: dict, cfg: dict, where: str) -> None:
+    """UserError if ``cfg`` describes another network or input than ``saved``, the config stored in the
+    checkpoint ``where`` (a ``config.yaml`` edited, or another run's checkpoints copied in)."""
+    diff = {k: v for k, v in differences(saved, cfg).items() if k.startswith("model.") or k in NETWORK_KEYS}
+    if diff:
+        listing = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} in config.yaml" for k, (a, b) in diff.items())
+        raise UserError(f"{where} was trained with another model or data than config.yaml describes ({listing}); "
+                        "restore config.yaml, or use the checkpoints of the run it describes")
+
+
 def check_resume(saved: dict, cfg: dict, done_epochs: int) -> dict:
     """The differences between the config a run was trained with and the one it is resumed with, if they
     keep it the same training; else UserError naming them."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from mnist_kit import UserError, checkpoint, config, data, distributed, evaluate, faults, graph, interrupts, provenance
 from mnist_kit.console import Progress, info
 from mnist_kit.logbook import Logbook
-from mnist_kit.models import build_model, summary
+from mnist_kit.models import build_model, load_weights, summary
 from mnist_kit.optim import build_loss, build_optimizer, build_schedule
 from mnist_kit.rundir import RunDir, RunRecord
 from mnist_kit.runtime import paddle, rng_state, seed_everything, select_device, set_rng_state, versions
@@ -87,8 +87,8 @@ class Trainer:
                 "normalization": self.splits.norm.to_dict(), "classes": list(self.splits.prepared.classes),
                 "versions": versions()}
 
-    def restore(self, state: dict) -> None:
-        self.model.set_state_dict(state["model"])
+    def restore(self, state: dict, source: str = "the checkpoint") -> None:
+        load_weights(self.model, state["model"], source)
         with warnings.catch_warnings():  # Paddle's LinearWarmup warns about its own nested state; it loads fine
             warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
             self.optimizer.set_state_dict(checkpoint.local_optimizer_state(state["optimizer"], self.model))
@@ -357,7 +357,7 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
         changes = config.check_resume(written_with, cfg, state["epoch"] + int(state["epoch_complete"]))
         checkpoint.check_processes(state, path, cfg, distributed.world_size())
         t = build_trainer(cfg, data.Normalization(**state["normalization"]))
-        t.restore(state)
+        t.restore(state, str(path))
         if t.epoch >= cfg["train"]["epochs"]:
             raise UserError(f"{run} has already finished its {cfg['train']['epochs']} epochs; to train longer: "
                             f"mnist-kit resume --run {run} -o train.epochs=N")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, checkpoint, data, distributed, metrics
+from mnist_kit import UserError, checkpoint, config, data, distributed, metrics
 from mnist_kit.console import info
-from mnist_kit.models import build_model, save_program
+from mnist_kit.models import build_model, load_weights, save_program
 from mnist_kit.optim import build_loss
 from mnist_kit.program import Program, program_files
 from mnist_kit.rundir import RunDir
@@ -100,13 +100,18 @@ def load_trained(run: RunDir, epoch: int | None = None, last: bool = False, devi
     cfg = run.read_config()
     path = checkpoint.for_use(run.ckpt_dir, epoch, last)
     state = checkpoint.load(path)
+    try:
+        trained_with = config.validate(state["config"], f"config stored in {path.name}")
+    except config.ConfigError as e:
+        raise UserError(f"{path} holds a config this version cannot use: {e}") from None
+    config.check_same_network(trained_with, cfg, f"{path}")
     device = select_device(device)
     splits = data.load_splits(cfg, data.Normalization(**state["normalization"]))
     if trained_on and trained_on != splits.prepared.meta.get("arrays_sha256"):
         info(f"warning: the data were prepared again since {run} was trained; its splits now hold other "
              "images than the ones it was trained and validated on")
     model = build_model(cfg["model"], splits.prepared.input_shape, len(splits.prepared.classes))
-    model.set_state_dict(state["model"])
+    load_weights(model, state["model"], str(path))
     model.eval()
     return Trained(cfg, path, state, splits, model, device)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnist_kit import UserError
 from mnist_kit.runtime import paddle
 
 nn = paddle.nn
@@ -125,6 +126,22 @@ MODELS = {"linear": Linear, "mlp": MLP, "cnn": CNN}
 def build_model(model_cfg: dict, input_shape=(1, 28, 28), num_classes: int = 10) -> nn.Layer:
     options = {k: v for k, v in model_cfg.items() if k != "name"}
     return MODELS[model_cfg["name"]](tuple(input_shape), num_classes, **options)
+
+
+def load_weights(model: nn.Layer, weights: dict, source: str) -> None:
+    """Load ``weights`` (a state dict) into ``model`` strictly: every parameter and buffer present with its
+    shape and nothing else, or UserError naming the first mismatch (Paddle would skip it with a warning)."""
+    own = model.state_dict()
+    for name, value in own.items():
+        if name not in weights:
+            raise UserError(f"{source} has no {name}: it holds the weights of another model")
+        if list(getattr(weights[name], "shape", [])) != list(value.shape):
+            raise UserError(f"{source}: {name} has shape {list(getattr(weights[name], 'shape', []))}, the model's is "
+                            f"{list(value.shape)}: it holds the weights of another model")
+    extra = [k for k in weights if k not in own]
+    if extra:
+        raise UserError(f"{source} has {extra[0]}, which the model does not: it holds the weights of another model")
+    model.set_state_dict(weights)
 
 
 def save_program(model: nn.Layer, prefix, input_shape=(1, 28, 28)) -> None:

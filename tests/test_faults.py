@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from mnist_kit import UserError
+
 from conftest import FAST, run_cli, run_subprocess, synthetic_arrays, write_idx_folder
 
 
@@ -24,14 +26,16 @@ def snapshot(folder: Path) -> dict:
 
 
 def assert_user_error(result, *phrases):
-    """One ``Error:`` line naming the problem, a non-zero exit, no traceback."""
+    """One ``Error:`` message naming the problem (its first line, with any list below it), a non-zero exit,
+    no traceback."""
     out = result.output if hasattr(result, "output") else result.stdout + result.stderr
     assert result.exit_code if hasattr(result, "exit_code") else result.returncode, out
     assert "Traceback" not in out, out
     errors = [line for line in out.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, out
+    message = out[out.index(errors[0]):]
     for phrase in phrases:
-        assert phrase in errors[0], out
+        assert phrase in message, out
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +230,35 @@ def test_ctrl_c_before_the_first_checkpoint_does_not_suggest_resume(trained, mon
     result = run_cli("train", *FAST, "--name", "early")
     assert result.exit_code == 130
     assert "nothing to resume; train it again" in result.output and "mnist-kit resume" not in result.output
+
+
+# ---------------------------------------------------------------- 7: never a silently wrong model
+
+def _edit_config(run: Path, old: str, new: str) -> None:
+    text = (run / "config.yaml").read_text()
+    assert old in text
+    (run / "config.yaml").write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize("command", [["eval"], ["export"], ["resume", "-o", "train.epochs=3"]])
+def test_an_edited_config_yaml_does_not_load_other_weights(trained, tmp_path, command):
+    _edit_config(trained, "channels: [20, 20]", "channels: [8, 8]")
+    before = snapshot(tmp_path)
+    result = run_cli(*command)
+    assert_user_error(result, "model.channels")
+    assert "Skip loading" not in result.output and snapshot(tmp_path) == before
+
+
+def test_checkpoints_of_another_model_are_refused_by_name(trained, tmp_path, monkeypatch):
+    """Another run's ckpt/ copied in, its config included: the weights themselves are checked."""
+    assert run_cli("train", *FAST, "-o", "model.channels=[4,4]", "-o", "train.epochs=1", "--name", "small").exit_code == 0
+    shutil.rmtree(trained / "ckpt")
+    shutil.copytree(tmp_path / "checkpoints" / "small" / "ckpt", trained / "ckpt")
+    assert_user_error(run_cli("export", "--run", trained), "model.channels")
+    from mnist_kit import models
+    from mnist_kit.checkpoint import load
+
+    state = load(trained / "ckpt" / "epoch_000.pdckpt")
+    model = models.build_model({**state["config"]["model"], "channels": [20, 20]})
+    with pytest.raises(UserError, match=r"body\.0\.weight has shape \[4, 1, 5, 5\], the model's is \[20, 1, 5, 5\]"):
+        models.load_weights(model, state["model"], "epoch_000.pdckpt")
