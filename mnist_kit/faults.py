@@ -2,7 +2,8 @@
 
 Points: ``step`` (after the update of global step N), ``epoch`` (after epoch N is checkpointed),
 ``checkpoint-write`` (a checkpoint at global step N is written to its temporary file but not yet renamed),
-``export`` (N=0: an export is written and checked in its temporary folder, not yet in place).
+``export`` (N=0: an export is written and checked in its temporary folder, not yet in place),
+``prepare-switch`` (N=0: a new cache's arrays file is written, its ``prepared.json`` not yet).
 Actions: ``kill`` (SIGKILL, as ``kill -9``), ``interrupt`` (KeyboardInterrupt, as Ctrl-C),
 ``enospc`` (an OSError "No space left on device"), ``crash`` (a RuntimeError), ``fill`` (a real full disk
 from then on: fills the file system of the file ``$MNIST_KIT_FILL`` with that file). A ``#R`` suffix limits an

@@ -118,7 +118,7 @@ def main() -> None:
         common = ["--config", REPO / "configs" / "folder.yaml", "-o", f"data.folder={folder}"]
         cfg = config.load(REPO / "configs" / "folder.yaml", [f"data.folder={folder}"])
         prep_s, _ = mnist_kit("prepare", *common, "--force", env=env)
-        cache = next((work / "data" / "image_folder").glob("cards-*/arrays.npz"))
+        cache = next((work / "data" / "image_folder").glob("cards-*/arrays*.npz"))
         train_s, _ = mnist_kit("train", *common, "-o", f"train.epochs={args.epochs}", "-o",
                                f"output.root={work / 'runs'}", "--name", "cards", env=env)
         run = work / "runs" / "cards"

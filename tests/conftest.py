@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +149,48 @@ def run_subprocess(*args, timeout=600, env=None):
     """Run ``python -m mnist_kit ARGS`` as a user would; returns CompletedProcess with text output."""
     return subprocess.run([sys.executable, "-m", "mnist_kit", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+# ---------------------------------------------------------------- a mirror on 127.0.0.1
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Serves a folder; can fail the first requests or cut a transfer short, per file name."""
+
+    fail_first: dict = {}
+    truncate: set = set()
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        name = self.path.rsplit("/", 1)[-1]
+        if self.fail_first.get(name, 0) > 0:
+            self.fail_first[name] -= 1
+            self.send_error(503, "try again")
+            return
+        if name in self.truncate:
+            body = (Path(self.directory) / name).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.truncate.discard(name)
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def http_server():
+    servers = []
+
+    def start(folder, fail_first=None, truncate=()):
+        handler = type("H", (_Handler,), {"fail_first": dict(fail_first or {}), "truncate": set(truncate)})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}/"
+
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()

@@ -1,10 +1,7 @@
 import gzip
 import hashlib
 import json
-import threading
 from dataclasses import replace
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -111,19 +108,19 @@ def test_truncated_file_in_folder_is_named_without_traceback(tmp_path):
 
 
 def test_a_failed_prepare_keeps_the_earlier_cache(prepared, tmp_path):
-    before = (prepared / "mnist" / "arrays.npz").read_bytes()
+    before = {p.name: p.read_bytes() for p in (prepared / "mnist").iterdir()}
     bad = write_idx_folder(tmp_path / "bad", synthetic_arrays())
     (bad / "train-images-idx3-ubyte.gz").write_bytes(b"garbage")
     result = run_cli("prepare", "--from-dir", bad, "--no-verify", "--force")
     assert result.exit_code == 1
-    assert (prepared / "mnist" / "arrays.npz").read_bytes() == before
+    assert {p.name: p.read_bytes() for p in (prepared / "mnist").iterdir()} == before
     data.load("mnist", prepared)  # still intact
 
 
 def test_prepared_cache_is_reused_and_damage_is_detected(prepared):
     result = run_cli("prepare", "--dataset", "mnist")
     assert result.exit_code == 0 and "already prepared" in result.output
-    arrays = prepared / "mnist" / "arrays.npz"
+    arrays = prepared / "mnist" / json.loads((prepared / "mnist" / "prepared.json").read_text())["arrays"]
     blob = bytearray(arrays.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     arrays.write_bytes(bytes(blob))
@@ -175,49 +172,6 @@ def test_normalization_auto_is_measured_on_the_training_split():
 
 
 # ---------------------------------------------------------------- download
-
-class _Handler(SimpleHTTPRequestHandler):
-    """Serves a folder; can fail the first requests or cut a transfer short, per file name."""
-
-    fail_first: dict = {}
-    truncate: set = set()
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        name = self.path.rsplit("/", 1)[-1]
-        if self.fail_first.get(name, 0) > 0:
-            self.fail_first[name] -= 1
-            self.send_error(503, "try again")
-            return
-        if name in self.truncate:
-            body = (Path(self.directory) / name).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2])
-            self.truncate.discard(name)
-            return
-        super().do_GET()
-
-
-@pytest.fixture
-def http_server():
-    servers = []
-
-    def start(folder, fail_first=None, truncate=()):
-        handler = type("H", (_Handler,), {"fail_first": dict(fail_first or {}), "truncate": set(truncate)})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}/"
-
-    yield start
-    for s in servers:
-        s.shutdown()
-        s.server_close()
-
 
 def _synthetic_info(folder: Path, arrays) -> sources.DatasetInfo:
     """MNIST's entry with the checksums of the synthetic files, as if they were the published ones."""

@@ -3,8 +3,12 @@
 Layout under the data root (``data.root``, ``$MNIST_KIT_DATA`` or ``~/.cache/mnist-kit``)::
 
     <root>/<dataset>/raw/*.gz        downloaded archives (downloads only)
-    <root>/<dataset>/arrays.npz      x_train, y_train, x_test, y_test (uint8)
-    <root>/<dataset>/prepared.json   source, checksums, counts; written last, so its presence means complete
+    <root>/<dataset>/arrays-ID.npz   x_train, y_train, x_test, y_test (uint8)
+    <root>/<dataset>/prepared.json   source, checksums, counts, and the name of its arrays file
+
+``prepared.json`` is written last, so its presence means complete; preparing again writes a new arrays
+file, then the new ``prepared.json`` naming it (the switch, one rename), then deletes the old arrays: a
+process killed at any moment leaves the old cache or the new one, usable.
 """
 
 from __future__ import annotations
@@ -12,18 +16,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, provenance
+from mnist_kit import UserError, faults, provenance
 from mnist_kit.console import info
-from mnist_kit.data.idx import decompress_if_gzip, parse_idx
+from mnist_kit.data.idx import decompress, parse_idx
 from mnist_kit.data.sources import DatasetInfo, SourceError, dataset_info, debian_available, download, read_local
-from mnist_kit.files import atomic_path, digest, write_text
+from mnist_kit.files import atomic_path, digest, remove_stale_partials, write_text
 
 FORMAT_VERSION = 1
+ARRAYS = re.compile(r"^arrays(-[0-9a-f]+)?\.npz$")  # the names of arrays files (arrays.npz: before 0.1.1)
 
 
 class DataError(UserError):
@@ -59,6 +66,8 @@ def _parse_all(info_: DatasetInfo, files: dict[str, bytes]) -> dict[str, np.ndar
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if x.shape[0] != y.shape[0]:
             raise DataError(f"{info_.title} {split} set: {x.shape[0]} images but {y.shape[0]} labels")
+        if split == "train" and x.shape[0] == 0:
+            raise DataError(f"the {info_.title} training set has no images")
         if x.shape[1:] != (28, 28):
             raise DataError(f"{info_.title} {split} images are {x.shape[1:]}, expected 28x28")
         if y.size and y.max() >= len(info_.classes):
@@ -110,19 +119,14 @@ def prepare(name: str, root: Path, source: str = "auto", from_dir: Path | None =
         except DataError as e:
             info(f"the existing cache is unusable ({e}); preparing again")
     files, origin = _fetch(info_, target, source, from_dir, mirrors, retries, timeout, verify, backoff)
-    files = {role: decompress_if_gzip(data, info_.files[role].filename) for role, data in files.items()}
+    files = {role: decompress(data, info_.files[role].filename, info_.files[role].ndim) for role, data in files.items()}
     arrays = _parse_all(info_, files)
-    with atomic_path(target / "arrays.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, x_train=arrays["train_images"], y_train=arrays["train_labels"],
-                     x_test=arrays["test_images"], y_test=arrays["test_labels"])
     meta = {
         "format": FORMAT_VERSION,
         "dataset": name,
         "source": origin,
         "verified": verify,
         "files_md5": {info_.files[r].raw_name: hashlib.md5(data).hexdigest() for r, data in files.items()},
-        "arrays_sha256": digest(target / "arrays.npz"),
         "counts": {"train": int(arrays["train_labels"].size), "test": int(arrays["test_labels"].size)},
         "class_counts": {
             "train": np.bincount(arrays["train_labels"], minlength=len(info_.classes)).tolist(),
@@ -131,7 +135,25 @@ def prepare(name: str, root: Path, source: str = "auto", from_dir: Path | None =
         "classes": list(info_.classes),
         "prepared_at": provenance.now(),
     }
-    write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    return write_cache(target, {"x_train": arrays["train_images"], "y_train": arrays["train_labels"],
+                                "x_test": arrays["test_images"], "y_test": arrays["test_labels"]}, meta)
+
+
+def write_cache(target: Path, arrays: dict, meta: dict) -> dict:
+    """Switch the cache in ``target`` to ``arrays`` and ``meta`` (see the module's docstring); return the
+    metadata written, which names its arrays file and their SHA-256."""
+    target.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(target)  # left by a killed prepare
+    name = f"arrays-{secrets.token_hex(8)}.npz"
+    with atomic_path(target / name) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    meta = {**meta, "arrays": name, "arrays_sha256": digest(target / name)}
+    faults.hit("prepare-switch", 0)
+    write_text(target / "prepared.json", json.dumps(meta, indent=2) + "\n")
+    for old in target.iterdir():  # the arrays of earlier caches, or of a prepare killed before its switch
+        if ARRAYS.match(old.name) and old.name != name:
+            old.unlink(missing_ok=True)
     return meta
 
 
@@ -142,16 +164,20 @@ class NotPrepared(DataError):
 def read_cache(target: Path, keys: tuple) -> tuple[dict, dict]:
     """(meta, arrays) of the complete, undamaged cache in ``target`` (``prepared.json`` + ``arrays.npz``);
     NotPrepared if there is none, DataError if it is damaged or of another format."""
-    meta_path, arrays_path = target / "prepared.json", target / "arrays.npz"
-    if not meta_path.is_file() or not arrays_path.is_file():
+    meta_path = target / "prepared.json"
+    if not meta_path.is_file():
         raise NotPrepared(f"nothing is prepared in {target}")
     try:
         meta = json.loads(meta_path.read_text())
-        expected = meta["arrays_sha256"]
-    except (ValueError, KeyError, OSError):
+        expected, arrays_name = meta["arrays_sha256"], meta.get("arrays", "arrays.npz")
+        assert isinstance(expected, str) and isinstance(arrays_name, str) and ARRAYS.match(arrays_name)
+    except (ValueError, KeyError, OSError, TypeError, AssertionError):
         raise DataError(f"{meta_path} is damaged") from None
     if meta.get("format") != FORMAT_VERSION:
         raise DataError(f"{target} was prepared by another version of mnist-kit")
+    arrays_path = target / arrays_name
+    if not arrays_path.is_file():
+        raise DataError(f"{arrays_path}, which {meta_path} names, is missing")
     if digest(arrays_path) != expected:
         raise DataError(f"{arrays_path} is damaged (checksum mismatch)")
     try:

@@ -4,7 +4,7 @@
 
 The cache, under the data root (``data.root``, ``$MNIST_KIT_DATA`` or ``~/.cache/mnist-kit``)::
 
-    image_folder/<folder name>-<key>/arrays.npz      x (N, H, W) or (N, H, W, 3) uint8, y (N,) int64
+    image_folder/<folder name>-<key>/arrays-ID.npz   x (N, H, W) or (N, H, W, 3) uint8, y (N,) int64
     image_folder/<folder name>-<key>/prepared.json   settings, classes, files, skipped files; written last
 
 ``key`` digests the folder's absolute path and the decoding settings (``DECODE_KEYS``), so other settings
@@ -23,9 +23,8 @@ import numpy as np
 
 from mnist_kit import provenance
 from mnist_kit.console import Progress, info
-from mnist_kit.data.cache import FORMAT_VERSION, DataError, NotPrepared, Prepared, read_cache
+from mnist_kit.data.cache import FORMAT_VERSION, DataError, NotPrepared, Prepared, read_cache, write_cache
 from mnist_kit.data.splits import stratified_split
-from mnist_kit.files import atomic_path, digest, write_text
 from mnist_kit.images import COLORS, IMAGE_SUFFIXES, ImageError, load_image
 
 DECODE_KEYS = ("image_size", "color", "resize", "bad_files")
@@ -127,10 +126,6 @@ def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
     if (counts == 0).any():
         gone = [c for c, n in zip(classes, counts) if n == 0]
         raise DataError(f"no readable image left in class folder(s) {', '.join(gone)} of {folder}")
-    x = np.stack(images)
-    with atomic_path(target / "arrays.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, x=x, y=y)
     meta = {
         "format": FORMAT_VERSION,  # the cache format of the IDX data sets
         "dataset": "image_folder",
@@ -145,11 +140,9 @@ def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
         "skipped": [{"file": rel, "reason": why} for rel, why in bad],
         "ignored": ignored,
         "listing_sha256": listing,
-        "arrays_sha256": digest(target / "arrays.npz"),
         "prepared_at": provenance.now(),
     }
-    write_text(target / "prepared.json", json.dumps(meta, indent=2) + "\n")
-    return meta
+    return write_cache(target, {"x": np.stack(images), "y": y}, meta)
 
 
 def load_folder(dcfg: dict, root: Path, warn_if_changed: bool = True) -> Prepared:

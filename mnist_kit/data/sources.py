@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mnist_kit import UserError
 from mnist_kit.console import Progress, info
-from mnist_kit.data.idx import decompress_if_gzip
+from mnist_kit.data.idx import MAX_BYTES, decompress
 from mnist_kit.files import atomic_path
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
@@ -35,6 +35,12 @@ class FileSpec:
     @property
     def raw_name(self) -> str:
         return self.filename[: -len(".gz")]
+
+    @property
+    def raw_bytes(self) -> int:
+        """The size of the uncompressed file: 60,000 training or 10,000 test images (28x28) or labels."""
+        count = 60000 if self.filename.startswith("train") else 10000
+        return 16 + count * 28 * 28 if self.ndim == 3 else 8 + count
 
 
 @dataclass(frozen=True)
@@ -117,8 +123,8 @@ def checksum_match(data: bytes, spec: FileSpec) -> str | None:
         if spec.sha256_gz and hashlib.sha256(data).hexdigest() != spec.sha256_gz:
             return None
         return "published archive checksum"
-    try:
-        raw = decompress_if_gzip(data)
+    try:  # a re-compressed copy: decompressed no further than the published file's size
+        raw = decompress(data, spec.filename, spec.ndim, limit=spec.raw_bytes)
     except UserError:
         return None
     if hashlib.md5(raw).hexdigest() == spec.md5_raw:
@@ -130,6 +136,9 @@ def _find(directory: Path, spec: FileSpec) -> Path | None:
     for candidate in (directory / spec.filename, directory / spec.raw_name):
         if candidate.is_file():
             return candidate
+        if candidate.exists():
+            raise SourceError(f"{candidate} is not a regular file (a folder, FIFO or device); it must be the "
+                              f"{spec.raw_name} IDX file")
     return None
 
 
@@ -146,6 +155,9 @@ def read_local(info_: DatasetInfo, directory: Path, verify: bool = True) -> dict
     out = {}
     for role, path in found.items():
         try:
+            if path.stat().st_size > MAX_BYTES:
+                raise SourceError(f"{path} has {path.stat().st_size:,} bytes: more than an IDX file may have "
+                                  f"here ({MAX_BYTES:,})")
             data = path.read_bytes()
         except OSError as e:
             raise SourceError(f"cannot read {path}: {e.strerror}") from None
@@ -158,7 +170,10 @@ def read_local(info_: DatasetInfo, directory: Path, verify: bool = True) -> dict
 
 
 def debian_available(info_: DatasetInfo) -> bool:
-    return info_.debian_dir is not None and all(_find(info_.debian_dir, s) for s in info_.files.values())
+    try:
+        return info_.debian_dir is not None and all(_find(info_.debian_dir, s) for s in info_.files.values())
+    except SourceError:
+        return False
 
 
 class _Permanent(Exception):
@@ -170,10 +185,14 @@ def _fetch(url: str, target: Path, timeout: float, desc: str) -> None:
         with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(target) as tmp:
             total = int(response.headers.get("Content-Length") or 0)
             progress = Progress(total, desc, bytes_unit=True)
+            if total > MAX_BYTES:
+                raise _Permanent(f"the server offers {total:,} bytes, more than an IDX archive may have here")
             with open(tmp, "wb") as out:
                 while chunk := response.read(1 << 16):
                     out.write(chunk)
                     progress.update(len(chunk))
+                    if progress.n > MAX_BYTES:
+                        raise _Permanent(f"the server sent more than {MAX_BYTES:,} bytes; the download was stopped")
             progress.close()
             if total and progress.n != total:
                 raise ConnectionError(f"connection closed after {progress.n} of {total} bytes")
