@@ -11,8 +11,7 @@ from pathlib import Path
 
 import click
 
-from mnist_kit import UserError, __version__, config
-from mnist_kit.interrupts import wrapped_interrupt
+from mnist_kit import UserError, __version__, config, interrupts
 
 
 class _Failure(click.ClickException):
@@ -23,15 +22,16 @@ class _Failure(click.ClickException):
 
 class _Group(click.Group):
     def invoke(self, ctx):
+        interrupts.handle_termination()  # SIGTERM and SIGHUP stop a command as Ctrl-C does
         try:
             return super().invoke(ctx)
         except UserError as e:
             raise _Failure(str(e), e.exit_code) from None
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as e:
+            click.echo("terminated" if isinstance(e, interrupts.Terminated) else "interrupted", err=True)
+            ctx.exit(interrupts.exit_code(e))
         except OSError as e:  # Ctrl-C inside Paddle's autograd arrives wrapped in an OSError
-            if not wrapped_interrupt(e):
+            if not interrupts.wrapped_interrupt(e):
                 raise
             click.echo("interrupted", err=True)
             ctx.exit(130)

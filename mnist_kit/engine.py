@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -251,7 +252,9 @@ def _ended_by(e: BaseException, run: RunDir, record: RunRecord) -> BaseException
         _record_end(record, status="interrupted")
         info(f"to continue: mnist-kit resume --run {run}" if _has_checkpoint(run) else
              "stopped before its first checkpoint: there is nothing to resume; train it again")
-        return e if isinstance(e, KeyboardInterrupt) else KeyboardInterrupt()
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        return interrupts.Terminated(signal.SIGTERM) if "Terminated" in str(e) else KeyboardInterrupt()
     if isinstance(e, _Diverged):
         _record_end(record, status="failed", error=str(e))
         return UserError(f"{e}; lower optimizer.lr, set optimizer.grad_clip, or set train.on_nonfinite=skip. "
@@ -321,8 +324,7 @@ def train(cfg: dict, config_name: str = "config") -> Path:
         try:
             fit(t, run, record, log)
         except BaseException:
-            if graph_proc is not None:
-                graph_proc.kill()
+            graph.stop(graph_proc)
             raise
         problem = graph.finish(graph_proc)
         if problem:

@@ -11,19 +11,38 @@ anyway.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
+
 from mnist_kit.rundir import RunDir
 
 
+def _child_setup() -> None:
+    os.nice(19)  # it must not slow training down
+    with contextlib.suppress(OSError, AttributeError):  # Linux: die with the parent, kill -9 included
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 def start(run: RunDir) -> subprocess.Popen:
-    """Start the child process that writes the graph files; it runs beside training."""
+    """Start the child process that writes the graph files; it runs beside training and dies with it."""
     env = {**os.environ, "FLAGS_enable_pir_api": "0", "GLOG_minloglevel": "2"}
     return subprocess.Popen([sys.executable, "-m", "mnist_kit.graph", str(run)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: os.nice(19))  # it must not slow training down
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_child_setup)
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    """Kill the child and reap it (no zombie left)."""
+    if proc is not None:
+        proc.kill()
+        proc.communicate()
 
 
 def finish(proc: subprocess.Popen | None, timeout: float = 300) -> str | None:

@@ -1,8 +1,13 @@
-"""Ctrl-C during training: taken between steps, never inside one.
+"""Ctrl-C, SIGTERM and SIGHUP during training: taken between steps, never inside one.
 
 Paddle runs Python code (the conv bias's gradient, a PyLayer) inside its C++ autograd; a KeyboardInterrupt
 raised there comes out as an OSError naming it ("(External) ... KeyboardInterrupt"), which looked like a
 write error and marked the run failed (measured: 4 of 5 real SIGINTs before this existed).
+
+SIGTERM (``kill``, ``timeout``, a batch system) and SIGHUP (a closed terminal) are ``Terminated``, a
+KeyboardInterrupt: everything that handles Ctrl-C handles them, and the exit code is 128 + the signal.
+Paddle installs C++ handlers for them at import, which print a C++ traceback and abort; ``keep_handlers``
+puts the Python ones back.
 """
 
 from __future__ import annotations
@@ -12,36 +17,80 @@ import os
 import signal
 import threading
 
+STOPPING = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def exit_code(e: KeyboardInterrupt) -> int:
+    return 128 + (e.signum if isinstance(e, Terminated) else signal.SIGINT)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def handle_termination() -> None:
+    """From now on SIGTERM and SIGHUP raise ``Terminated`` in the main thread (as SIGINT raises
+    KeyboardInterrupt). The CLI calls this first thing."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOPPING:
+            if signal.getsignal(signum) in (signal.SIG_DFL, _raise_terminated):
+                signal.signal(signum, _raise_terminated)
+
+
+@contextlib.contextmanager
+def keep_handlers():
+    """Put back the Python signal handlers that the code run inside (importing paddle) replaced."""
+    main = threading.current_thread() is threading.main_thread()
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, *STOPPING)} if main else {}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
 
 def wrapped_interrupt(e: BaseException) -> bool:
     """Whether ``e`` is Paddle's wrapping of a KeyboardInterrupt (Ctrl-C) that arrived while Paddle's C++
     autograd was running Python code (an OSError whose message names the KeyboardInterrupt)."""
-    return isinstance(e, OSError) and "KeyboardInterrupt" in str(e)
+    return isinstance(e, OSError) and ("KeyboardInterrupt" in str(e) or "Terminated" in str(e))
 
 
 @contextlib.contextmanager
 def between_steps():
-    """Yields ``check()``, which raises KeyboardInterrupt once Ctrl-C has been pressed; call it between
-    steps. A second Ctrl-C interrupts at once. Where SIGINT is ignored or handled by someone else (a
-    thread other than the main one, a caller's own handler), nothing changes."""
-    pressed = []
+    """Yields ``check()``, which raises KeyboardInterrupt (or ``Terminated``) once Ctrl-C (SIGTERM, SIGHUP)
+    has arrived; call it between steps. A second signal interrupts at once. Where a signal is ignored or
+    handled by someone else (a thread other than the main one, a caller's own handler), nothing changes."""
+    received = []
 
-    def on_sigint(signum, frame):
-        if pressed:
-            raise KeyboardInterrupt
-        pressed.append(signum)
-        os.write(2, b"\ninterrupted: stopping after this step (Ctrl-C again to stop at once)\n")
+    def on_signal(signum, frame):
+        if received:
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+        received.append(signum)
+        what = "interrupted" if signum == signal.SIGINT else f"{signal.Signals(signum).name} received"
+        os.write(2, f"\n{what}: stopping after this step (again to stop at once)\n".encode())
 
     def check():
-        if pressed:
-            raise KeyboardInterrupt
+        if received:
+            raise KeyboardInterrupt if received[0] == signal.SIGINT else Terminated(received[0])
 
-    if threading.current_thread() is not threading.main_thread() or (
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    ours = {signal.SIGINT: signal.default_int_handler, **{s: _raise_terminated for s in STOPPING}}
+    if threading.current_thread() is not threading.main_thread():
         yield check
         return
-    signal.signal(signal.SIGINT, on_sigint)
+    taken = [s for s, expected in ours.items() if signal.getsignal(s) is expected]
+    for signum in taken:
+        signal.signal(signum, on_signal)
     try:
         yield check
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in taken:
+            signal.signal(signum, ours[signum])

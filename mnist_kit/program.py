@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_kit import UserError
+from mnist_kit.interrupts import keep_handlers
 
 
 class ProgramError(UserError):
@@ -32,7 +33,7 @@ def program_files(prefix: Path) -> tuple[Path, Path] | None:
 def create_predictor(model: Path, params: Path, device: str = "cpu", threads: int | None = None):
     """A Paddle Inference predictor for a saved program. On the CPU it runs with oneDNN (measured here
     about 5x the plain CPU kernels on the CNN, same logits within 1e-5) on up to 2 threads."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), keep_handlers():  # paddle replaces the SIGTERM handler at import
         warnings.simplefilter("ignore")
         from paddle import inference
     config = inference.Config(str(model), str(params))

@@ -13,11 +13,14 @@ import warnings
 
 import numpy as np
 
-with warnings.catch_warnings():  # paddle warns about a missing ccache at import; it is irrelevant here
+from mnist_kit import UserError, __version__
+from mnist_kit.interrupts import keep_handlers
+
+# paddle warns about a missing ccache at import (irrelevant here), and replaces the Python handlers of
+# SIGTERM and SIGHUP with C++ ones that abort with a C++ traceback
+with warnings.catch_warnings(), keep_handlers():
     warnings.simplefilter("ignore")
     import paddle
-
-from mnist_kit import UserError, __version__
 
 # printed by BatchNorm on every training forward pass; it describes Paddle's normal behaviour
 warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")

@@ -375,3 +375,68 @@ def test_prepare_force_killed_at_the_switch_keeps_a_usable_cache(prepared, tmp_p
     assert not (data.load("mnist", prepared).x_train == before).all()  # the new one
     left = sorted(p.name for p in (prepared / "mnist").iterdir())
     assert len([n for n in left if n.startswith("arrays")]) == 1 and not partial.exists() and mine.exists(), left
+
+
+# ---------------------------------------------------------------- 20: SIGTERM and kill -9 of train
+
+def _start_training(name: str, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mnist_kit", "train", *FAST, "-o", "train.epochs=500",
+                             "-o", "log.images=false", "--name", name, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition, timeout=120):
+    import time
+
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _children(pid: int) -> list[int]:
+    done = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in done.stdout.split()]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"  # a zombie is gone but for its parent's wait
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
+def test_sigterm_stops_training_between_steps_like_ctrl_c(trained, signum):
+    import signal
+
+    run = Path("checkpoints/term")
+    proc = _start_training("term", "-o", "log.graph=true")
+    _wait_for(lambda: (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text())
+    graph_children = _children(proc.pid)
+    proc.send_signal(getattr(signal, signum))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + getattr(signal, signum), err
+    assert "Traceback" not in err and "FatalError" not in err, err
+    assert f"{signum} received: stopping after this step" in err and "to continue: mnist-kit resume" in err
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    assert all(_gone(pid) for pid in graph_children)
+    done = len((run / "metrics.jsonl").read_text().splitlines())
+    assert run_cli("resume", "--run", run, "-o", f"train.epochs={done + 1}").exit_code == 0
+
+
+def test_the_graph_writer_dies_with_a_killed_training(trained):
+    import signal
+
+    import time
+
+    proc = _start_training("killed", "-o", "log.graph=true", "-o", "train.epochs=500")
+    _wait_for(lambda: _children(proc.pid))
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    _wait_for(lambda: all(_gone(pid) for pid in children), timeout=2)
+    time.sleep(8)  # long enough for a surviving child to have written the graph
+    run = Path("checkpoints/killed")
+    assert not (run / "graph").exists() and not list((run / "vdl").glob("vdlgraph.*"))
