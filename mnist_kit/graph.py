@@ -11,24 +11,18 @@ anyway.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 import time
 
+from mnist_kit.interrupts import die_with_parent
 from mnist_kit.rundir import RunDir
 
 
 def _child_setup() -> None:
     os.nice(19)  # it must not slow training down
-    with contextlib.suppress(OSError, AttributeError):  # Linux: die with the parent, kill -9 included
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-PR_SET_PDEATHSIG = 1
+    die_with_parent()()  # kill -9 of training included
 
 
 def start(run: RunDir) -> subprocess.Popen:

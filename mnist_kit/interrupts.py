@@ -13,6 +13,7 @@ puts the Python ones back.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import threading
@@ -94,3 +95,15 @@ def between_steps():
     finally:
         for signum in taken:
             signal.signal(signum, ours[signum])
+
+
+def die_with_parent(signum: int = signal.SIGKILL):
+    """A ``preexec_fn`` for a child process that must not outlive this one (Linux: it gets ``signum`` when
+    the parent dies, ``kill -9`` included; elsewhere nothing)."""
+    pr_set_pdeathsig = 1
+
+    def setup():
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signum))
+
+    return setup

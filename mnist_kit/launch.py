@@ -2,9 +2,16 @@
 
 The run folder is created here, by the one naming rule (``RunDir.create``), and handed to rank 0 through
 ``$MNIST_KIT_RESERVED_RUN``; if the job ends before rank 0 wrote anything into it, the empty folder is
-removed again. The workers' logs (``workerlog.N``) are moved into the run's logs folder; the launcher's
-``envlog.N`` files, which hold the whole environment, are deleted. If any process fails, the launcher ends
-the job; this then shows the failing process's own error rather than its peers' "connection lost".
+removed again. The workers' logs (``workerlog.N``) are moved into the run's logs folder. The launcher's
+``envlog.N``, ``backup_env.N.json`` and job log hold the whole environment: they are deleted as soon as
+nobody needs them (``envlog``: at once; ``backup_env``, which workers read while they connect: once the
+run has its config), and at the end in any case; those of a launch whose process was killed, by the next.
+
+Ctrl-C, SIGTERM and SIGHUP are forwarded to the launcher as SIGTERM (it stops its workers, which stop
+between steps: status ``interrupted``); the launcher dies with this process (``kill -9`` included); and
+when it has ended, any process of the job still alive (found by ``$MNIST_KIT_LAUNCH``) is stopped. The
+launcher's own chatter (its configuration, glog lines, tracebacks of workers that lost a peer) is not
+shown: the error names the failing process, and every line is in the worker logs.
 """
 
 from __future__ import annotations
@@ -12,16 +19,24 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from mnist_kit import UserError
+from mnist_kit.interrupts import die_with_parent
 from mnist_kit.rundir import RESERVED_ENV, RunDir
+
+LAUNCH_ENV = "MNIST_KIT_LAUNCH"  # a token in the environment of every process of one launch
+NOISE = re.compile(r"^(LAUNCH INFO|\s*warnings\.warn\(|.*No ccache found|=+( Modified FLAGS detected =+)?$|FLAGS\(name="
+                   r"|[IWE]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\])")
+FAILED_RANK = re.compile(r"Container rank (\d+) status failed .* code (-?\d+)")
 
 
 def _script() -> str:
@@ -31,8 +46,12 @@ def _script() -> str:
     return found
 
 
-def _failure(logs: list[Path]) -> str:
-    """The most telling error among the workers' logs: a real one before a peer's lost connection."""
+def _failure(logs: list[Path], codes: dict[int, int]) -> str:
+    """The most telling error: a process killed by a signal, or a real error in a worker's log, before a
+    peer's lost connection or abort (a consequence, not the cause)."""
+    for rank, code in sorted(codes.items()):
+        if code < 0:
+            return f"rank {rank} was killed by {signal.Signals(-code).name}"
     found = []
     for log in logs:
         lines = log.read_text(errors="replace").strip().splitlines()
@@ -41,42 +60,128 @@ def _failure(logs: list[Path]) -> str:
         aborted = any(line.startswith("Error Message Summary") for line in lines)
         if errors or aborted:
             last = errors[-1] if errors else "aborted (see its log)"
-            # a peer that lost its connection, or aborted inside a collective, is a consequence, not the cause
             secondary = aborted or any(w in last for w in ("gloo", "TIMEOUT", "Connection", "connection", "peer"))
             found.append((secondary, log.name.replace("workerlog.", "rank "), last))
     found.sort()
     return f"{found[0][1]}: {found[0][2]}" if found else "see the worker logs"
 
 
+def _relay(stream, codes: dict[int, int]) -> None:
+    """Show the launcher's output (rank 0's) without its noise; note the exit codes of failed ranks."""
+    skipping = False  # inside a traceback, or the launcher's repeat of a failed worker's log
+    for line in stream:
+        failed = FAILED_RANK.search(line)
+        if failed:
+            codes[int(failed.group(1))] = int(failed.group(2))
+        if line.startswith("Traceback (most recent call last)") or "ERROR LOG DETAIL" in line:
+            skipping = True
+        elif skipping and (line.startswith("LAUNCH") or re.match(r"^[A-Za-z_.]*(Error|Exception)(: |$)", line)):
+            skipping = False
+            continue
+        if not (skipping or failed or NOISE.match(line) or line.startswith("LAUNCH ERROR")
+                or line.startswith("Container rank")):
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+
 def launch_train(nproc: int, argv: list[str], run: RunDir, cpu: bool) -> None:
     """Train ``run`` (created by the caller, still empty) with ``mnist-kit train ARGV`` in ``nproc`` processes."""
-    logs = Path(tempfile.mkdtemp(prefix="mnist-kit-launch-"))
-    env = {**os.environ, RESERVED_ENV: str(run.path.resolve())}
+    _scrub_stale()
+    logs = Path(tempfile.mkdtemp(prefix=f"mnist-kit-launch-{os.getpid()}-"))
+    token = secrets.token_hex(8)
+    env = {**os.environ, RESERVED_ENV: str(run.path.resolve()), LAUNCH_ENV: token}
+    env.setdefault("GLOG_minloglevel", "1")  # glog's INFO lines: connections made, ports opened
     if cpu:  # on CPU, an exported CUDA_VISIBLE_DEVICES makes the launcher or its workers fail
         env["PADDLE_DISTRI_BACKEND"] = "gloo"
         env.pop("CUDA_VISIBLE_DEVICES", None)
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir",
            str(logs), _script(), "train", *argv, "--name", run.name]
-    start = time.time()
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    start, codes, ended = time.time(), {}, threading.Event()
+    threading.Thread(target=_scrub, args=(logs, run, ended), daemon=True).start()
     try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        os.killpg(proc.pid, signal.SIGTERM)  # the launcher reaps its workers on SIGTERM
-        proc.wait(timeout=60)
-        raise
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace",
+                                preexec_fn=die_with_parent(signal.SIGTERM))
+        try:
+            _relay(proc.stdout, codes)
+            code = proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the launcher stops its workers on SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
+            raise
     finally:
+        ended.set()
+        _reap(token)
         kept = _tidy(logs, run)
     if code != 0:
         where = run.logs_dir if run.path.is_dir() else logs
         raise UserError(f"the {nproc}-process training failed after {time.time() - start:.0f} s (exit code {code}): "
-                        f"{_failure(kept)}; worker logs: {where}")
+                        f"{_failure(kept, codes)}; worker logs: {where}")
+
+
+def _environment_files(logs: Path, backup: bool = True) -> list[Path]:
+    """The launcher's files that hold the environment: ``envlog.N``, its own log ``default.*.log`` (it prints
+    the environment there when a worker fails), and the workers' ``backup_env.N.json``."""
+    return [*logs.glob("envlog.*"), *logs.glob("default.*.log"), *(logs.glob("backup_env.*") if backup else [])]
+
+
+def _scrub(logs: Path, run: RunDir, ended: threading.Event) -> None:
+    """Delete the environment files while the job runs (see the module's docstring)."""
+    while not ended.wait(0.2):
+        for f in _environment_files(logs, backup=run.config_file.is_file()):
+            f.unlink(missing_ok=True)
+
+
+def _scrub_stale() -> None:
+    """Delete the environment files of earlier launches whose process was killed before it could."""
+    for folder in Path(tempfile.gettempdir()).glob("mnist-kit-launch-*-*"):
+        pid = folder.name.split("-")[3]
+        if pid.isdigit() and not _alive(int(pid)):
+            for f in _environment_files(folder):
+                with contextlib.suppress(OSError):
+                    f.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _job_processes(token: str) -> list[int]:
+    """The processes whose environment carries this launch's token."""
+    marker = f"{LAUNCH_ENV}={token}".encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def _reap(token: str, grace: float = 10.0) -> None:
+    """Stop every process of the launch still alive: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0)):
+        alive = _job_processes(token)
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.time() + wait
+        while alive and time.time() < deadline and _job_processes(token):
+            time.sleep(0.1)
 
 
 def _tidy(logs: Path, run: RunDir) -> list[Path]:
     """Delete the environment logs; move the worker logs into the run, or, if the run never started (its
     folder is still empty: removed), leave them in ``logs``. Return where the worker logs are."""
-    for env_log in logs.glob("envlog.*"):
+    for env_log in _environment_files(logs):
         env_log.unlink()
     worker_logs = sorted(logs.glob("workerlog.*"))
     with contextlib.suppress(OSError):

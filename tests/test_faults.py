@@ -385,12 +385,12 @@ def _start_training(name: str, *extra) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(condition, timeout=120):
+def _wait_for(condition, timeout=120, what=""):
     import time
 
     deadline = time.time() + timeout
     while not condition():
-        assert time.time() < deadline, "timed out"
+        assert time.time() < deadline, f"timed out waiting for {what() if callable(what) else what}"
         time.sleep(0.1)
 
 
@@ -440,3 +440,57 @@ def test_the_graph_writer_dies_with_a_killed_training(trained):
     time.sleep(8)  # long enough for a surviving child to have written the graph
     run = Path("checkpoints/killed")
     assert not (run / "graph").exists() and not list((run / "vdl").glob("vdlgraph.*"))
+
+
+# ---------------------------------------------------------------- 4: signals to a multi-process job
+
+def _processes_of(run: Path) -> list[int]:
+    """The processes working on ``run`` (the reserved folder is in the environment of the whole job)."""
+    marker = f"MNIST_KIT_RESERVED_RUN={run.resolve()}".encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes() and not _gone(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_multi_process_job_leaves_no_process_and_no_environment(trained, tmp_path, how):
+    import signal
+    import time
+
+    launch_tmp = tmp_path / "tmp"
+    launch_tmp.mkdir()
+    run = Path("checkpoints/np")
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_kit", "train", "--nproc", "2", *FAST, "-o",
+                             "train.epochs=500", "-o", "log.images=false", "--name", "np"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(launch_tmp)})
+    _wait_for(lambda: (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text(), timeout=180)
+    proc.send_signal(getattr(signal, how))
+    _, err = proc.communicate(timeout=120)
+    _wait_for(lambda: not _processes_of(run), timeout=30, what=lambda: f"{_processes_of(run)} to end")
+    if how == "SIGTERM":
+        assert proc.returncode == 143 and "Traceback" not in err, err
+        assert "LAUNCH INFO" not in err and "ccache" not in err, err
+    _wait_for(lambda: json.loads((run / "run.json").read_text())["status"] == "interrupted", timeout=30,
+              what=lambda: (run / "run.json").read_text())
+    time.sleep(1)
+    assert not list(launch_tmp.rglob("envlog.*")) and not list(launch_tmp.rglob("backup_env.*"))
+    done = len((run / "metrics.jsonl").read_text().splitlines())
+    result = run_cli("resume", "--run", run, "-o", f"train.epochs={done + 1}")  # nobody trains it any more
+    assert result.exit_code == 0, result.output
+
+
+def test_a_job_that_fails_before_its_run_exists_keeps_no_environment(trained, tmp_path):
+    launch_tmp = tmp_path / "tmp"
+    launch_tmp.mkdir()
+    proc = run_subprocess("train", "--nproc", "2", *FAST, "-o", f"data.root={tmp_path / 'nothing'}",
+                          env={"TMPDIR": str(launch_tmp)}, timeout=240)
+    assert proc.returncode == 1 and "is not prepared" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in launch_tmp.rglob("*") if p.is_file()) == ["workerlog.0", "workerlog.1"]
+    assert [p.name for p in Path("checkpoints").iterdir()] == ["base"]  # no empty run folder left
