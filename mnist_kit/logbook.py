@@ -216,17 +216,53 @@ def board_command(logdir: Path, host: str, port: int, model: Path | None) -> tup
     return argv, logdir.parent
 
 
+def _check_address(host: str, port: int) -> None:
+    """UserError unless this process could listen on ``host:port`` right now (a bad host, or a port that
+    another board or program holds)."""
+    import errno
+    import socket
+
+    from mnist_kit import UserError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError):
+        raise UserError(f"--host {host!r} is not an address of this machine; use 127.0.0.1 (the default), "
+                        "0.0.0.0 or one of its addresses") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds
+        try:
+            probe.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} is in use (another board, or another program, listens there); "
+                                "choose another with --port") from None
+            raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; use 127.0.0.1 (the default) or "
+                            "one of this machine's addresses") from None
+
+
+def _drain(stream, lines) -> None:
+    """Read the server's stderr as long as it runs, keeping its last lines: an unread pipe fills up and
+    blocks the server (after about 60 logged errors)."""
+    for line in stream:
+        lines.append(line.rstrip())
+
+
 def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path | None = None,
           wait: bool = True, say=print):
-    """Start the board on ``logdir``; print its address; with ``wait``, run until interrupted."""
+    """Start the board on ``logdir``; print its address; with ``wait``, run until interrupted (Ctrl-C,
+    SIGTERM)."""
+    import collections
     import subprocess
-    import urllib.request
+    import threading
 
     from mnist_kit import UserError
 
     logdir = Path(logdir)
     if not logdir.is_dir() or not any(logdir.rglob("vdlrecords*")):
         raise UserError(f"no VisualDL logs under {logdir}; train a run first (mnist-kit train), or pass --logdir")
+    _check_address(host, port)
     if host not in LOOPBACK:
         say(f"warning: binding {host}: VisualDL has no authentication, so anyone who can reach this address can "
             "read every log here and upload files to the server")
@@ -234,37 +270,57 @@ def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path |
     if model is not None and not Path(model).is_file():
         raise UserError(f"model file not found: {model}")
     argv, cwd = board_command(logdir, host, port, model)
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            errors="replace")
+    errors = collections.deque(maxlen=20)
+    threading.Thread(target=_drain, args=(proc.stderr, errors), daemon=True).start()
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    deadline = time.time() + 60
-    while True:
-        if proc.poll() is not None:
-            err = (proc.stderr.read() or "").strip().splitlines()
-            raise UserError(f"the VisualDL server stopped at start: {err[-1] if err else proc.returncode} "
-                            f"(is port {port} in use? try --port)")
-        try:
-            with urllib.request.urlopen(f"{url}/alive", timeout=2):
-                break
-        except OSError:
-            if time.time() > deadline:
-                proc.kill()
-                raise UserError("the VisualDL server did not answer within 60 s") from None
-            time.sleep(0.3)
+    try:
+        _wait_until_up(proc, url, port, errors)
+    except BaseException:  # it did not come up, or Ctrl-C: never leave it running
+        _stop(proc)
+        raise
     say(f"VisualDL is serving {logdir} at {url}/app/scalar" + (f" (graph: {model})" if model else "")
         + ("; press Ctrl-C to stop" if wait else ""))
     if not wait:
         return proc
-    import signal
-
-    def _stop(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _stop)  # `kill` stops the server too, not only Ctrl-C
     try:
         proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=10)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the server and end normally
+        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _stop(proc)
     return proc
+
+
+def _stop(proc) -> None:
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_until_up(proc, url: str, port: int, errors, timeout: float = 60) -> None:
+    """Wait until the server answers; UserError (the server stopped) if it ends or does not answer."""
+    import urllib.request
+
+    from mnist_kit import UserError
+
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            time.sleep(0.2)  # the drain thread's last lines
+            raise UserError(f"the VisualDL server stopped at start: {errors[-1] if errors else proc.returncode} "
+                            f"(is port {port} in use? try --port)")
+        try:
+            with urllib.request.urlopen(f"{url}/alive", timeout=2):
+                return
+        except OSError:
+            if time.time() > deadline:
+                raise UserError(f"the VisualDL server did not answer at {url} within {timeout:.0f} s"
+                                + (f"; its last message: {errors[-1]}" if errors else "")) from None
+            time.sleep(0.3)
