@@ -154,9 +154,12 @@ def train(config_path, overrides, seed, device, name, print_config, nproc):
         return
     config_name = config_path.stem if config_path else cfg["model"]["name"]
     if nproc > 1:
+        from mnist_kit import data
         from mnist_kit.launch import launch_train
         from mnist_kit.rundir import RunDir
         from mnist_kit.runtime import paddle
+
+        data.load_splits(cfg, world=nproc)  # data prepared, a step for each process: checked before launching
 
         argv = (["--config", str(config_path)] if config_path else []) + [a for o in list(overrides) + extra
                                                                           for a in ("-o", o)]

@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "polynomial", "cosine")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
+SEED_MAX = 2**32 - 1  # numpy's seeds
+MAX_LIST = 64  # the longest list value (layers of a network, sides of an image)
+NAME = re.compile(r"^\w[\w.+=,:@-]{0,199}$")  # a run name: a plain, visible folder name
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "data": {
@@ -50,14 +54,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "folder": Field("path", None, "the image folder: one sub-folder of images per class, class names = "
                         "sub-folder names in sorted order", only=("image_folder",)),
         "image_size": Field("ints", [28, 28], "height and width every image is resized to", only=("image_folder",),
-                            min=1),
+                            min=1, max=4096),
         "color": Field("str", "grayscale", "grayscale (1 channel) or rgb (3 channels)", choices=("grayscale", "rgb"),
                        only=("image_folder",)),
         "resize": Field("str", "stretch", "stretch to image_size, or pad: keep the aspect ratio and fill the rest "
                         "with the colour of the image's border", choices=("stretch", "pad"), only=("image_folder",)),
         "bad_files": Field("str", "error", "files that cannot be read as images: error (list them and stop) or "
                            "skip (leave them out and count them)", choices=("error", "skip"), only=("image_folder",)),
-        "val_size": Field("int", 10000, "images split off the training set for validation", min=1,
+        "val_size": Field("int", 10000, "images split off the training set for validation", min=1, max=10**7,
                           only=("mnist", "fashion-mnist")),
         "val_ratio": Field("float", 0.15, "share of each class for validation", min=0.0, max=0.9,
                            only=("image_folder",)),
@@ -66,16 +70,20 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "balance": Field("str", "none", "oversample: repeat training images of smaller classes until each class "
                          "has as many as the largest (validation and test untouched)", choices=("none", "oversample"),
                          only=("image_folder",)),
-        "split_seed": Field("int", 0, "seed of the train/validation(/test) split (independent of train.seed)"),
-        "mean": Field("float_or_auto", "auto", "normalisation mean of pixels in [0,1]; auto = from the training split"),
-        "std": Field("float_or_auto", "auto", "normalisation std of pixels in [0,1]; auto = from the training split", min=1e-6),
+        "split_seed": Field("int", 0, "seed of the train/validation(/test) split (independent of train.seed)", min=0,
+                            max=SEED_MAX),
+        "mean": Field("float_or_auto", "auto", "normalisation mean of pixels in [0,1]; auto = from the training split",
+                      min=0.0, max=1.0),
+        "std": Field("float_or_auto", "auto", "normalisation std of pixels in [0,1]; auto = from the training split",
+                     min=1e-6, max=1.0),
     },
     "model": {
         "name": Field("str", "cnn", "network architecture", choices=MODELS),
-        "hidden": Field("ints", [256, 128], "hidden layer widths", only=("mlp",), min=1),
+        "hidden": Field("ints", [256, 128], "hidden layer widths", only=("mlp",), min=1, max=65536),
         "activation": Field("str", "relu", "hidden-layer activation", choices=ACTIVATIONS, only=("mlp",)),
-        "channels": Field("ints", [20, 20], "output channels of each conv+ReLU+max-pool block", only=("cnn",), min=1),
-        "kernel_size": Field("int", 5, "square conv kernel size (odd; 'same' padding)", only=("cnn",), min=1),
+        "channels": Field("ints", [20, 20], "output channels of each conv+ReLU+max-pool block", only=("cnn",), min=1,
+                          max=1024),
+        "kernel_size": Field("int", 5, "square conv kernel size (odd; 'same' padding)", only=("cnn",), min=1, max=31),
         "batch_norm": Field("bool", False, "batch normalisation after each conv", only=("cnn",)),
         "dropout": Field("float", 0.0, "dropout probability before the last linear layer", only=("mlp", "cnn"), min=0.0, max=0.99),
     },
@@ -85,49 +93,52 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "optimizer": {
         "name": Field("str", "adam", "optimizer", choices=OPTIMIZERS),
-        "lr": Field("float", 0.001, "base learning rate", min=0.0),
-        "weight_decay": Field("float", 0.0, "L2 weight decay (decoupled for adamw)", min=0.0),
-        "grad_clip": Field("float", 0.0, "clip gradients to this global L2 norm; 0 = off", min=0.0),
+        "lr": Field("float", 0.001, "base learning rate", min=0.0, max=1e30),
+        "weight_decay": Field("float", 0.0, "L2 weight decay (decoupled for adamw)", min=0.0, max=1e3),
+        "grad_clip": Field("float", 0.0, "clip gradients to this global L2 norm; 0 = off", min=0.0, max=1e9),
         "momentum": Field("float", 0.9, "momentum factor", only=("momentum", "rmsprop"), min=0.0, max=1.0),
         "nesterov": Field("bool", False, "Nesterov momentum", only=("momentum",)),
         "beta1": Field("float", 0.9, "first-moment decay", only=("adam", "adamw"), min=0.0, max=1.0),
         "beta2": Field("float", 0.999, "second-moment decay", only=("adam", "adamw"), min=0.0, max=1.0),
         "rho": Field("float", 0.95, "squared-gradient decay", only=("rmsprop",), min=0.0, max=1.0),
-        "epsilon": Field("float", 1e-8, "numerical stability term", only=("adagrad", "rmsprop", "adam", "adamw"), min=0.0),
+        "epsilon": Field("float", 1e-8, "numerical stability term", only=("adagrad", "rmsprop", "adam", "adamw"), min=0.0,
+                         max=1.0),
     },
     "schedule": {
         "name": Field("str", "constant", "learning-rate schedule (stepped every batch)", choices=SCHEDULES),
-        "warmup_epochs": Field("float", 0.0, "linear warm-up from 0 to lr over this many epochs", min=0.0),
-        "step_epochs": Field("float", 1.0, "multiply lr by gamma every this many epochs", only=("step",), min=1e-9),
-        "gamma": Field("float", 0.1, "decay factor", only=("step",), min=0.0),
-        "end_lr": Field("float", 0.0, "final learning rate", only=("polynomial", "cosine"), min=0.0),
-        "power": Field("float", 1.0, "polynomial power", only=("polynomial",), min=0.0),
+        "warmup_epochs": Field("float", 0.0, "linear warm-up from 0 to lr over this many epochs", min=0.0, max=1e6),
+        "step_epochs": Field("float", 1.0, "multiply lr by gamma every this many epochs", only=("step",), min=1e-9,
+                             max=1e6),
+        "gamma": Field("float", 0.1, "decay factor", only=("step",), min=0.0, max=1e3),
+        "end_lr": Field("float", 0.0, "final learning rate", only=("polynomial", "cosine"), min=0.0, max=1e3),
+        "power": Field("float", 1.0, "polynomial power", only=("polynomial",), min=0.0, max=1e3),
     },
     "train": {
-        "epochs": Field("int", 5, "epochs to train", min=1),
-        "batch_size": Field("int", 64, "training batch size (per process)", min=1),
-        "eval_batch_size": Field("int", 256, "batch size for validation and evaluation", min=1),
-        "seed": Field("int", 0, "seed of weights, data order and dropout; same seed + config = same run on CPU"),
+        "epochs": Field("int", 5, "epochs to train", min=1, max=100000),
+        "batch_size": Field("int", 64, "training batch size (per process)", min=1, max=65536),
+        "eval_batch_size": Field("int", 256, "batch size for validation and evaluation", min=1, max=65536),
+        "seed": Field("int", 0, "seed of weights, data order and dropout; same seed + config = same run on CPU", min=0,
+                      max=SEED_MAX),
         "device": Field("str", "auto", "cpu, gpu, gpu:N or auto"),
         "amp": Field("bool", False, "mixed precision (GPU only)"),
-        "log_every": Field("int", 50, "steps between progress lines and logged training scalars", min=1),
+        "log_every": Field("int", 50, "steps between progress lines and logged training scalars", min=1, max=10**9),
         "on_nonfinite": Field("str", "stop", "a NaN/inf loss: stop the run, or skip that batch's update",
                               choices=("stop", "skip")),
     },
     "checkpoint": {
         "keep_last": Field("int", 3, "keep the newest K epoch checkpoints (plus best.pdckpt); 0 = keep all",
-                           min=0),
+                           min=0, max=10**6),
         "every_steps": Field("int", 0, "also checkpoint every N steps inside an epoch; 0 = at epoch ends only",
-                             min=0),
+                             min=0, max=10**9),
     },
     "log": {
         "images": Field("bool", True, "input grid at the start; misclassified grid and confusion matrix at each "
                         "validation"),
         "histogram_every": Field("int", 200, "steps between histograms of every parameter and gradient; 0 = off",
-                                 min=0),
+                                 min=0, max=10**9),
         "curves": Field("bool", True, "PR and ROC curve of each class at each validation"),
         "embeddings": Field("int", 500, "validation images whose penultimate features are logged at the last epoch; "
-                            "0 = off", min=0),
+                            "0 = off", min=0, max=100000),
         "graph": Field("bool", True, "the model graph (for the board's graph pages)"),
         "hparams": Field("bool", True, "hyper-parameters with the final metrics (the board's comparison view)"),
         "config_text": Field("bool", True, "the resolved config as text"),
@@ -162,6 +173,17 @@ def _kind_name(field: Field) -> str:
     }[field.kind]
 
 
+def excerpt(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: messages quote what was given, never all of a huge value."""
+    if isinstance(value, (list, tuple)) and len(value) > limit:
+        value = value[:limit]  # repr of the whole would be as large as the value
+    return clip(repr(value), limit)
+
+
+def clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _coerce(path: str, field: Field, value: Any) -> Any:
     """Return ``value`` as the field's type, or raise ValueError with a message."""
     if value is None:
@@ -169,7 +191,7 @@ def _coerce(path: str, field: Field, value: Any) -> Any:
             return None
         raise ValueError(f"{path} must be {_kind_name(field)}, not null")
     kind = field.kind
-    bad = ValueError(f"{path} must be {_kind_name(field)}, got {value!r}")
+    bad = ValueError(f"{path} must be {_kind_name(field)}, got {excerpt(value)}")
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -198,18 +220,25 @@ def _coerce(path: str, field: Field, value: Any) -> Any:
     elif kind == "ints":
         if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
             raise bad
+        if len(value) > MAX_LIST:
+            raise ValueError(f"{path} has {len(value)} values; at most {MAX_LIST}")
         out = list(value)
     else:  # pragma: no cover - schema typo
         raise AssertionError(kind)
     if field.choices and out not in field.choices:
-        raise ValueError(f"{path} is {out!r}; allowed: {', '.join(field.choices)}{_suggest(str(out), field.choices)}")
+        raise ValueError(f"{path} is {excerpt(out)}; allowed: {', '.join(field.choices)}"
+                         f"{_suggest(str(out)[:100], field.choices)}")
     for v in out if isinstance(out, list) else [out]:
         if isinstance(v, (int, float)):
             if field.min is not None and v < field.min:
-                raise ValueError(f"{path} must be >= {field.min:g}, got {v!r}")
+                raise ValueError(f"{path} must be >= {_number(field.min)}, got {excerpt(v)}")
             if field.max is not None and v > field.max:
-                raise ValueError(f"{path} must be <= {field.max:g}, got {v!r}")
+                raise ValueError(f"{path} must be <= {_number(field.max)}, got {excerpt(v)}")
     return out
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 
 def validate(raw: Any, source: str = "config") -> dict:
@@ -224,16 +253,17 @@ def validate(raw: Any, source: str = "config") -> dict:
     errors: list[str] = []
     for section in raw:
         if section not in SCHEMA:
-            errors.append(f"unknown section '{section}'{_suggest(str(section), SCHEMA)}; sections: {', '.join(SCHEMA)}")
+            errors.append(f"unknown section {excerpt(section)}{_suggest(str(section)[:100], SCHEMA)}; sections: "
+                          f"{', '.join(SCHEMA)}")
     out: dict = {}
     for section, fields in SCHEMA.items():
         given = raw.get(section) or {}
         if not isinstance(given, dict):
-            errors.append(f"{section} must be a mapping of keys, got {given!r}")
+            errors.append(f"{section} must be a mapping of keys, got {excerpt(given)}")
             given = {}
         for key in given:
             if key not in fields:
-                errors.append(f"unknown key '{section}.{key}'{_suggest(str(key), fields, section + '.')}; "
+                errors.append(f"unknown key {excerpt(f'{section}.{key}')}{_suggest(str(key)[:100], fields, section + '.')}; "
                               f"keys of {section}: {', '.join(fields)}")
         sec: dict = {}
         name = None
@@ -261,8 +291,9 @@ def validate(raw: Any, source: str = "config") -> dict:
         out[section] = sec
     if not errors:
         errors.extend(_cross_checks(out))
-    if not errors and out["data"].get("folder"):  # an image folder is the same folder from any directory
-        out["data"]["folder"] = str(Path(out["data"]["folder"]).expanduser().resolve())
+    for key in ("folder", "root"):  # the same folder from any directory: recorded as an absolute path
+        if not errors and out["data"].get(key):
+            out["data"][key] = str(Path(out["data"][key]).expanduser().resolve())
     if errors:
         raise ConfigError(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors), problems=errors)
     return out
@@ -274,6 +305,10 @@ def valid_device(device: str) -> bool:
 
 def _cross_checks(cfg: dict) -> list[str]:
     errors = []
+    name = cfg["output"]["name"]
+    if name is not None and not NAME.match(name):
+        errors.append(f"output.name (--name) is {excerpt(name)}: a run name is a plain folder name of at most 200 "
+                      "letters, digits and . _ - + = , : @ that starts with a letter or digit")
     device = cfg["train"]["device"]
     if not valid_device(device):
         errors.append(f"train.device is {device!r}; allowed: cpu, gpu, gpu:N (N = 0, 1, ...), auto")
@@ -352,20 +387,57 @@ def check_resume(saved: dict, cfg: dict, done_epochs: int) -> dict:
     return changes
 
 
+MAX_DEPTH = 8  # nesting of a config: sections, keys, lists; far more than any config needs
+MAX_FILE = 1 << 20  # bytes of a config file
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as a config needs it: no aliases (a few lines of them expand to gigabytes), bounded nesting
+    (20,000 ``[`` exhaust the stack), and a key given twice is an error, not silently the last one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a config; write the "
+                                              "value out", event.start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"{excerpt(key)} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key if isinstance(key, (str, int, float, bool)) else id(key_node))
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"optimizer.lr=0.01"`` -> (["optimizer", "lr"], 0.01). Values are YAML scalars or flow lists."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like section.key=value, e.g. -o optimizer.lr=0.01")
+        raise ConfigError(f"override {excerpt(text)} must look like section.key=value, e.g. -o optimizer.lr=0.01")
     key, _, value = text.partition("=")
     parts = key.strip().split(".")
     if len(parts) != 2 or not all(parts):
-        raise ConfigError(f"override '{text}': the key must be section.key, e.g. optimizer.lr")
+        raise ConfigError(f"override {excerpt(text)}: the key must be section.key, e.g. optimizer.lr")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = parse_yaml(value) if value.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"override '{text}': the value is not valid YAML ({e.problem})") from None
+        raise ConfigError(f"override {excerpt(text)}: the value is not valid YAML ({getattr(e, 'problem', e)})") from None
     if isinstance(parsed, dict):
-        raise ConfigError(f"override '{text}': the value must be a scalar or a list")
+        raise ConfigError(f"override {excerpt(text)}: the value must be a scalar or a list")
     return parts, parsed
 
 
@@ -378,9 +450,11 @@ def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] 
         source = str(p)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p} (shipped configs are in the repository's configs/ folder)")
+        if p.stat().st_size > MAX_FILE:
+            raise ConfigError(f"{p} has {p.stat().st_size:,} bytes; a config has at most {MAX_FILE:,}")
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raw = parse_yaml(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
             raise ConfigError(f"{p} is not valid YAML: {e}") from None
         if raw is None:
             raw = {}
@@ -391,13 +465,13 @@ def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] 
         (section, key), value = parse_override(text)
         target = raw.setdefault(section, {})
         if not isinstance(target, dict):
-            raise ConfigError(f"override '{text}': {section} in {source} is not a mapping")
+            raise ConfigError(f"override {excerpt(text)}: {section} in {source} is not a mapping")
         if value is None:  # -o key=null removes the key: its default applies, or nothing if it does not apply
             target.pop(key, None)
         else:
             target[key] = value
     if overrides:
-        source += " with overrides " + " ".join(f"-o {o}" for o in overrides)
+        source += " with overrides " + " ".join(f"-o {clip(o, 80)}" for o in overrides)
     return validate(raw, source)
 
 

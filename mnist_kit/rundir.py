@@ -123,8 +123,9 @@ class RunDir:
             raise UserError(f"cannot create the output folder {root}: {e.strerror}; set output.root to a writable "
                             "folder") from None
         if name:
-            if "/" in name or name in (".", ".."):
-                raise UserError(f"run name '{name}' must be a plain folder name")
+            if not config.NAME.match(name):
+                raise UserError(f"run name {config.excerpt(name)} must be a plain folder name of at most 200 letters, "
+                                "digits and . _ - + = , : @ that starts with a letter or digit")
             candidates = [name]
         else:
             stamp = provenance.stamp()

@@ -42,9 +42,9 @@ def parse_grid(overrides: list[str]) -> tuple[list[str], list[tuple[str, list]]]
         head, _, raw = text.partition("=")
         (section, key), _ = config.parse_override(f"{head}=" if "=" in text else text)  # checks section.key
         try:
-            values = yaml.safe_load("[" + raw + "]") if raw.strip() else [None]
+            values = config.parse_yaml("[" + raw + "]") if raw.strip() else [None]
         except yaml.YAMLError as e:
-            raise ConfigError(f"-o {text}: cannot read the values ({e.problem}); separate them with commas, "
+            raise ConfigError(f"-o {config.clip(text)}: cannot read the values ({e.problem}); separate them with commas, "
                               f"e.g. -o optimizer.lr=0.01,0.001") from None
         if len(values) > 1:
             dotted = f"{section}.{key}"
@@ -81,6 +81,10 @@ def plan(config_path: Path | None, overrides: list[str]) -> tuple[list[str], lis
     for combo in itertools.product(*(values for _, values in axes)):
         texts = [f"{k}={json.dumps(v)}" for (k, _), v in zip(axes, combo)]
         name = ",".join(f"{_label(k, axes)}={_value_text(v)}" for (k, _), v in zip(axes, combo))
+        if not config.NAME.match(name):
+            errors.append(f"{config.clip(name)}: its values do not make a run name (a plain folder name of at "
+                          "most 200 letters, digits and . _ - + = , : @)")
+            continue
         try:
             cfg = config.load(config_path, [*fixed, *texts])
         except ConfigError as e:
@@ -198,6 +202,9 @@ def _run_all(sweep_dir: Path, config_path, fixed, todo: list[Planned], states: d
 def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None = None, name: str | None = None,
               jobs: int = 1, say=info) -> tuple[Path, list[dict]]:
     """Run the grid; return the sweep folder and one summary per run (see ``runs.summarize``)."""
+    if name is not None and not config.NAME.match(name):
+        raise ConfigError(f"--name {config.excerpt(name)}: a sweep's name is a plain folder name of at most 200 "
+                          "letters, digits and . _ - + = , : @ that starts with a letter or digit")
     fixed, axes, planned = plan(config_path, overrides)
     for dcfg in {json.dumps(p.cfg["data"], sort_keys=True): p.cfg["data"] for p in planned}.values():
         if not (data.prepared_dir(dcfg) / "prepared.json").is_file():
@@ -223,8 +230,11 @@ def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None 
         f"{jobs} at a time")
     outcome = {p.name: "completed earlier" for p in planned if p not in todo}
     outcome.update(_run_all(sweep_dir, config_path, fixed, todo, states, jobs, len(planned), say))
-    summaries = [runs.summarize(RunDir(sweep_dir / p.name), sweep_dir) for p in planned
-                 if (sweep_dir / p.name).exists()]
-    for s in summaries:
-        s["sweep_outcome"] = outcome.get(Path(s["path"]).name, "not run")
+    summaries = []
+    for p in planned:  # every run, those that failed before their folder existed too
+        s = runs.summarize(RunDir(sweep_dir / p.name), sweep_dir)
+        s["sweep_outcome"] = outcome.get(p.name, "not run")
+        if s["sweep_outcome"] == "failed" and not (sweep_dir / p.name).exists():
+            s.update(status="failed", error=_last_line(sweep_dir / "logs" / f"{p.name}.log"))
+        summaries.append(s)
     return sweep_dir, summaries

@@ -580,3 +580,100 @@ def test_the_board_refuses_a_host_it_cannot_listen_on(trained, tmp_path, host):
     assert_user_error(run_cli("board", "--logdir", logs, "--host", host, "--port", _free_port()), "--host" if
                       host != "192.0.2.1" else "cannot listen on 192.0.2.1")
     assert _visualdl_servers() == before
+
+
+# ---------------------------------------------------------------- 10, 11, 12: configs that cannot train
+
+def test_a_config_that_yields_no_training_step_is_an_error(trained):
+    assert_user_error(run_cli("train", "--nproc", 2, *FAST, "-o", "train.batch_size=1000", "--name", "big"),
+                      "no training step: the training split has 500 images and a step takes 2 processes x 1000",
+                      "train.batch_size")
+    assert not Path("checkpoints/big").exists()
+
+
+def test_a_sweep_run_that_fails_before_its_folder_exists_is_reported(trained):
+    proc = run_subprocess("sweep", *FAST, "-o", "train.device=cpu,gpu", "--name", "devices")
+    assert proc.returncode == 1, proc.stderr
+    table = proc.stdout.splitlines()
+    assert any(line.startswith("device=gpu") and "failed" in line for line in table), proc.stdout
+    assert any(line.startswith("device=cpu") and "completed" in line for line in table), proc.stdout
+    assert "1 run(s) failed: device=gpu" in proc.stderr
+
+
+def test_an_image_folder_too_small_to_validate_says_so(tmp_path):
+    from conftest import write_image_folder
+
+    folder = write_image_folder(tmp_path / "cards", counts={"box": 2, "hbar": 2}, corrupt=False)
+    args = ["-o", "data.name=image_folder", "-o", f"data.folder={folder}", "-o", "data.image_size=[16,32]"]
+    prepared = run_cli("prepare", *args)
+    assert prepared.exit_code == 0 and "warning: the validation split is empty" in prepared.output
+    assert_user_error(run_cli("train", *args, "-o", "train.epochs=1"), "the validation split is empty",
+                      "data.val_ratio")
+
+
+# ---------------------------------------------------------------- 15: every number has a range; YAML is bounded
+
+@pytest.mark.parametrize("args,phrase", [
+    (["--seed", "-1"], "train.seed must be >= 0"),
+    (["--seed", "99999999999999999999999"], "train.seed must be <= 4294967295, got 99999999999999999999999"),
+    (["-o", "data.split_seed=-5"], "data.split_seed must be >= 0"),
+    (["-o", "train.batch_size=99999999999999999999"], "train.batch_size must be <= 65536"),
+    (["-o", "model.channels=[100000,100000]"], "model.channels must be <= 1024"),
+    (["-o", "model.kernel_size=100001"], "model.kernel_size must be <= 31"),
+    (["-o", "data.name=image_folder", "-o", "data.folder=x", "-o", "data.image_size=[30000,30000]"],
+     "data.image_size must be <= 4096"),
+    (["-o", "model.channels=[" + ",".join(["8"] * 1000) + "]"], "model.channels has 1000 values; at most 64"),
+])
+def test_numbers_out_of_range_are_refused(args, phrase):
+    result = run_cli("train", *args, "--print-config")
+    assert_user_error(result, phrase)
+    assert result.exit_code == 2 and len(result.output) < 2000
+
+
+def test_every_number_in_the_schema_has_a_range():
+    from mnist_kit.config import SCHEMA
+
+    unbounded = [f"{s}.{k}" for s, fields in SCHEMA.items() for k, f in fields.items()
+                 if f.kind in ("int", "float", "ints", "float_or_auto") and (f.min is None or f.max is None)]
+    assert unbounded == []
+
+
+@pytest.mark.parametrize("text,phrase", [
+    ("train:\n  epochs: " + "[" * 20000 + "\n", "nested more than 8 levels deep"),
+    ("a: &a [1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+     "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+     "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nmodel:\n  channels: *g\n", "aliases (*name) are not allowed"),
+    ("train:\n  epochs: 3\n  epochs: 5\n", "'epochs' is given twice"),
+])
+def test_hostile_yaml_is_refused_quickly_with_a_short_message(tmp_path, text, phrase):
+    import time
+
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    start = time.perf_counter()
+    result = run_cli("train", "--config", path, "--print-config")
+    assert time.perf_counter() - start < 10
+    assert_user_error(result, phrase)
+    assert len(result.output) < 2000
+
+
+@pytest.mark.parametrize("name", ["a\nb", " ", "~", "-o", ".hidden", "x" * 300, "a/b", ".."])
+def test_run_names_are_plain_folder_names(trained, tmp_path, name):
+    before = snapshot(tmp_path)
+    assert_user_error(run_cli("train", *FAST, "--name", name), "a run name is a plain folder name")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_relative_data_root_is_recorded_as_an_absolute_path(trained, tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.delenv("MNIST_KIT_DATA")
+    result = run_cli("train", *FAST, "-o", "data.root=data", "-o", "train.epochs=1", "--name", "rel")
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load(Path("checkpoints/rel/config.yaml").read_text())
+    assert saved["data"]["root"] == str(tmp_path / "data")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    evaluated = run_cli("eval", "--run", tmp_path / "checkpoints" / "rel")  # the same data from another folder
+    assert evaluated.exit_code == 0 and "prepared again" not in evaluated.output, evaluated.output

@@ -192,4 +192,7 @@ def describe_folder(meta: dict, counts: dict) -> str:
                      f"{meta['skipped'][0]['file']}: {meta['skipped'][0]['reason']}")
     if meta["ignored"]:
         lines.append(f"  ignored {len(meta['ignored'])} file(s) that are not images by name, e.g. {meta['ignored'][0]}")
+    if sum(counts["val"]) == 0:
+        lines.append("  warning: the validation split is empty, so training cannot start: raise data.val_ratio or "
+                     "add images to the smallest classes")
     return "\n".join(lines)

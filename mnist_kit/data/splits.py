@@ -103,7 +103,21 @@ def make_splits(prepared: Prepared, cfg: dict, norm: Normalization | None = None
         keep = oversample(y_tr, dcfg["split_seed"])
         x_tr, y_tr = x_tr[keep], y_tr[keep]
     prepared = dataclasses.replace(prepared, x_train=None, y_train=None)  # the splits hold them: not kept twice
-    return Splits(prepared, norm,
-                  Batches(x_tr, y_tr, tcfg["batch_size"], norm, shuffle=True, seed=tcfg["seed"], rank=rank,
-                          world=world),
-                  Batches(x_val, y_val, tcfg["eval_batch_size"], norm))
+    splits = Splits(prepared, norm,
+                    Batches(x_tr, y_tr, tcfg["batch_size"], norm, shuffle=True, seed=tcfg["seed"], rank=rank,
+                            world=world),
+                    Batches(x_val, y_val, tcfg["eval_batch_size"], norm))
+    _check_sizes(splits, cfg, world)
+    return splits
+
+
+def _check_sizes(splits: Splits, cfg: dict, world: int) -> None:
+    """DataError for splits that cannot train: no training step per epoch, or nothing to validate on."""
+    n, batch = splits.train.num_samples, cfg["train"]["batch_size"]
+    if len(splits.train) == 0:
+        per = f"{world} processes x {batch}" if world > 1 else f"{batch}"
+        raise DataError(f"no training step: the training split has {n} images and a step takes {per}; lower "
+                        "train.batch_size" + (" or use fewer processes" if world > 1 else ""))
+    if splits.val.num_samples == 0:
+        raise DataError(f"the validation split is empty ({n} training images): validation picks the best "
+                        "checkpoint; raise data.val_ratio, or add images to the smallest classes")
