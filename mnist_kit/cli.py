@@ -6,6 +6,7 @@ traceback; config errors exit with 2. Heavy modules (paddle) are imported only b
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -20,6 +21,19 @@ class _Failure(click.ClickException):
         self.exit_code = exit_code
 
 
+# errors of the file system that the user can act on: shown as one line, with what to do, never a traceback
+FILE_SYSTEM_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG,
+                      errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EEXIST, errno.ELOOP, errno.EXDEV}
+FILE_SYSTEM_HINTS = {
+    "prepare": "prepare into a writable folder with --root (or data.root)",
+    "train": "set output.root (and data.root) to writable folders",
+    "sweep": "set output.root to a writable folder",
+    "resume": "a run is resumed in place: copy it to a writable folder and resume the copy",
+    "export": "export into a writable folder with --out",
+    "predict": "choose a writable folder for --save-preprocessed",
+}
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
         interrupts.handle_termination()  # SIGTERM and SIGHUP stop a command as Ctrl-C does
@@ -31,10 +45,14 @@ class _Group(click.Group):
             click.echo("terminated" if isinstance(e, interrupts.Terminated) else "interrupted", err=True)
             ctx.exit(interrupts.exit_code(e))
         except OSError as e:  # Ctrl-C inside Paddle's autograd arrives wrapped in an OSError
-            if not interrupts.wrapped_interrupt(e):
+            if interrupts.wrapped_interrupt(e):
+                click.echo("interrupted", err=True)
+                ctx.exit(130)
+            if e.errno not in FILE_SYSTEM_ERRORS:
                 raise
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+            where = f" {e.filename}" if e.filename else ""
+            hint = FILE_SYSTEM_HINTS.get(ctx.invoked_subcommand, "")
+            raise _Failure(f"cannot use{where}: {e.strerror}" + (f"; {hint}" if hint else ""), 1) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

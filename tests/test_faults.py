@@ -677,3 +677,44 @@ def test_a_relative_data_root_is_recorded_as_an_absolute_path(trained, tmp_path,
     monkeypatch.chdir(elsewhere)
     evaluated = run_cli("eval", "--run", tmp_path / "checkpoints" / "rel")  # the same data from another folder
     assert evaluated.exit_code == 0 and "prepared again" not in evaluated.output, evaluated.output
+
+
+# ---------------------------------------------------------------- 16: file-system errors
+
+@pytest.fixture
+def read_only(small_disk, trained):
+    """A read-only file system holding a copy of the trained run (``RO/base``) and of its data."""
+    shutil.copytree(trained, small_disk / "base")
+    shutil.copytree(trained.parent.parent / "data", small_disk / "data")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    yield small_disk
+    subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+
+
+def _photo(path: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    img = np.full((60, 60), 230, np.uint8)
+    img[15:45, 27:33] = 20
+    Image.fromarray(img).save(path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["train", "prepare", "resume", "export", "predict", "long-name"])
+def test_read_only_and_unusable_folders_are_one_line_with_what_to_do(read_only, trained, tmp_path, case):
+    ro = read_only
+    if case == "predict":
+        assert run_cli("export").exit_code == 0
+    before = snapshot(tmp_path / "checkpoints")
+    args, phrases = {
+        "train": (["train", *FAST, "-o", f"output.root={ro}/runs"], ["Read-only file system", "output.root"]),
+        "prepare": (["prepare", "--dataset", "mnist", "--root", ro / "fresh"], ["Read-only file system", "--root"]),
+        "resume": (["resume", "--run", ro / "base", "-o", "train.epochs=3"], ["Read-only", "copy it"]),
+        "export": (["export", "--run", ro / "base"], ["Read-only file system", "--out"]),
+        "predict": (["predict", _photo(tmp_path / "one.png"), "--save-preprocessed", ro / "seen"],
+                    ["Read-only file system", "--save-preprocessed"]),
+        "long-name": (["train", *FAST, "-o", f"output.root={tmp_path / ('x' * 300)}"], ["File name too long"]),
+    }[case]
+    assert_user_error(run_cli(*args), *phrases)
+    assert snapshot(tmp_path / "checkpoints") == before
