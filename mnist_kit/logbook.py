@@ -116,14 +116,14 @@ class Logbook:
             self.writer.add_hparams(hparams_dict=hparams, metrics_list=list(metric_tags))
 
     def curves(self, labels: np.ndarray, probs: np.ndarray, classes, step: int) -> None:
-        """One PR curve (tag ``pr/<class>``) and one ROC curve (``roc/<class>``) per class, from the TRUE
-        labels against that class's probability."""
+        """One PR curve (tag ``pr/<class>``) and one ROC curve (``roc/<class>``) per class (the first
+        ``visuals.MAX_CLASSES``), from the TRUE labels against that class's probability."""
         if self.writer is None:
             return
         from visualdl.component.base_component import pr_curve_raw, roc_curve_raw
 
         walltime = round(time.time() * 1000)
-        for k, name in enumerate(classes):
+        for k, name in list(enumerate(classes))[:visuals.MAX_CLASSES]:
             c = metrics.binary_curve(labels == k, probs[:, k], NUM_THRESHOLDS)
             counts = {key: c[key].tolist() for key in ("tp", "fp", "tn", "fn")}
             tag = f"{k}_{name}".replace("/", "-").replace(" ", "_")
@@ -177,7 +177,7 @@ def log_prepared(logdir: Path, prepared, summary: str, counts: dict | None = Non
     book = Logbook(logdir, display_name=f"data: {prepared.name}")
     images, captions = [], []  # one row per class; a class with fewer than ten images leaves blank tiles
     blank = np.zeros_like(prepared.x_train[0])
-    for k, name in enumerate(prepared.classes):
+    for k, name in enumerate(prepared.classes[:visuals.MAX_TILES // 10]):  # the first 40 classes at most
         picks = np.flatnonzero(prepared.y_train == k)[:10]
         images += [prepared.x_train[i] for i in picks] + [blank] * (10 - len(picks))
         captions += [f"{k} {name}"] * len(picks) + [""] * (10 - len(picks))

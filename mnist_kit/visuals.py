@@ -6,6 +6,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 _FONT = ImageFont.load_default()
+MAX_TILES = 400  # the most images one grid draws (a picture's memory grows with them)
+MAX_CLASSES = 40  # the most classes a confusion-matrix picture draws: those with the most errors
 
 
 def _text_width(draw: ImageDraw.ImageDraw, text: str) -> int:
@@ -17,9 +19,10 @@ def grid(images: np.ndarray, captions: list[str], columns: int = 8, tile: int = 
          colors: list[tuple] | None = None) -> np.ndarray:
     """uint8 images (N, H, W) or (N, H, W, 3) in a grid, each scaled to fit ``tile`` pixels (28x28 -> 3x)
     with its caption underneath (optionally coloured)."""
-    n = len(images)
+    n = min(len(images), MAX_TILES)
     if n == 0:
         return np.zeros((16, 16, 3), np.uint8)
+    images, captions = images[:n], captions[:n]
     scale = tile / max(images.shape[1], images.shape[2])
     h, w = max(1, round(images.shape[1] * scale)), max(1, round(images.shape[2] * scale))
     cap, pad = 14, 2
@@ -40,8 +43,15 @@ def grid(images: np.ndarray, captions: list[str], columns: int = 8, tile: int = 
 
 
 def confusion_image(cm: np.ndarray, classes: list[str], cell: int = 44) -> np.ndarray:
-    """The confusion matrix as a heat map with counts; rows are true classes, columns predictions."""
-    cm = np.asarray(cm)
+    """The confusion matrix as a heat map with counts; rows are true classes, columns predictions. Of more
+    than MAX_CLASSES classes, the MAX_CLASSES with the most errors are drawn (labelled by their index)."""
+    cm, total = np.asarray(cm), len(classes)
+    index = np.arange(total)
+    if total > MAX_CLASSES:
+        errors = cm.sum(axis=0) + cm.sum(axis=1) - 2 * np.diag(cm)
+        index = np.sort(np.argsort(-errors, kind="stable")[:MAX_CLASSES])
+        cm = cm[np.ix_(index, index)]
+    classes = [f"{i} {classes[i]}" for i in index]
     k = len(classes)
     margin_left, margin_top = 110, 40
     size = (margin_left + k * cell + 10, margin_top + k * cell + 30)
@@ -50,8 +60,9 @@ def confusion_image(cm: np.ndarray, classes: list[str], cell: int = 44) -> np.nd
     row_totals = np.maximum(cm.sum(axis=1, keepdims=True), 1)
     share = cm / row_totals
     for i in range(k):
-        draw.text((4, margin_top + i * cell + cell // 2 - 5), f"{i} {classes[i]}"[:17], fill=(0, 0, 0), font=_FONT)
-        draw.text((margin_left + i * cell + cell // 2 - 3, margin_top - 14), str(i), fill=(0, 0, 0), font=_FONT)
+        draw.text((4, margin_top + i * cell + cell // 2 - 5), classes[i][:17], fill=(0, 0, 0), font=_FONT)
+        draw.text((margin_left + i * cell + cell // 2 - 3, margin_top - 14), str(index[i]), fill=(0, 0, 0),
+                  font=_FONT)
         for j in range(k):
             v = share[i, j]
             color = (int(255 - 200 * v), int(255 - 120 * v), 255) if i == j else (255, int(255 - 200 * v),
@@ -63,5 +74,6 @@ def confusion_image(cm: np.ndarray, classes: list[str], cell: int = 44) -> np.nd
                       font=_FONT)
     draw.text((margin_left, margin_top + k * cell + 8), "columns: predicted class; rows: true class",
               fill=(80, 80, 80), font=_FONT)
-    draw.text((4, 4), "confusion matrix", fill=(0, 0, 0), font=_FONT)
+    title = "confusion matrix" + (f": the {k} of {total} classes with the most errors" if k < total else "")
+    draw.text((4, 4), title, fill=(0, 0, 0), font=_FONT)
     return np.asarray(canvas)

@@ -718,3 +718,30 @@ def test_read_only_and_unusable_folders_are_one_line_with_what_to_do(read_only, 
     }[case]
     assert_user_error(run_cli(*args), *phrases)
     assert snapshot(tmp_path / "checkpoints") == before
+
+
+# ---------------------------------------------------------------- 13: what is drawn is bounded
+
+def test_thousands_of_classes_are_drawn_within_bounds(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from mnist_kit import visuals
+
+    picture = visuals.confusion_image(np.ones((10000, 10000), np.int32), [str(i) for i in range(10000)])
+    assert picture.shape[0] * picture.shape[1] < 4000 * 4000
+    assert visuals.grid(np.zeros((100000, 28, 28), np.uint8), ["x"] * 100000).shape[0] < 10000
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "many"
+    for k in range(1000):  # 1,000 classes of 5 images: 1 for validation, 1 for test
+        (folder / f"c{k:04d}").mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 255, (8, 8)).astype(np.uint8)).save(folder / f"c{k:04d}" / f"{i}.png")
+    args = ["-o", "data.name=image_folder", "-o", f"data.folder={folder}", "-o", "data.image_size=[8,8]",
+            "-o", "data.val_ratio=0.2", "-o", "data.test_ratio=0.2", "-o", "model.channels=[4]"]
+    done, peak = _peak_rss_mib(["prepare", *args])
+    assert done.returncode == 0 and peak < 1500, (peak, done.stderr[-2000:])
+    done, peak = _peak_rss_mib(["train", *args, "-o", "train.epochs=1", "-o", "log.embeddings=0", "--name", "many"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert peak < 2000, f"peak memory {peak:.0f} MiB"
