@@ -745,3 +745,58 @@ def test_thousands_of_classes_are_drawn_within_bounds(tmp_path):
     done, peak = _peak_rss_mib(["train", *args, "-o", "train.epochs=1", "-o", "log.embeddings=0", "--name", "many"])
     assert done.returncode == 0, done.stderr[-2000:]
     assert peak < 2000, f"peak memory {peak:.0f} MiB"
+
+
+# ---------------------------------------------------------------- 18: edited export metadata
+
+def _meta_edit(name):
+    return {
+        "std 0": lambda m: m["normalization"].update(std=0),
+        "3 classes": lambda m: m.update(classes=["a", "b", "c"]),
+        "no classes": lambda m: m.update(classes=[]),
+        "20 classes": lambda m: m.update(classes=[str(i) for i in range(20)]),
+        "folder without image": lambda m: m.update(preprocess="folder"),
+        "32x32 image": lambda m: m.update(preprocess="folder", input_shape=[None, 1, 32, 32], image={
+            "image_size": [32, 32], "color": "grayscale", "resize": "stretch"}),
+        "rgb image": lambda m: m.update(preprocess="folder", input_shape=[None, 3, 28, 28], image={
+            "image_size": [28, 28], "color": "rgb", "resize": "stretch"}),
+        "extra normalisation key": lambda m: m["normalization"].update(scale=2),
+        "preprocess xyz": lambda m: m.update(preprocess="xyz"),
+        "edited input_shape": lambda m: m.update(input_shape=[None, 1, 30, 28]),
+    }[name]
+
+
+@pytest.mark.parametrize("edit", ["std 0", "3 classes", "no classes", "20 classes", "folder without image",
+                                  "32x32 image", "rgb image", "extra normalisation key", "preprocess xyz",
+                                  "edited input_shape"])
+def test_edited_export_metadata_is_refused(trained, tmp_path, edit):
+    assert run_cli("export", "--out", "exp").exit_code == 0
+    path = tmp_path / "exp" / "mnist_kit_model.json"
+    meta = json.loads(path.read_text())
+    _meta_edit(edit)(meta)
+    path.write_text(json.dumps(meta))
+    result = run_cli("predict", "--model", "exp", _photo(tmp_path / "one.png"))
+    assert_user_error(result, "export the run again")
+
+
+def test_another_models_parameters_in_an_export_are_refused(trained, tmp_path):
+    assert run_cli("export", "--out", "exp").exit_code == 0
+    assert run_cli("train", *FAST, "-o", "model.name=mlp", "-o", "train.epochs=1", "--name", "mlp").exit_code == 0
+    assert run_cli("export", "--run", "checkpoints/mlp", "--out", "mlp_exp").exit_code == 0
+    shutil.copy(tmp_path / "mlp_exp" / "model.pdiparams", tmp_path / "exp" / "model.pdiparams")
+    result = run_cli("predict", "--model", "exp", _photo(tmp_path / "one.png"))
+    assert result.exit_code == 1 and "Traceback" not in result.output and "Error:" in result.output, result.output
+
+
+# ---------------------------------------------------------------- 19: file names that are not UTF-8
+
+def test_an_image_file_name_that_is_not_utf8(tmp_path):
+    from conftest import write_image_folder
+
+    folder = write_image_folder(tmp_path / "cards", corrupt=False)
+    os.rename(folder / "box" / "box_0.png", os.fsencode(folder / "box") + b"/bad\xff.png")
+    (Path(os.fsdecode(os.fsencode(folder / "box") + b"/broken\xfe.png"))).write_bytes(b"not a picture")
+    args = ["-o", "data.name=image_folder", "-o", f"data.folder={folder}", "-o", "data.image_size=[16,32]"]
+    assert_user_error(run_cli("prepare", *args), "box/broken\ufffd.png: not an image")
+    result = run_cli("prepare", *args, "-o", "data.bad_files=skip")
+    assert result.exit_code == 0 and "skipped 1 unreadable file(s)" in result.output, result.output

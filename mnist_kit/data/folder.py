@@ -16,6 +16,7 @@ by ``data.split_seed``, so changing a ratio needs no new prepare.
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from pathlib import Path
 
@@ -46,6 +47,10 @@ def scan(folder: Path) -> tuple[list[str], list[tuple[str, int]], list[str]]:
     if not folder.is_dir():
         raise DataError(f"data.folder {folder} is not a folder; it must hold one sub-folder of images per class")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unnamed = [c for c in classes if printable(c) != c]
+    if unnamed:
+        raise DataError(f"class folder {printable(unnamed[0])!r} of {folder} has a name that is not valid UTF-8 "
+                        "text; class names are labels: rename it")
     if len(classes) < 2:
         raise DataError(f"{folder} has {len(classes)} class sub-folder(s); it needs at least 2, laid out as "
                         f"{folder}/<class name>/<image files>")
@@ -59,7 +64,7 @@ def scan(folder: Path) -> tuple[list[str], list[tuple[str, int]], list[str]]:
                 files.append((p.relative_to(folder).as_posix(), label))
                 found += 1
             else:
-                ignored.append(p.relative_to(folder).as_posix())
+                ignored.append(printable(p.relative_to(folder).as_posix()))
         if not found:
             empty.append(name)
     if empty:
@@ -70,12 +75,17 @@ def scan(folder: Path) -> tuple[list[str], list[tuple[str, int]], list[str]]:
     return classes, files, ignored
 
 
+def printable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as surrogates) shown as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _listing_digest(folder: Path, rel_paths) -> str:
     """Names, sizes and modification times of the files: what tells that the folder changed."""
     h = hashlib.sha256()
     for rel in rel_paths:
         st = (folder / rel).stat()
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(os.fsencode(rel) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -89,11 +99,11 @@ def _decode(folder: Path, files, size, color: str, resize: str):
         try:
             images.append(load_image(folder / rel, size, color, resize))
             labels.append(label)
-            kept.append(rel)
+            kept.append(printable(rel))
         except ImageError as e:
-            bad.append((rel, str(e)))
+            bad.append((printable(rel), printable(str(e))))
         except OSError as e:
-            bad.append((rel, f"cannot read: {e.strerror or e}"))
+            bad.append((printable(rel), f"cannot read: {e.strerror or e}"))
         progress.update(1)
     progress.close()
     return images, labels, kept, bad
