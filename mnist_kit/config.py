@@ -448,6 +448,8 @@ def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] 
     if path is not None:
         p = Path(path)
         source = str(p)
+        if p.exists() and not p.is_file():
+            raise ConfigError(f"{p} is not a regular file (a folder, FIFO or device); --config takes a YAML file")
         if not p.is_file():
             raise ConfigError(f"config file not found: {p} (shipped configs are in the repository's configs/ folder)")
         if p.stat().st_size > MAX_FILE:

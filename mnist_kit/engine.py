@@ -164,7 +164,7 @@ def run_epoch(t: Trainer, run: RunDir, log: TrainLog, check_interrupt) -> float:
     log_every = t.cfg["train"]["log_every"]
     t.model.train()
     start = time.perf_counter() - t.progress["seconds"]
-    bar = Progress(t.steps_per_epoch, f"epoch {t.epoch}/{t.cfg['train']['epochs'] - 1}", unit="step",
+    bar = Progress(t.steps_per_epoch, f"epoch {t.epoch + 1}/{t.cfg['train']['epochs']}", unit="step",
                    every=log_every)
     bar.update(t.step_in_epoch)
     for x, y in t.batches():

@@ -25,7 +25,7 @@ class ImageError(Exception):
 def open_image(path: Path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
-        raise ImageError("no such file")
+        raise ImageError("not a regular file (a FIFO, socket or device)" if path.exists() else "no such file")
     if path.stat().st_size == 0:
         raise ImageError("the file is empty")
     old = Image.MAX_IMAGE_PIXELS

@@ -47,13 +47,21 @@ def format_report(result: dict, classes) -> str:
     for i, cls in enumerate(classes):
         lines.append(f"{f'{i} {cls}':<{width}}{pc['precision'][i]:>10.4f}{pc['recall'][i]:>10.4f}"
                      f"{pc['f1'][i]:>10.4f}{pc['support'][i]:>9}")
-    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
-    cm = result["confusion_matrix"]
-    cell = max(len(str(v)) for row in cm for v in row) + 1
-    lines.append(" " * 4 + "".join(f"{j:>{cell}}" for j in range(len(classes))))
-    for i, row in enumerate(cm):
-        lines.append(f"{i:>3} " + "".join(f"{v:>{cell}}" for v in row))
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + _confusion_lines(result["confusion_matrix"], list(classes)))
+
+
+def _confusion_lines(cm, classes: list[str], limit: int = 40) -> list[str]:
+    """The confusion matrix as text: rows named by class, columns by the names cut to fit."""
+    if len(classes) > limit:
+        return [f"confusion matrix: {len(classes)} classes, too many to print; it is in --json"]
+    names = [c if c == str(i) else f"{i} {c}" for i, c in enumerate(classes)]
+    cell = max(7, max(len(str(v)) for row in cm for v in row) + 1)
+    width = max(len(n) for n in names) + 1
+    lines = ["confusion matrix (rows: true class, columns: predicted)",
+             (" " * width + "".join(f"{c[:cell - 1]:>{cell}}" for c in classes)).rstrip()]
+    for name, row in zip(names, cm):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
+    return lines
 
 
 def binary_curve(positive: np.ndarray, scores: np.ndarray, num_thresholds: int = 127) -> dict:

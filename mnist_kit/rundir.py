@@ -195,6 +195,9 @@ class RunDir:
             overwrite_in_place(self.info_file, text.encode())
 
     def read_config(self, overrides=()) -> dict:
+        if not self.config_file.is_file():
+            raise UserError(f"{self.path} has no config.yaml: it is not a complete mnist-kit run (it is written when "
+                            "a run starts; restore it from a copy of the run)")
         return config.load(self.config_file, overrides)
 
     def write_config(self, cfg: dict) -> None:

@@ -800,3 +800,46 @@ def test_an_image_file_name_that_is_not_utf8(tmp_path):
     assert_user_error(run_cli("prepare", *args), "box/broken\ufffd.png: not an image")
     result = run_cli("prepare", *args, "-o", "data.bad_files=skip")
     assert result.exit_code == 0 and "skipped 1 unreadable file(s)" in result.output, result.output
+
+
+# ---------------------------------------------------------------- confusing messages
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_fifo_or_device_as_an_input_is_named(trained, tmp_path, kind):
+    special = tmp_path / "special"
+    os.mkfifo(special) if kind == "fifo" else special.symlink_to("/dev/zero")
+    assert run_cli("export").exit_code == 0
+    result = run_cli("predict", special)
+    assert result.exit_code == 1 and "not a regular file" in result.output, result.output
+    assert_user_error(run_cli("train", "--config", special), "is not a regular file")
+
+
+def test_a_small_png_of_enormous_size_is_predicted_in_bounded_memory(trained, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    img = np.full((6300, 6300), 255, np.uint8)
+    img[2000:4500, 3000:3400] = 0  # a "1"
+    Image.fromarray(img).convert("1").save(tmp_path / "huge.png", optimize=True)
+    assert (tmp_path / "huge.png").stat().st_size < 200_000
+    assert run_cli("export").exit_code == 0
+    done, peak = _peak_rss_mib(["predict", tmp_path / "huge.png"], env={**os.environ})
+    assert done.returncode == 0, done.stderr
+    assert peak < 900, f"peak memory {peak:.0f} MiB"  # 1.66 GB before
+
+
+def test_a_run_without_config_yaml_says_so(trained):
+    (trained / "config.yaml").unlink()
+    assert_user_error(run_cli("eval", "--run", trained), "has no config.yaml", "not a complete mnist-kit run")
+
+
+def test_eval_names_the_classes_in_its_confusion_matrix():
+    from mnist_kit import metrics
+    import numpy as np
+
+    classes = ["T-shirt/top", "Trouser", "Pullover"]
+    y = np.array([0, 1, 2, 2])
+    result = metrics.report(y, np.array([0, 1, 2, 1]), 3)
+    result.update(split="test", dataset="fashion-mnist", samples=4, checkpoint="best.pdckpt", loss=0.1)
+    text = metrics.format_report(result, classes).split("confusion matrix")[1]
+    assert "0 T-shirt/top" in text and "Trouse" in text and "2 Pullover" in text

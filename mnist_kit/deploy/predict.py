@@ -36,8 +36,10 @@ def expand(paths: list[str]) -> list[tuple[str, Path | None, str | None]]:
             if not files:
                 out.append((p, None, "the folder holds no image files"))
             out += [(str(f), f, None) for f in files]
-        elif path.exists():
+        elif path.is_file():
             out.append((p, path, None))
+        elif path.exists():
+            out.append((p, None, "not a regular file (a FIFO, socket or device)"))
         elif any(c in p for c in "*?["):
             matches = sorted(glob.glob(p, recursive=True))
             if not matches:
