@@ -214,8 +214,10 @@ def _coerce(path: str, field: Field, value: Any) -> Any:
             raise bad
         out = float(value)
     elif kind in ("str", "path"):
-        if not isinstance(value, str) or not value:
-            raise bad
+        if not isinstance(value, str) or not value or any(ord(c) < 32 or c == "\x7f" for c in value):
+            raise bad  # control characters (a NUL, a newline) make no name or path
+        if len(value) > 4096:
+            raise ValueError(f"{path} has {len(value):,} characters; at most 4,096")
         out = value
     elif kind == "ints":
         if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
