@@ -501,6 +501,8 @@ def reference_markdown() -> str:
     for section, fields in SCHEMA.items():
         for key, f in fields.items():
             meaning = f.help + (f"; one of: {', '.join(f.choices)}" if f.choices else "")
+            if f.min is not None and f.max is not None:
+                meaning += f"; {_number(f.min)} to {_number(f.max)}" + (" each" if f.kind == "ints" else "")
             default = "null" if f.default is None else json.dumps(f.default)
             lines.append(f"| `{section}.{key}` | `{default}` | {', '.join(f.only) or 'all'} | {meaning} |")
     return "\n".join(lines)
