@@ -214,8 +214,10 @@ def _coerce(path: str, field: Field, value: Any) -> Any:
             raise bad
         out = float(value)
     elif kind in ("str", "path"):
-        if not isinstance(value, str) or not value or any(ord(c) < 32 or c == "\x7f" for c in value):
-            raise bad  # control characters (a NUL, a newline) make no name or path
+        if not isinstance(value, str) or not value:
+            raise bad
+        if any(ord(c) < 32 or c == "\x7f" for c in value):  # a NUL, a newline: no name or path holds them
+            raise ValueError(f"{path} must not hold control characters (a newline, a NUL...), got {excerpt(value)}")
         if len(value) > 4096:
             raise ValueError(f"{path} has {len(value):,} characters; at most 4,096")
         out = value

@@ -108,6 +108,7 @@ def launch_train(nproc: int, argv: list[str], run: RunDir, cpu: bool) -> None:
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the launcher stops its workers on SIGTERM
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
+            threading.Thread(target=_relay, args=(proc.stdout, codes), daemon=True).start()  # its pipe must not fill
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=60)
             raise
