@@ -91,7 +91,8 @@ def partial_dir(target: Path) -> Path:
     return tmp
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (for telling a killed process's leftovers from a running one's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -107,7 +108,7 @@ def remove_stale_partials(folder: Path, keep=lambda path: False) -> list[Path]:
     removed = []
     for path in Path(folder).iterdir() if Path(folder).is_dir() else []:
         match = PARTIAL.match(path.name)
-        if not match or _alive(int(match.group(1))) or keep(path):
+        if not match or process_alive(int(match.group(1))) or keep(path):
             continue
         with contextlib.suppress(OSError):
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from mnist_kit import UserError
+from mnist_kit.files import process_alive
 from mnist_kit.interrupts import die_with_parent
 from mnist_kit.rundir import RESERVED_ENV, RunDir
 
@@ -139,20 +140,10 @@ def _scrub_stale() -> None:
     """Delete the environment files of earlier launches whose process was killed before it could."""
     for folder in Path(tempfile.gettempdir()).glob("mnist-kit-launch-*-*"):
         pid = folder.name.split("-")[3]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             for f in _environment_files(folder):
                 with contextlib.suppress(OSError):
                     f.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _job_processes(token: str) -> list[int]:
