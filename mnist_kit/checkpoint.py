@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mnist_kit import UserError, faults, provenance
 from mnist_kit.console import info
-from mnist_kit.files import atomic_path, digest, write_text
+from mnist_kit.files import atomic_path, digest, read_json, write_text
 
 MANIFEST = "manifest.json"
 BEST = "best.pdckpt"
@@ -48,11 +48,7 @@ def manifest(folder: Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return {}
-    try:
-        entries = json.loads(path.read_text())
-        problem = _manifest_problem(entries)
-    except (ValueError, OSError) as e:
-        problem = str(e)
+    entries, problem = read_json(path, _manifest_problem)
     if problem:
         raise CheckpointError(f"{path} is damaged ({problem}); the checkpoints of this run cannot be trusted")
     return entries

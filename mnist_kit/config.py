@@ -358,6 +358,14 @@ def differences(old: dict, new: dict) -> dict:
     return out
 
 
+def stored(saved: Any, where: Path) -> dict:
+    """The config stored in the checkpoint ``where``, validated; UserError if this version cannot use it."""
+    try:
+        return validate(saved, f"config stored in {Path(where).name}")
+    except ConfigError as e:
+        raise UserError(f"{where} holds a config this version cannot use: {e}") from None
+
+
 NETWORK_KEYS = ("data.name", "data.image_size", "data.color", "data.resize")  # with model.*: what shapes the network
 
 

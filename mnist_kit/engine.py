@@ -352,11 +352,7 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
     main = distributed.is_main()
     with _training_lock(run):
         path, state = _resume_point(run, epoch)
-        try:
-            written_with = config.validate(state["config"], f"config stored in {path.name}")
-        except config.ConfigError as e:
-            raise UserError(f"{path} holds a config this version cannot use: {e}") from None
-        changes = config.check_resume(written_with, cfg, state["epoch"] + int(state["epoch_complete"]))
+        changes = config.check_resume(config.stored(state["config"], path), cfg, state["epoch"] + int(state["epoch_complete"]))
         checkpoint.check_processes(state, path, cfg, distributed.world_size())
         t = build_trainer(cfg, data.Normalization(**state["normalization"]))
         t.restore(state, str(path))

@@ -100,11 +100,7 @@ def load_trained(run: RunDir, epoch: int | None = None, last: bool = False, devi
     cfg = run.read_config()
     path = checkpoint.for_use(run.ckpt_dir, epoch, last)
     state = checkpoint.load(path)
-    try:
-        trained_with = config.validate(state["config"], f"config stored in {path.name}")
-    except config.ConfigError as e:
-        raise UserError(f"{path} holds a config this version cannot use: {e}") from None
-    config.check_same_network(trained_with, cfg, f"{path}")
+    config.check_same_network(config.stored(state["config"], path), cfg, f"{path}")
     device = select_device(device)
     splits = data.load_splits(cfg, data.Normalization(**state["normalization"]))
     if trained_on and trained_on != splits.prepared.meta.get("arrays_sha256"):

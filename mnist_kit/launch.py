@@ -37,6 +37,7 @@ from mnist_kit.rundir import RESERVED_ENV, RunDir
 LAUNCH_ENV = "MNIST_KIT_LAUNCH"  # a token in the environment of every process of one launch
 NOISE = re.compile(r"^(LAUNCH INFO|\s*warnings\.warn\(|.*No ccache found|=+( Modified FLAGS detected =+)?$|FLAGS\(name="
                    r"|[IWE]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\])")
+EXCEPTION = re.compile(r"^[A-Za-z_.]*(Error|Exception)(: |$)")  # the last line of a Python traceback
 FAILED_RANK = re.compile(r"Container rank (\d+) status failed .* code (-?\d+)")
 
 
@@ -56,7 +57,7 @@ def _failure(logs: list[Path], codes: dict[int, int]) -> str:
     found = []
     for log in logs:
         lines = log.read_text(errors="replace").strip().splitlines()
-        errors = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)(: |$)", line)
+        errors = [line for line in lines if EXCEPTION.match(line)
                   and not line.startswith("Error Message Summary")]
         aborted = any(line.startswith("Error Message Summary") for line in lines)
         if errors or aborted:
@@ -76,7 +77,7 @@ def _relay(stream, codes: dict[int, int]) -> None:
             codes[int(failed.group(1))] = int(failed.group(2))
         if line.startswith("Traceback (most recent call last)") or "ERROR LOG DETAIL" in line:
             skipping = True
-        elif skipping and (line.startswith("LAUNCH") or re.match(r"^[A-Za-z_.]*(Error|Exception)(: |$)", line)):
+        elif skipping and (line.startswith("LAUNCH") or EXCEPTION.match(line)):
             skipping = False
             continue
         if not (skipping or failed or NOISE.match(line) or line.startswith("LAUNCH ERROR")

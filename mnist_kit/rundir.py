@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 from mnist_kit import UserError, config, console, provenance
-from mnist_kit.files import overwrite_in_place, write_text
+from mnist_kit.files import overwrite_in_place, read_json, write_text
 
 
 class RunDir:
@@ -174,13 +174,9 @@ class RunDir:
     # ---------------------------------------------------------------- records
     def read_info(self) -> dict:
         """``run.json``; UserError if the folder is not a run or the file is damaged."""
-        try:
-            info = json.loads(self.info_file.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{self.path} is not a mnist-kit run (no {self.RUN_FILE})") from None
-        except (ValueError, OSError) as e:
-            raise UserError(f"{self.info_file} is damaged: {e}") from None
-        problem = _info_problem(info)
+        if not self.info_file.is_file():
+            raise UserError(f"{self.path} is not a mnist-kit run (no {self.RUN_FILE})")
+        info, problem = read_json(self.info_file, _info_problem)
         if problem:
             raise UserError(f"{self.info_file} is damaged: {problem}")
         return info

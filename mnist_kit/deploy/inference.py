@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_kit.data.batches import Normalization  # numpy only: prediction imports no training code
+from mnist_kit.files import read_json
 from mnist_kit.metrics import softmax
 from mnist_kit.program import Program, ProgramError, program_files
 
@@ -34,11 +35,7 @@ def read_meta(folder: Path) -> dict:
     path = Path(folder) / META
     if not path.is_file():
         raise ModelError(f"{folder} is not a mnist-kit export (no {META}); make one with: mnist-kit export")
-    try:
-        meta = json.loads(path.read_text())
-    except (ValueError, OSError) as e:
-        raise ModelError(f"{path} is damaged ({e})") from None
-    problem = meta_problem(meta)
+    meta, problem = read_json(path, meta_problem)
     if problem:
         raise ModelError(f"{path} is damaged or was edited: {problem}; export the run again")
     return meta
@@ -78,11 +75,8 @@ def meta_problem(meta) -> str | None:
 def is_export(folder: Path, checked: bool = False) -> bool:
     """Whether ``folder`` holds an mnist-kit export's metadata (with ``checked``: of a complete export that
     passed its checks)."""
-    try:
-        meta = json.loads((Path(folder) / META).read_text())
-    except (OSError, ValueError):
-        return False
-    return (isinstance(meta, dict) and str(meta.get("format", "")).startswith("mnist-kit export")
+    meta, problem = read_json(Path(folder) / META, lambda m: None if isinstance(m, dict) else "not an object")
+    return (not problem and str(meta.get("format", "")).startswith("mnist-kit export")
             and (not checked or isinstance(meta.get("checks"), dict)))
 
 
