@@ -97,7 +97,7 @@ class CNN(nn.Layer):
     def __init__(self, input_shape, num_classes, channels=(20, 20), kernel_size=5, batch_norm=False, dropout=0.0):
         super().__init__()
         in_ch, height, width = input_shape
-        layers = []
+        layers, self._blocks = [], []  # _blocks: (conv, batch norm or None, pool, relu) per block
         for out_ch in channels:
             # with batch norm next, a conv bias is cancelled by the mean subtraction: leave it out
             layers.append(Conv2D(in_ch, out_ch, kernel_size, padding=kernel_size // 2,
@@ -105,6 +105,7 @@ class CNN(nn.Layer):
             if batch_norm:
                 layers.append(nn.BatchNorm2D(out_ch))
             layers += [nn.MaxPool2D(2, 2), nn.ReLU()]
+            self._blocks.append(tuple(layers[-4:]) if batch_norm else (layers[-3], None, *layers[-2:]))
             in_ch, height, width = out_ch, height // 2, width // 2
         if height < 1 or width < 1:
             raise ValueError(f"{len(channels)} pooling blocks shrink a {input_shape[1]}x{input_shape[2]} input to nothing")
@@ -112,9 +113,27 @@ class CNN(nn.Layer):
         self.body = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_ch * height * width, num_classes)
+        self._fast = None  # per block: a oneDNN block (onednn.Block) or None (the stock layers)
+
+    def conv_blocks(self) -> list[tuple]:
+        """(conv, batch norm or None) of each block, in order."""
+        return [(conv, bn) for conv, bn, _, _ in self._blocks]
+
+    def use_fast_blocks(self, blocks) -> None:
+        """Run block i on ``blocks[i]`` (an ``onednn.Block``, or None for the stock layers) in eager mode;
+        ``None`` for all stock. Tracing and export always use the stock layers."""
+        self._fast = list(blocks) if blocks is not None and any(b is not None for b in blocks) else None
 
     def features(self, x):
-        return self.body(x)
+        if self._fast is None or not paddle.in_dynamic_mode():
+            return self.body(x)
+        for fast, (conv, bn, pool, relu) in zip(self._fast, self._blocks):
+            if fast is None:
+                x = conv(x)
+                x = relu(pool(bn(x) if bn is not None else x))
+            else:
+                x = fast(x, conv)
+        return x.flatten(1)
 
     def forward(self, x):
         return self.fc(self.dropout(self.features(x)))
