@@ -27,6 +27,11 @@ def local_rank() -> int:
     return int(os.environ.get("PADDLE_LOCAL_RANK", os.environ.get("PADDLE_RANK_IN_NODE", rank())))
 
 
+def local_size() -> int:
+    """Processes of this job on this machine."""
+    return int(os.environ.get("PADDLE_LOCAL_SIZE", world_size()))
+
+
 def is_main() -> bool:
     return rank() == 0
 

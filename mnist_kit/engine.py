@@ -21,7 +21,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnist_kit import UserError, checkpoint, config, data, distributed, evaluate, faults, graph, interrupts, provenance
+from mnist_kit import (UserError, checkpoint, config, data, distributed, evaluate, faults, graph, interrupts, onednn,
+                       provenance)
 from mnist_kit.console import Progress, info
 from mnist_kit.logbook import Logbook
 from mnist_kit.models import build_model, load_weights, summary
@@ -51,6 +52,7 @@ class Trainer:
     optimizer: object
     scaler: object = None
     net: object = None  # what the training step calls: the model, or its DataParallel wrapper
+    fast: onednn.Choice = None  # which layers run the conv blocks
     epoch: int = 0  # the epoch in progress (or the next one to start)
     step: int = 0  # global steps done
     step_in_epoch: int = 0
@@ -86,7 +88,7 @@ class Trainer:
                 "best_val_acc": self.best_val_acc, "config": self.cfg, "config_hash": config.config_hash(self.cfg),
                 "world_size": distributed.world_size(),
                 "normalization": self.splits.norm.to_dict(), "classes": list(self.splits.prepared.classes),
-                "versions": versions()}
+                "fast_conv": self.fast.record(), "versions": versions()}
 
     def restore(self, state: dict, source: str = "the checkpoint") -> None:
         load_weights(self.model, state["model"], source)
@@ -112,11 +114,15 @@ def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
     seed_everything(tcfg["seed"])
     splits = data.load_splits(cfg, norm, distributed.rank(), distributed.world_size())
     model = build_model(cfg["model"], splits.prepared.input_shape, len(splits.prepared.classes))
+    threads, lowered = onednn.threads_for(tcfg["threads"], distributed.local_size())
+    if lowered:
+        info(f"warning: {lowered}")
+    fast = onednn.enable(model, tcfg["fast_conv"], device, threads, splits.prepared.input_shape)
     schedule = build_schedule(cfg["schedule"], cfg["optimizer"]["lr"], len(splits.train), tcfg["epochs"])
     optimizer = build_optimizer(cfg["optimizer"], schedule, model.parameters())
     net = paddle.DataParallel(model) if distributed.world_size() > 1 else model
     return Trainer(cfg, device, splits, model, build_loss(cfg["loss"]), schedule, optimizer,
-                   paddle.amp.GradScaler() if tcfg["amp"] else None, net)
+                   paddle.amp.GradScaler() if tcfg["amp"] else None, net, fast)
 
 
 # ---------------------------------------------------------------- the loop
@@ -311,10 +317,12 @@ def train(cfg: dict, config_name: str = "config") -> Path:
             "dataset": {"name": cfg["data"]["name"], "source": prepared.meta.get("source"),
                         "train": t.splits.train.num_samples, "val": t.splits.val.num_samples,
                         "test": int(prepared.y_test.size), "arrays_sha256": prepared.meta.get("arrays_sha256")},
-            "input_shape": list(prepared.input_shape), "world_size": distributed.world_size()}, write=main)
+            "input_shape": list(prepared.input_shape), "world_size": distributed.world_size(),
+            "fast_conv": t.fast.record()}, write=main)
         record.save()
+        info(f"training on {t.device}: {t.fast.describe()}")
         info(f"run directory: {run}")
-        info(f"device {t.device}, seed {cfg['train']['seed']}; {cfg['data']['name']}: {t.splits.train.num_samples} "
+        info(f"seed {cfg['train']['seed']}; {cfg['data']['name']}: {t.splits.train.num_samples} "
              f"train / {t.splits.val.num_samples} validation images; normalisation mean {t.splits.norm.mean} "
              f"std {t.splits.norm.std}")
         info(summary(t.model))
@@ -330,6 +338,13 @@ def train(cfg: dict, config_name: str = "config") -> Path:
         if problem:
             info(f"warning: the model graph for VisualDL could not be written: {problem}")
     return run.path
+
+
+def _engine(record: dict) -> str:
+    """How a run's conv blocks ran, from ``Choice.record()``: 'oneDNN 3.6.2 on 2 threads' or 'Paddle's stock layers'."""
+    if record["path"] == "stock":
+        return "Paddle's stock conv layers"
+    return f"{record['library']} conv blocks on {record['threads']} thread(s)"
 
 
 def _resume_point(run: RunDir, epoch: int | None) -> tuple[Path, dict]:
@@ -363,6 +378,11 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
         where = (f"the end of epoch {state['epoch']}" if state["epoch_complete"]
                  else f"step {state['step_in_epoch']} of epoch {state['epoch']}")
         info(f"resuming {run} from {path.name}: {where} (global step {state['step']})")
+        info(f"training on {t.device}: {t.fast.describe()}")
+        before = state.get("fast_conv")
+        if before and (before["path"], before["threads"]) != (t.fast.path, t.fast.threads):
+            info(f"warning: the checkpoint was trained with {_engine(before)}, and training continues with "
+                 f"{_engine(t.fast.record())}: the same training within float rounding, not bit for bit")
         for k, (a, b) in changes.items():
             info(f"  changed on resume: {k}: {a!r} -> {b!r}")
         if moved:
@@ -372,6 +392,9 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
         record = RunRecord(run, meta, write=main)
         record.save(status="running", config_hash=config.config_hash(cfg), resumes=meta.get("resumes", []) + [{
             "from": path.name, "step": state["step"], "at": provenance.now(),
-            "changes": {k: list(v) for k, v in changes.items()}, "set_aside": moved, "command": provenance.command()}])
-        fit(t, run, record, _open_log(t, run, resume_step=state["step"], superseded=superseded))
+            "changes": {k: list(v) for k, v in changes.items()}, "set_aside": moved, "command": provenance.command(),
+            "fast_conv": t.fast.record()}])
+        log = _open_log(t, run, resume_step=state["step"], superseded=superseded)
+        log.engine(t)
+        fit(t, run, record, log)
     return run.path

@@ -611,6 +611,14 @@ def compare(cin: int, cout: int, kernel: int, kind: str, threads: int, n: int, h
     Where the function has a kink -- a pool window whose largest pre-activation is within float rounding
     of 0 (the ReLU) or of the second largest (the max) -- the two paths may rightly send that output's
     gradient different ways; the output gradient is set to 0 there, so that only real differences count."""
+    rng_state = paddle.get_rng_state()  # the layers made here must not move training's random numbers
+    try:
+        return _compare(cin, cout, kernel, kind, threads, n, h, w, seed)
+    finally:
+        paddle.set_rng_state(rng_state)
+
+
+def _compare(cin, cout, kernel, kind, threads, n, h, w, seed) -> float:
     rng = np.random.default_rng(seed)
     x0 = rng.standard_normal((n, cin, h, w)).astype("float32")
     w0 = (rng.standard_normal((cout, cin, kernel, kernel)) / kernel / np.sqrt(cin)).astype("float32")
@@ -684,3 +692,94 @@ def self_check(threads: int) -> None:
             _state[key] = e
     if _state[key] is not None:
         raise _state[key]
+
+
+def threads_for(requested: int, processes: int) -> tuple[int, str | None]:
+    """Threads per process for the blocks: ``requested`` (0 = the usable cores divided among this
+    machine's ``processes``), never more than that share; and a note when a request was lowered."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max(1, cores // max(1, processes))
+    if requested and requested > share:
+        return share, (f"train.threads={requested} lowered to {share}: {cores} usable cores shared by {processes} "
+                       f"process(es) on this machine")
+    return requested or share, None
+
+
+@dataclass
+class Choice:
+    """Which layers train the conv blocks, and why."""
+
+    path: str  # "onednn" (at least one block) or "stock"
+    threads: int = 1
+    reason: str = ""  # why a block or all of them run on the stock layers
+    library: str = ""
+    blocks: tuple = ()  # per block: "onednn" or "stock"
+
+    def describe(self) -> str:
+        if self.path == "stock":
+            return f"conv blocks on Paddle's stock layers ({self.reason})"
+        text = f"conv blocks on {self.library}, {self.threads} thread{'s' if self.threads > 1 else ''}"
+        if "stock" in self.blocks:
+            text += f"; block(s) {', '.join(str(i + 1) for i, b in enumerate(self.blocks) if b == 'stock')} on " \
+                    f"the stock layers ({self.reason})"
+        return text
+
+    def record(self) -> dict:
+        return {"path": self.path, "threads": self.threads, "library": self.library, "blocks": list(self.blocks),
+                "reason": self.reason}
+
+
+def enable(model, mode: str, device: str, threads: int, input_shape) -> Choice:
+    """Put ``model``'s conv blocks on oneDNN as ``mode`` (``train.fast_conv``: auto, on, off) allows, each
+    block checked against the stock layers at its own shape first; return what was chosen. ``on`` raises
+    UserError with the reason when it cannot be done."""
+    from mnist_kit import UserError
+
+    def stock(reason: str) -> Choice:
+        if mode == "on":
+            raise UserError(f"train.fast_conv is on, but {reason}; set train.fast_conv=auto or off")
+        return Choice("stock", reason=reason)
+
+    if mode == "off":
+        return Choice("stock", reason="train.fast_conv is off")
+    if not hasattr(model, "conv_blocks"):
+        return stock(f"the {type(model).__name__.lower()} model has no conv blocks")
+    if device != "cpu":
+        return stock(f"the oneDNN blocks are for the CPU, and training runs on {device}")
+    try:
+        self_check(threads)
+    except Unavailable as e:
+        return stock(f"oneDNN cannot be used: {e}")
+    blocks, notes = [], []
+    _, h, w = input_shape
+    for i, (conv, norm) in enumerate(model.conv_blocks()):
+        kind = "bn" if norm is not None else "relu"
+        cout, cin, kernel = conv.weight.shape[:3]
+        problem = None
+        if kind == "relu" and conv.bias is None:
+            problem = "a conv without bias or batch norm"
+        else:
+            problem = _check_shape(cin, cout, kernel, kind, threads, h, w)
+        if problem:
+            notes.append(f"block {i + 1}: {problem}")
+        blocks.append(None if problem else Block(cin, cout, kernel, kind, threads, norm))
+        h, w = h // 2, w // 2
+    if all(b is None for b in blocks):
+        return stock("; ".join(notes))
+    if notes and mode == "on":
+        raise UserError(f"train.fast_conv is on, but {'; '.join(notes)}; set train.fast_conv=auto or off")
+    model.use_fast_blocks(blocks)
+    return Choice("onednn", threads, "; ".join(notes), library().name,
+                  tuple("stock" if b is None else "onednn" for b in blocks))
+
+
+def _check_shape(cin: int, cout: int, kernel: int, kind: str, threads: int, h: int, w: int) -> str | None:
+    """Why this block shape cannot run on oneDNN (checked on a batch of 2 at its real size), or None."""
+    key = ("shape", cin, cout, kernel, kind, threads, h, w)
+    if key not in _state:
+        try:
+            diff = compare(cin, cout, kernel, kind, threads, 2, h, w)
+            _state[key] = None if diff <= TOLERANCE else f"differs from the stock layers by {diff:.2g} (relative)"
+        except Unavailable as e:
+            _state[key] = str(e)
+    return _state[key]

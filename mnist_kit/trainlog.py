@@ -1,6 +1,7 @@
 """What a training run shows in VisualDL, and when: the engine calls these at its named points.
 
     start          the config as text, the hyper-parameters, a grid of input samples (step 0)
+    engine         what trains the run (device, conv blocks on oneDNN or stock), at the start and each resume
     after_step     every ``train.log_every`` steps: loss, accuracy, learning rate;
                    every ``log.histogram_every`` steps: every parameter and gradient
     after_epoch    epoch scalars; misclassified grid, confusion matrix, PR/ROC curves;
@@ -34,6 +35,7 @@ class TrainLog:
         """What the log shows from the start of a run: config, hyper-parameters, a grid of input samples."""
         if self.lcfg["config_text"]:
             self.book.text("config", config.dump(self.cfg))
+        self.engine(t)
         if self.lcfg["hparams"]:
             flat = {f"{s}.{k}": (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, list) else v)
                     for s, sec in self.cfg.items() if s not in ("output", "log") for k, v in sec.items()}
@@ -42,6 +44,11 @@ class TrainLog:
             train = t.splits.train
             first = train.order(0)[:64]
             self.book.sample_grid("input/train_samples", train.x[first], train.y[first], t.splits.prepared.classes)
+
+    def engine(self, t) -> None:
+        """What trains the run from this step on: the device and the conv blocks' layers (at a resume too)."""
+        if self.lcfg["config_text"]:
+            self.book.text("training", f"{t.device}: {t.fast.describe()}", t.step)
 
     def after_step(self, t, loss: float, correct: int, n: int, lr: float) -> None:
         """After the update of global step ``t.step`` (``n`` images, ``correct`` of them right, at rate ``lr``)."""
