@@ -717,7 +717,7 @@ class Choice:
 
     def describe(self) -> str:
         if self.path == "stock":
-            return f"conv blocks on Paddle's stock layers ({self.reason})"
+            return f"Paddle's stock layers ({self.reason})"
         text = f"conv blocks on {self.library}, {self.threads} thread{'s' if self.threads > 1 else ''}"
         if "stock" in self.blocks:
             text += f"; block(s) {', '.join(str(i + 1) for i, b in enumerate(self.blocks) if b == 'stock')} on " \

@@ -6,10 +6,13 @@ cache `mnist-kit prepare --dataset fashion-mnist` made) and is scored on its 10,
 setup in a fresh process (so peak memory is its own):
 
 - reference: the Paddle tutorial loop (Dataset + DataLoader, stock nn.Conv2D, Adam 1e-3, batch 64);
-- PyTorch: the identical network and recipe (scripts/bench_torch.py), when a Python with torch is found:
-  --torch-python, else this Python if it imports torch, else .venv-bench/bin/python
+- PyTorch: the identical network and recipe (scripts/bench_torch.py) on 2 threads and on 1, when a Python
+  with torch is found: --torch-python, else this Python if it imports torch, else .venv-bench/bin/python
   (scripts/bench_env.sh makes it; torch is never a dependency of mnist-kit);
-- mnist-kit with each shipped config, cnn_fast.yaml also with --nproc 2, and cnn.yaml without VisualDL.
+- mnist-kit: cnn.yaml (the same network and recipe) on the oneDNN conv blocks with the default threads, with
+  1 thread, on Paddle's stock layers (train.fast_conv=off), with --nproc 2 and without VisualDL;
+  cnn_fast.yaml on oneDNN, on the stock layers and with --nproc 2; folder.yaml on a synthetic image folder
+  (scripts/bench_folder.py's cards) on oneDNN and on the stock layers; mlp.yaml and linear.yaml.
 
 Columns: training images/s (and the ratio to the reference), time-to-accuracy (wall seconds and epochs
 until the test accuracy first reaches --target, evaluation included), evaluation images/s, peak RSS;
@@ -133,7 +136,7 @@ def _test_accuracies(run: Path, epochs: int) -> list[float]:
     return [evaluate.evaluate_run(run, epoch=e)["accuracy"] for e in range(epochs)]
 
 
-def worker_mnist_kit(name: str, epochs: int, nproc: int, visualdl: bool, out: str) -> dict:
+def worker_mnist_kit(name: str, epochs: int, nproc: int, out: str, *overrides: str) -> dict:
     """`mnist-kit train` as a user runs it (a subprocess, so --nproc works the same way)."""
     import numpy as np
 
@@ -141,8 +144,9 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, visualdl: bool, out: st
 
     run = Path(out) / "run"
     argv = [sys.executable, "-m", "mnist_kit", "train", "--config", str(REPO / "configs" / f"{name}.yaml"),
-            "-o", f"data.name={DATASET}", "-o", f"output.root={out}", "--name", "run",
-            "-o", "checkpoint.keep_last=0", "-o", f"output.visualdl={str(visualdl).lower()}"]
+            "-o", f"output.root={out}", "--name", "run", "-o", "checkpoint.keep_last=0"]
+    for o in overrides:
+        argv += ["-o", o]
     if epochs:
         argv += ["-o", f"train.epochs={epochs}"]
     if nproc > 1:  # the same global batch: the config's batch split over the processes
@@ -157,6 +161,7 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, visualdl: bool, out: st
         raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
     peak = peak_mib(resource.RUSAGE_CHILDREN)  # the largest process of the job (one rank, or the trainer)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    fast = json.loads((run / "run.json").read_text())["fast_conv"]
     accs = _test_accuracies(run, len(rows))
     trained = evaluate.load_trained(run)
     x = trained.splits.prepared.x_test
@@ -170,7 +175,7 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, visualdl: bool, out: st
                 logits_of(trained.splits.norm.apply(x[i:i + 1000]))
             passes.append(len(x) / (time.perf_counter() - t0))
         eval_ips = float(np.median(passes))
-    return {"train_ips": float(np.mean([r["images_per_sec"] for r in rows])), "wall_s": wall,
+    return {"train_ips": float(np.mean([r["images_per_sec"] for r in rows])), "wall_s": wall, "fast_conv": fast,
             "epochs": [{"epoch": r["epoch"], "test_acc": a, "elapsed_s": r["elapsed_seconds"]}
                        for r, a in zip(rows, accs)],
             "eval_ips": eval_ips, "peak_mib": peak, "run": str(run)}
@@ -239,6 +244,10 @@ def time_to(epochs: list[dict], target: float) -> str:
     return f"not in {len(epochs)} ep" if epochs else "-"
 
 
+def _seconds_to(epochs: list[dict], target: float) -> float | None:
+    return next((e["elapsed_s"] for e in epochs if e["test_acc"] >= target), None)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 epoch per config, no time-to-accuracy")
@@ -254,7 +263,7 @@ def main():
         if kind == "tutorial":
             result = worker_tutorial(a[0], int(a[1]), int(a[2]), float(a[3]))
         elif kind == "mnist-kit":
-            result = worker_mnist_kit(a[0], int(a[1]), int(a[2]), a[3] == "on", a[4])
+            result = worker_mnist_kit(a[0], int(a[1]), int(a[2]), *a[3:])
         else:
             result = worker_predict(a[0], int(a[1]))
         print(json.dumps(result))
@@ -279,23 +288,44 @@ def main():
                                                                             str(args.target)]))
         torch_python = find_torch(args.torch_python)
         if torch_python:
-            r = run_worker(torch_python, [str(npz), "--epochs", str(ref_epochs), "--target", str(args.target),
-                                          "--steps", str(args.steps)], REPO / "scripts" / "bench_torch.py")
-            add(f"PyTorch {r['torch']}, {r['threads']} threads", r)
+            for threads, epochs in ((2, ref_epochs), (1, 0)):
+                r = run_worker(torch_python, [str(npz), "--epochs", str(epochs), "--target", str(args.target),
+                                              "--steps", str(args.steps), "--threads", str(threads)],
+                               REPO / "scripts" / "bench_torch.py")
+                add(f"PyTorch {r['torch']}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}", r)
         else:
             print("  (no Python with torch found: bash scripts/bench_env.sh makes one)", file=sys.stderr)
-        plan = [("cnn", 1, "on"), ("cnn_fast", 1, "on"), ("cnn_fast", 2, "on"), ("mlp", 1, "on"),
-                ("linear", 1, "on"), ("cnn", 1, "off")]
-        for name, nproc, vdl in plan:
-            epochs = 1 if args.quick or name in ("mlp", "linear") else 0  # 0: the config's own epochs
-            if vdl == "off" and not args.quick:
-                epochs = 1
-            out = tmp / f"{name}-{nproc}-{vdl}"
-            r = run_worker(sys.executable, ["--worker", "mnist-kit", name, str(epochs), str(nproc), vdl, str(out)])
-            label = f"mnist-kit {name}.yaml" + (f", --nproc {nproc} x batch/{nproc}" if nproc > 1 else "") + (
-                ", VisualDL off" if vdl == "off" else "")
-            add(label, r, same_net=name == "cnn")
-        fast = next(r for r in rows if r["setup"] == "mnist-kit cnn_fast.yaml")
+        cards = tmp / "cards"
+        sys.path.insert(0, str(REPO / "scripts"))
+        from bench_folder import write_cards
+
+        write_cards(cards)
+        folder_data = [f"data.folder={cards}", f"data.root={tmp / 'data'}"]
+        subprocess.run([sys.executable, "-m", "mnist_kit", "prepare", "--config", str(REPO / "configs" / "folder.yaml"),
+                        *sum((["-o", o] for o in folder_data), [])], check=True, capture_output=True)
+        fmnist, full = [f"data.name={DATASET}"], 0 if args.quick else None
+        # (label, config, epochs (0: the config's own, None: --max-epochs), processes, overrides, same network)
+        plan = [("cnn.yaml", "cnn", full, 1, fmnist, True),
+                ("cnn.yaml, train.threads=1", "cnn", 1, 1, [*fmnist, "train.threads=1"], True),
+                ("cnn.yaml, fast_conv=off", "cnn", 1, 1, [*fmnist, "train.fast_conv=off"], True),
+                ("cnn.yaml, --nproc 2 x batch 32", "cnn", 1, 2, fmnist, True),
+                ("cnn.yaml, VisualDL off", "cnn", 1, 1, [*fmnist, "output.visualdl=false"], True),
+                ("cnn_fast.yaml", "cnn_fast", 0, 1, fmnist, False),
+                ("cnn_fast.yaml, fast_conv=off", "cnn_fast", 0, 1, [*fmnist, "train.fast_conv=off"], False),
+                ("cnn_fast.yaml, --nproc 2 x batch 32", "cnn_fast", 0, 2, fmnist, False),
+                ("folder.yaml (cards)", "folder", 2, 1, folder_data, False),
+                ("folder.yaml (cards), fast_conv=off", "folder", 2, 1, [*folder_data, "train.fast_conv=off"], False),
+                ("mlp.yaml", "mlp", 1, 1, fmnist, False), ("linear.yaml", "linear", 1, 1, fmnist, False)]
+        for label, name, epochs, nproc, overrides, same_net in plan:
+            epochs = args.max_epochs if epochs is None else 1 if args.quick else epochs
+            out = tmp / f"run-{len(rows)}"
+            r = run_worker(sys.executable, ["--worker", "mnist-kit", name, str(epochs), str(nproc), str(out),
+                                            *overrides])
+            fast = r["fast_conv"]
+            engine = (f"oneDNN, {fast['threads']} thread{'s' if fast['threads'] > 1 else ''}"
+                      if fast["path"] == "onednn" else "stock layers")
+            add(f"mnist-kit {label} [{engine}{' each' if nproc > 1 else ''}]", r, same_net=same_net)
+        fast = next(r for r in rows if r["setup"].startswith("mnist-kit cnn_fast.yaml ["))
         pred = run_worker(sys.executable, ["--worker", "predict", fast["run"], str(args.cold_runs)])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -320,12 +350,21 @@ def main():
     for row in table:
         print("| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
               + " |")
-    torch_row = next((r for r in rows if r["setup"].startswith("PyTorch")), None)
-    mk = next(r for r in rows if r["setup"] == "mnist-kit cnn.yaml")
-    if torch_row:
-        print(f"\nmnist-kit cnn.yaml vs PyTorch, same network and batch: {mk['train_ips'] / torch_row['train_ips']:.2f}x "
-              f"the training throughput")
-    on, off = mk, next(r for r in rows if r["setup"].endswith("VisualDL off"))
+    torch2 = next((r for r in rows if r["setup"].startswith("PyTorch") and r["threads"] > 1), None)
+    torch1 = next((r for r in rows if r["setup"].startswith("PyTorch") and r["threads"] == 1), None)
+    mk = next(r for r in rows if r["setup"].startswith("mnist-kit cnn.yaml ["))
+    mk1 = next(r for r in rows if r["setup"].startswith("mnist-kit cnn.yaml, train.threads=1"))
+    mk_fast = next(r for r in rows if r["setup"].startswith("mnist-kit cnn_fast.yaml ["))
+    if torch2:
+        print(f"\nmnist-kit cnn.yaml vs PyTorch, same network, data and batch: {mk['train_ips'] / torch2['train_ips']:.2f}x "
+              f"the training images/s on {torch2['threads']} threads each"
+              + (f", {mk1['train_ips'] / torch1['train_ips']:.2f}x on 1 thread each" if torch1 else ""))
+        for row in (mk, mk_fast):
+            ours, theirs = _seconds_to(row["epochs"], args.target), _seconds_to(torch2["epochs"], args.target)
+            if ours and theirs:
+                print(f"time to {100 * args.target:.0f}% test accuracy: {row['setup']} {ours:.0f} s, "
+                      f"{ours / theirs:.2f}x PyTorch's {theirs:.0f} s")
+    on, off = mk, next(r for r in rows if "VisualDL off" in r["setup"])
     a, b = on["epochs"][0]["elapsed_s"], off["epochs"][0]["elapsed_s"]
     print(f"VisualDL logging (every component on, cnn.yaml): the first epoch, validation and logging included, "
           f"took {a:.1f} s with and {b:.1f} s without ({100 * (a - b) / b:+.1f}%); training throughput "

@@ -3,10 +3,10 @@
 
 The same network as mnist-kit's default CNN (two 5x5/20-channel conv + ReLU + 2x2 max-pool blocks, linear
 980->10), the same training split and test set (an .npz written by bench.py), the tutorial recipe
-(Adam 1e-3, batch 64, shuffled), PyTorch's default threads. Prints one JSON line:
+(Adam 1e-3, batch 64, shuffled), on --threads threads (default: PyTorch's own choice). Prints one JSON line:
 throughput after warm-up, and per-epoch wall time and test accuracy for the time-to-accuracy column.
 
-    python scripts/bench_torch.py DATA.npz --epochs 8 --target 0.90 --steps 300
+    python scripts/bench_torch.py DATA.npz --epochs 8 --target 0.90 --steps 300 [--threads N]
 """
 
 import argparse
@@ -53,7 +53,10 @@ def main():
     ap.add_argument("--target", type=float, default=0.90)
     ap.add_argument("--steps", type=int, default=300, help="timed steps for throughput")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = PyTorch's default")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     d = np.load(args.data)
     x, y, xt, yt, mean, std = d["x_train"], d["y_train"], d["x_test"], d["y_test"], float(d["mean"]), float(d["std"])
     torch.manual_seed(0)

@@ -144,6 +144,8 @@ def test_embeddings_hparams_text_and_graph(run, values):
     assert [m.name for m in hp.hparam.metricInfos] == trainlog.HPARAM_METRICS
     (text,) = values["text"]["config"]
     assert yaml.safe_load(text.text.encoded_text_string) == config.load(run / "config.yaml")
+    (training,) = values["text"]["training"]
+    assert training.text.encoded_text_string.startswith("cpu: conv blocks on oneDNN 3.")
     assert (run / "graph" / "model.pdmodel").is_file()
     assert len(list((run / "vdl").glob("vdlgraph*"))) == 1
 

@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Profile (not a test): where the time of one training step goes, part by part, with the engine's own
+objects (``engine.build_trainer``) on a prepared data set, for the oneDNN conv blocks and the stock layers.
+
+Each part is timed with the clock around it; Paddle's CPU kernels run synchronously, so a part's time is
+its own. Prints one table per path: milliseconds per step and share, over --steps steps after warm-up.
+
+    .venv/bin/python scripts/profile_step.py [--config configs/cnn.yaml] [-o data.name=fashion-mnist] [--steps 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def profile(cfg: dict, steps: int) -> tuple[dict, float]:
+    from mnist_kit import distributed, engine
+    from mnist_kit.runtime import paddle
+
+    t = engine.build_trainer(cfg)
+    t.model.train()
+    parts: dict = defaultdict(float)
+    batches = t.batches()
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        parts[name] += time.perf_counter() - t0
+        return out
+
+    for i in range(steps + 20):
+        if i == 20:  # warm-up steps (primitive creation, allocator growth) are not counted
+            parts.clear()
+            start = time.perf_counter()
+        x, y = timed("batch: index, normalise, to_tensor", lambda: next(batches))
+        timed("clear_grad", t.optimizer.clear_grad)
+        conv = timed("forward: conv blocks", lambda: t.model.features(x))
+        logits = timed("forward: dropout + linear", lambda: t.model.fc(t.model.dropout(conv)))
+        loss = timed("loss", lambda: t.loss_fn(logits, y))
+        value = timed("loss to host (+ all-reduce)", lambda: float(distributed.sum_([float(loss)])[0]))
+        assert math.isfinite(value)
+        timed("backward", loss.backward)
+        timed("optimizer step", t.optimizer.step)
+        timed("accuracy count", lambda: int((logits.argmax(axis=-1) == y).astype("int64").sum()))
+        timed("schedule", t.schedule.step)
+    total = time.perf_counter() - start
+    del paddle
+    return {k: v / steps * 1000 for k, v in parts.items()}, total / steps * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(REPO / "configs" / "cnn.yaml"))
+    ap.add_argument("-o", dest="overrides", action="append", default=["data.name=fashion-mnist"])
+    ap.add_argument("--steps", type=int, default=200)
+    args = ap.parse_args()
+    from mnist_kit import config
+
+    for path in ("auto", "off"):
+        cfg = config.load(Path(args.config), [*args.overrides, f"train.fast_conv={path}", "output.visualdl=false"])
+        parts, total = profile(cfg, args.steps)
+        batch = cfg["train"]["batch_size"]
+        print(f"\n{Path(args.config).name}, train.fast_conv={path}: {total:.2f} ms per step of {batch} "
+              f"({batch / total * 1000:,.0f} images/s)")
+        print("| part | ms/step | share |\n|---|---:|---:|")
+        for name, ms in sorted(parts.items(), key=lambda kv: -kv[1]):
+            print(f"| {name} | {ms:.2f} | {100 * ms / total:.0f}% |")
+        rest = total - sum(parts.values())
+        print(f"| (the loop itself) | {rest:.2f} | {100 * rest / total:.0f}% |")
+
+
+if __name__ == "__main__":
+    main()

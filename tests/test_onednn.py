@@ -1,0 +1,175 @@
+"""The CNN's conv blocks on oneDNN: equal to Paddle's stock layers, chosen, recorded, and falling back to
+the stock layers when the library is missing, of another version, or a block cannot run."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_kit import onednn
+from mnist_kit.models import build_model
+from mnist_kit.runtime import paddle
+
+from conftest import FAST, run_cli
+
+try:
+    onednn.self_check(1)
+    MISSING = None
+except onednn.Unavailable as e:  # another platform or wheel: the stock layers train, and these tests say why
+    MISSING = str(e)
+needs_onednn = pytest.mark.skipif(MISSING is not None, reason=f"oneDNN unusable here: {MISSING}")
+
+
+@pytest.fixture
+def fresh_library(monkeypatch):
+    """Forget the loaded library and the checks, so that a test can change what is found."""
+    saved = dict(onednn._state)
+    onednn._state.clear()
+    yield
+    onednn._state.clear()
+    onednn._state.update(saved)
+
+
+@needs_onednn
+@pytest.mark.parametrize("kind", ["relu", "bn"])
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+@pytest.mark.parametrize("cin", [1, 3])
+@pytest.mark.parametrize("n,h,w", [(1, 28, 28), (5, 13, 11), (16, 9, 30)])
+def test_a_block_equals_the_stock_layers(kind, kernel, cin, n, h, w):
+    # output, gradients of the input and of every parameter, batch norm's running statistics, eval output
+    assert onednn.compare(cin, 6, kernel, kind, 1, n, h, w) <= 2e-5
+
+
+@needs_onednn
+@pytest.mark.parametrize("kind", ["relu", "bn"])
+def test_two_threads_equal_the_stock_layers_too_and_repeat_bit_for_bit(kind):
+    assert onednn.compare(20, 20, 5, kind, 2, 64, 14, 14) <= 2e-5
+    x = paddle.to_tensor(np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype("float32"))
+    grads = []
+    for _ in range(2):
+        paddle.seed(1)
+        model = build_model({"name": "cnn", "channels": [20, 20], "kernel_size": 5, "batch_norm": kind == "bn",
+                             "dropout": 0.0})
+        assert onednn.enable(model, "on", "cpu", 2, (1, 28, 28)).blocks == ("onednn", "onednn")
+        model(x).sum().backward()
+        grads.append([p.grad.numpy() for p in model.parameters() if p.grad is not None])
+    assert all(np.array_equal(a, b) for a, b in zip(*grads))
+
+
+def _rows(run):
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+@needs_onednn
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_hundreds_of_training_steps_match_the_stock_layers(prepared, batch_norm):
+    args = [*FAST, "-o", "train.epochs=10", "-o", "train.batch_size=16", "-o", "output.visualdl=false",
+            "-o", f"model.batch_norm={str(batch_norm).lower()}", "-o", "model.dropout=0.2"]
+    for path in ("on", "off"):
+        result = run_cli("train", *args, "-o", f"train.fast_conv={path}", "--name", path)
+        assert result.exit_code == 0, result.output
+    fast, stock = _rows("checkpoints/on"), _rows("checkpoints/off")
+    assert fast[-1]["step"] == 320  # 500 images / 16 = 32 steps x 10 epochs
+    for a, b in zip(fast, stock):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.02, abs=0.01)
+        assert abs(a["val_acc"] - b["val_acc"]) <= 0.03
+    assert json.loads(Path("checkpoints/on/run.json").read_text())["fast_conv"]["path"] == "onednn"
+    assert json.loads(Path("checkpoints/off/run.json").read_text())["fast_conv"] == {
+        "path": "stock", "threads": 1, "library": "", "blocks": [], "reason": "train.fast_conv is off"}
+
+
+@needs_onednn
+def test_the_path_is_said_first_and_recorded(prepared):
+    result = run_cli("train", *FAST, "--name", "r")
+    assert result.exit_code == 0, result.output
+    cores = len(os.sched_getaffinity(0))
+    lib = onednn.library().name
+    assert result.output.splitlines()[0] == f"training on cpu: conv blocks on {lib}, {cores} thread" + \
+        ("s" if cores > 1 else "")
+    info = json.loads(Path("checkpoints/r/run.json").read_text())
+    assert info["fast_conv"] == {"path": "onednn", "threads": cores, "library": lib, "blocks": ["onednn", "onednn"],
+                                 "reason": ""}
+
+
+def _train_fails(*args):
+    result = run_cli("train", *FAST, *args)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert "Traceback" not in result.output and lines[-1].startswith("Error: ")
+    return lines[-1]
+
+
+@pytest.mark.parametrize("problem", ["missing", "not oneDNN", "another major version"])
+def test_without_a_usable_library_the_stock_layers_train_and_on_fails(prepared, fresh_library, monkeypatch, tmp_path,
+                                                                     problem):
+    if problem == "missing":
+        monkeypatch.setattr(onednn, "library_path", lambda: tmp_path / "nowhere" / "libdnnl.so.3")
+        reason = "this PaddlePaddle wheel has no oneDNN library (libdnnl.so.3 not in "
+    elif problem == "not oneDNN":  # a real shared library, already loaded, without oneDNN's functions
+        iomp = next(line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+                    if line.endswith(("/libiomp5.so", "/libgomp.so.1")))
+        monkeypatch.setattr(onednn, "library_path", lambda: Path(iomp))
+        reason = "is not a oneDNN library (no dnnl_version)"
+    else:  # the real library, read by a fast path that speaks another major version
+        monkeypatch.setattr(onednn, "MAJOR", 4)
+        reason = "this fast path speaks the oneDNN 4.x interface"
+    result = run_cli("train", *FAST, "--name", "stock")
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith("training on cpu: Paddle's stock layers (oneDNN cannot be used: ") and reason in first
+    assert json.loads(Path("checkpoints/stock/run.json").read_text())["fast_conv"]["path"] == "stock"
+    error = _train_fails("-o", "train.fast_conv=on", "--name", "on")
+    assert error.startswith("Error: train.fast_conv is on, but oneDNN cannot be used: ") and reason in error
+    assert "set train.fast_conv=auto or off" in error
+    assert not Path("checkpoints/on").exists()
+
+
+@needs_onednn
+def test_a_block_that_cannot_run_falls_back_alone_and_says_so_once(prepared, fresh_library, monkeypatch):
+    real = onednn._check_shape
+    monkeypatch.setattr(onednn, "_check_shape", lambda cin, cout, kernel, kind, threads, h, w:
+                        "simulated refusal" if h == 14 else real(cin, cout, kernel, kind, threads, h, w))
+    result = run_cli("train", *FAST, "--name", "mixed")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("simulated refusal") == 1
+    assert "block(s) 2 on the stock layers (block 2: simulated refusal)" in result.output.splitlines()[0]
+    info = json.loads(Path("checkpoints/mixed/run.json").read_text())["fast_conv"]
+    assert info["blocks"] == ["onednn", "stock"] and info["path"] == "onednn"
+    error = _train_fails("-o", "train.fast_conv=on", "--name", "on")
+    assert "train.fast_conv is on, but block 2: simulated refusal" in error
+
+
+def test_models_without_conv_blocks_train_on_the_stock_layers(prepared):
+    result = run_cli("train", *FAST, "-o", "model.name=mlp", "--name", "mlp")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "training on cpu: Paddle's stock layers (the mlp model has no conv blocks)"
+    assert "the mlp model has no conv blocks" in _train_fails("-o", "model.name=mlp", "-o", "train.fast_conv=on")
+
+
+def test_threads_are_the_cores_shared_by_the_processes_and_never_more():
+    cores = len(os.sched_getaffinity(0))
+    assert onednn.threads_for(0, 1) == (cores, None)
+    assert onednn.threads_for(0, 2) == (max(1, cores // 2), None)
+    assert onednn.threads_for(1, 1) == (1, None)
+    threads, note = onednn.threads_for(cores + 1, 1)
+    assert threads == cores and f"train.threads={cores + 1} lowered to {cores}" in note
+
+
+@needs_onednn
+def test_train_threads_is_used_and_a_resume_on_another_count_warns(prepared):
+    result = run_cli("train", *FAST, "-o", "train.threads=1", "--name", "r")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].endswith(", 1 thread")
+    assert json.loads(Path("checkpoints/r/run.json").read_text())["fast_conv"]["threads"] == 1
+    same = run_cli("resume", "--run", "checkpoints/r", "--epoch", "0")
+    assert same.exit_code == 0, same.output
+    assert "float rounding" not in same.output
+    for change in (["-o", "train.threads=0"], ["-o", "train.fast_conv=off"]):
+        other = run_cli("resume", "--run", "checkpoints/r", "--epoch", "0", *change)
+        assert other.exit_code == 0, other.output
+        assert "warning: the checkpoint was trained with oneDNN 3." in other.output
+        assert "the same training within float rounding, not bit for bit" in other.output
+    resumes = json.loads(Path("checkpoints/r/run.json").read_text())["resumes"]
+    assert [r["fast_conv"]["path"] for r in resumes] == ["onednn", "onednn", "stock"]
