@@ -47,7 +47,7 @@ def profile(cfg: dict, steps: int) -> tuple[dict, float]:
         assert math.isfinite(value)
         timed("backward", loss.backward)
         timed("optimizer step", t.optimizer.step)
-        timed("accuracy count", lambda: int((logits.argmax(axis=-1) == y).astype("int64").sum()))
+        timed("accuracy count", lambda: int((logits.numpy().argmax(axis=-1) == y.numpy()).sum()))
         timed("schedule", t.schedule.step)
     total = time.perf_counter() - start
     del paddle

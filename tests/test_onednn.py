@@ -58,6 +58,33 @@ def test_two_threads_equal_the_stock_layers_too_and_repeat_bit_for_bit(kind):
     assert all(np.array_equal(a, b) for a, b in zip(*grads))
 
 
+@needs_onednn
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("input_shape,channels,kernel", [((1, 28, 28), [20, 20], 5), ((3, 30, 19), [8, 16, 4], 3),
+                                                          ((1, 15, 15), [6, 6, 6], 7)])
+def test_a_whole_cnn_equals_the_stock_layers(batch_norm, input_shape, channels, kernel):
+    # chained blocks pass their tensors channels last; the last one hands NCHW to the linear layer
+    x0 = np.random.default_rng(3).standard_normal((4, *input_shape)).astype("float32")
+    results = []
+    for fast in (True, False):
+        paddle.seed(7)
+        model = build_model({"name": "cnn", "channels": channels, "kernel_size": kernel, "batch_norm": batch_norm,
+                             "dropout": 0.0}, input_shape, 5)
+        if fast:
+            choice = onednn.enable(model, "on", "cpu", 2, input_shape)
+            assert choice.blocks == ("onednn",) * len(channels)
+        x = paddle.to_tensor(x0, stop_gradient=False)
+        logits = model(x)
+        (logits * paddle.arange(5, dtype="float32")).sum().backward()
+        model.eval()
+        with paddle.no_grad():
+            evaluated = model(x).numpy()
+        results.append([logits.numpy(), evaluated, x.grad.numpy()] + [p.grad.numpy() for p in model.parameters()
+                                                                    if p.grad is not None])
+    for fast, stock in zip(*results):
+        assert float(np.abs(fast - stock).max()) <= 2e-5 * max(float(np.abs(stock).max()), 1e-6)
+
+
 def _rows(run):
     return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
 
