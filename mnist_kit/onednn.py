@@ -1,25 +1,26 @@
 """The CNN's conv blocks on oneDNN, the library inside Paddle's CPU wheel, for eager training.
 
 Why: Paddle's eager CPU convolutions (im2col + gemm on one thread) are about three quarters of a training
-step, and no Paddle flag moves eager training onto its oneDNN kernels (``../docs/performance.md``). The
-same oneDNN that Paddle ships (``paddle/libs/libdnnl.so.3``, already loaded by Paddle) runs a whole block
--- conv + bias + ReLU + 2x2 max-pool, forward and backward -- several times faster.
+step, and no Paddle flag moves eager training onto its oneDNN kernels (``docs/performance.md``). The same
+oneDNN that Paddle ships (``paddle/libs/libdnnl.so.3``, already loaded by Paddle) runs a whole block --
+conv, bias or batch norm, ReLU, 2x2 max-pool, forward and backward -- several times faster.
 
 How: oneDNN's C API through ``ctypes`` (no compiler, no headers: the enum values below are those of the
 oneDNN 3.x ABI, which ``libdnnl.so.3`` keeps) from a ``paddle.autograd.PyLayer``. The parameters stay
-Paddle's (``weight``, ``bias`` of the stock ``Conv2D``), so state dicts, checkpoints and exports are the
-stock ones; only eager forward and backward run here. Inside a block the activations stay in oneDNN's
-preferred (blocked) layout and are reordered at its edges; primitives are built once per shape and
-thread count. Results are bitwise reproducible at a fixed thread count, and equal to the stock layers
-within float rounding (not bitwise).
+Paddle's (the stock ``Conv2D`` and ``BatchNorm2D``), so state dicts, checkpoints and exports are the stock
+ones; only eager forward and backward run here. Primitives are built once per shape, mode and thread
+count; the layouts inside a block are chosen per primitive (``Plan``). Results are bitwise reproducible at
+a fixed thread count, and equal to the stock layers within float rounding (not bitwise).
 
-Two block kinds: ``fused`` (conv with bias, ReLU as a post-op, then a 2x2 max-pool with its workspace),
-and ``conv`` (a convolution alone, for the networks with batch norm after the conv: Paddle's batch norm,
-pool and ReLU follow it).
+A block is ``relu`` (conv with bias, then max-pool with the ReLU as its post-op) or ``bn`` (conv without
+bias, batch norm, then the same pool): the two shapes ``models.CNN`` builds.
 
 Threads: oneDNN's OpenMP calls go to Intel's ``libiomp5``, which Paddle loads first (so ``libgomp``'s
 ``omp_set_num_threads`` does nothing); ``_OpenMP`` sets its thread count around this module's work and
 restores Paddle's afterwards.
+
+Choosing: ``enable`` (called by ``engine.build_trainer``) runs ``self_check`` and checks each block at its
+own shape against the stock layers (``compare``); ``Choice`` says what was chosen and why.
 """
 
 from __future__ import annotations
@@ -37,15 +38,15 @@ from mnist_kit.runtime import paddle
 # oneDNN 3.x C API values (oneapi/dnnl/dnnl_types.h, dnnl_common_types.h)
 F32, CPU, IN_ORDER = 3, 1, 1
 TAG_ANY, TAG_X, TAG_NCHW, TAG_NHWC, TAG_OIHW = 1, 2, 5, 22, 5
-FORWARD_TRAINING, FORWARD_INFERENCE, BACKWARD_DATA, BACKWARD_WEIGHTS = 64, 96, 160, 192
+FORWARD_TRAINING, FORWARD_INFERENCE, BACKWARD = 64, 96, 128
 CONV_DIRECT, RELU, RELU_USE_DST, POOL_MAX = 0x1, 0x20, 0x100, 0x1FF
 Q_SRC, Q_DIFF_SRC, Q_WEIGHTS, Q_DIFF_WEIGHTS, Q_DST, Q_DIFF_DST, Q_WORKSPACE = 129, 130, 131, 132, 133, 134, 135
 A_SRC, A_DST, A_WEIGHTS, A_BIAS, A_WORKSPACE, A_DIFF_SRC, A_DIFF_DST, A_DIFF_WEIGHTS, A_DIFF_BIAS = (
     1, 17, 33, 41, 64, 129, 145, 161, 169)
 A_MEAN, A_VARIANCE, A_SCALE, A_SHIFT, A_DIFF_SCALE, A_DIFF_SHIFT = 49, 50, 51, 52, 255, 256
-BACKWARD = 128
-BN_GLOBAL_STATS, BN_SCALE, BN_SHIFT, BN_RELU = 0x1, 0x2, 0x4, 0x8
+BN_GLOBAL_STATS, BN_SCALE, BN_SHIFT = 0x1, 0x2, 0x4
 Q_IMPL = 8
+EVAL_CHUNK = 64  # the largest batch a block runs at once without gradients before it has trained (memory)
 BN_LAYOUTS = (78, 102, TAG_NHWC)  # aBcd16b, aBcd8b (channels in blocks of 16 or 8), channels last
 MAJOR = 3  # the ABI these values belong to
 
@@ -152,10 +153,16 @@ class _OpenMP:
 
     def __init__(self):
         self.lib = None
-        for line in Path("/proc/self/maps").read_text().splitlines():
-            if line.endswith(("/libiomp5.so", "/libgomp.so.1")) and self.lib is None:
+        try:
+            loaded = [line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()]
+        except OSError:
+            loaded = []
+        for name in ("/libiomp5.so", "/libgomp.so.1"):  # Intel's first: it is the one oneDNN calls here
+            path = next((p for p in loaded if p.endswith(name)), None)
+            if path:
                 try:
-                    self.lib = ctypes.CDLL(line.split()[-1], mode=os.RTLD_NOLOAD)
+                    self.lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD)
+                    return
                 except OSError:
                     continue
 
@@ -266,8 +273,9 @@ class Plan:
     pool after it on the blocked layout the conv would choose, since oneDNN's NHWC batch norm is a generic
     kernel for 20 channels (14 ms vs 0.4). Paddle's tensors are NCHW, reordered at the block's edges."""
 
-    def __init__(self, lib: _Library, s: Shape):
-        self.lib, self.s, self.free = lib, s, {}
+    def __init__(self, lib: _Library, s: Shape, free: dict | None = None):
+        self.lib, self.s = lib, s
+        self.free = {} if free is None else free  # size -> spare buffers; shared by the plans of a block
         # a 1-channel NCHW input is described as NHWC (the same bytes): old oneDNN picks a reference kernel
         # for 1-channel NCHW
         self.x_md = lib.md([s.n, s.cin, s.h, s.w], TAG_NHWC if s.cin == 1 or s.nhwc_in else TAG_NCHW)
@@ -512,7 +520,7 @@ class _BlockFunction(paddle.autograd.PyLayer):
     ``params`` (the conv bias; or batch norm's scale and shift), gradients for each."""
 
     @staticmethod
-    def forward(ctx, x, weight, *params, block, training):
+    def forward(ctx, x, weight, *params, block, training, backward):
         x, weight = _contiguous(x), _contiguous(weight)
         n, h, w = (x.shape[0], *x.shape[1:3]) if block.nhwc_in else (x.shape[0], *x.shape[2:])
         plan = block.plan(n, h, w, training)
@@ -522,7 +530,7 @@ class _BlockFunction(paddle.autograd.PyLayer):
             saved = plan.forward(p)
         if block.kind == "bn" and training:
             block.update_statistics(saved["batch_mean"], saved["batch_variance"])
-        if not training:  # no backward will come (PyLayer.forward itself always runs without gradients)
+        if not backward:  # (PyLayer.forward itself always runs without gradients: the caller says)
             plan.give(*saved.values())
             return out
         ctx.plan, ctx.saved, ctx.block, ctx.x_grad = plan, saved, block, not x.stop_gradient
@@ -555,6 +563,8 @@ class Block:
     def __init__(self, cin: int, cout: int, kernel: int, kind: str, threads: int, norm=None):
         self.cin, self.cout, self.kernel, self.kind, self.threads, self.norm = cin, cout, kernel, kind, threads, norm
         self.plans: dict = {}
+        self.free: dict = {}  # spare buffers by size, shared by the plans: evaluation reuses training's
+        self.chunk = EVAL_CHUNK  # evaluation runs in pieces of the training batch (the same buffer sizes)
         # set by ``chain``: a tensor between two oneDNN blocks stays channels last (no reorders to NCHW and back)
         self.nhwc_in = self.nhwc_out = False
 
@@ -562,9 +572,15 @@ class Block:
         key = (n, h, w, training, self.threads)
         if key not in self.plans:
             eps = float(self.norm._epsilon) if self.norm is not None else 1e-5
-            with openmp().threads(self.threads):  # oneDNN fixes a primitive's thread count when it is made
-                plan = Plan(library(), Shape(n, self.cin, h, w, self.cout, self.kernel, self.kind, training, eps,
-                                             self.nhwc_in, self.nhwc_out))
+            try:
+                with openmp().threads(self.threads):  # oneDNN fixes a primitive's thread count when it is made
+                    plan = Plan(library(), Shape(n, self.cin, h, w, self.cout, self.kernel, self.kind, training,
+                                                 eps, self.nhwc_in, self.nhwc_out), self.free)
+            except Unavailable as e:  # checked at this block's shape with a batch of 2: not expected
+                from mnist_kit import UserError
+
+                raise UserError(f"the oneDNN conv block {self.cin}->{self.cout} ({self.kernel}x{self.kernel}) "
+                                f"failed on a batch of {n}x{h}x{w}: {e}; continue with: -o train.fast_conv=off") from None
             plan.out_shape = [n, h // 2, w // 2, self.cout] if self.nhwc_out else [n, self.cout, h // 2, w // 2]
             self.plans[key] = plan
         return self.plans[key]
@@ -591,8 +607,21 @@ class Block:
 
     def __call__(self, x, conv):
         """The block's output for ``x``, with the conv layer ``conv`` (and ``norm``)'s parameters."""
-        training = paddle.is_grad_enabled() and (self.norm is None or self.norm.training)
-        return _BlockFunction.apply(x, conv.weight, *self.params(conv), block=self, training=training)
+        grad = paddle.is_grad_enabled()
+        batch_statistics = self.norm.training if self.norm is not None else grad
+        if grad and not batch_statistics:  # gradients through batch norm's running statistics: not built here
+            return self._stock(x, conv)
+        if grad:
+            self.chunk = x.shape[0] if self.chunk == EVAL_CHUNK else max(self.chunk, x.shape[0])
+        elif x.shape[0] > self.chunk:  # evaluation: in training-sized pieces, which reuse training's buffers
+            return paddle.concat([self(x[i:i + self.chunk], conv) for i in range(0, x.shape[0], self.chunk)])
+        return _BlockFunction.apply(x, conv.weight, *self.params(conv), block=self, training=batch_statistics,
+                                    backward=grad)
+
+    def _stock(self, x, conv):
+        """``reference`` in this block's input and output layouts."""
+        y = self.reference(x.transpose([0, 3, 1, 2]) if self.nhwc_in else x, conv)
+        return y.transpose([0, 2, 3, 1]) if self.nhwc_out else y
 
     def reference(self, x, conv):
         """The same block with Paddle's stock layers."""

@@ -52,6 +52,9 @@ def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(prepared, op
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = run_cli("train", *common, "-o", "train.batch_size=50", "--name", "one")
     assert result.exit_code == 0, result.output
+    engines = [json.loads(Path(f"checkpoints/{r}/run.json").read_text())["fast_conv"] for r in ("one", "two")]
+    if engines[0]["path"] == "onednn":  # one process on the machine's cores, two on one thread each
+        assert engines[1]["path"] == "onednn" and engines[1]["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
     for epoch in (0, 1):  # after 10 and 20 steps
         a, b = _params("checkpoints/one", epoch), _params("checkpoints/two", epoch)
         assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6
