@@ -295,7 +295,6 @@ class Plan:
         lib.call("dnnl_convolution_forward_primitive_desc_create", ctypes.byref(fwd), lib.engine,
                  FORWARD_TRAINING if s.training else FORWARD_INFERENCE, CONV_DIRECT, src, weights, self.b_md, dst,
                  *geometry, None)
-        self.conv_fwd = fwd
         self.src_md, self.cw_md, self.dst_md = lib.query(fwd, Q_SRC), lib.query(fwd, Q_WEIGHTS), lib.query(fwd, Q_DST)
         args = {A_SRC: self.src_md, A_WEIGHTS: self.cw_md, A_DST: self.dst_md}
         if self.b_md is not None:
