@@ -4,7 +4,7 @@ VisualDL 2.5.3 reads only the older ``.pdmodel`` program format, which Paddle 3 
 ``FLAGS_enable_pir_api=0`` is set before paddle is imported; so a child process with that flag builds
 the model from the run's config and writes ``RunDir.graph_model`` (the board's static graph page) and
 ``vdlgraph.*.log`` in the run's VisualDL folder (its dynamic graph page). Paddle 2.6 writes ``.pdmodel``
-anyway.
+anyway. The engine decides when it runs (``engine._graph``: after the last epoch on the CPU).
 
     python -m mnist_kit.graph RUN_DIR
 """
@@ -26,7 +26,7 @@ def _child_setup() -> None:
 
 
 def start(run: RunDir) -> subprocess.Popen:
-    """Start the child process that writes the graph files; it runs beside training and dies with it."""
+    """Start the child process that writes the graph files; it dies with this process."""
     env = {**os.environ, "FLAGS_enable_pir_api": "0", "GLOG_minloglevel": "2"}
     return subprocess.Popen([sys.executable, "-m", "mnist_kit.graph", str(run)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_child_setup)

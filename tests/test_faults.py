@@ -416,32 +416,52 @@ def test_sigterm_stops_training_between_steps_like_ctrl_c(trained, signum):
     run = Path("checkpoints/term")
     proc = _start_training("term", "-o", "log.graph=true")
     _wait_for(lambda: (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text())
-    graph_children = _children(proc.pid)
     proc.send_signal(getattr(signal, signum))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + getattr(signal, signum), err
     assert "Traceback" not in err and "FatalError" not in err, err
     assert f"{signum} received: stopping after this step" in err and "to continue: mnist-kit resume" in err
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
-    assert all(_gone(pid) for pid in graph_children)
+    # on the CPU the graph is written after the last epoch: an interrupted run has none, and its resume
+    # writes it once training is over
+    assert not (run / "graph").exists() and not list((run / "vdl").glob("vdlgraph.*"))
     done = len((run / "metrics.jsonl").read_text().splitlines())
     assert run_cli("resume", "--run", run, "-o", f"train.epochs={done + 1}").exit_code == 0
+    assert (run / "graph" / "model.pdmodel").is_file() and len(list((run / "vdl").glob("vdlgraph.*"))) == 1
 
 
 def test_the_graph_writer_dies_with_a_killed_training(trained):
+    """The graph child (started after the last epoch on the CPU) gets SIGKILL when training is killed."""
     import signal
 
     import time
 
-    proc = _start_training("killed", "-o", "log.graph=true", "-o", "train.epochs=500")
-    _wait_for(lambda: _children(proc.pid))
+    proc = _start_training("killed", "-o", "log.graph=true", "-o", "train.epochs=1")
+    _wait_for(lambda: _children(proc.pid), what=lambda: proc.poll())
     children = _children(proc.pid)
+    assert json.loads(Path("checkpoints/killed/run.json").read_text())["status"] == "completed"
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     _wait_for(lambda: all(_gone(pid) for pid in children), timeout=2)
     time.sleep(8)  # long enough for a surviving child to have written the graph
     run = Path("checkpoints/killed")
     assert not (run / "graph").exists() and not list((run / "vdl").glob("vdlgraph.*"))
+
+
+def test_ctrl_c_while_the_graph_is_written_keeps_the_completed_run(trained):
+    import signal
+
+    proc = _start_training("graph-int", "-o", "log.graph=true", "-o", "train.epochs=1")
+    _wait_for(lambda: _children(proc.pid), what=lambda: proc.poll())
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "the run is complete; only its graph for VisualDL was not written" in err
+    assert all(_gone(pid) for pid in children)
+    run = Path("checkpoints/graph-int")
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert (run / "ckpt" / "best.pdckpt").is_file()
 
 
 # ---------------------------------------------------------------- 4: signals to a multi-process job
