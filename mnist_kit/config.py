@@ -130,6 +130,28 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "threads": Field("int", 0, "CPU threads of the oneDNN conv blocks in each process; 0 = the cores divided "
                          "among this machine's processes (never more)", min=0, max=1024),
     },
+    "augment": {
+        "apply": Field("str", "auto", "when the transforms below are used: auto = on MNIST digits (data.name mnist) "
+                       "only (on Fashion-MNIST, whose objects are all framed alike, they cost test accuracy); "
+                       "always; never", choices=("auto", "always", "never")),
+        "rotate": Field("float", 0.0, "random rotation, degrees: uniform in [-rotate, rotate]; 0 = off", min=0.0,
+                        max=180.0),
+        "scale": Field("float", 0.0, "random zoom: uniform in [1 - scale, 1 + scale]; 0 = off", min=0.0, max=0.9),
+        "translate": Field("float", 0.0, "random shift, fraction of the side, each axis: uniform in [-translate, "
+                           "translate]; 0 = off", min=0.0, max=0.5),
+        "shear": Field("float", 0.0, "random horizontal shear, degrees: uniform in [-shear, shear]; 0 = off", min=0.0,
+                       max=60.0),
+        "stroke": Field("float", 0.0, "random stroke width change, pixels: uniform in [-stroke, stroke] (thin or "
+                        "thicken bright strokes); 0 = off", min=0.0, max=3.0),
+        "elastic": Field("float", 0.0, "elastic distortion strength alpha, pixels (Simard et al. 2003: 34 with "
+                         "sigma 4); 0 = off", min=0.0, max=200.0),
+        "elastic_sigma": Field("float", 4.0, "smoothness of the elastic distortion (Gaussian sigma, pixels)",
+                               min=0.5, max=50.0),
+        "erase": Field("float", 0.0, "probability of erasing one random rectangle of an image (filled with its "
+                       "edge colour); 0 = off", min=0.0, max=1.0),
+        "erase_area": Field("float", 0.2, "largest erased area, fraction of the image (the smallest is 0.02)",
+                            min=0.02, max=1.0),
+    },
     "checkpoint": {
         "keep_last": Field("int", 3, "keep the newest K epoch checkpoints (plus best.pdckpt); 0 = keep all",
                            min=0, max=10**6),
@@ -157,7 +179,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
 
 
 def defaults() -> dict:
-    """The complete default config (equal to configs/cnn.yaml)."""
+    """The complete default config: configs/cnn.yaml without its augmentation (every transform defaults to
+    off, so that configs written before the augment section existed train as they did)."""
     return validate({})
 
 

@@ -6,8 +6,8 @@ metrics row -> VisualDL flush -> best checkpoint (if improved) -> epoch checkpoi
 A resume from the checkpoint at global step S sets aside every metrics row, log record and checkpoint
 after S, and redoes that work exactly.
 
-Where later work goes: a transform of the training batches (augmentation) in ``Trainer.batches``; other
-conv layers (the oneDNN blocks) where ``build_trainer`` builds the model; what is logged when in
+Where things go: the transform of the training batches (``augment.py``) is applied in ``Trainer.batches``;
+other conv layers (the oneDNN blocks) where ``build_trainer`` builds the model; what is logged when in
 ``trainlog.py``; the run directory's files in ``rundir.py``; choosing a checkpoint in ``checkpoint.py``.
 """
 
@@ -21,8 +21,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnist_kit import (UserError, checkpoint, config, data, distributed, evaluate, faults, graph, interrupts, onednn,
-                       provenance)
+from mnist_kit import (UserError, augment, checkpoint, config, data, distributed, evaluate, faults, graph, interrupts,
+                       onednn, provenance)
+from mnist_kit.augment import Augment
 from mnist_kit.console import Progress, info
 from mnist_kit.logbook import Logbook
 from mnist_kit.models import build_model, load_weights, summary
@@ -53,6 +54,7 @@ class Trainer:
     scaler: object = None
     net: object = None  # what the training step calls: the model, or its DataParallel wrapper
     fast: onednn.Choice = None  # which layers run the conv blocks
+    augment: Augment = None  # what transforms the training batches (the augment section)
     epoch: int = 0  # the epoch in progress (or the next one to start)
     step: int = 0  # global steps done
     step_in_epoch: int = 0
@@ -65,7 +67,7 @@ class Trainer:
 
     def batches(self):
         """The rest of this epoch's training batches (this process's share), as tensors."""
-        for xb, yb in self.splits.train.epoch(self.epoch, start_step=self.step_in_epoch):
+        for xb, yb in self.splits.train.epoch(self.epoch, start_step=self.step_in_epoch, augment=self.augment):
             yield paddle.to_tensor(xb), paddle.to_tensor(yb)
 
     def count(self, step: StepResult) -> None:
@@ -122,7 +124,8 @@ def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
     optimizer = build_optimizer(cfg["optimizer"], schedule, model.parameters())
     net = paddle.DataParallel(model) if distributed.world_size() > 1 else model
     return Trainer(cfg, device, splits, model, build_loss(cfg["loss"]), schedule, optimizer,
-                   paddle.amp.GradScaler() if tcfg["amp"] else None, net, fast)
+                   paddle.amp.GradScaler() if tcfg["amp"] else None, net, fast,
+                   Augment.from_config(cfg["augment"], cfg["data"]["name"]))
 
 
 # ---------------------------------------------------------------- the loop
@@ -326,6 +329,10 @@ def train(cfg: dict, config_name: str = "config") -> Path:
         info(f"seed {cfg['train']['seed']}; {cfg['data']['name']}: {t.splits.train.num_samples} "
              f"train / {t.splits.val.num_samples} validation images; normalisation mean {t.splits.norm.mean} "
              f"std {t.splits.norm.std}")
+        if t.augment.active:
+            info(f"augmentation of the training batches: {t.augment.describe()}")
+        elif augment.skipped(cfg["augment"], cfg["data"]["name"]):
+            info(f"no augmentation: {augment.skipped(cfg['augment'], cfg['data']['name'])}")
         info(summary(t.model))
         log = _open_log(t, run)
         log.start(t)

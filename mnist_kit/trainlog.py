@@ -1,6 +1,7 @@
 """What a training run shows in VisualDL, and when: the engine calls these at its named points.
 
-    start          the config as text, the hyper-parameters, a grid of input samples (step 0)
+    start          the config as text, the hyper-parameters, a grid of input samples (step 0), and the
+                   same images augmented as the first step sees them (when augmentation is on)
     engine         what trains the run (device, conv blocks on oneDNN or stock), at the start and each resume
     after_step     every ``train.log_every`` steps: loss, accuracy, learning rate;
                    every ``log.histogram_every`` steps: every parameter and gradient
@@ -12,6 +13,8 @@ logbook is disabled and every call does nothing.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from mnist_kit import config, metrics
 from mnist_kit.evaluate import features
@@ -44,6 +47,12 @@ class TrainLog:
             train = t.splits.train
             first = train.order(0)[:64]
             self.book.sample_grid("input/train_samples", train.x[first], train.y[first], t.splits.prepared.classes)
+            if t.augment.active:  # the first batch as the model sees it (up to 64 of its images)
+                g = train.batch_size * train.world
+                shown = first[:g]
+                seen = t.augment.apply(train.x[shown], train.seed, 0, 0, 0, min(g, train.num_samples))
+                self.book.sample_grid("input/train_samples_augmented", np.round(seen).astype(np.uint8),
+                                      train.y[shown], t.splits.prepared.classes)
 
     def engine(self, t) -> None:
         """What trains the run from this step on: the device and the conv blocks' layers (at a resume too)."""

@@ -9,7 +9,11 @@ from conftest import REPO, run_cli, run_subprocess
 
 
 def test_default_config_is_configs_cnn_yaml():
-    assert config.load(REPO / "configs" / "cnn.yaml") == config.defaults()
+    cnn, defaults = config.load(REPO / "configs" / "cnn.yaml"), config.defaults()
+    assert {s: v for s, v in cnn.items() if s != "augment"} == {s: v for s, v in defaults.items() if s != "augment"}
+    # the transforms default to off (a config without the section trains as before); cnn.yaml turns them on
+    assert not any(v for k, v in defaults["augment"].items() if k not in ("apply", "elastic_sigma", "erase_area"))
+    assert cnn["augment"]["rotate"] > 0
 
 
 @pytest.mark.parametrize("name", ["linear", "mlp", "cnn"])

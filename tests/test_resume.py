@@ -65,6 +65,9 @@ def _assert_identical(full, part, epochs=3):
 CASES = {
     "cnn.yaml+dropout": ["--config", REPO / "configs/cnn.yaml", "-o", "model.dropout=0.3"],
     "mlp.yaml": ["--config", REPO / "configs/mlp.yaml"],
+    "cnn+augment": ["--config", REPO / "configs/cnn.yaml", "-o", "augment.rotate=15", "-o", "augment.scale=0.1",
+                    "-o", "augment.translate=0.1", "-o", "augment.shear=5", "-o", "augment.stroke=0.7",
+                    "-o", "augment.elastic=20", "-o", "augment.erase=0.3"],
     "linear.yaml": ["--config", REPO / "configs/linear.yaml"],
     "sgd": ["-o", "model.name=mlp", "-o", "optimizer.name=sgd", "-o", "optimizer.lr=0.05"],
     "momentum": ["-o", "model.name=mlp", "-o", "optimizer.name=momentum", "-o", "optimizer.lr=0.01",
@@ -93,7 +96,7 @@ def test_interrupt_after_an_epoch_then_resume_is_bit_identical(prepared, monkeyp
     assert info["status"] == "completed" and info["resumes"][0]["from"] == "epoch_000.pdckpt"
 
 
-@pytest.mark.parametrize("case", ["cnn.yaml+dropout", "mlp.yaml", "adamw+batchnorm", "polynomial+warmup"])
+@pytest.mark.parametrize("case", ["cnn.yaml+dropout", "cnn+augment", "mlp.yaml", "adamw+batchnorm", "polynomial+warmup"])
 def test_mid_epoch_checkpoint_resume_is_bit_identical(prepared, monkeypatch, case):
     full = _train(*CASES[case], name="full")
     part = _train(*CASES[case], "-o", "checkpoint.every_steps=3", name="part", env_fault="interrupt@step:14",

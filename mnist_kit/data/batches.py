@@ -72,10 +72,15 @@ class Batches:
             return np.arange(len(self.y))
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
 
-    def epoch(self, epoch: int = 0, start_step: int = 0):
-        """Yield (x float32 (B, C, H, W), y int64 (B,)) for the epoch, from batch ``start_step`` on."""
+    def epoch(self, epoch: int = 0, start_step: int = 0, augment=None):
+        """Yield (x float32 (B, C, H, W), y int64 (B,)) for the epoch, from batch ``start_step`` on;
+        ``augment`` (an ``augment.Augment``) transforms each batch before normalisation, seeded by this
+        split's seed, the epoch and the step, and by each image's place in the global batch."""
         order = self.order(epoch)
         b, g = self.batch_size, self.batch_size * self.world
         for step in range(start_step, len(self)):
             idx = order[step * g + self.rank * b:step * g + (self.rank + 1) * b]
-            yield self.norm.apply(self.x[idx]), self.y[idx]
+            x = self.x[idx]
+            if augment is not None and augment.active:
+                x = augment.apply(x, self.seed, epoch, step, self.rank * b, min(g, len(order) - step * g))
+            yield self.norm.apply(x), self.y[idx]
