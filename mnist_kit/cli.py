@@ -7,6 +7,7 @@ traceback; config errors exit with 2. Heavy modules (paddle) are imported only b
 from __future__ import annotations
 
 import errno
+import functools
 import json
 from pathlib import Path
 
@@ -212,8 +213,15 @@ def resume(run_dir, root, root_config, epoch, overrides, device):
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="cpu, gpu, gpu:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json):
-    """Measure a trained run: loss, accuracy, per-class precision/recall/F1, confusion matrix."""
+@click.option("--photos", type=click.IntRange(0, 10000), default=0, metavar="N",
+              help="Also make N photos of test images (ink on tinted paper, off-centre, 40-260 px, blur, noise, "
+                   "JPEG/PNG) and report how many the model reads right through predict's preprocessing.")
+@click.option("--photo-seed", type=int, default=0, show_default=True, help="Seed of the photos.")
+@click.option("--save-photos", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the photos in this new (or empty) folder, named NNNN-label-K.ext.")
+def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json, photos, photo_seed, save_photos):
+    """Measure a trained run: loss, accuracy, per-class precision/recall/F1, confusion matrix; with
+    --photos N, also its accuracy on photos made from the test set."""
     from mnist_kit import evaluate as ev
     from mnist_kit import metrics
 
@@ -221,8 +229,18 @@ def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json):
         raise UserError("--epoch and --last exclude each other")
     if not config.valid_device(device):
         raise UserError(f"--device is {device!r}; allowed: cpu, gpu, gpu:N, auto")
+    if save_photos is not None and not photos:
+        raise UserError("--save-photos needs --photos N (how many photos to make)")
+    if save_photos is not None and save_photos.exists() and (not save_photos.is_dir() or any(save_photos.iterdir())):
+        raise UserError(f"--save-photos {save_photos} exists and is not an empty folder; name a new folder "
+                        "(mnist-kit never writes over your files)")
     run = _resolve_run(run_dir, root, root_config)
-    result = ev.evaluate_run(run, epoch=epoch, last=last, split=split, device=device)
+    make = None
+    if photos:
+        from mnist_kit.deploy.photos import photo_set
+
+        make = functools.partial(photo_set, count=photos, seed=photo_seed, folder=save_photos)
+    result = ev.evaluate_run(run, epoch=epoch, last=last, split=split, device=device, photos=make)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -113,9 +113,15 @@ def load_trained(run: RunDir, epoch: int | None = None, last: bool = False, devi
 
 
 def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, split: str = "test",
-                 device: str = "auto") -> dict:
-    """Evaluate a run's checkpoint (best by default) on the test or validation split."""
+                 device: str = "auto", photos=None) -> dict:
+    """Evaluate a run's checkpoint (best by default) on the test or validation split; and, with ``photos``
+    (a function (x_test, y_test, dataset) -> (inputs, labels, kinds, test indices),
+    ``deploy.photos.photo_set``), on photos made from the test set, read as ``predict`` reads files, beside
+    the same test images as they are (``result["photos"]``)."""
     t = load_trained(run, epoch, last, device)
+    if photos is not None and t.cfg["data"]["name"] not in config.IDX_DATASETS:
+        raise UserError(f"--photos makes photos of MNIST-style test images; {run} was trained on an image folder: "
+                        "evaluate photos of your own with mnist-kit predict")
     splits, classes = t.splits, t.splits.prepared.classes
     if split == "test":
         x, y = splits.prepared.x_test, splits.prepared.y_test
@@ -125,16 +131,31 @@ def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, spli
         x, y = splits.val.x, splits.val.y
     batches = data.Batches(x, y, t.cfg["train"]["eval_batch_size"], splits.norm)
     start = time.perf_counter()
-    if t.device == "cpu":  # the GPU runs the eager model fast enough
-        with traced(t.model, splits.prepared.input_shape) as logits_of:
-            logits, loss = predict(logits_of, batches, build_loss(t.cfg["loss"]))
-        how = "Paddle Inference (oneDNN)"
-    else:
-        logits, loss = predict(eager(t.model), batches, build_loss(t.cfg["loss"]))
-        how = f"eager ({t.device})"
-    seconds = time.perf_counter() - start
+    with (traced(t.model, splits.prepared.input_shape) if t.device == "cpu"  # the GPU runs the eager model fast
+          else contextlib.nullcontext(eager(t.model))) as logits_of:
+        logits, loss = predict(logits_of, batches, build_loss(t.cfg["loss"]))
+        seconds = time.perf_counter() - start
+        photo_report = _photo_report(t, logits_of, photos) if photos is not None else None
     result = metrics.report(y, logits.argmax(axis=1), len(classes))
     result.update({"run": str(run), "checkpoint": t.path.name, "epoch": t.state["epoch"], "split": split,
                    "dataset": t.cfg["data"]["name"], "samples": int(len(y)), "loss": loss, "classes": list(classes),
-                   "engine": how, "seconds": seconds})
+                   "engine": "Paddle Inference (oneDNN)" if t.device == "cpu" else f"eager ({t.device})",
+                   "seconds": seconds})
+    if photo_report is not None:
+        result["photos"] = photo_report
     return result
+
+
+def _photo_report(t: Trained, logits_of, photos) -> dict:
+    """Accuracy on the photos ``photos`` makes of test images, overall and per file format, and on the
+    same test images as they are."""
+    test = t.splits.prepared
+    px, py, kinds, made_from = photos(test.x_test, test.y_test, t.cfg["data"]["name"])
+    if not len(py):
+        return {"count": 0, "accuracy": 0.0, "same_test_images_accuracy": 0.0, "by_format": {}}
+    batch = t.cfg["train"]["eval_batch_size"]
+    right = predict(logits_of, data.Batches(px, py, batch, t.splits.norm))[0].argmax(axis=1) == py
+    same = predict(logits_of, data.Batches(test.x_test[made_from], py, batch, t.splits.norm))[0].argmax(axis=1) == py
+    kinds = np.array(kinds)
+    return {"count": int(len(py)), "accuracy": float(right.mean()), "same_test_images_accuracy": float(same.mean()),
+            "by_format": {k: float(right[kinds == k].mean()) for k in sorted(set(kinds.tolist()))}}

@@ -41,6 +41,11 @@ def format_report(result: dict, classes) -> str:
     lines = [f"{result['split']} split of {result['dataset']}: {result['samples']} images, "
              f"checkpoint {result['checkpoint']}",
              f"loss {result['loss']:.4f}   accuracy {100 * result['accuracy']:.2f}%   macro F1 {result['macro_f1']:.4f}"]
+    if "photos" in result:
+        ph = result["photos"]
+        formats = ", ".join(f"{k} {100 * v:.1f}%" for k, v in ph["by_format"].items())
+        lines.append(f"photos: accuracy {100 * ph['accuracy']:.2f}% on {ph['count']} photos made from test images "
+                     f"({formats}); those test images as they are: {100 * ph['same_test_images_accuracy']:.2f}%")
     if "engine" in result:
         lines.append(f"computed by {result['engine']} in {result['seconds']:.2f} s")
     lines += ["", f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]

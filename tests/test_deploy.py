@@ -189,6 +189,49 @@ def test_predict_reads_photos_of_digits(exported, tmp_path):
     assert len(seen) == 20 and Image.open(seen[0]).size == (28, 28)
 
 
+def test_photos_made_from_a_test_set_are_real_files_predict_reads(tmp_path, font_digits):
+    from mnist_kit.data.idx import read_idx
+    from mnist_kit.deploy import photos
+
+    x, y = read_idx(font_digits / "t10k-images-idx3-ubyte"), read_idx(font_digits / "t10k-labels-idx1-ubyte")
+    files = photos.write_photos(x, y, tmp_path, count=40, seed=3)
+    assert len(files) == 40 and len({p.name for p, _ in files}) == 40
+    assert {"".join(p.suffixes) for p, _ in files} == {".jpg", ".png", ".alpha.png"}
+    (tmp_path / "again").mkdir()
+    again = photos.write_photos(x, y, tmp_path / "again", count=40, seed=3)
+    assert [p.read_bytes() for p, _ in files] == [p.read_bytes() for p, _ in again]  # the same seed, the same photos
+    chosen, corrs = photos.choose(y, 40, 3), []
+    for (path, label), i in zip(files, chosen):
+        img = Image.open(path)
+        assert label == y[i] and 40 <= min(img.size) and max(img.size) <= 3 * 260
+        seen = pp.preprocess(path)
+        corrs.append(np.corrcoef(seen.ravel().astype(float), pp.preprocess_array(x[i]).ravel().astype(float))[0, 1])
+    # predict's preprocessing undoes the photo: the digit it reads is the test image (a thin 0 shifted by a
+    # pixel correlates least)
+    assert min(corrs) > 0.6 and np.mean(corrs) > 0.85, corrs
+
+
+def test_eval_photos_reports_photo_accuracy_beside_test_accuracy(exported, tmp_path):
+    result = run_cli("eval", "--photos", 50, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["photos"]["count"] == 50 and set(report["photos"]["by_format"]) <= {".jpg", ".png", ".alpha.png"}
+    assert report["photos"]["accuracy"] >= 0.8 and report["accuracy"] >= 0.9
+    text = run_cli("eval", "--photos", 50, "--save-photos", tmp_path / "kept")
+    assert text.exit_code == 0, text.output
+    line = next(x for x in text.stdout.splitlines() if x.startswith("photos: accuracy"))
+    assert f"{100 * report['photos']['accuracy']:.2f}% on 50 photos made from test images" in line  # same seed
+    assert f"those test images as they are: {100 * report['photos']['same_test_images_accuracy']:.2f}%" in line
+    assert len(list((tmp_path / "kept").iterdir())) == 50
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "holiday.jpg").write_bytes(b"mine")
+    refused = run_cli("eval", "--photos", 5, "--save-photos", tmp_path / "mine")
+    assert refused.exit_code == 1 and "is not an empty folder" in refused.output
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["holiday.jpg"]
+    assert (tmp_path / "mine" / "holiday.jpg").read_bytes() == b"mine"
+    assert run_cli("eval", "--save-photos", tmp_path / "new").exit_code == 1
+
+
 def test_predict_reports_bad_files_and_still_predicts_the_others(exported, tmp_path):
     good = VARIANTS["jpeg dark ink on tinted paper"](7, tmp_path)
     (tmp_path / "empty.png").write_bytes(b"")

@@ -18,7 +18,7 @@ import numpy as np
 
 from mnist_kit import UserError, evaluate, faults, provenance
 from mnist_kit.data import Splits
-from mnist_kit.deploy import inference
+from mnist_kit.deploy import inference, preprocess
 from mnist_kit.files import digest, partial_dir, remove_stale_partials, replace_dir
 from mnist_kit.models import save_program
 from mnist_kit.rundir import RunDir
@@ -26,9 +26,6 @@ from mnist_kit.runtime import versions
 
 META = inference.META
 PARITY_IMAGES = 1000
-# how a user's image is brought to the form of the training images: MNIST's digit framing, Fashion-MNIST's
-# object framing, or an image folder's resize (the "image" entry of the metadata says to what)
-PREPROCESS_STYLE = {"mnist": "digit", "fashion-mnist": "fill", "image_folder": "folder"}
 TOLERANCE = 1e-4  # max |logit difference| between the exported model and the trained network
 EXPORT_FILES = frozenset({META, "model.json", "model.pdmodel", "model.pdiparams", "model.onnx"})  # all it writes
 
@@ -64,7 +61,7 @@ def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: P
             "input_shape": [None, *shape],
             "input_dtype": "float32",
             "normalization": norm.to_dict(),
-            "preprocess": PREPROCESS_STYLE.get(cfg["data"]["name"], "folder"),
+            "preprocess": preprocess.STYLE_OF_DATASET.get(cfg["data"]["name"], "folder"),
             "classes": classes,
             "dataset": cfg["data"]["name"],
             "model": cfg["model"],

@@ -57,7 +57,27 @@ def white_on_black(gray: np.ndarray) -> np.ndarray:
     top = np.percentile(ink, 99.9)
     if top <= 0:
         raise ImageError("no digit found: the image is uniform")
+    # uneven light (a shadow across the page): the paper's own level, smooth across the picture, from
+    # the darkest part of each of 4x4 blocks; never more than half the ink's contrast, so a block that is
+    # nearly all ink keeps its ink
+    shade = np.clip(_paper_level(gray) - paper, 0, 0.5 * top)
+    ink = np.clip(ink - shade, 0, None)
+    top = np.percentile(ink, 99.9)
+    if top <= 0:
+        raise ImageError("no digit found: the image is uniform")
     return np.clip(ink / top, 0, 1)
+
+
+def _paper_level(gray: np.ndarray, blocks: int = 4) -> np.ndarray:
+    """The background level at every pixel (ink bright): the 20th percentile of each of blocks x blocks
+    tiles, interpolated bilinearly between the tiles' centres."""
+    h, w = gray.shape
+    if min(h, w) < 4 * blocks:
+        return np.full(gray.shape, float(np.percentile(gray, 20)))
+    th, tw = h // blocks, w // blocks
+    tiles = gray[:th * blocks, :tw * blocks].reshape(blocks, th, blocks, tw)
+    level = np.percentile(tiles, 20, axis=(1, 3)).astype(np.float32)
+    return np.asarray(Image.fromarray(level, "F").resize((w, h), Image.Resampling.BILINEAR), dtype=np.float64)
 
 
 def _bbox(ink: np.ndarray, faint: bool = False) -> tuple[int, int, int, int]:
@@ -90,6 +110,9 @@ def _otsu(x: np.ndarray) -> float:
 # "digit" (MNIST): fit the digit to a 20x20 box, centre of mass at the centre of 28x28;
 # "fill" (Fashion-MNIST): trim, longest edge to 28, object centred.
 STYLES = ("digit", "fill")
+# how a user's image is brought to the form of the training images: MNIST's digit framing, Fashion-MNIST's
+# object framing, or an image folder's resize (an export's "image" metadata says to what)
+STYLE_OF_DATASET = {"mnist": "digit", "fashion-mnist": "fill", "image_folder": "folder"}
 
 
 def mnist_style(ink: np.ndarray, style: str = "digit") -> np.ndarray:
