@@ -38,6 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 USER_OMP = os.environ.get("OMP_NUM_THREADS")  # importing paddle sets it to 1; PyTorch must not inherit that
 DATASET = "fashion-mnist"
+PHOTOS = 500  # photos made from test images per run (the photo accuracy column; mnist-kit eval --photos)
 
 
 def peak_mib(who=resource.RUSAGE_SELF) -> float:
@@ -175,7 +176,14 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, out: str, *overrides: s
                 logits_of(trained.splits.norm.apply(x[i:i + 1000]))
             passes.append(len(x) / (time.perf_counter() - t0))
         eval_ips = float(np.median(passes))
+        photo_acc = None
+        if trained.cfg["data"]["name"] in ("mnist", "fashion-mnist"):  # photos of test images, as predict reads them
+            from mnist_kit.deploy.photos import photo_set
+
+            px, py, _, _ = photo_set(x, trained.splits.prepared.y_test, trained.cfg["data"]["name"], PHOTOS)
+            photo_acc = float((logits_of(trained.splits.norm.apply(px)).argmax(axis=1) == py).mean())
     return {"train_ips": float(np.mean([r["images_per_sec"] for r in rows])), "wall_s": wall, "fast_conv": fast,
+            "photo_acc": photo_acc,
             "epochs": [{"epoch": r["epoch"], "test_acc": a, "elapsed_s": r["elapsed_seconds"]}
                        for r, a in zip(rows, accs)],
             "eval_ips": eval_ips, "peak_mib": peak, "run": str(run)}
@@ -310,6 +318,7 @@ def main():
                 ("cnn.yaml, fast_conv=off", "cnn", 1, 1, [*fmnist, "train.fast_conv=off"], True),
                 ("cnn.yaml, --nproc 2 x batch 32", "cnn", 1, 2, fmnist, True),
                 ("cnn.yaml, VisualDL off", "cnn", 1, 1, [*fmnist, "output.visualdl=false"], True),
+                ("cnn.yaml, augment.apply=always", "cnn", 1, 1, [*fmnist, "augment.apply=always"], True),
                 ("cnn_fast.yaml", "cnn_fast", 0, 1, fmnist, False),
                 ("cnn_fast.yaml, fast_conv=off", "cnn_fast", 0, 1, [*fmnist, "train.fast_conv=off"], False),
                 ("cnn_fast.yaml, --nproc 2 x batch 32", "cnn_fast", 0, 2, fmnist, False),
@@ -335,7 +344,7 @@ def main():
           f"({_cpu_name()}); paddle {v['paddle']}, python {v['python']}\n")
     ref = rows[0]
     header = ["setup", "train img/s", "vs reference", f"time to {100 * args.target:.0f}% test acc",
-              "best test acc (epochs)", "eval img/s", "peak RSS MiB"]
+              "best test acc (epochs)", f"photo acc ({PHOTOS})", "eval img/s", "peak RSS MiB"]
     table = []
     for r in rows:
         best = max(r["epochs"], key=lambda e: e["test_acc"]) if r["epochs"] else None
@@ -343,6 +352,7 @@ def main():
                       f"{r['train_ips'] / ref['train_ips']:.2f}x" if r["same_net"] else "other net",
                       time_to(r["epochs"], args.target),
                       f"{100 * best['test_acc']:.2f}% ({len(r['epochs'])} ep)" if best else "-",
+                      f"{100 * r['photo_acc']:.2f}%" if r.get("photo_acc") is not None else "-",
                       f"{r['eval_ips']:,.0f}", f"{r['peak_mib']:,.0f}"])
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
@@ -369,6 +379,10 @@ def main():
     print(f"VisualDL logging (every component on, cnn.yaml): the first epoch, validation and logging included, "
           f"took {a:.1f} s with and {b:.1f} s without ({100 * (a - b) / b:+.1f}%); training throughput "
           f"{on['train_ips']:,.0f} vs {off['train_ips']:,.0f} img/s")
+    aug = next(r for r in rows if "augment.apply=always" in r["setup"])
+    print(f"augmentation (cnn.yaml's rotate 10, scale 0.1, translate 0.1, forced on Fashion-MNIST): "
+          f"{aug['train_ips']:,.0f} img/s in one epoch vs {mk['train_ips']:,.0f} without (cnn.yaml's 8-epoch mean) ({100 * (aug['train_ips'] / mk['train_ips'] - 1):+.1f}%); "
+          f"its accuracy: scripts/bench_augment.py")
     print(f"eval img/s: the reference and PyTorch evaluate eagerly; mnist-kit runs Paddle Inference with oneDNN "
           f"(what `mnist-kit eval` and `predict` use)")
     print(f"predict (export of cnn_fast.yaml): one image {pred['latency_ms']:.2f} ms median "
