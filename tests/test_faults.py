@@ -381,10 +381,19 @@ def test_prepare_force_killed_at_the_switch_keeps_a_usable_cache(prepared, tmp_p
 
 # ---------------------------------------------------------------- 20: SIGTERM and kill -9 of train
 
+def _as_in_a_terminal():
+    """Default dispositions for the signals a terminal sends: a test run under nohup or in a background job
+    inherits SIGHUP and SIGINT ignored, and mnist-kit rightly leaves ignored signals ignored."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _start_training(name: str, *extra) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "mnist_kit", "train", *FAST, "-o", "train.epochs=500",
                              "-o", "log.images=false", "--name", name, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal)
 
 
 def _wait_for(condition, timeout=120, what=""):
