@@ -71,9 +71,9 @@ class Augment:
         Returns float32 pixel values in [0, 255] of the same shape; ``x`` is not changed."""
         n = len(x)
         total = n if total is None else total
-        out = np.asarray(x, dtype=np.float32)
+        out = np.array(x, dtype=np.float32)  # a copy: the steps below may work in place
         if not self.active or n == 0:
-            return out.copy()
+            return out
         rows = slice(first, first + n)
 
         def rng(transform):
