@@ -4,7 +4,9 @@ What visualdl 2.5.3 does that shapes this module (checked against its source and
 - ``add_pr_curve``/``add_roc_curve`` crash with numpy >= 1.24, and upstream's ROC divides by the wrong
   count; the curves are computed here (``metrics.binary_curve``) and written as raw records.
 - ``roc_curve_raw`` truncates numpy rates to int: rates are passed as lists.
-- ``add_embeddings`` forces step 0; embeddings are written as raw records with their step.
+- ``add_embeddings`` forces step 0; embeddings are written as raw records with their step. Its parser
+  cuts vectors of more than 200 dimensions with an indexing bug (the CNN's 980 became about 4 distinct
+  points), so wider features are reduced to ``EMBEDDING_DIMS`` by PCA first.
 - On resume, the records up to the resumed step are carried into a fresh log file and the rest are set
   aside, so the log has no duplicated and no missing steps.
 """
@@ -21,6 +23,7 @@ import numpy as np
 from mnist_kit import metrics, rundir, visuals
 
 NUM_THRESHOLDS = 127  # the most visualdl's PR/ROC pages take
+EMBEDDING_LIMIT, EMBEDDING_DIMS = 200, 64  # wider features than the limit are reduced to EMBEDDING_DIMS
 
 
 def read_records(path: Path) -> list:
@@ -137,7 +140,10 @@ class Logbook:
             return
         from visualdl.component.base_component import embedding
 
-        self._add(embedding(tag=tag, labels=list(labels), hot_vectors=np.asarray(features, np.float32).tolist(),
+        features = np.asarray(features, np.float32)
+        if features.shape[1] > EMBEDDING_LIMIT:
+            features = metrics.pca(features, EMBEDDING_DIMS)
+        self._add(embedding(tag=tag, labels=list(labels), hot_vectors=features.tolist(),
                             step=int(step), walltime=round(time.time() * 1000)))
 
     # ---------------------------------------------------------------- composites

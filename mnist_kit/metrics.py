@@ -74,8 +74,9 @@ def binary_curve(positive: np.ndarray, scores: np.ndarray, num_thresholds: int =
 
     ``positive``: the TRUE labels, as booleans for one class; ``scores``: that class's probability.
     Returns tp, fp, tn, fn, precision = tp/(tp+fp), recall = tpr = tp/(tp+fn), fpr = fp/(fp+tn)
-    (0 where a denominator is 0). At the lowest threshold every image is predicted positive, so the
-    precision there is the class's frequency.
+    (recall and fpr 0 where a denominator is 0; precision 1 where nothing is predicted positive, the usual
+    convention, so that a PR curve does not start with a diagonal from (0, 0)). At the lowest threshold
+    every image is predicted positive, so the precision there is the class's frequency.
     """
     positive = np.asarray(positive, bool)
     scores = np.asarray(scores, np.float64)
@@ -85,8 +86,16 @@ def binary_curve(positive: np.ndarray, scores: np.ndarray, num_thresholds: int =
     fp = (len(neg_sorted) - np.searchsorted(neg_sorted, thresholds, side="left")).astype(np.int64)
     fn, tn = len(pos_sorted) - tp, len(neg_sorted) - fp
 
-    def ratio(a, b):
-        return np.divide(a, b, out=np.zeros(len(a)), where=b > 0)
+    def ratio(a, b, empty=0.0):
+        return np.divide(a, b, out=np.full(len(a), empty), where=b > 0)
 
     return {"thresholds": thresholds, "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-            "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "fpr": ratio(fp, fp + tn)}
+            "precision": ratio(tp, tp + fp, empty=1.0), "recall": ratio(tp, tp + fn), "fpr": ratio(fp, fp + tn)}
+
+
+def pca(x: np.ndarray, dims: int) -> np.ndarray:
+    """``x`` (N, D) projected on its first ``dims`` principal components (centred; N x min(dims, D, N))."""
+    x = np.asarray(x, np.float64)
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return (centred @ vt[:dims].T).astype(np.float32)

@@ -4,7 +4,8 @@
                    same images augmented as the first step sees them (when augmentation is on)
     engine         what trains the run (device, conv blocks on oneDNN or stock), at the start and each resume
     after_step     every ``train.log_every`` steps: loss, accuracy, learning rate;
-                   every ``log.histogram_every`` steps: every parameter and gradient
+                   every ``log.histogram_every`` steps: every parameter and gradient (and at the end of
+                   every epoch, so that a short run has them too)
     after_epoch    epoch scalars; misclassified grid, confusion matrix, PR/ROC curves;
                    embeddings at the last epoch
 
@@ -40,7 +41,8 @@ class TrainLog:
             self.book.text("config", config.dump(self.cfg))
         self.engine(t)
         if self.lcfg["hparams"]:
-            flat = {f"{s}.{k}": (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, list) else v)
+            # section/key, not section.key: the board's table reads a dot as a nested path and shows nothing
+            flat = {f"{s}/{k}": (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, list) else v)
                     for s, sec in self.cfg.items() if s not in ("output", "log") for k, v in sec.items()}
             self.book.hparams(flat, HPARAM_METRICS)
         if self.lcfg["images"]:
@@ -66,10 +68,13 @@ class TrainLog:
             self.book.scalar("train/acc", correct / n, t.step)
             self.book.scalar("train/lr", lr, t.step)
         if self.book.enabled and due(t.step, self.lcfg["histogram_every"]):
-            for name, p in t.model.named_parameters():
-                self.book.histogram(f"params/{name}", p.numpy(), t.step)
-                if p.grad is not None:
-                    self.book.histogram(f"grads/{name}", p.grad.numpy(), t.step)
+            self._histograms(t)
+
+    def _histograms(self, t) -> None:
+        for name, p in t.model.named_parameters():
+            self.book.histogram(f"params/{name}", p.numpy(), t.step)
+            if p.grad is not None:
+                self.book.histogram(f"grads/{name}", p.grad.numpy(), t.step)
 
     def after_epoch(self, t, row: dict, val: dict) -> None:
         """After the validation that ends epoch ``row["epoch"]``: its scalars, images, curves, embeddings."""
@@ -77,6 +82,8 @@ class TrainLog:
             self.book.scalar(tag, row[key], t.step)
         if self.book.enabled:
             self._validation_pictures(t, val, row["epoch"])
+            if self.lcfg["histogram_every"] and not due(t.step, self.lcfg["histogram_every"]):
+                self._histograms(t)  # every epoch has some, however short
         self.book.flush()
 
     def _validation_pictures(self, t, val: dict, epoch: int) -> None:

@@ -69,7 +69,7 @@ def test_a_sweep_runs_the_grid_reports_failures_and_skips_finished_runs_when_run
             completed.append(name)
         (log,) = (out / name / "vdl").glob("vdlrecords*")  # each run logs its hyper-parameters for the board
         (hp,) = [v for rec in read_records(log) for v in rec.values if v.WhichOneof("one_value") == "hparam"]
-        assert "optimizer.lr" in {i.name for i in hp.hparam.hparamInfos}
+        assert "optimizer/lr" in {i.name for i in hp.hparam.hparamInfos}
     assert {"lr=0.1,model=linear", "lr=0.1,model=mlp"} <= set(completed) and "lr=1e30,model=mlp" not in completed
     assert "mnist-kit board --logdir checkpoints/grid" in r.stdout
     table = r.stdout.splitlines()
@@ -150,7 +150,7 @@ def test_the_board_overlays_a_sweeps_runs_and_ranks_their_hyper_parameters(prepa
         for name in names:  # one val/acc chart per run, overlaid on the scalar page
             assert len(_api(port, "scalar/list", run=name, tag="val/acc")) == 1
         hparams = _api(port, "hparams/list")
-        assert sorted(h["hparams"]["optimizer.lr"] for h in hparams) == [0.001, 0.05]  # each run's values ...
+        assert sorted(h["hparams"]["optimizer/lr"] for h in hparams) == [0.001, 0.05]  # each run's values ...
         assert all(0 <= h["metrics"]["val/acc"] <= 1 for h in hparams)  # ... and the metric that ranks them
     finally:
         proc.terminate()

@@ -18,11 +18,11 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_kit import checkpoint, config, data, evaluate, metrics, trainlog
+from mnist_kit import checkpoint, config, data, evaluate, logbook, metrics, trainlog
 from mnist_kit.cli import cli
 from mnist_kit.logbook import read_records
 
-from conftest import FAST, synthetic_arrays, write_idx_folder
+from conftest import FAST, run_cli, synthetic_arrays, write_idx_folder
 
 HIST_EVERY, N_EMB = 5, 50
 
@@ -128,19 +128,39 @@ def test_pr_and_roc_curves_use_true_labels_and_softmax_probabilities(run, values
 def test_binary_curve_against_a_hand_count():
     c = metrics.binary_curve(np.array([1, 0, 1, 0], bool), np.array([0.9, 0.8, 0.3, 0.1]), num_thresholds=3)
     assert c["tp"].tolist() == [2, 1, 0] and c["fp"].tolist() == [2, 1, 0]  # thresholds 0, 0.5, 1
-    assert c["precision"].tolist() == [0.5, 0.5, 0.0] and c["recall"].tolist() == [1.0, 0.5, 0.0]
+    # nothing predicted positive at threshold 1: precision 1 by convention (a curve from (0, 1), no diagonal)
+    assert c["precision"].tolist() == [0.5, 0.5, 1.0] and c["recall"].tolist() == [1.0, 0.5, 0.0]
     assert c["fpr"].tolist() == [1.0, 0.5, 0.0]
+
+
+def test_a_run_shorter_than_histogram_every_has_histograms_at_every_epoch_end(prepared):
+    result = run_cli("train", *FAST, "--name", "short")  # 2 epochs of 10 steps; log.histogram_every is 200
+    assert result.exit_code == 0, result.output
+    (f,) = Path("checkpoints/short/vdl").glob("vdlrecords*")
+    steps = sorted({v.id for r in read_records(f) for v in r.values if v.tag == "params/fc.weight"})
+    assert steps == [10, 20]
+
+
+def test_pca_keeps_the_geometry_of_low_rank_features():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 10)) @ rng.normal(size=(10, 980))  # 980 dimensions, rank 10
+    y = metrics.pca(x, 64)
+    assert y.shape == (300, 64)
+    d = lambda a: np.linalg.norm(a[:, None] - a[None], axis=-1)  # noqa: E731
+    assert np.allclose(d(y[:50]), d(x[:50]), rtol=1e-4, atol=1e-3)
 
 
 def test_embeddings_hparams_text_and_graph(run, values):
     (emb,) = values["embeddings"]["val/features"]
     rows = emb.embeddings.embeddings
-    assert emb.id == 20 and len(rows) == N_EMB and len(rows[0].vectors) == 20 * 7 * 7  # the CNN's flattened features
+    # the CNN's 980 flattened features, reduced by PCA below VisualDL's 200-dimension limit
+    assert emb.id == 20 and len(rows) == N_EMB and len(rows[0].vectors) == min(logbook.EMBEDDING_DIMS, N_EMB)
     splits = data.load_splits(config.load(run / "config.yaml"))
     assert [r.label[0] for r in rows] == [str(k) for k in splits.val.y[:N_EMB]]
     (hp,) = values["hparam"]["hparam"]
     names = {i.name for i in hp.hparam.hparamInfos}
-    assert {"optimizer.lr", "model.name", "train.batch_size", "schedule.name"} <= names
+    assert {"optimizer/lr", "model/name", "train/batch_size", "schedule/name"} <= names
+    assert not any("." in n for n in names)  # the board's table reads a dot as a nested path
     assert [m.name for m in hp.hparam.metricInfos] == trainlog.HPARAM_METRICS
     (text,) = values["text"]["config"]
     assert yaml.safe_load(text.text.encoded_text_string) == config.load(run / "config.yaml")
