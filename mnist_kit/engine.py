@@ -331,8 +331,8 @@ def train(cfg: dict, config_name: str = "config") -> Path:
              f"std {t.splits.norm.std}")
         if t.augment.active:
             info(f"augmentation of the training batches: {t.augment.describe()}")
-        elif augment.skipped(cfg["augment"], cfg["data"]["name"]):
-            info(f"no augmentation: {augment.skipped(cfg['augment'], cfg['data']['name'])}")
+        elif reason := augment.skipped(cfg["augment"], cfg["data"]["name"]):
+            info(f"no augmentation: {reason}")
         info(summary(t.model))
         log = _open_log(t, run)
         log.start(t)

@@ -135,7 +135,7 @@ def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, spli
           else contextlib.nullcontext(eager(t.model))) as logits_of:
         logits, loss = predict(logits_of, batches, build_loss(t.cfg["loss"]))
         seconds = time.perf_counter() - start
-        photo_report = _photo_report(t, logits_of, photos) if photos is not None else None
+        photo_report = photo_accuracy(t, logits_of, photos) if photos is not None else None
     result = metrics.report(y, logits.argmax(axis=1), len(classes))
     result.update({"run": str(run), "checkpoint": t.path.name, "epoch": t.state["epoch"], "split": split,
                    "dataset": t.cfg["data"]["name"], "samples": int(len(y)), "loss": loss, "classes": list(classes),
@@ -146,7 +146,7 @@ def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, spli
     return result
 
 
-def _photo_report(t: Trained, logits_of, photos) -> dict:
+def photo_accuracy(t: Trained, logits_of, photos) -> dict:
     """Accuracy on the photos ``photos`` makes of test images, overall and per file format, and on the
     same test images as they are."""
     test = t.splits.prepared

@@ -178,10 +178,12 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, out: str, *overrides: s
         eval_ips = float(np.median(passes))
         photo_acc = None
         if trained.cfg["data"]["name"] in ("mnist", "fashion-mnist"):  # photos of test images, as predict reads them
+            import functools
+
             from mnist_kit.deploy.photos import photo_set
 
-            px, py, _, _ = photo_set(x, trained.splits.prepared.y_test, trained.cfg["data"]["name"], PHOTOS)
-            photo_acc = float((logits_of(trained.splits.norm.apply(px)).argmax(axis=1) == py).mean())
+            photos = functools.partial(photo_set, count=PHOTOS)
+            photo_acc = evaluate.photo_accuracy(trained, logits_of, photos)["accuracy"]
     return {"train_ips": float(np.mean([r["images_per_sec"] for r in rows])), "wall_s": wall, "fast_conv": fast,
             "photo_acc": photo_acc,
             "epochs": [{"epoch": r["epoch"], "test_acc": a, "elapsed_s": r["elapsed_seconds"]}
