@@ -12,10 +12,12 @@ anyway. The engine decides when it runs (``engine._graph``: after the last epoch
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 
+from mnist_kit.files import partial_dir, replace_dir
 from mnist_kit.interrupts import die_with_parent
 from mnist_kit.rundir import RunDir
 
@@ -64,7 +66,11 @@ def _write(run: RunDir) -> None:
     cfg, info = run.read_config(), run.read_info()
     shape = tuple(info.get("input_shape", (1, 28, 28)))
     model = build_model(cfg["model"], shape, len(info["classes"]))
-    save_program(model, run.graph_prefix, shape)
+    tmp = partial_dir(run.graph_dir)  # built aside, put in place whole: a kill leaves no half-written program
+    save_program(model, tmp / run.graph_prefix.name, shape)
+    old = replace_dir(tmp, run.graph_dir)
+    if old is not None:  # an earlier graph of this run, swapped out
+        shutil.rmtree(old)
     from visualdl.component.graph import translate_graph
 
     graph = translate_graph(model, [paddle.static.InputSpec([-1, *shape], "float32")], False)
