@@ -178,6 +178,27 @@ SCHEMA: dict[str, dict[str, Field]] = {
 }
 
 
+# The hyper-parameters that lead every comparison of runs (`mnist-kit runs`, the board's table), and
+# the config keys that say nothing about the model or its training (never shown as hyper-parameters).
+KEY_HPARAMS = ("model.name", "optimizer.name", "optimizer.lr", "train.batch_size")
+NOT_HPARAMS = ("output.", "log.", "checkpoint.", "train.log_every", "train.eval_batch_size", "train.device",
+               "data.root")
+
+
+def hparams_shown(cfg: dict, also=()) -> list[str]:
+    """The keys (``section.key``) a run shows as its hyper-parameters, in order: the key ones and the
+    epochs, then ``also`` (a sweep's axes), then every other key whose value is not the default."""
+    base = defaults()
+    changed = [f"{s}.{k}" for s, sec in cfg.items() if isinstance(sec, dict) for k, v in sec.items()
+               if base.get(s, {}).get(k, object()) != v]
+    keys = []
+    for key in (*KEY_HPARAMS, "train.epochs", *also, *changed):
+        section, _, name = key.partition(".")
+        if key not in keys and not key.startswith(NOT_HPARAMS) and name in cfg.get(section, {}):
+            keys.append(key)
+    return keys
+
+
 def defaults() -> dict:
     """The complete default config: configs/cnn.yaml without its augmentation (every transform defaults to
     off, so that configs written before the augment section existed train as they did)."""

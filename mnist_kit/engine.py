@@ -298,9 +298,15 @@ def _training_lock(run: RunDir):
     return run.lock() if distributed.is_main() else contextlib.nullcontext()
 
 
-def _open_log(t: Trainer, run: RunDir, **resume) -> TrainLog:
-    enabled = t.cfg["output"]["visualdl"] and distributed.is_main()
-    return TrainLog(Logbook(run.vdl_dir if enabled else None, display_name=run.name, **resume), t.cfg)
+def _open_log(t: Trainer, run: RunDir, resume_step: int | None = None, superseded: Path | None = None) -> TrainLog:
+    """The run's VisualDL log (on rank 0, when it is on): its writer, and the second writer that draws the
+    validation lines beside training's."""
+    if not (t.cfg["output"]["visualdl"] and distributed.is_main()):
+        return TrainLog(Logbook(None), t.cfg)
+    book = Logbook(run.vdl_dir, display_name=run.name, resume_step=resume_step, superseded=superseded)
+    val_book = Logbook(run.vdl_val_dir, display_name=f"{run.name} · val", resume_step=resume_step,
+                       superseded=superseded / "vdl-val" if superseded is not None else None)
+    return TrainLog(book, t.cfg, val_book=val_book, sweep_keys=run.sweep_keys())
 
 
 def train(cfg: dict, config_name: str = "config") -> Path:

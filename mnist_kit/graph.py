@@ -2,9 +2,10 @@
 
 VisualDL 2.5.3 reads only the older ``.pdmodel`` program format, which Paddle 3 writes only when
 ``FLAGS_enable_pir_api=0`` is set before paddle is imported; so a child process with that flag builds
-the model from the run's config and writes ``RunDir.graph_model`` (the board's static graph page) and
-``vdlgraph.*.log`` in the run's VisualDL folder (its dynamic graph page). Paddle 2.6 writes ``.pdmodel``
-anyway. The engine decides when it runs (``engine._graph``: after the last epoch on the CPU).
+the model from the run's config and writes, in ``RunDir.graph_dir`` (a folder named after the run),
+``model.pdmodel`` (the board's static graph page) and ``vdlgraph.*.log`` (its dynamic graph page, which
+lists one model per folder, labelled by the folder's name; it takes the vdlgraph file, which keeps the
+layers' nesting). Paddle 2.6 writes ``.pdmodel`` anyway. The engine decides when it runs (``engine._graph``: after the last epoch on the CPU).
 
     python -m mnist_kit.graph RUN_DIR
 """
@@ -66,18 +67,17 @@ def _write(run: RunDir) -> None:
     cfg, info = run.read_config(), run.read_info()
     shape = tuple(info.get("input_shape", (1, 28, 28)))
     model = build_model(cfg["model"], shape, len(info["classes"]))
+    from visualdl.component.graph import translate_graph
+
     tmp = partial_dir(run.graph_dir)  # built aside, put in place whole: a kill leaves no half-written program
     save_program(model, tmp / run.graph_prefix.name, shape)
+    graph = translate_graph(model, [paddle.static.InputSpec([-1, *shape], "float32")], False)
+    (tmp / f"vdlgraph.{int(time.time()):010d}.log").write_text(graph)
     old = replace_dir(tmp, run.graph_dir)
     if old is not None:  # an earlier graph of this run, swapped out
         shutil.rmtree(old)
-    from visualdl.component.graph import translate_graph
-
-    graph = translate_graph(model, [paddle.static.InputSpec([-1, *shape], "float32")], False)
-    target = run.vdl_dir / f"vdlgraph.{int(time.time()):010d}.log"
-    tmp = target.with_name(".graph.partial")
-    tmp.write_text(graph)
-    tmp.replace(target)
+    for legacy in run.legacy_graph_files:  # an earlier version's layout: the board would list it too
+        legacy.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -135,7 +135,9 @@ class Logbook:
             self._add(roc_curve_raw(tag=f"roc/{tag}", tpr=c["recall"].tolist(), fpr=c["fpr"].tolist(),
                                     step=int(step), walltime=walltime, **counts))
 
-    def embeddings(self, tag: str, features: np.ndarray, labels: list[str], step: int) -> None:
+    def embeddings(self, tag: str, features: np.ndarray, metadata: dict[str, list[str]], step: int) -> None:
+        """One point per row of ``features``, with one metadata column per key of ``metadata`` (the board
+        labels points by the first and offers every column to colour them by)."""
         if self.writer is None:
             return
         from visualdl.component.base_component import embedding
@@ -143,17 +145,20 @@ class Logbook:
         features = np.asarray(features, np.float32)
         if features.shape[1] > EMBEDDING_LIMIT:
             features = metrics.pca(features, EMBEDDING_DIMS)
-        self._add(embedding(tag=tag, labels=list(labels), hot_vectors=features.tolist(),
+        columns = [list(c) for c in metadata.values()]  # visualdl takes the columns and makes rows of them
+        self._add(embedding(tag=tag, labels=columns, labels_meta=list(metadata), hot_vectors=features.tolist(),
                             step=int(step), walltime=round(time.time() * 1000)))
 
     # ---------------------------------------------------------------- composites
 
     def sample_grid(self, tag: str, images: np.ndarray, labels: np.ndarray, classes, step: int = 0) -> None:
+        """The first ``visuals.SHOWN`` images, each captioned with its class."""
         if self.writer is not None:
-            self.image(tag, visuals.grid(images, [f"{y} {classes[y]}" for y in labels]), step)
+            captions = [class_caption(y, classes) for y in labels[:visuals.SHOWN]]
+            self.image(tag, visuals.grid(images[:visuals.SHOWN], captions), step)
 
     def misclassified(self, tag: str, images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, step: int,
-                      limit: int = 64) -> None:
+                      limit: int = visuals.SHOWN) -> None:
         if self.writer is None:
             return
         wrong = np.flatnonzero(predicted != labels)[:limit]
@@ -174,6 +179,11 @@ class Logbook:
             self.writer = None
 
 
+def class_caption(k: int, classes) -> str:
+    """``3 Dress``; a class named by its own index (MNIST's digits) is just ``3``."""
+    return str(k) if str(classes[k]) == str(k) else f"{k} {classes[k]}"
+
+
 def log_prepared(logdir: Path, prepared, summary: str, counts: dict | None = None) -> None:
     """What ``prepare`` shows in VisualDL: up to ten training samples of each class, and the class counts
     (``counts``, {split: [count per class]}, default: the data set's own)."""
@@ -181,13 +191,14 @@ def log_prepared(logdir: Path, prepared, summary: str, counts: dict | None = Non
     for old in logdir.glob("vdlrecords*"):  # one log per data set: a new prepare replaces it
         old.unlink()
     book = Logbook(logdir, display_name=f"data: {prepared.name}")
-    images, captions = [], []  # one row per class; a class with fewer than ten images leaves blank tiles
+    images, labels = [], []  # one row per class; a class with fewer than ten images leaves blank tiles
     blank = np.zeros_like(prepared.x_train[0])
-    for k, name in enumerate(prepared.classes[:visuals.MAX_TILES // 10]):  # the first 40 classes at most
+    for k, _ in enumerate(prepared.classes[:visuals.MAX_TILES // 10]):  # the first 40 classes at most
         picks = np.flatnonzero(prepared.y_train == k)[:10]
         images += [prepared.x_train[i] for i in picks] + [blank] * (10 - len(picks))
-        captions += [f"{k} {name}"] * len(picks) + [""] * (10 - len(picks))
-    book.image("data/train_samples_by_class", visuals.grid(np.stack(images), captions, columns=10), 0)
+        labels.append(class_caption(k, prepared.classes))
+    book.image("data/train_samples_by_class", visuals.grid(np.stack(images), [""] * len(images), columns=10,
+                                                           row_labels=labels), 0)
     book.text("data/class_counts", summary)
     for split, per_class in (counts or prepared.meta["class_counts"]).items():
         for k, n in enumerate(per_class):

@@ -5,7 +5,9 @@
     RUN/metrics.jsonl        one JSON row per epoch, appended and fsynced
     RUN/ckpt/                checkpoints and their manifest (what is inside: checkpoint.py)
     RUN/vdl/                 the VisualDL log
-    RUN/graph/model.pdmodel  the model graph for the board (written by graph.py)
+    RUN/vdl/val/             its second writer: validation lines drawn over training's in one chart
+    RUN/graph/NAME/          the model graph for the board (written by graph.py), in a folder named
+                             after the run: the board's graph page labels a model by its folder
     RUN/logs/                the workers' logs of a multi-process run
     RUN/export/NAME/         exports (what is inside: deploy/export.py)
     RUN/superseded/STAMP/    work set aside by a resume from an earlier point
@@ -77,8 +79,14 @@ class RunDir:
         return self.path / "vdl"
 
     @property
+    def vdl_val_dir(self) -> Path:
+        """The VisualDL folder of the validation lines that ``vdl/`` draws training's beside."""
+        return self.vdl_dir / "val"
+
+    @property
     def graph_dir(self) -> Path:
-        return self.path / "graph"
+        """Named after the run: the board's dynamic graph page lists models by their folder's name."""
+        return self.path / "graph" / self.name
 
     @property
     def graph_prefix(self) -> Path:
@@ -89,6 +97,21 @@ class RunDir:
     def graph_model(self) -> Path:
         """The program file the board's static graph page reads."""
         return self.graph_dir / "model.pdmodel"
+
+    @property
+    def legacy_graph_files(self) -> list[Path]:
+        """Graph files that earlier versions wrote (``graph/model.*``, ``vdl/vdlgraph.*``): the board
+        listed them as models named "graph" and "vdl"; graph.py removes them when it writes the new ones."""
+        old = self.path / "graph"
+        return ([p for p in old.glob("model.*") if p.is_file()] + sorted(self.vdl_dir.glob("vdlgraph.*")))
+
+    def sweep_keys(self) -> list[str]:
+        """The config keys (``section.key``) the sweep this run belongs to varies ([] outside a sweep)."""
+        try:
+            grid = json.loads((self.path.parent / "sweep.json").read_text()).get("grid", {})
+        except (OSError, ValueError, AttributeError):
+            return []
+        return [k for k in grid if isinstance(k, str)] if isinstance(grid, dict) else []
 
     @property
     def logs_dir(self) -> Path:

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import yaml
 
-from mnist_kit import UserError
+from mnist_kit import UserError, config
 from mnist_kit.rundir import RunDir
 
-KEY_COLUMNS = ("model.name", "optimizer.name", "optimizer.lr", "train.batch_size")
-# config keys that say nothing about the model or its training: never shown as differing
-_NOT_HPARAMS = ("output.", "log.", "checkpoint.", "train.log_every", "train.eval_batch_size", "train.device",
-                "data.root")
+KEY_COLUMNS = config.KEY_HPARAMS
+_NOT_HPARAMS = config.NOT_HPARAMS  # never shown as differing
 
 
 def summarize(run: RunDir, root: Path | None = None) -> dict:

@@ -1,13 +1,15 @@
 """What a training run shows in VisualDL, and when: the engine calls these at its named points.
 
-    start          the config as text, the hyper-parameters, a grid of input samples (step 0), and the
-                   same images augmented as the first step sees them (when augmentation is on)
+    start          the config as text (one line per section: the board's text page shows no line
+                   breaks), the hyper-parameters that tell runs apart, a grid of input samples (step 0),
+                   and the same images augmented as the first step sees them (when augmentation is on)
     engine         what trains the run (device, conv blocks on oneDNN or stock), at the start and each resume
     after_step     every ``train.log_every`` steps: loss, accuracy, learning rate;
                    every ``log.histogram_every`` steps: every parameter and gradient (and at the end of
                    every epoch, so that a short run has them too)
-    after_epoch    epoch scalars; misclassified grid, confusion matrix, PR/ROC curves;
-                   embeddings at the last epoch
+    after_epoch    epoch scalars, and loss and accuracy of training and validation as lines of one
+                   chart each (``train_and_val/*``: the second writer draws the validation line);
+                   misclassified grid, confusion matrix, PR/ROC curves; embeddings at the last epoch
 
 The ``log`` section switches each on or off; with VisualDL off (or on a process other than rank 0) the
 logbook is disabled and every call does nothing.
@@ -16,12 +18,17 @@ logbook is disabled and every call does nothing.
 from __future__ import annotations
 
 import numpy as np
+import yaml
 
 from mnist_kit import config, metrics
 from mnist_kit.evaluate import features
 from mnist_kit.logbook import Logbook
 
 HPARAM_METRICS = ["val/acc", "val/loss", "train/epoch_acc", "train/epoch_loss"]
+# (tag, training's row key, validation's row key): drawn together, training by the run's writer and
+# validation by its second writer (VisualDL 2.5.3's own add_scalars names its lines by file path)
+TRAIN_AND_VAL = (("train_and_val/loss", "train_loss", "val_loss"), ("train_and_val/acc", "train_acc", "val_acc"))
+CONFIG_TEXT_LIMIT = 10  # the board keeps at most 10 texts per tag and run
 EPOCH_SCALARS = (("train/epoch_loss", "train_loss"), ("train/epoch_acc", "train_acc"), ("val/loss", "val_loss"),
                  ("val/acc", "val_acc"), ("speed/images_per_sec", "images_per_sec"))
 
@@ -31,20 +38,43 @@ def due(step: int, every: int) -> bool:
     return bool(every) and step % every == 0
 
 
+def config_lines(cfg: dict) -> list[str]:
+    """The config as YAML, one line per section in flow style (``model: {name: cnn, ...}``): each line is
+    valid YAML and all of them together load as the config."""
+    lines = [f"{s}: " + yaml.safe_dump(sec, default_flow_style=True, sort_keys=False, width=10**6).strip()
+             for s, sec in cfg.items()]
+    if len(lines) > CONFIG_TEXT_LIMIT:  # the last ones share one line
+        lines[CONFIG_TEXT_LIMIT - 1:] = ["\n".join(lines[CONFIG_TEXT_LIMIT - 1:])]
+    return lines
+
+
+def hparams(cfg: dict, also=()) -> dict:
+    """The hyper-parameters the board's table shows (``config.hparams_shown``), named ``section/key``: the
+    table reads a dot as a nested path and shows nothing. Lists and booleans as text."""
+    out = {}
+    for key in config.hparams_shown(cfg, also):
+        section, _, name = key.partition(".")
+        v = cfg[section][name]
+        out[f"{section}/{name}"] = str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, list) else v
+    return out
+
+
 class TrainLog:
-    def __init__(self, logbook: Logbook, cfg: dict):
+    def __init__(self, logbook: Logbook, cfg: dict, val_book: Logbook | None = None, sweep_keys=()):
+        """``val_book``: the second writer, for the validation lines; ``sweep_keys``: the config keys the
+        sweep of this run varies (shown among its hyper-parameters even where a run has the default)."""
         self.book, self.cfg, self.lcfg = logbook, cfg, cfg["log"]
+        self.val_book = val_book if val_book is not None else Logbook(None)
+        self.sweep_keys = list(sweep_keys)
 
     def start(self, t) -> None:
         """What the log shows from the start of a run: config, hyper-parameters, a grid of input samples."""
         if self.lcfg["config_text"]:
-            self.book.text("config", config.dump(self.cfg))
+            for line in config_lines(self.cfg):  # one text each: the board shows no line breaks in a text
+                self.book.text("config", line)
         self.engine(t)
         if self.lcfg["hparams"]:
-            # section/key, not section.key: the board's table reads a dot as a nested path and shows nothing
-            flat = {f"{s}/{k}": (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, list) else v)
-                    for s, sec in self.cfg.items() if s not in ("output", "log") for k, v in sec.items()}
-            self.book.hparams(flat, HPARAM_METRICS)
+            self.book.hparams(hparams(self.cfg, self.sweep_keys), HPARAM_METRICS)
         if self.lcfg["images"]:
             train = t.splits.train
             first = train.order(0)[:64]
@@ -80,11 +110,14 @@ class TrainLog:
         """After the validation that ends epoch ``row["epoch"]``: its scalars, images, curves, embeddings."""
         for tag, key in EPOCH_SCALARS:
             self.book.scalar(tag, row[key], t.step)
+        for tag, train_key, val_key in TRAIN_AND_VAL:
+            self.book.scalar(tag, row[train_key], t.step)
+            self.val_book.scalar(tag, row[val_key], t.step)
         if self.book.enabled:
             self._validation_pictures(t, val, row["epoch"])
             if self.lcfg["histogram_every"] and not due(t.step, self.lcfg["histogram_every"]):
                 self._histograms(t)  # every epoch has some, however short
-        self.book.flush()
+        self.flush()
 
     def _validation_pictures(self, t, val: dict, epoch: int) -> None:
         classes, step = t.splits.prepared.classes, t.step
@@ -97,11 +130,16 @@ class TrainLog:
             self.book.curves(y, metrics.softmax(val["logits"]), classes, step)
         if self.lcfg["embeddings"] and epoch == self.cfg["train"]["epochs"] - 1:
             n = self.lcfg["embeddings"]
+            right = predicted[:n] == y[:n]
             self.book.embeddings("val/features", features(t.model, t.splits.val.x[:n], t.splits.norm),
-                                 [classes[k] for k in y[:n]], step)
+                                 {"class": [classes[k] for k in y[:n]],
+                                  "predicted": [classes[k] for k in predicted[:n]],
+                                  "correct": ["yes" if r else "no" for r in right]}, step)
 
     def flush(self) -> None:
         self.book.flush()
+        self.val_book.flush()
 
     def close(self) -> None:
         self.book.close()
+        self.val_book.close()

@@ -145,10 +145,13 @@ def test_the_board_overlays_a_sweeps_runs_and_ranks_their_hyper_parameters(prepa
     try:
         line = proc.stderr.readline()
         assert f"http://127.0.0.1:{port}/" in line, line + proc.stderr.read()
-        names = _api(port, "runs")
-        assert sorted(names) == ["lr=0.001", "lr=0.05"] or sorted(names) == ["lr=0.001/vdl", "lr=0.05/vdl"], names
-        for name in names:  # one val/acc chart per run, overlaid on the scalar page
+        names = _api(port, "runs")  # each run, and the writer of its validation lines
+        assert sorted(names) == ["lr=0.001", "lr=0.001 · val", "lr=0.05", "lr=0.05 · val"], names
+        for name in ("lr=0.001", "lr=0.05"):  # one val/acc chart per run, overlaid on the scalar page
             assert len(_api(port, "scalar/list", run=name, tag="val/acc")) == 1
+            # training's loss and validation's in one chart
+            assert len(_api(port, "scalar/list", run=name, tag="train_and_val/loss")) == 1
+            assert len(_api(port, "scalar/list", run=f"{name} · val", tag="train_and_val/loss")) == 1
         hparams = _api(port, "hparams/list")
         assert sorted(h["hparams"]["optimizer/lr"] for h in hparams) == [0.001, 0.05]  # each run's values ...
         assert all(0 <= h["metrics"]["val/acc"] <= 1 for h in hparams)  # ... and the metric that ranks them

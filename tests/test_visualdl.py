@@ -18,7 +18,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_kit import checkpoint, config, data, evaluate, logbook, metrics, trainlog
+from mnist_kit import checkpoint, config, data, evaluate, logbook, metrics, trainlog, visuals
 from mnist_kit.cli import cli
 from mnist_kit.logbook import read_records
 
@@ -74,7 +74,9 @@ def _png(v):
 def test_images(run, values):
     imgs = values["image"]
     (samples,) = imgs["input/train_samples"]
-    assert samples.id == 0 and _png(samples).size[0] > 8 * 28 * 3  # an 8-column grid, 3x scale
+    # sized for the board's thumbnail (at twice its size), so that the captions read there
+    w, h = _png(samples).size
+    assert samples.id == 0 and max(w / visuals.THUMB_W, h / visuals.THUMB_H) == pytest.approx(1, abs=0.02)
     assert [v.id for v in imgs["val/misclassified"]] == [10, 20]
     assert [v.id for v in imgs["val/confusion_matrix"]] == [10, 20]
     assert _png(imgs["val/confusion_matrix"][0]).mode == "RGB"
@@ -156,18 +158,40 @@ def test_embeddings_hparams_text_and_graph(run, values):
     # the CNN's 980 flattened features, reduced by PCA below VisualDL's 200-dimension limit
     assert emb.id == 20 and len(rows) == N_EMB and len(rows[0].vectors) == min(logbook.EMBEDDING_DIMS, N_EMB)
     splits = data.load_splits(config.load(run / "config.yaml"))
+    # each point's class (the board labels points by it), predicted class and whether that is right
+    assert list(emb.embeddings.label_meta) == ["class", "predicted", "correct"]
     assert [r.label[0] for r in rows] == [str(k) for k in splits.val.y[:N_EMB]]
+    assert {r.label[2] for r in rows} <= {"yes", "no"}
+    assert all((r.label[0] == r.label[1]) == (r.label[2] == "yes") for r in rows)
     (hp,) = values["hparam"]["hparam"]
-    names = {i.name for i in hp.hparam.hparamInfos}
-    assert {"optimizer/lr", "model/name", "train/batch_size", "schedule/name"} <= names
+    names = [i.name for i in hp.hparam.hparamInfos]
+    # what tells runs apart leads; keys at their defaults that no sweep varies are left out
+    assert names[:5] == ["model/name", "optimizer/name", "optimizer/lr", "train/batch_size", "train/epochs"]
+    assert "data/val_size" in names and "schedule/name" not in names
     assert not any("." in n for n in names)  # the board's table reads a dot as a nested path
     assert [m.name for m in hp.hparam.metricInfos] == trainlog.HPARAM_METRICS
-    (text,) = values["text"]["config"]
-    assert yaml.safe_load(text.text.encoded_text_string) == config.load(run / "config.yaml")
+    lines = [t.text.encoded_text_string for t in values["text"]["config"]]  # one per section, in order
+    assert [line.split(":")[0] for line in lines] == list(config.load(run / "config.yaml"))
+    assert yaml.safe_load("\n".join(lines)) == config.load(run / "config.yaml")
     (training,) = values["text"]["training"]
     assert training.text.encoded_text_string.startswith("cpu: conv blocks on oneDNN 3.")
-    assert (run / "graph" / "model.pdmodel").is_file()
-    assert len(list((run / "vdl").glob("vdlgraph*"))) == 1
+    graph = run / "graph" / "r"  # named after the run: the board's graph page labels models by folder
+    assert (graph / "model.pdmodel").is_file() and len(list(graph.glob("vdlgraph*"))) == 1
+    assert not list((run / "vdl").glob("vdlgraph*"))
+
+
+def test_validation_lines_are_drawn_with_trainings(run, values):
+    (val_file,) = (run / "vdl" / "val").glob("vdlrecords*")  # the second writer
+    val = defaultdict(list)
+    for record in read_records(val_file):
+        for v in record.values:
+            val[v.tag].append(v)
+    rows = _rows(run)
+    for tag, train_key, val_key in trainlog.TRAIN_AND_VAL:
+        assert [v.id for v in values["value"][tag]] == [v.id for v in val[tag]] == [r["step"] for r in rows]
+        assert np.allclose([v.value for v in values["value"][tag]], [r[train_key] for r in rows])
+        assert np.allclose([v.value for v in val[tag]], [r[val_key] for r in rows])
+    assert set(val) - {"meta_data_tag"} == {"train_and_val/loss", "train_and_val/acc"}  # no other page lists it
 
 
 def _free_port():
@@ -202,14 +226,14 @@ def test_the_real_server_serves_every_component(run, tmp_path):
     try:
         line = proc.stderr.readline()
         assert f"at http://127.0.0.1:{port}/app/scalar" in line, line + proc.stderr.read()
-        assert "graph/model.pdmodel" in line
+        assert "graph/r/model.pdmodel" in line
         tabs = _api(port, "component_tabs")
         for tab in ("scalar", "image", "histogram", "pr_curve", "roc_curve", "text", "hyper_parameters",
                     "embeddings", "static_graph", "dynamic_graph"):
             assert tab in tabs, (tab, tabs)
         runs = _api(port, "runs")
-        assert runs == ["r/vdl"] or "r" in runs, runs
-        name = runs[0]
+        assert sorted(runs) == ["r", "r · val"], runs  # the run, and its validation lines' writer
+        name = "r"
         points = _api(port, "scalar/list", run=name, tag="val/acc")
         assert [p[1] for p in points] == [10, 20]
         assert len(_api(port, "image/list", run=name, tag="val/confusion_matrix")) == 2
@@ -221,11 +245,10 @@ def test_the_real_server_serves_every_component(run, tmp_path):
         assert _api(port, "hparams/list")
         assert _api(port, "embedding/list")
         model = _get(port, "graph/static_graph")  # the .pdmodel the board renders
-        assert model == (run / "graph" / "model.pdmodel").read_bytes()
-        graph_runs = _api(port, "graph_runs")  # the dynamic graph page lists folders holding vdlgraph files
-        vdl_run = [r for r in graph_runs if r.endswith("r/vdl")]
-        assert vdl_run, graph_runs
-        assert _api(port, "graph/graph", run=vdl_run[0], expand_all="false", refresh="true")
+        assert model == (run / "graph" / "r" / "model.pdmodel").read_bytes()
+        graph_runs = _api(port, "graph_runs")  # the dynamic graph page: one model per run, named by folder
+        assert [r.rsplit("/", 1)[-1] for r in graph_runs] == ["r"], graph_runs
+        assert _api(port, "graph/graph", run=graph_runs[0], expand_all="false", refresh="true")
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -249,7 +272,8 @@ def test_prepare_logs_samples_and_class_counts(prepared):
     (f,) = logdir.glob("vdlrecords*")
     found = {v.tag: v for r in read_records(f) for v in r.values}
     grid = _png(found["data/train_samples_by_class"])
-    assert grid.size[0] > 10 * 28 * 3  # ten columns: one row per class
+    w, h = grid.size  # one row of ten per class, its label first, within the board's thumbnail box
+    assert h <= visuals.THUMB_H and w >= h
     assert "600 training and 200 test images" in found["data/class_counts"].text.encoded_text_string
     counts = [v.value for r in read_records(f) for v in r.values if v.tag == "data/train_count"]
     assert counts == [60.0] * 10
