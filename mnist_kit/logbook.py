@@ -213,7 +213,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def newest_graph(logdir: Path) -> Path | None:
     """The graph of the newest run under ``logdir`` (for the board's static graph page)."""
-    models = [run.graph_model for run in rundir.find(logdir) if run.graph_model.is_file()]
+    models = [m for run in rundir.find(logdir) for m in (run.graph_model, run.legacy_graph_model) if m.is_file()]
     return max(models, key=lambda p: p.stat().st_mtime) if models else None
 
 

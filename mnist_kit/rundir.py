@@ -99,6 +99,11 @@ class RunDir:
         return self.graph_dir / "model.pdmodel"
 
     @property
+    def legacy_graph_model(self) -> Path:
+        """Where earlier versions wrote the program (still shown by the board's static graph page)."""
+        return self.path / "graph" / "model.pdmodel"
+
+    @property
     def legacy_graph_files(self) -> list[Path]:
         """Graph files that earlier versions wrote (``graph/model.*``, ``vdl/vdlgraph.*``): the board
         listed them as models named "graph" and "vdl"; graph.py removes them when it writes the new ones."""

@@ -1,0 +1,40 @@
+"""The VisualDL board as a user sees it: a small sweep trained, `mnist-kit board` started, and every page
+loaded in headless Chromium, waiting in real time, with its rendered content checked
+(``scripts/board_check.py``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli, run_subprocess, synthetic_arrays, write_idx_folder
+
+sys.path.insert(0, str(REPO / "scripts"))
+import board_check  # noqa: E402
+import browser  # noqa: E402
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(bool(browser.missing()), reason=f"no browser here: {browser.missing()}")]
+
+
+@pytest.fixture
+def sweep(tmp_path, monkeypatch):
+    """A 2 x 2 sweep of the CNN (980 features per image: wider than VisualDL's 200) with 500 embeddings."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # importing visualdl writes under ~/.visualdl
+    idx = write_idx_folder(tmp_path / "idx", synthetic_arrays(n_train=1500, n_test=100))
+    assert run_cli("prepare", "--dataset", "mnist", "--from-dir", idx, "--no-verify").exit_code == 0
+    r = run_subprocess("sweep", "-o", "optimizer.lr=0.003,0.001", "-o", "train.batch_size=50,100",
+                       "-o", "data.val_size=500", "-o", "train.epochs=2", "-o", "log.embeddings=500",
+                       "--name", "grid")
+    assert r.returncode == 0, r.stderr
+    return Path("checkpoints/grid")
+
+
+def test_every_board_page_shows_the_sweep(sweep, tmp_path):
+    results = board_check.check_board(sweep, out=tmp_path / "shots")
+    failed = [f"{r.page}: {r.detail}" for r in results if not r.ok]
+    assert not failed, "\n".join(failed)
+    assert [r.page for r in results] == list(board_check.PAGES)
+    assert all(r.screenshot.stat().st_size > 10_000 for r in results)  # a picture of each page
