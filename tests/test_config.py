@@ -152,3 +152,12 @@ def test_missing_config_file():
     result = run_cli("train", "--config", "nope.yaml")
     assert result.exit_code == 2
     assert "config file not found: nope.yaml" in result.output
+
+
+def test_the_hyper_parameters_a_run_shows_lead_with_what_tells_runs_apart():
+    cfg = config.defaults()
+    cfg["optimizer"]["weight_decay"] = 0.01  # changed from the default
+    cfg["log"]["images"] = False  # not a hyper-parameter
+    keys = config.hparams_shown(cfg, also=["model.dropout"])  # a sweep's axis: shown even at its default
+    assert keys == ["model.name", "optimizer.name", "optimizer.lr", "train.batch_size", "train.epochs",
+                    "model.dropout", "optimizer.weight_decay"]
