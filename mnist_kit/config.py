@@ -186,13 +186,13 @@ NOT_HPARAMS = ("output.", "log.", "checkpoint.", "train.log_every", "train.eval_
 
 
 def hparams_shown(cfg: dict, also=()) -> list[str]:
-    """The keys (``section.key``) a run shows as its hyper-parameters, in order: the key ones and the
-    epochs, then ``also`` (a sweep's axes), then every other key whose value is not the default."""
+    """The keys (``section.key``) a run shows as its hyper-parameters, in order: the key ones, then
+    ``also`` (a sweep's axes), then every other key whose value is not the default."""
     base = defaults()
     changed = [f"{s}.{k}" for s, sec in cfg.items() if isinstance(sec, dict) for k, v in sec.items()
                if base.get(s, {}).get(k, object()) != v]
     keys = []
-    for key in (*KEY_HPARAMS, "train.epochs", *also, *changed):
+    for key in (*KEY_HPARAMS, *also, *changed):
         section, _, name = key.partition(".")
         if key not in keys and not key.startswith(NOT_HPARAMS) and name in cfg.get(section, {}):
             keys.append(key)

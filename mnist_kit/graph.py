@@ -5,7 +5,8 @@ VisualDL 2.5.3 reads only the older ``.pdmodel`` program format, which Paddle 3 
 the model from the run's config and writes, in ``RunDir.graph_dir`` (a folder named after the run),
 ``model.pdmodel`` (the board's static graph page) and ``vdlgraph.*.log`` (its dynamic graph page, which
 lists one model per folder, labelled by the folder's name; it takes the vdlgraph file, which keeps the
-layers' nesting). Paddle 2.6 writes ``.pdmodel`` anyway. The engine decides when it runs (``engine._graph``: after the last epoch on the CPU).
+layers' nesting). Paddle 2.6 writes ``.pdmodel`` anyway. The engine decides when it runs
+(``engine._graph``: after the last epoch on the CPU).
 
     python -m mnist_kit.graph RUN_DIR
 """

@@ -159,5 +159,5 @@ def test_the_hyper_parameters_a_run_shows_lead_with_what_tells_runs_apart():
     cfg["optimizer"]["weight_decay"] = 0.01  # changed from the default
     cfg["log"]["images"] = False  # not a hyper-parameter
     keys = config.hparams_shown(cfg, also=["model.dropout"])  # a sweep's axis: shown even at its default
-    assert keys == ["model.name", "optimizer.name", "optimizer.lr", "train.batch_size", "train.epochs",
-                    "model.dropout", "optimizer.weight_decay"]
+    assert keys == ["model.name", "optimizer.name", "optimizer.lr", "train.batch_size", "model.dropout",
+                    "optimizer.weight_decay"]
