@@ -40,6 +40,7 @@ MODELS = ("linear", "mlp", "cnn")
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "polynomial", "cosine")
+MONITORS = ("val/acc", "val/loss", "train/acc", "train/loss")  # higher is better for accuracies
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 SEED_MAX = 2**32 - 1  # numpy's seeds
 MAX_LIST = 64  # the longest list value (layers of a network, sides of an image)
@@ -129,6 +130,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
                            choices=("auto", "on", "off")),
         "threads": Field("int", 0, "CPU threads of the oneDNN conv blocks in each process; 0 = the cores divided "
                          "among this machine's processes (never more)", min=0, max=1024),
+        "monitor": Field("str", "val/acc", "the epoch metric that chooses the best checkpoint (best.pdckpt) and "
+                         "that patience watches", choices=MONITORS),
+        "patience": Field("int", 0, "early stopping: end the run after this many epochs in a row without a better "
+                          "train.monitor; 0 = off", min=0, max=100000),
     },
     "augment": {
         "apply": Field("str", "auto", "when the transforms below are used: auto = on MNIST digits (data.name mnist) "
@@ -394,7 +399,7 @@ def _cross_checks(cfg: dict) -> list[str]:
 # What may differ between a run's saved config and the config it is resumed with. Everything else
 # changes the model, the data or the optimisation, and is refused.
 SAFE_ON_RESUME = ("train.epochs", "train.log_every", "train.eval_batch_size", "train.device", "train.on_nonfinite",
-                  "train.fast_conv", "train.threads",
+                  "train.fast_conv", "train.threads", "train.patience",
                   "checkpoint.keep_last", "checkpoint.every_steps", "output.visualdl",
                   *(f"log.{k}" for k in SCHEMA["log"]))
 

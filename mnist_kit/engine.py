@@ -60,6 +60,27 @@ class Trainer:
     step_in_epoch: int = 0
     best_val_acc: float = -1.0
     progress: dict = field(default_factory=_fresh_progress)  # running sums of the epoch in progress
+    watch: dict = field(default_factory=lambda: {"best": None, "best_epoch": None, "stale": 0})  # train.monitor
+
+    @property
+    def stopped_early(self) -> str | None:
+        """Why training ends before ``train.epochs`` (patience run out), or None."""
+        patience, monitor = self.cfg["train"]["patience"], self.cfg["train"]["monitor"]
+        if not patience or self.watch["stale"] < patience:
+            return None
+        return (f"{monitor} has not improved for {self.watch['stale']} epoch(s) (train.patience {patience}); "
+                f"best {self.watch['best']:.4g} at epoch {self.watch['best_epoch']}")
+
+    def monitor(self, row: dict) -> bool:
+        """Note epoch ``row``'s value of ``train.monitor``; whether it is the best so far."""
+        name = self.cfg["train"]["monitor"]
+        value, best = row[name.replace("/", "_")], self.watch["best"]
+        better = math.isfinite(value) and (best is None or (value > best if name.endswith("acc") else value < best))
+        if better:
+            self.watch = {"best": float(value), "best_epoch": row["epoch"], "stale": 0}
+        else:
+            self.watch["stale"] += 1
+        return better
 
     @property
     def steps_per_epoch(self) -> int:
@@ -87,7 +108,8 @@ class Trainer:
                 "epoch_complete": epoch_complete, "epoch_progress": dict(self.progress),
                 "data_order": {"seed": self.cfg["train"]["seed"], "epoch": self.epoch,
                                "step_in_epoch": self.step_in_epoch},
-                "best_val_acc": self.best_val_acc, "config": self.cfg, "config_hash": config.config_hash(self.cfg),
+                "best_val_acc": self.best_val_acc, "watch": dict(self.watch),
+                "config": self.cfg, "config_hash": config.config_hash(self.cfg),
                 "world_size": distributed.world_size(),
                 "normalization": self.splits.norm.to_dict(), "classes": list(self.splits.prepared.classes),
                 "fast_conv": self.fast.record(), "versions": versions()}
@@ -100,6 +122,9 @@ class Trainer:
             self.schedule.set_state_dict(state["schedule"])
         set_rng_state(state["rng"])
         self.step, self.best_val_acc = state["step"], state["best_val_acc"]
+        # checkpoints from before train.monitor: their best was by validation accuracy
+        self.watch = dict(state.get("watch") or {"best": self.best_val_acc if self.best_val_acc >= 0 else None,
+                                                  "best_epoch": None, "stale": 0})
         if state["epoch_complete"]:
             self.epoch, self.step_in_epoch = state["epoch"] + 1, 0
         else:
@@ -219,7 +244,7 @@ def end_epoch(t: Trainer, run: RunDir, record: RunRecord, log: TrainLog, seconds
     if main:
         run.append_metrics(row)
     log.after_epoch(t, row, val)
-    is_best = val["accuracy"] > t.best_val_acc
+    is_best = t.monitor(row)  # by train.monitor (default: validation accuracy)
     t.best_val_acc = max(t.best_val_acc, val["accuracy"])
     t.step_in_epoch = t.steps_per_epoch
     if main:
@@ -246,12 +271,18 @@ def fit(t: Trainer, run: RunDir, record: RunRecord, log: TrainLog) -> None:
                 end_epoch(t, run, record, log, seconds, job_start)
                 faults.hit("epoch", t.epoch)
                 check_interrupt()
+                if t.stopped_early:  # every process decides alike: the epoch's values are all-reduced
+                    break
                 t.next_epoch()
     except BaseException as e:  # noqa: BLE001 - every ending is recorded; _ended_by says what to raise
         raise _ended_by(e, run, record) from None
     finally:
         log.close()
-    record.save(status="completed", finished_at=provenance.now())
+    early = {"epoch": t.epoch, "reason": t.stopped_early} if t.stopped_early else None
+    if early:
+        info(f"early stop after epoch {t.epoch} ({t.epoch + 1} of {t.cfg['train']['epochs']} epochs trained): "
+             f"{t.stopped_early}")
+    record.save(status="completed", finished_at=provenance.now(), early_stop=early)
     info(f"done: best validation accuracy {100 * t.best_val_acc:.2f}%; evaluate with: mnist-kit eval --run {run}")
 
 
@@ -406,6 +437,10 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
         if t.epoch >= cfg["train"]["epochs"]:
             raise UserError(f"{run} has already finished its {cfg['train']['epochs']} epochs; to train longer: "
                             f"mnist-kit resume --run {run} -o train.epochs=N")
+        if t.stopped_early:
+            raise UserError(f"{run} stopped early after epoch {state['epoch']}: {t.stopped_early}. To train on "
+                            f"anyway: mnist-kit resume --run {run} -o train.patience=N (more than "
+                            f"{t.watch['stale']}, or 0 for no early stopping)")
         superseded, moved = run.set_aside_after(state["step"]) if main else (None, [])  # rank 0 alone writes
         where = (f"the end of epoch {state['epoch']}" if state["epoch_complete"]
                  else f"step {state['step_in_epoch']} of epoch {state['epoch']}")

@@ -38,6 +38,7 @@ def summarize(run: RunDir, root: Path | None = None) -> dict:
         "train_seconds": round(sum(r.get("epoch_seconds", 0.0) for r in rows), 1),
         "started_at": info.get("started_at"), "started": info.get("started", 0.0),
         "dataset": info.get("dataset", {}).get("name"),
+        "early_stop": info.get("early_stop") if isinstance(info.get("early_stop"), dict) else None,
         "hparams": {f"{s}.{k}": v for s, sec in cfg.items() if isinstance(sec, dict) for k, v in sec.items()},
     })
     if "error" in info:
@@ -93,6 +94,8 @@ def format_table(summaries: list[dict]) -> str:
     for s in summaries:
         hp = s["hparams"]
         epochs = f"{s['epochs_done']}/{s['epochs']}" if s["epochs"] is not None else "-"
+        if s.get("early_stop"):
+            epochs += " early"
         acc = f"{100 * s['best_val_acc']:.2f}%" if s["best_val_acc"] is not None else "-"
         secs = s["train_seconds"]
         time_ = f"{secs / 60:.1f} min" if secs >= 60 else f"{secs:.1f} s"

@@ -234,3 +234,39 @@ def test_visualdl_scalars_are_written_for_loss_accuracy_and_learning_rate(prepar
 def test_visualdl_can_be_switched_off(prepared):
     _train("--name", "novdl", "-o", "output.visualdl=false")
     assert not Path("checkpoints/novdl/vdl").exists()
+
+
+# ---------------------------------------------------------------- early stopping
+
+def test_patience_stops_a_run_that_no_longer_improves_and_resume_says_so(prepared):
+    # a rate of 0: nothing changes, so validation accuracy never beats its first value
+    stuck = ["-o", "optimizer.name=sgd", "-o", "optimizer.lr=0", "-o", "train.epochs=5", "-o", "train.patience=2"]
+    r = run_cli("train", *FAST, *stuck, "--name", "es")
+    assert r.exit_code == 0, r.output
+    assert ("early stop after epoch 2 (3 of 5 epochs trained): val/acc has not improved for 2 epoch(s) "
+            "(train.patience 2)") in r.output
+    run = Path("checkpoints/es")
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["early_stop"]["epoch"] == 2
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3  # epochs 0, 1, 2 and no more
+    assert "3/5 early" in run_cli("runs").output
+    again = run_cli("resume", "--run", run)  # says so instead of training on
+    assert again.exit_code == 1 and "stopped early after epoch 2" in again.output and "train.patience=N" in again.output
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    more = run_cli("resume", "--run", run, "-o", "train.patience=0")  # patience may change on resume
+    assert more.exit_code == 0, more.output
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["early_stop"] is None
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 5
+
+
+def test_the_monitor_chooses_the_best_checkpoint(prepared):
+    r = run_cli("train", *FAST, "-o", "train.epochs=3", "-o", "train.monitor=train/loss", "--name", "m")
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in Path("checkpoints/m/metrics.jsonl").read_text().splitlines()]
+    lowest = min(range(3), key=lambda i: rows[i]["train_loss"])
+    from mnist_kit import checkpoint
+    best = checkpoint.load(Path("checkpoints/m/ckpt/best.pdckpt"))
+    assert best["epoch"] == lowest and best["watch"]["best"] == pytest.approx(rows[lowest]["train_loss"])
+    bad = run_cli("train", *FAST, "-o", "train.monitor=val/accuracy")
+    assert bad.exit_code == 2 and "val/acc" in bad.output and "Traceback" not in bad.output
