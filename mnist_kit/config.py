@@ -40,6 +40,7 @@ MODELS = ("linear", "mlp", "cnn")
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "polynomial", "cosine")
+INITS = ("default", "kaiming", "xavier", "normal", "uniform")
 MONITORS = ("val/acc", "val/loss", "train/acc", "train/loss")  # higher is better for accuracies
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 SEED_MAX = 2**32 - 1  # numpy's seeds
@@ -87,6 +88,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "kernel_size": Field("int", 5, "square conv kernel size (odd; 'same' padding)", only=("cnn",), min=1, max=31),
         "batch_norm": Field("bool", False, "batch normalisation after each conv", only=("cnn",)),
         "dropout": Field("float", 0.0, "dropout probability before the last linear layer", only=("mlp", "cnn"), min=0.0, max=0.99),
+        "init": Field("str", "default", "initial weights of the conv and linear layers: default = Paddle's own; "
+                      "kaiming (He normal), xavier (Glorot uniform), normal (std 0.01), uniform (+-0.05); biases 0 "
+                      "but with default", choices=INITS),
     },
     "loss": {
         "name": Field("str", "cross_entropy", "training loss", choices=LOSSES),

@@ -143,8 +143,26 @@ MODELS = {"linear": Linear, "mlp": MLP, "cnn": CNN}
 
 
 def build_model(model_cfg: dict, input_shape=(1, 28, 28), num_classes: int = 10) -> nn.Layer:
-    options = {k: v for k, v in model_cfg.items() if k != "name"}
-    return MODELS[model_cfg["name"]](tuple(input_shape), num_classes, **options)
+    options = {k: v for k, v in model_cfg.items() if k not in ("name", "init")}
+    model = MODELS[model_cfg["name"]](tuple(input_shape), num_classes, **options)
+    initialize(model, model_cfg.get("init", "default"))
+    return model
+
+
+def initialize(model: nn.Layer, how: str) -> None:
+    """``model.init``: the weights of every conv and linear layer drawn anew (from Paddle's seeded generator),
+    their biases zero; ``default`` keeps Paddle's own initialisation."""
+    if how == "default":
+        return
+    from paddle.nn import initializer
+
+    weights = {"kaiming": initializer.KaimingNormal(), "xavier": initializer.XavierUniform(),
+               "normal": initializer.Normal(0.0, 0.01), "uniform": initializer.Uniform(-0.05, 0.05)}[how]
+    for layer in model.sublayers():
+        if isinstance(layer, (nn.Conv2D, nn.Linear)):
+            weights(layer.weight)
+            if layer.bias is not None:
+                initializer.Constant(0.0)(layer.bias)
 
 
 def load_weights(model: nn.Layer, weights: dict, source: str) -> None:

@@ -57,3 +57,24 @@ def test_the_traced_model_for_export_computes_what_the_eager_one_does():
     static = paddle.jit.to_static(model, input_spec=[paddle.static.InputSpec([None, 1, 28, 28], "float32")],
                                   full_graph=True)
     np.testing.assert_allclose(static(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("how", ["kaiming", "xavier", "normal", "uniform"])
+def test_model_init_draws_the_named_initial_weights(prepared, how):
+    import json
+    from pathlib import Path
+
+    from mnist_kit import checkpoint
+    from conftest import FAST, run_cli
+
+    # a rate of 0 keeps the initial weights in the first checkpoint
+    r = run_cli("train", *FAST, "-o", "train.epochs=1", "-o", "optimizer.name=sgd", "-o", "optimizer.lr=0",
+                "-o", f"model.init={how}", "--name", how)
+    assert r.exit_code == 0, r.output
+    state = checkpoint.load(Path(f"checkpoints/{how}/ckpt/epoch_000.pdckpt"))["model"]
+    w, b = np.asarray(state["body.0.weight"]), np.asarray(state["body.0.bias"])  # the first conv: 20 x 1 x 5 x 5
+    fan_in, fan_out = 1 * 5 * 5, 20 * 5 * 5
+    expected = {"kaiming": np.sqrt(2 / fan_in), "xavier": np.sqrt(2 / (fan_in + fan_out)), "normal": 0.01,
+                "uniform": 0.1 / np.sqrt(12)}[how]
+    assert w.std() == pytest.approx(expected, rel=0.15) and not b.any()
+    assert json.loads(Path(f"checkpoints/{how}/run.json").read_text())["status"] == "completed"
