@@ -254,7 +254,9 @@ def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json, ph
 @click.option("--best", is_flag=True, help="Export the best checkpoint (the default).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: RUN/export/CHECKPOINT); replaced only by a complete, checked export.")
-@click.option("--format", "fmt", type=click.Choice(["paddle", "onnx"]), default="paddle", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["paddle", "onnx", "pdparams"]), default="paddle", show_default=True,
+              help="paddle: the inference program; onnx: also model.onnx; pdparams: also the model's and the "
+                   "optimizer's state dicts (paddle.save pickles), for paddle.load and set_state_dict.")
 def export(run_dir, root, root_config, epoch, last, best, out, fmt):
     """Freeze a trained run into an inference model, checked against the trained network."""
     from mnist_kit.deploy.export import export_run
@@ -272,6 +274,9 @@ def export(run_dir, root, root_config, epoch, last, best, out, fmt):
         o = meta["onnx"]
         click.echo(f"ONNX: {meta['path']}/model.onnx, checked with {o['runtime']}: max logit difference "
                    f"{o['max_abs_logit_difference']:.2g}, validation accuracy {o['val_accuracy']:.2%}")
+    if "pdparams" in meta:
+        click.echo(f"state dicts: {meta['path']}/model.pdparams and model.pdopt (pickles: load only files you "
+                   f"trust), loaded back: max logit difference {meta['pdparams']['max_abs_logit_difference']:.2g}")
     click.echo(f"predict with: mnist-kit predict --model {meta['path']} IMAGE...")
 
 

@@ -300,6 +300,38 @@ def test_fill_style_frames_like_fashion_mnist():
     assert out[14, 14] < out[14, 3]  # the fainter part is kept, fainter
 
 
+def test_pdparams_export_is_what_paddle_tutorials_load(exported):
+    result = run_cli("export", "--format", "pdparams", "--out", "sd")
+    assert result.exit_code == 0, result.output
+    assert "state dicts: sd/model.pdparams and model.pdopt (pickles" in result.stdout
+    meta = json.loads(Path("sd/mnist_kit_model.json").read_text())
+    assert meta["pdparams"]["pickle"] and meta["pdparams"]["max_abs_logit_difference"] <= 1e-4
+    # a new process, as a tutorial's notebook: build the network, paddle.load, set_state_dict, go on training
+    script = """
+import json, sys
+import numpy as np, paddle
+from mnist_kit.models import build_model
+meta = json.load(open("sd/mnist_kit_model.json"))
+model = build_model(meta["model"], meta["input_shape"][1:], len(meta["classes"]))
+missing, unexpected = model.set_state_dict(paddle.load("sd/model.pdparams"))
+assert not missing and not unexpected, (missing, unexpected)
+opt = paddle.optimizer.Adam(learning_rate=0.001, parameters=model.parameters())
+opt.set_state_dict(paddle.load("sd/model.pdopt"))
+moments = {k: v for k, v in opt.state_dict().items() if "moment1" in k}
+assert moments and all(float(np.abs(np.asarray(v)).sum()) > 0 for v in moments.values()), list(moments)
+model.eval()
+x = paddle.to_tensor(np.load("x.npy"))
+np.save("logits.npy", model(x).numpy())
+"""
+    from mnist_kit.deploy.inference import Predictor
+
+    x = np.random.default_rng(0).normal(size=(8, 1, 28, 28)).astype(np.float32)
+    np.save("x.npy", x)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert np.abs(np.load("logits.npy") - Predictor(Path("sd")).logits(x)).max() <= 1e-4
+
+
 def test_onnx_export_is_checked_with_onnxruntime(exported):
     pytest.importorskip("paddle2onnx")
     ort = pytest.importorskip("onnxruntime")

@@ -4,7 +4,10 @@ An export folder holds ``model.json`` (Paddle 3; ``model.pdmodel`` with Paddle 2
 ``model.pdiparams`` written by ``paddle.jit.save`` with input ``[None, C, H, W]`` float32 (with
 ``--format onnx`` also ``model.onnx``, converted by paddle2onnx and checked with onnxruntime), and
 ``mnist_kit_model.json``: the normalisation used in training, class names, input size and colour, data
-set, source run and checkpoint, versions, and the parity check's results. None of these files is a pickle.
+set, source run and checkpoint, versions, and the parity check's results. None of these files is a pickle,
+except, with ``--format pdparams``, ``model.pdparams`` and ``model.pdopt``: the model's and the
+optimizer's state dicts as ``paddle.save`` writes them (pickles), what Paddle's tutorials load with
+``paddle.load`` and ``set_state_dict``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from mnist_kit.runtime import versions
 META = inference.META
 PARITY_IMAGES = 1000
 TOLERANCE = 1e-4  # max |logit difference| between the exported model and the trained network
-EXPORT_FILES = frozenset({META, "model.json", "model.pdmodel", "model.pdiparams", "model.onnx"})  # all it writes
+EXPORT_FILES = frozenset({META, "model.json", "model.pdmodel", "model.pdiparams", "model.onnx", "model.pdparams",
+                          "model.pdopt"})  # all it writes
 
 
 def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: Path | None = None,
@@ -76,6 +80,8 @@ def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: P
         meta["checks"] = _check(tmp, model, splits)
         if fmt == "onnx":
             meta["onnx"] = _to_onnx(tmp, model, splits)
+        if fmt == "pdparams":
+            meta["pdparams"] = _to_pdparams(tmp, cfg, state, model, splits)
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         faults.hit("export", 0)
         _check_target(out)  # again: the folder may have changed while the export was checked
@@ -141,6 +147,28 @@ def _compare(what: str, logits_of, model, splits: Splits) -> dict:
 def _check(folder: Path, model, splits: Splits) -> dict:
     """The exported model, run by Paddle Inference, against the trained network."""
     return _compare("exported model", inference.Predictor(folder).logits, model, splits)
+
+
+def _to_pdparams(folder: Path, cfg: dict, state: dict, model, splits: Splits) -> dict:
+    """``model.pdparams`` and ``model.pdopt``: the state dicts of the model and of its optimizer, as Paddle
+    itself saves them, keyed as a fresh process that builds the model names its parameters; checked by
+    loading them back into a new model."""
+    from mnist_kit.checkpoint import local_optimizer_state
+    from mnist_kit.models import build_model, load_weights
+    from mnist_kit.runtime import paddle
+
+    shape, k = splits.prepared.input_shape, len(splits.prepared.classes)
+    with paddle.utils.unique_name.guard():  # parameter names from 0, as in a new process: the optimizer's keys
+        fresh = build_model(cfg["model"], shape, k)
+    load_weights(fresh, state["model"], "the checkpoint")
+    paddle.save(fresh.state_dict(), str(folder / "model.pdparams"))
+    paddle.save(local_optimizer_state(state["optimizer"], fresh), str(folder / "model.pdopt"))
+    loaded = build_model(cfg["model"], shape, k)
+    loaded.set_state_dict(paddle.load(str(folder / "model.pdparams")))
+    loaded.eval()
+    checks = _compare("model.pdparams state dict", evaluate.eager(loaded), model, splits)
+    return {"model": "model.pdparams", "optimizer": "model.pdopt", "optimizer_name": cfg["optimizer"]["name"],
+            "pickle": True, **checks}
 
 
 def _to_onnx(folder: Path, model, splits: Splits) -> dict:
