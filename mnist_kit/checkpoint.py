@@ -5,7 +5,7 @@ Every function takes the checkpoint folder (``RunDir.ckpt_dir``). Files in it:
 
 - ``epoch_NNN.pdckpt``: the state at the end of epoch NNN (epochs count from 0);
 - ``step_NNNNNNN.pdckpt``: the state after global step N inside an epoch (``checkpoint.every_steps``);
-- ``best.pdckpt``: the epoch checkpoint with the best validation accuracy so far;
+- ``best.pdckpt``: the epoch checkpoint with the best ``train.monitor`` so far (validation accuracy by default);
 - ``manifest.json``: SHA-256, size, epoch and step of each file, rewritten (atomically) after the file is
   in place. A file that is not in the manifest, or whose SHA-256 differs, is never loaded.
 
@@ -260,3 +260,52 @@ def for_resume(folder: Path, epoch: int | None = None) -> tuple[Path, dict]:
             info(f"falling back to the newest intact checkpoint, {name}")
         return folder / name, state
     raise CheckpointError(f"every checkpoint in {folder} is damaged:\n" + "\n".join(f"  - {d}" for d in damaged))
+
+
+EXPORT_META = "mnist_kit_model.json"  # what marks an export folder (written by deploy/export.py)
+
+
+def initial_weights(path: Path) -> tuple[dict, dict]:
+    """``train.init_from``: the model weights in ``path`` and a record of where they came from. ``path`` is
+    a run (its best checkpoint), a checkpoint file, or an export (its ``model.pdparams``, else the checkpoint
+    it was made from, if that is still there unchanged)."""
+    path = Path(path)
+    if path.is_dir() and (path / "ckpt").is_dir():
+        return _weights_of(for_use(path / "ckpt"), "run", path)
+    if path.is_file() and path.suffix == ".pdckpt":
+        return _weights_of(path, "checkpoint")
+    if path.is_dir() and (path / EXPORT_META).is_file():
+        return _export_weights(path)
+    raise UserError(f"train.init_from: {path} is not a run directory, a checkpoint (.pdckpt) or an export folder"
+                    if path.exists() else f"train.init_from: {path} does not exist")
+
+
+def _weights_of(ckpt: Path, kind: str, source: Path | None = None) -> tuple[dict, dict]:
+    state = load(ckpt)
+    return state["model"], {"path": str((source or ckpt).resolve()), "kind": kind, "file": str(ckpt.resolve()),
+                            "sha256": digest(ckpt), "epoch": state.get("epoch"), "step": state.get("step")}
+
+
+def _export_weights(folder: Path) -> tuple[dict, dict]:
+    from mnist_kit.runtime import paddle
+
+    if (folder / "model.pdparams").is_file():
+        try:
+            weights = paddle.load(str(folder / "model.pdparams"))
+        except (pickle.UnpicklingError, EOFError, ValueError, OSError, AttributeError, ImportError) as e:
+            raise UserError(f"train.init_from: cannot read {folder / 'model.pdparams'}: {e}") from None
+        if not isinstance(weights, dict):
+            raise UserError(f"train.init_from: {folder / 'model.pdparams'} is not a state dict")
+        return weights, {"path": str(folder.resolve()), "kind": "export", "file": "model.pdparams",
+                         "sha256": digest(folder / "model.pdparams")}
+    try:
+        source = json.loads((folder / EXPORT_META).read_text())["source"]
+        ckpt = Path(source["run"]) / "ckpt" / source["checkpoint"]
+        sha = source["checkpoint_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"train.init_from: {folder / EXPORT_META} cannot be read") from None
+    if not ckpt.is_file() or digest(ckpt) != sha:
+        raise UserError(f"train.init_from: the export {folder} holds no model.pdparams and the checkpoint it was "
+                        f"made from ({ckpt}) is gone or changed; export it with --format pdparams, or start "
+                        "from a run or checkpoint")
+    return _weights_of(ckpt, "export", folder)

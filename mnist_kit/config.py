@@ -138,6 +138,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
                          "that patience watches", choices=MONITORS),
         "patience": Field("int", 0, "early stopping: end the run after this many epochs in a row without a better "
                           "train.monitor; 0 = off", min=0, max=100000),
+        "init_from": Field("path", None, "start from these weights (fine-tuning, or a new schedule): a run (its "
+                           "best checkpoint), a .pdckpt file or an export folder; every parameter's shape must "
+                           "match; the optimizer starts fresh; null = new weights"),
     },
     "augment": {
         "apply": Field("str", "auto", "when the transforms below are used: auto = on MNIST digits (data.name mnist) "
@@ -403,7 +406,7 @@ def _cross_checks(cfg: dict) -> list[str]:
 # What may differ between a run's saved config and the config it is resumed with. Everything else
 # changes the model, the data or the optimisation, and is refused.
 SAFE_ON_RESUME = ("train.epochs", "train.log_every", "train.eval_batch_size", "train.device", "train.on_nonfinite",
-                  "train.fast_conv", "train.threads", "train.patience",
+                  "train.fast_conv", "train.threads", "train.patience", "train.init_from",
                   "checkpoint.keep_last", "checkpoint.every_steps", "output.visualdl",
                   *(f"log.{k}" for k in SCHEMA["log"]))
 

@@ -329,6 +329,19 @@ def _training_lock(run: RunDir):
     return run.lock() if distributed.is_main() else contextlib.nullcontext()
 
 
+def _init_from(t: Trainer) -> dict | None:
+    """``train.init_from``: load those weights into the new model (strictly: every parameter, its shape);
+    return where they came from, for ``run.json``."""
+    path = t.cfg["train"]["init_from"]
+    if path is None:
+        return None
+    weights, source = checkpoint.initial_weights(Path(path))
+    load_weights(t.model, weights, f"train.init_from {path}")
+    info(f"starting from the weights of {source['path']} ({source['kind']}"
+         + (f", epoch {source['epoch']}" if source.get("epoch") is not None else "") + ")")
+    return source
+
+
 def _open_log(t: Trainer, run: RunDir, resume_step: int | None = None, superseded: Path | None = None) -> TrainLog:
     """The run's VisualDL log (on rank 0, when it is on): its writer, and the second writer that draws the
     validation lines beside training's."""
@@ -343,6 +356,7 @@ def _open_log(t: Trainer, run: RunDir, resume_step: int | None = None, supersede
 def train(cfg: dict, config_name: str = "config") -> Path:
     """Train a new run described by ``cfg``; return its run directory."""
     t = build_trainer(cfg)
+    init = _init_from(t)  # before the run folder exists: a bad train.init_from leaves nothing behind
     main = distributed.is_main()
     run = RunDir.create(cfg["output"]["root"], cfg["output"]["name"], config_name) if main else None
     run = RunDir(distributed.from_main(str(run)))  # rank 0 alone writes; the others need the name
@@ -359,7 +373,7 @@ def train(cfg: dict, config_name: str = "config") -> Path:
                         "train": t.splits.train.num_samples, "val": t.splits.val.num_samples,
                         "test": int(prepared.y_test.size), "arrays_sha256": prepared.meta.get("arrays_sha256")},
             "input_shape": list(prepared.input_shape), "world_size": distributed.world_size(),
-            "fast_conv": t.fast.record()}, write=main)
+            "fast_conv": t.fast.record(), "init_from": init}, write=main)
         record.save()
         info(f"training on {t.device}: {t.fast.describe()}")
         info(f"run directory: {run}")

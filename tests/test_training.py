@@ -270,3 +270,43 @@ def test_the_monitor_chooses_the_best_checkpoint(prepared):
     assert best["epoch"] == lowest and best["watch"]["best"] == pytest.approx(rows[lowest]["train_loss"])
     bad = run_cli("train", *FAST, "-o", "train.monitor=val/accuracy")
     assert bad.exit_code == 2 and "val/acc" in bad.output and "Traceback" not in bad.output
+
+
+# ---------------------------------------------------------------- starting from weights
+
+def _weights(path):
+    from mnist_kit import checkpoint
+
+    return {k: np.asarray(v) for k, v in checkpoint.load(Path(path))["model"].items()}
+
+
+def test_init_from_a_run_a_checkpoint_or_an_export_starts_from_those_weights(prepared):
+    assert run_cli("train", *FAST, "--name", "base").exit_code == 0
+    assert run_cli("export", "--run", "checkpoints/base", "--format", "pdparams", "--out", "sd").exit_code == 0
+    assert run_cli("export", "--run", "checkpoints/base", "--out", "plain").exit_code == 0
+    best = _weights("checkpoints/base/ckpt/best.pdckpt")
+    frozen = ["-o", "optimizer.name=sgd", "-o", "optimizer.lr=0", "-o", "train.epochs=1"]  # the weights stay
+    for name, source, kind in [("from-run", "checkpoints/base", "run"),
+                               ("from-ckpt", "checkpoints/base/ckpt/epoch_000.pdckpt", "checkpoint"),
+                               ("from-pdparams", "sd", "export"), ("from-export", "plain", "export")]:
+        r = run_cli("train", *FAST, *frozen, "-o", f"train.init_from={source}", "--name", name)
+        assert r.exit_code == 0, r.output
+        assert f"starting from the weights of {Path(source).resolve()} ({kind}" in r.output
+        recorded = json.loads(Path(f"checkpoints/{name}/run.json").read_text())["init_from"]
+        assert recorded["kind"] == kind and recorded["path"] == str(Path(source).resolve())
+        expected = _weights(source) if source.endswith(".pdckpt") else best
+        got = _weights(f"checkpoints/{name}/ckpt/epoch_000.pdckpt")
+        assert all(np.array_equal(got[k], expected[k]) for k in expected), name
+
+
+def test_init_from_other_shapes_or_a_missing_path_is_one_error_and_no_run(prepared):
+    assert run_cli("train", *FAST, "-o", "model.name=mlp", "--name", "mlp").exit_code == 0
+    r = run_cli("train", *FAST, "-o", "train.init_from=checkpoints/mlp", "--name", "cnn")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "train.init_from checkpoints/mlp has no body.0.weight" in r.output, r.output
+    r = run_cli("train", *FAST, "-o", "model.hidden=[64]", "-o", "model.name=mlp",
+                "-o", "train.init_from=checkpoints/mlp", "--name", "narrow")
+    assert r.exit_code == 1 and "body.1.weight has shape [784, 256], the model's is [784, 64]" in r.output, r.output
+    r = run_cli("train", *FAST, "-o", "train.init_from=nowhere", "--name", "none")
+    assert r.exit_code == 1 and "train.init_from: nowhere does not exist" in r.output
+    assert sorted(p.name for p in Path("checkpoints").iterdir()) == ["mlp"]  # no run folder left behind
