@@ -159,10 +159,13 @@ def prepare(config_path, overrides, dataset, root, source, from_dir, mirrors, re
 @click.option("--device", help="Shortcut for -o train.device=D (cpu, gpu, gpu:N, auto).")
 @click.option("--name", help="Run name (default: <config name>-<timestamp>); an existing run is never reused.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--summary", "show_summary", is_flag=True,
+              help="Print the network layer by layer (output shape, parameters, FLOPs) and exit; with "
+                   "--print-config, after the config. Needs the data set prepared (its image shape and classes).")
 @click.option("--nproc", type=click.IntRange(1), default=1,
               help="Train data-parallel in N processes through paddle.distributed.launch (CPU: gloo; GPU: one "
                    "process per device). train.batch_size is per process.")
-def train(config_path, overrides, seed, device, name, print_config, nproc):
+def train(config_path, overrides, seed, device, name, print_config, show_summary, nproc):
     """Train a model as the config describes; one run directory per run."""
     extra = [f"train.seed={seed}"] if seed is not None else []
     extra += [f"train.device={device}"] if device else []
@@ -170,6 +173,14 @@ def train(config_path, overrides, seed, device, name, print_config, nproc):
     cfg = config.load(config_path, list(overrides) + extra)
     if print_config:
         click.echo(config.dump(cfg), nl=False)
+    if show_summary:
+        from mnist_kit import data
+        from mnist_kit.models import build_model, summary
+
+        prepared = data.load_dataset(cfg["data"])
+        shape = prepared.input_shape
+        click.echo(summary(build_model(cfg["model"], shape, len(prepared.classes)), shape))
+    if print_config or show_summary:
         return
     config_name = config_path.stem if config_path else cfg["model"]["name"]
     if nproc > 1:

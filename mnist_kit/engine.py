@@ -384,7 +384,7 @@ def train(cfg: dict, config_name: str = "config") -> Path:
             info(f"augmentation of the training batches: {t.augment.describe()}")
         elif reason := augment.skipped(cfg["augment"], cfg["data"]["name"]):
             info(f"no augmentation: {reason}")
-        info(summary(t.model))
+        info(summary(t.model, t.splits.prepared.input_shape))
         log = _open_log(t, run)
         log.start(t)
         with _graph(t, run, log):

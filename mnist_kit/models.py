@@ -189,11 +189,60 @@ def save_program(model: nn.Layer, prefix, input_shape=(1, 28, 28)) -> None:
     paddle.jit.save(model, str(prefix), input_spec=spec)
 
 
-def summary(model: nn.Layer) -> str:
-    rows = [(name, list(p.shape), int(np.prod(p.shape))) for name, p in model.named_parameters()]
-    total = sum(r[2] for r in rows)
-    width = max([len(r[0]) for r in rows] + [9])
-    lines = [f"{'parameter':<{width}}  {'shape':<18}{'count':>10}"]
-    lines += [f"{n:<{width}}  {str(s):<18}{c:>10,}" for n, s, c in rows]
-    lines.append(f"{type(model).__name__}: {total:,} parameters")
+def _flops(layer: nn.Layer, x, y) -> int:
+    """Multiply-adds of one call, counted as ``paddle.flops`` counts them (its table is unusable on Paddle
+    3.3: it crashes with ``print_detail`` and counts subclasses, such as this module's Conv2D, as 0)."""
+    out = int(np.prod(y.shape))
+    if isinstance(layer, nn.Conv2D):
+        return out * (x.shape[1] // layer._groups * int(np.prod(layer.weight.shape[2:])) + (layer.bias is not None))
+    if isinstance(layer, nn.Linear):
+        return out * layer.weight.shape[0]
+    if isinstance(layer, nn.BatchNorm2D):
+        return 2 * out
+    if isinstance(layer, (nn.AvgPool2D, nn.LeakyReLU)):
+        return out
+    return 0
+
+
+def layer_table(model: nn.Layer, input_shape) -> list[dict]:
+    """Every leaf layer in the order one image runs through it: name, type, output shape, parameters and
+    multiply-adds. Runs the model once in eval mode without gradients (no state changes, no random draws),
+    on the stock layers."""
+    rows, hooks = [], []
+    for name, layer in model.named_sublayers():
+        if not layer.sublayers():
+            def hook(layer, inputs, output, name=name):
+                params = sum(int(np.prod(p.shape)) for p in layer.parameters())
+                rows.append({"layer": name, "type": type(layer).__name__, "output": [1, *output.shape[1:]],
+                             "params": params, "flops": _flops(layer, inputs[0], output)})
+            hooks.append(layer.register_forward_post_hook(hook))
+    was_training, fast = model.training, getattr(model, "_fast", None)
+    try:
+        model.eval()
+        if fast is not None:
+            model._fast = None  # the oneDNN blocks call no sublayer: count the stock ones, the same network
+        with paddle.no_grad():
+            model(paddle.zeros([1, *input_shape], "float32"))
+    finally:
+        for h in hooks:
+            h.remove()
+        if fast is not None:
+            model._fast = fast
+        if was_training:
+            model.train()
+    return rows
+
+
+def summary(model: nn.Layer, input_shape=(1, 28, 28)) -> str:
+    """The per-layer table (``layer_table``) with totals, as ``paddle.summary`` and ``paddle.flops`` show it."""
+    rows = layer_table(model, input_shape)
+    width = max([len(r["layer"]) for r in rows] + [5])
+    kinds = max([len(r["type"]) for r in rows] + [4])
+    lines = [f"{'layer':<{width}}  {'type':<{kinds}}  {'output shape':<18}{'params':>10}{'FLOPs':>13}"]
+    lines += [f"{r['layer']:<{width}}  {r['type']:<{kinds}}  {str(r['output']):<18}{r['params']:>10,}{r['flops']:>13,}"
+              for r in rows]
+    params = sum(int(np.prod(p.shape)) for p in model.parameters())
+    flops = sum(r["flops"] for r in rows)
+    lines.append(f"{type(model).__name__}: {params:,} parameters, {flops:,} FLOPs per image (multiply-adds, "
+                 "as paddle.flops counts them)")
     return "\n".join(lines)

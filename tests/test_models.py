@@ -1,5 +1,7 @@
 """The networks compute what their plain formulation computes, whatever makes them fast."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,24 @@ def test_model_init_draws_the_named_initial_weights(prepared, how):
                 "uniform": 0.1 / np.sqrt(12)}[how]
     assert w.std() == pytest.approx(expected, rel=0.15) and not b.any()
     assert json.loads(Path(f"checkpoints/{how}/run.json").read_text())["status"] == "completed"
+
+
+def test_the_layer_summary_gives_shapes_parameters_and_flops(prepared):
+    from conftest import run_cli
+    from mnist_kit.models import layer_table
+
+    r = run_cli("train", "--summary")  # the default CNN: two 5x5 blocks of 20, then one linear layer
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["layer", "type", "output", "shape", "params", "FLOPs"]
+    conv1 = next(line for line in lines if line.startswith("body.0 "))
+    assert "Conv2D" in conv1 and "[1, 20, 28, 28]" in conv1 and "520" in conv1 and "407,680" in conv1
+    # by hand: 28*28*20 outputs x (1*5*5 + 1), 14*14*20 x (20*5*5 + 1), 10 x 980
+    assert lines[-1] == "CNN: 20,350 parameters, 2,381,400 FLOPs per image (multiply-adds, as paddle.flops counts them)"
+    assert not Path("checkpoints").exists()  # it trains nothing
+    both = run_cli("train", "--print-config", "--summary", "-o", "model.name=mlp")
+    assert both.stdout.startswith("data:") and "MLP: 235,146 parameters" in both.stdout
+    model = build_model({"name": "cnn", "channels": [20, 20], "kernel_size": 5, "batch_norm": True, "dropout": 0.0})
+    rows = layer_table(model, (1, 28, 28))
+    assert sum(r["params"] for r in rows) == paddle.summary(model, (1, 1, 28, 28))["total_params"]
+    assert [r["output"] for r in rows][:2] == [[1, 20, 28, 28], [1, 20, 28, 28]]  # conv, batch norm
