@@ -279,12 +279,12 @@ def export(run_dir, root, root_config, epoch, last, best, out, fmt):
     c = meta["checks"]
     click.echo(f"exported {run} ({meta['source']['checkpoint']}) to {meta['path']}")
     click.echo(f"checked: max logit difference {c['max_abs_logit_difference']:.2g} on {c['parity_images']} images "
-               f"(tolerance {c['tolerance']:g}); validation accuracy {c['val_accuracy']:.2%} = checkpoint's "
+               f"(tolerance {c['tolerance']:g}); {c['split']} accuracy {c['val_accuracy']:.2%} = checkpoint's "
                f"{c['val_accuracy_checkpoint']:.2%} on {c['val_images']} images")
     if "onnx" in meta:
         o = meta["onnx"]
         click.echo(f"ONNX: {meta['path']}/model.onnx, checked with {o['runtime']}: max logit difference "
-                   f"{o['max_abs_logit_difference']:.2g}, validation accuracy {o['val_accuracy']:.2%}")
+                   f"{o['max_abs_logit_difference']:.2g}, {o['split']} accuracy {o['val_accuracy']:.2%}")
     if "pdparams" in meta:
         click.echo(f"state dicts: {meta['path']}/model.pdparams and model.pdopt (pickles: load only files you "
                    f"trust), loaded back: max logit difference {meta['pdparams']['max_abs_logit_difference']:.2g}")

@@ -63,10 +63,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
                         "with the colour of the image's border", choices=("stretch", "pad"), only=("image_folder",)),
         "bad_files": Field("str", "error", "files that cannot be read as images: error (list them and stop) or "
                            "skip (leave them out and count them)", choices=("error", "skip"), only=("image_folder",)),
-        "val_size": Field("int", 10000, "images split off the training set for validation", min=1, max=10**7,
+        "val_size": Field("int", 10000, "images split off the training set for validation; 0 = none: train on "
+                          "every training image (the last step before deploying; the best checkpoint is then the "
+                          "last, unless train.monitor watches train/loss or train/acc)", min=0, max=10**7,
                           only=("mnist", "fashion-mnist")),
-        "val_ratio": Field("float", 0.15, "share of each class for validation", min=0.0, max=0.9,
-                           only=("image_folder",)),
+        "val_ratio": Field("float", 0.15, "share of each class for validation; 0 = none (as data.val_size 0)",
+                           min=0.0, max=0.9, only=("image_folder",)),
         "test_ratio": Field("float", 0.15, "share of each class held out for test; 0 = no test set", min=0.0,
                             max=0.9, only=("image_folder",)),
         "balance": Field("str", "none", "oversample: repeat training images of smaller classes until each class "
@@ -370,6 +372,12 @@ def valid_device(device: str) -> bool:
     return device in ("cpu", "gpu", "auto") or (device.startswith("gpu:") and device[4:].isdigit())
 
 
+def has_validation(cfg: dict) -> bool:
+    """Whether the config splits images off for validation (data.val_size or data.val_ratio above 0)."""
+    d = cfg["data"]
+    return (d["val_ratio"] if d["name"] == "image_folder" else d["val_size"]) > 0
+
+
 def _cross_checks(cfg: dict) -> list[str]:
     errors = []
     name = cfg["output"]["name"]
@@ -389,14 +397,17 @@ def _cross_checks(cfg: dict) -> list[str]:
             errors.append(f"model.channels has {n} conv+pool blocks; each halves the input, and a {h}x{w} input "
                           f"is gone after {min(h.bit_length(), w.bit_length())}: use fewer blocks"
                           + (" or a larger data.image_size" if d["name"] == "image_folder" else ""))
+    t = cfg["train"]
+    if not has_validation(cfg) and t["patience"] and t["monitor"].startswith("val/"):
+        which = "data.val_ratio" if d["name"] == "image_folder" else "data.val_size"
+        errors.append(f"{which} 0 leaves no validation split for train.monitor {t['monitor']} to watch: set "
+                      "train.monitor to train/loss or train/acc, or train.patience to 0")
     if d["name"] == "image_folder":
         if not d["folder"]:
             errors.append("data.folder is required with data.name: image_folder (the folder that holds one "
                           "sub-folder of images per class)")
         if len(d["image_size"]) != 2:
             errors.append(f"data.image_size must be [height, width], got {d['image_size']}")
-        if d["val_ratio"] <= 0:
-            errors.append("data.val_ratio must be > 0: validation picks the best checkpoint")
         if d["val_ratio"] + d["test_ratio"] >= 0.95:
             errors.append(f"data.val_ratio + data.test_ratio is {d['val_ratio'] + d['test_ratio']:g}; leave at "
                           "least 5% of each class for training")

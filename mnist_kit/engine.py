@@ -75,6 +75,9 @@ class Trainer:
         """Note epoch ``row``'s value of ``train.monitor``; whether it is the best so far."""
         name = self.cfg["train"]["monitor"]
         value, best = row[name.replace("/", "_")], self.watch["best"]
+        if value is None:  # no validation split: the best is the last
+            self.watch = {"best": None, "best_epoch": row["epoch"], "stale": 0}
+            return True
         better = math.isfinite(value) and (best is None or (value > best if name.endswith("acc") else value < best))
         if better:
             self.watch = {"best": float(value), "best_epoch": row["epoch"], "stale": 0}
@@ -245,7 +248,8 @@ def end_epoch(t: Trainer, run: RunDir, record: RunRecord, log: TrainLog, seconds
         run.append_metrics(row)
     log.after_epoch(t, row, val)
     is_best = t.monitor(row)  # by train.monitor (default: validation accuracy)
-    t.best_val_acc = max(t.best_val_acc, val["accuracy"])
+    if val["accuracy"] is not None:
+        t.best_val_acc = max(t.best_val_acc, val["accuracy"])
     t.step_in_epoch = t.steps_per_epoch
     if main:
         state = t.state(epoch_complete=True)
@@ -254,8 +258,10 @@ def end_epoch(t: Trainer, run: RunDir, record: RunRecord, log: TrainLog, seconds
         checkpoint.save(run.ckpt_dir, checkpoint.epoch_file(t.epoch), state)
         checkpoint.apply_retention(run.ckpt_dir, t.cfg["checkpoint"]["keep_last"])
     skipped = t.progress["skipped"]
+    validated = (f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%" if val["accuracy"] is not None
+                 else "no validation")
     info(f"epoch {t.epoch}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}% | "
-         f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}% | lr {row['lr']:.3g} | "
+         f"{validated} | lr {row['lr']:.3g} | "
          f"{row['images_per_sec']:.0f} img/s, {seconds:.1f} s | saved {checkpoint.epoch_file(t.epoch)}"
          + (" (best)" if is_best else "") + (f" | {skipped} batch(es) skipped" if skipped else ""))
     record.save(epochs_done=t.epoch + 1, best_val_acc=t.best_val_acc)
@@ -283,7 +289,11 @@ def fit(t: Trainer, run: RunDir, record: RunRecord, log: TrainLog) -> None:
         info(f"early stop after epoch {t.epoch} ({t.epoch + 1} of {t.cfg['train']['epochs']} epochs trained): "
              f"{t.stopped_early}")
     record.save(status="completed", finished_at=provenance.now(), early_stop=early)
-    info(f"done: best validation accuracy {100 * t.best_val_acc:.2f}%; evaluate with: mnist-kit eval --run {run}")
+    best = (f"best validation accuracy {100 * t.best_val_acc:.2f}%" if t.best_val_acc >= 0 else
+            "no validation split, so the best checkpoint is the last epoch's"
+            if t.cfg["train"]["monitor"].startswith("val/") else f"best {t.cfg['train']['monitor']} "
+            f"{t.watch['best']:.4g} at epoch {t.watch['best_epoch']}")
+    info(f"done: {best}; evaluate with: mnist-kit eval --run {run}")
 
 
 def _ended_by(e: BaseException, run: RunDir, record: RunRecord) -> BaseException:
@@ -378,7 +388,9 @@ def train(cfg: dict, config_name: str = "config") -> Path:
         info(f"training on {t.device}: {t.fast.describe()}")
         info(f"run directory: {run}")
         info(f"seed {cfg['train']['seed']}; {cfg['data']['name']}: {t.splits.train.num_samples} "
-             f"train / {t.splits.val.num_samples} validation images; normalisation mean {t.splits.norm.mean} "
+             f"train / {t.splits.val.num_samples} validation images"
+             + ("" if t.splits.val.num_samples else " (none asked for: training on every training image)")
+             + f"; normalisation mean {t.splits.norm.mean} "
              f"std {t.splits.norm.std}")
         if t.augment.active:
             info(f"augmentation of the training batches: {t.augment.describe()}")

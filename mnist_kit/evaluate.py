@@ -62,6 +62,8 @@ def validation_pass(model, batches: data.Batches, loss_fn) -> dict:
     """Loss, accuracy and logits on every image of ``batches``; with several processes each evaluates its
     share (every image exactly once) and all get the whole result."""
     n, world = batches.num_samples, distributed.world_size()
+    if n == 0:  # no validation split (data.val_size 0)
+        return {"loss": None, "accuracy": None, "logits": np.zeros((0, 0), np.float32)}
     index = np.arange(n)[distributed.rank()::world]
     mine = data.Batches(batches.x[index], batches.y[index], batches.batch_size, batches.norm)
     logits, loss = predict(eager(model), mine, loss_fn)
@@ -129,6 +131,9 @@ def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, spli
             raise UserError(f"{run} has no test split (data.test_ratio is 0); evaluate with --split val")
     else:
         x, y = splits.val.x, splits.val.y
+        if len(y) == 0:
+            raise UserError(f"{run} has no validation split (it trained on every training image); evaluate on "
+                            "the test split")
     batches = data.Batches(x, y, t.cfg["train"]["eval_batch_size"], splits.norm)
     start = time.perf_counter()
     with (traced(t.model, splits.prepared.input_shape) if t.device == "cpu"  # the GPU runs the eager model fast

@@ -33,7 +33,7 @@ def summarize(run: RunDir, root: Path | None = None) -> dict:
     rows = run.read_metrics()
     out.update({
         "status": status, "epochs_done": len(rows), "epochs": cfg.get("train", {}).get("epochs"),
-        "best_val_acc": max((r["val_acc"] for r in rows), default=None),
+        "best_val_acc": max((r["val_acc"] for r in rows if r.get("val_acc") is not None), default=None),
         "last_val_acc": rows[-1]["val_acc"] if rows else None,
         "train_seconds": round(sum(r.get("epoch_seconds", 0.0) for r in rows), 1),
         "started_at": info.get("started_at"), "started": info.get("started", 0.0),

@@ -109,12 +109,15 @@ class TrainLog:
     def after_epoch(self, t, row: dict, val: dict) -> None:
         """After the validation that ends epoch ``row["epoch"]``: its scalars, images, curves, embeddings."""
         for tag, key in EPOCH_SCALARS:
-            self.book.scalar(tag, row[key], t.step)
+            if row[key] is not None:  # None: no validation split
+                self.book.scalar(tag, row[key], t.step)
         for tag, train_key, val_key in TRAIN_AND_VAL:
             self.book.scalar(tag, row[train_key], t.step)
-            self.val_book.scalar(tag, row[val_key], t.step)
+            if row[val_key] is not None:
+                self.val_book.scalar(tag, row[val_key], t.step)
         if self.book.enabled:
-            self._validation_pictures(t, val, row["epoch"])
+            if t.splits.val.num_samples:
+                self._validation_pictures(t, val, row["epoch"])
             if self.lcfg["histogram_every"] and not due(t.step, self.lcfg["histogram_every"]):
                 self._histograms(t)  # every epoch has some, however short
         self.flush()

@@ -310,3 +310,33 @@ def test_init_from_other_shapes_or_a_missing_path_is_one_error_and_no_run(prepar
     r = run_cli("train", *FAST, "-o", "train.init_from=nowhere", "--name", "none")
     assert r.exit_code == 1 and "train.init_from: nowhere does not exist" in r.output
     assert sorted(p.name for p in Path("checkpoints").iterdir()) == ["mlp"]  # no run folder left behind
+
+
+# ---------------------------------------------------------------- no validation split
+
+def test_val_size_0_trains_on_every_image_and_the_best_checkpoint_is_the_last(prepared):
+    r = run_cli("train", *FAST, "-o", "data.val_size=0", "--name", "all")
+    assert r.exit_code == 0, r.output
+    assert "600 train / 0 validation images (none asked for: training on every training image)" in r.output
+    assert "| no validation |" in r.output
+    assert "done: no validation split, so the best checkpoint is the last epoch's" in r.output
+    rows = [json.loads(line) for line in Path("checkpoints/all/metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(row["val_acc"] is None and row["val_loss"] is None for row in rows)
+    from mnist_kit import checkpoint
+    assert checkpoint.load(Path("checkpoints/all/ckpt/best.pdckpt"))["epoch"] == 1  # the last
+    assert "2/2" in run_cli("runs").output
+    exported = run_cli("export", "--run", "checkpoints/all")  # checked on the test split instead
+    assert exported.exit_code == 0 and "test accuracy" in exported.output, exported.output
+    assert run_cli("eval", "--run", "checkpoints/all").exit_code == 0
+    r = run_cli("eval", "--run", "checkpoints/all", "--split", "val")
+    assert r.exit_code == 1 and "has no validation split" in r.output
+
+
+def test_without_validation_patience_watches_the_training_loss(prepared):
+    r = run_cli("train", *FAST, "-o", "data.val_size=0", "-o", "train.patience=2")
+    assert r.exit_code == 2 and "data.val_size 0 leaves no validation split for train.monitor val/acc" in r.output
+    assert "Traceback" not in r.output
+    r = run_cli("train", *FAST, "-o", "data.val_size=0", "-o", "train.patience=2", "-o", "train.monitor=train/loss",
+                "--name", "tl")
+    assert r.exit_code == 0, r.output
+    assert "done: best train/loss" in r.output

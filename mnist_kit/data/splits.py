@@ -118,6 +118,8 @@ def _check_sizes(splits: Splits, cfg: dict, world: int) -> None:
         per = f"{world} processes x {batch}" if world > 1 else f"{batch}"
         raise DataError(f"no training step: the training split has {n} images and a step takes {per}; lower "
                         "train.batch_size" + (" or use fewer processes" if world > 1 else ""))
-    if splits.val.num_samples == 0:
+    d = cfg["data"]
+    asked = (d["val_ratio"] if d["name"] == "image_folder" else d["val_size"]) > 0
+    if splits.val.num_samples == 0 and asked:  # none asked for (0): training on every image
         raise DataError(f"the validation split is empty ({n} training images): validation picks the best "
                         "checkpoint; raise data.val_ratio, or add images to the smallest classes")

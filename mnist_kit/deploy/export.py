@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_kit import UserError, evaluate, faults, provenance
-from mnist_kit.data import Splits
+from mnist_kit.data import Batches, Splits
 from mnist_kit.deploy import inference, preprocess
 from mnist_kit.files import digest, partial_dir, remove_stale_partials, replace_dir
 from mnist_kit.models import save_program
@@ -123,25 +123,37 @@ def _remove_own(folder: Path) -> None:
         pass
 
 
+def _check_split(splits: Splits) -> tuple[str, np.ndarray, np.ndarray]:
+    """The images the checks run on: the validation split, or where a run trained on every training image
+    (data.val_size 0) the test split, or the training images."""
+    p = splits.prepared
+    for name, x, y in (("validation", splits.val.x, splits.val.y), ("test", p.x_test, p.y_test),
+                       ("training", splits.train.x, splits.train.y)):
+        if len(y):
+            return name, x, y
+    raise UserError("there are no images to check the export on")
+
+
 def _compare(what: str, logits_of, model, splits: Splits) -> dict:
     """``logits_of`` (normalised batch -> logits) must give the trained network's logits on PARITY_IMAGES
     validation images within TOLERANCE, and its validation accuracy; otherwise UserError."""
-    x, y = splits.val.x, splits.val.y
+    split, x, y = _check_split(splits)
     sample = splits.norm.apply(x[:PARITY_IMAGES])
     trained = evaluate.eager(model)
     diff = float(np.abs(logits_of(sample) - trained(sample)).max())
     if not diff <= TOLERANCE:
         raise UserError(f"the {what} disagrees with the trained network: max logit difference {diff:.3g} "
-                        f"> {TOLERANCE:g} on {len(sample)} validation images; the export was not kept")
-    trained_logits, _ = evaluate.predict(trained, splits.val)
+                        f"> {TOLERANCE:g} on {len(sample)} {split} images; the export was not kept")
+    trained_logits, _ = evaluate.predict(trained, Batches(x, y, 1000, splits.norm))
     predicted = np.concatenate([logits_of(splits.norm.apply(x[i:i + 1000])).argmax(1)
                                 for i in range(0, len(x), 1000)])
     trained_acc, acc = float((trained_logits.argmax(1) == y).mean()), float((predicted == y).mean())
     if acc != trained_acc:
-        raise UserError(f"the {what}'s validation accuracy {acc:.4%} differs from the checkpoint's "
+        raise UserError(f"the {what}'s {split} accuracy {acc:.4%} differs from the checkpoint's "
                         f"{trained_acc:.4%}; the export was not kept")
+    # val_*: on the validation split, unless "split" names another (a run without one)
     return {"max_abs_logit_difference": diff, "tolerance": TOLERANCE, "parity_images": len(sample),
-            "val_accuracy": acc, "val_accuracy_checkpoint": trained_acc, "val_images": int(len(y))}
+            "val_accuracy": acc, "val_accuracy_checkpoint": trained_acc, "val_images": int(len(y)), "split": split}
 
 
 def _check(folder: Path, model, splits: Splits) -> dict:
