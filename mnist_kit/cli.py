@@ -165,7 +165,10 @@ def prepare(config_path, overrides, dataset, root, source, from_dir, mirrors, re
 @click.option("--nproc", type=click.IntRange(1), default=1,
               help="Train data-parallel in N processes through paddle.distributed.launch (CPU: gloo; GPU: one "
                    "process per device). train.batch_size is per process.")
-def train(config_path, overrides, seed, device, name, print_config, show_summary, nproc):
+@click.option("--devices", metavar="0,1,...",
+              help="With --nproc: the GPUs to train on, one process each (passed to the launcher's --devices); "
+                   "needs Paddle's GPU build.")
+def train(config_path, overrides, seed, device, name, print_config, show_summary, nproc, devices):
     """Train a model as the config describes; one run directory per run."""
     extra = [f"train.seed={seed}"] if seed is not None else []
     extra += [f"train.device={device}"] if device else []
@@ -183,6 +186,11 @@ def train(config_path, overrides, seed, device, name, print_config, show_summary
     if print_config or show_summary:
         return
     config_name = config_path.stem if config_path else cfg["model"]["name"]
+    if devices is not None:
+        from mnist_kit.launch import check_devices
+        from mnist_kit.runtime import paddle
+
+        check_devices(devices, nproc, cfg["train"]["device"], paddle.device.is_compiled_with_cuda())
     if nproc > 1:
         from mnist_kit import data
         from mnist_kit.launch import launch_train
@@ -194,7 +202,8 @@ def train(config_path, overrides, seed, device, name, print_config, show_summary
         argv = (["--config", str(config_path)] if config_path else []) + [a for o in list(overrides) + extra
                                                                           for a in ("-o", o)]
         cpu = cfg["train"]["device"] == "cpu" or not paddle.device.is_compiled_with_cuda()
-        launch_train(nproc, argv, RunDir.create(cfg["output"]["root"], cfg["output"]["name"], config_name), cpu)
+        launch_train(nproc, argv, RunDir.create(cfg["output"]["root"], cfg["output"]["name"], config_name), cpu,
+                     devices)
         return
     from mnist_kit import engine
 

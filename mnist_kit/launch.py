@@ -86,8 +86,32 @@ def _relay(stream, codes: dict[int, int]) -> None:
             sys.stderr.flush()
 
 
-def launch_train(nproc: int, argv: list[str], run: RunDir, cpu: bool) -> None:
-    """Train ``run`` (created by the caller, still empty) with ``mnist-kit train ARGV`` in ``nproc`` processes."""
+def check_devices(devices: str, nproc: int, device: str, has_cuda: bool) -> None:
+    """``--devices``: a list of GPU indices, one per process, on a Paddle that has CUDA (``has_cuda``); else
+    UserError (on a machine without GPUs the launcher's own --devices crashes)."""
+    ids = devices.split(",")
+    if not all(i.strip().isdigit() for i in ids) or len(set(ids)) != len(ids):
+        raise UserError(f"--devices {devices!r}: GPU indices separated by commas, each once, e.g. --devices 0,1")
+    if len(ids) != nproc:
+        raise UserError(f"--devices names {len(ids)} GPU(s) and --nproc is {nproc}: one process per GPU; "
+                        f"use --nproc {len(ids)}")
+    if device == "cpu":
+        raise UserError("--devices chooses GPUs, and train.device is cpu; leave one of them out")
+    if not has_cuda:
+        raise UserError("--devices chooses GPUs, and this Paddle is the CPU build (install paddlepaddle-gpu); "
+                        "on the CPU use --nproc alone")
+
+
+def launch_command(nproc: int, argv: list[str], run_name: str, logs: Path, devices: str | None = None) -> list[str]:
+    """The launcher's command line for ``mnist-kit train ARGV`` in ``nproc`` processes (on ``devices``)."""
+    return [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc),
+            *(["--devices", devices] if devices else []), "--log_dir", str(logs), _script(), "train", *argv,
+            "--name", run_name]
+
+
+def launch_train(nproc: int, argv: list[str], run: RunDir, cpu: bool, devices: str | None = None) -> None:
+    """Train ``run`` (created by the caller, still empty) with ``mnist-kit train ARGV`` in ``nproc`` processes
+    (on the GPUs ``devices``, when given)."""
     _scrub_stale()
     logs = Path(tempfile.mkdtemp(prefix=f"mnist-kit-launch-{os.getpid()}-"))
     token = secrets.token_hex(8)
@@ -96,8 +120,7 @@ def launch_train(nproc: int, argv: list[str], run: RunDir, cpu: bool) -> None:
     if cpu:  # on CPU, an exported CUDA_VISIBLE_DEVICES makes the launcher or its workers fail
         env["PADDLE_DISTRI_BACKEND"] = "gloo"
         env.pop("CUDA_VISIBLE_DEVICES", None)
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir",
-           str(logs), _script(), "train", *argv, "--name", run.name]
+    cmd = launch_command(nproc, argv, run.name, logs, devices)
     start, codes, ended = time.time(), {}, threading.Event()
     threading.Thread(target=_scrub, args=(logs, run, ended), daemon=True).start()
     try:

@@ -99,3 +99,45 @@ def test_resume_under_the_launcher_is_exact_and_on_one_process_is_allowed(prepar
     result = run_cli("resume", "--run", "checkpoints/solo")
     assert result.exit_code == 0, result.output
     assert "resuming a 2-process run with 1 process(es)" in result.output
+
+
+def test_two_nodes_train_one_run_equal_to_one_process_with_batch_2b(prepared):
+    """Two launchers on this machine as two nodes of one job (--nnodes 2 --master --rank, one process each,
+    gloo): one run directory, and the parameters of one process with the whole batch."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = [*SMALL, "-o", "optimizer.name=adam", "-o", "train.threads=1"]
+    script = str(Path(sys.executable).parent / "mnist-kit")
+    nodes = [subprocess.Popen(["timeout", "-k", "10", "240", sys.executable, "-m", "paddle.distributed.launch",
+                               "--nnodes", "2", "--master", f"127.0.0.1:{port}", "--rank", str(rank),
+                               "--nproc_per_node", "1", "--log_dir", f"node{rank}-logs", script, "train", *common,
+                               "-o", "train.batch_size=25", "--name", "nodes"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert [p.name for p in Path("checkpoints").iterdir()] == ["nodes"]  # one run, written by rank 0 alone
+    info = json.loads(Path("checkpoints/nodes/run.json").read_text())
+    assert info["status"] == "completed" and info["world_size"] == 2
+    result = run_cli("train", *common, "-o", "train.batch_size=50", "--name", "one")
+    assert result.exit_code == 0, result.output
+    for epoch in (0, 1):
+        a, b = _params("checkpoints/one", epoch), _params("checkpoints/nodes", epoch)
+        assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6
+
+
+def test_devices_go_to_the_launcher_and_need_a_gpu_build(prepared):
+    from mnist_kit.launch import launch_command
+
+    cmd = launch_command(2, ["-o", "train.epochs=1"], "r", Path("logs"), "0,1")
+    assert cmd[cmd.index("--nproc_per_node"):cmd.index("--log_dir")] == ["--nproc_per_node", "2", "--devices", "0,1"]
+    assert "--devices" not in launch_command(2, [], "r", Path("logs"))
+    for args, message in [(["--nproc", "2", "--devices", "0,1"], "this Paddle is the CPU build"),
+                          (["--nproc", "3", "--devices", "0,1"], "one process per GPU; use --nproc 2"),
+                          (["--nproc", "2", "--devices", "0,x"], "GPU indices separated by commas"),
+                          (["--nproc", "2", "--devices", "0,1", "--device", "cpu"], "train.device is cpu")]:
+        r = run_cli("train", *FAST, *args)
+        assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output, (args, r.output)
+    assert not Path("checkpoints").exists()
