@@ -43,6 +43,8 @@ SCHEDULES = ("constant", "step", "polynomial", "cosine")
 INITS = ("default", "kaiming", "xavier", "normal", "uniform")
 MONITORS = ("val/acc", "val/loss", "train/acc", "train/loss")  # higher is better for accuracies
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
+BLOCK_ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "gelu", "none")
+POOLS = ("max", "avg", "none")
 SEED_MAX = 2**32 - 1  # numpy's seeds
 MAX_LIST = 64  # the longest list value (layers of a network, sides of an image)
 NAME = re.compile(r"^\w[\w.+=,:@-]{0,199}$")  # a run name: a plain, visible folder name
@@ -90,6 +92,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "kernel_size": Field("int", 5, "square conv kernel size (odd; 'same' padding)", only=("cnn",), min=1, max=31),
         "batch_norm": Field("bool", False, "batch normalisation after each conv", only=("cnn",)),
         "dropout": Field("float", 0.0, "dropout probability before the last linear layer", only=("mlp", "cnn"), min=0.0, max=0.99),
+        "blocks": Field("blocks", None, "the conv blocks one by one, instead of channels/kernel_size/batch_norm: "
+                        "a list of {channels, kernel, stride, padding (same or pixels), activation (relu, sigmoid, "
+                        "tanh, leaky_relu, gelu, none), pool (max, avg, none), pool_size, pool_stride, "
+                        "pool_padding, batch_norm}; only channels is required (kernel and batch_norm default to "
+                        "kernel_size and batch_norm; stride 1, padding same, relu, max-pool 2)", only=("cnn",)),
         "init": Field("str", "default", "initial weights of the conv and linear layers: default = Paddle's own; "
                       "kaiming (He normal), xavier (Glorot uniform), normal (std 0.01), uniform (+-0.05); biases 0 "
                       "but with default", choices=INITS),
@@ -233,6 +240,7 @@ def _kind_name(field: Field) -> str:
         "path": "a path",
         "ints": "a list of integers, e.g. [32, 64]",
         "float_or_auto": "a number or 'auto'",
+        "blocks": "a list of blocks, e.g. [{channels: 32, stride: 2, pool: none}]",
     }[field.kind]
 
 
@@ -292,6 +300,8 @@ def _coerce(path: str, field: Field, value: Any) -> Any:
         if len(value) > MAX_LIST:
             raise ValueError(f"{path} has {len(value)} values; at most {MAX_LIST}")
         out = list(value)
+    elif kind == "blocks":
+        out = _blocks(path, value)
     else:  # pragma: no cover - schema typo
         raise AssertionError(kind)
     if field.choices and out not in field.choices:
@@ -303,6 +313,54 @@ def _coerce(path: str, field: Field, value: Any) -> Any:
                 raise ValueError(f"{path} must be >= {_number(field.min)}, got {excerpt(v)}")
             if field.max is not None and v > field.max:
                 raise ValueError(f"{path} must be <= {_number(field.max)}, got {excerpt(v)}")
+    return out
+
+
+# The keys of one entry of model.blocks; kernel and batch_norm default (None) to the model's own keys.
+BLOCK_FIELDS = {
+    "channels": Field("int", None, "output channels", min=1, max=4096),
+    "kernel": Field("int", None, "square kernel size", min=1, max=31),
+    "stride": Field("int", 1, "conv stride", min=1, max=16),
+    "padding": Field("str", "same", "'same' (kernel // 2, odd kernels) or pixels"),
+    "activation": Field("str", "relu", "activation", choices=BLOCK_ACTIVATIONS),
+    "pool": Field("str", "max", "pooling after the block", choices=POOLS),
+    "pool_size": Field("int", 2, "pooling window", min=1, max=16),
+    "pool_stride": Field("int", None, "pooling stride (default: pool_size)", min=1, max=16),
+    "pool_padding": Field("int", 0, "pooling padding", min=0, max=8),
+    "batch_norm": Field("bool", None, "batch norm after the conv"),
+}
+
+
+def _blocks(path: str, value: Any) -> list[dict]:
+    """model.blocks: every entry a mapping of BLOCK_FIELDS, complete with defaults; ValueError otherwise."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{path} must be a non-empty list of blocks, e.g. [{{channels: 32}}, {{channels: 64, "
+                         f"pool: avg}}], got {excerpt(value)}")
+    if len(value) > MAX_LIST:
+        raise ValueError(f"{path} has {len(value)} blocks; at most {MAX_LIST}")
+    out = []
+    for i, block in enumerate(value):
+        where = f"{path}[{i}]"
+        if not isinstance(block, dict):
+            raise ValueError(f"{where} must be a mapping such as {{channels: 32, kernel: 3}}, got {excerpt(block)}")
+        for key in block:
+            if key not in BLOCK_FIELDS:
+                raise ValueError(f"{where} has an unknown key {excerpt(key)}{_suggest(str(key)[:100], BLOCK_FIELDS)}; "
+                                 f"keys: {', '.join(BLOCK_FIELDS)}")
+        if "channels" not in block:
+            raise ValueError(f"{where} needs channels (the conv's output channels)")
+        done = {}
+        for key, f in BLOCK_FIELDS.items():
+            v = block.get(key, f.default)
+            if key == "padding" and isinstance(v, int) and not isinstance(v, bool):
+                if not 0 <= v <= 16:
+                    raise ValueError(f"{where}.padding must be 'same' or 0 to 16 pixels, got {v}")
+                done[key] = v
+                continue
+            done[key] = None if v is None else _coerce(f"{where}.{key}", f, v)
+            if key == "padding" and done[key] != "same":
+                raise ValueError(f"{where}.padding must be 'same' or a number of pixels, got {excerpt(v)}")
+        out.append(done)
     return out
 
 
@@ -378,6 +436,33 @@ def has_validation(cfg: dict) -> bool:
     return (d["val_ratio"] if d["name"] == "image_folder" else d["val_size"]) > 0
 
 
+def cnn_blocks(model_cfg: dict) -> list[dict]:
+    """The CNN's conv blocks, complete: from model.blocks, or from the short keys (channels, kernel_size,
+    batch_norm: a 'same' conv, ReLU and a 2x2 max-pool each). ``padding`` in pixels; ``padding_given``: as
+    written ('same' or pixels)."""
+    m = model_cfg
+    given = m.get("blocks") or [{"channels": c} for c in m["channels"]]
+    out = []
+    for b in given:
+        b = {**{k: f.default for k, f in BLOCK_FIELDS.items()}, **b}
+        kernel = b["kernel"] or m["kernel_size"]
+        out.append({**b, "kernel": kernel, "padding_given": b["padding"],
+                    "padding": kernel // 2 if b["padding"] == "same" else b["padding"],
+                    "batch_norm": m["batch_norm"] if b["batch_norm"] is None else b["batch_norm"],
+                    "pool_stride": b["pool_stride"] or b["pool_size"]})
+    return out
+
+
+def block_output(h: int, w: int, b: dict) -> tuple[int, int]:
+    """The height and width a block (``cnn_blocks``) makes of an h x w input (Paddle's floor arithmetic)."""
+    def side(n):
+        n = (n + 2 * b["padding"] - b["kernel"]) // b["stride"] + 1
+        if b["pool"] != "none" and n >= 1:
+            n = (n + 2 * b["pool_padding"] - b["pool_size"]) // b["pool_stride"] + 1
+        return n
+    return side(h), side(w)
+
+
 def _cross_checks(cfg: dict) -> list[str]:
     errors = []
     name = cfg["output"]["name"]
@@ -387,16 +472,32 @@ def _cross_checks(cfg: dict) -> list[str]:
     device = cfg["train"]["device"]
     if not valid_device(device):
         errors.append(f"train.device is {device!r}; allowed: cpu, gpu, gpu:N (N = 0, 1, ...), auto")
-    if cfg["model"]["name"] == "cnn" and cfg["model"]["kernel_size"] % 2 == 0:
-        errors.append("model.kernel_size must be odd (the conv uses 'same' padding)")
     d, m = cfg["data"], cfg["model"]
+    if m["name"] == "cnn" and m["blocks"] is None and m["kernel_size"] % 2 == 0:
+        errors.append("model.kernel_size must be odd (the conv uses 'same' padding)")
+    if m["name"] == "cnn" and m["blocks"] is not None:
+        listed = [b["channels"] for b in m["blocks"]]
+        if m["channels"] not in (SCHEMA["model"]["channels"].default, listed):
+            errors.append("model.blocks and model.channels both describe the conv blocks: give one of them")
+        m["channels"] = listed  # as the blocks say, so that the written config reads true
     if m["name"] == "cnn":
         h, w = d["image_size"] if d["name"] == "image_folder" and len(d["image_size"]) == 2 else (28, 28)
-        n = len(m["channels"])
-        if h >> n < 1 or w >> n < 1:  # each conv block ends in a 2x2 max-pool
-            errors.append(f"model.channels has {n} conv+pool blocks; each halves the input, and a {h}x{w} input "
-                          f"is gone after {min(h.bit_length(), w.bit_length())}: use fewer blocks"
-                          + (" or a larger data.image_size" if d["name"] == "image_folder" else ""))
+        for i, b in enumerate(cnn_blocks(m)):
+            where = f"model.blocks[{i}]" if m["blocks"] is not None else f"block {i + 1} of model.channels"
+            if b["padding_given"] == "same" and b["kernel"] % 2 == 0:
+                errors.append(f"{where}: padding 'same' needs an odd kernel, got {b['kernel']}")
+                break
+            if b["pool"] != "none" and 2 * b["pool_padding"] > b["pool_size"]:
+                errors.append(f"{where}: pool_padding {b['pool_padding']} is more than half the pool_size "
+                              f"{b['pool_size']}")
+                break
+            h2, w2 = block_output(h, w, b)
+            if h2 < 1 or w2 < 1:
+                errors.append(f"{where} makes the {h}x{w} input it gets {max(h2, 0)}x{max(w2, 0)}: use fewer "
+                              "blocks, less stride or pooling" + (" or a larger data.image_size"
+                                                                  if d["name"] == "image_folder" else ""))
+                break
+            h, w = h2, w2
     t = cfg["train"]
     if not has_validation(cfg) and t["patience"] and t["monitor"].startswith("val/"):
         which = "data.val_ratio" if d["name"] == "image_folder" else "data.val_size"
@@ -568,12 +669,20 @@ class _Dumper(yaml.SafeDumper):
     pass
 
 
-_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+class _Inline(dict):
+    """A mapping written on one line (each entry of model.blocks)."""
+
+
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence(
+    "tag:yaml.org,2002:seq", v, flow_style=not any(isinstance(x, dict) for x in v)))
+_Dumper.add_representer(_Inline, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v, flow_style=True))
 
 
 def dump(cfg: dict) -> str:
-    """The config as YAML: sections as blocks, lists inline."""
-    return yaml.dump(cfg, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    """The config as YAML: sections as blocks, lists inline, each conv block on a line of its own."""
+    cfg = {s: ({k: [_Inline(b) for b in v] if k == "blocks" and v else v for k, v in sec.items()}
+               if isinstance(sec, dict) else sec) for s, sec in cfg.items()}
+    return yaml.dump(cfg, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=200)
 
 
 def config_hash(cfg: dict) -> str:

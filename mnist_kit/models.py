@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_kit import UserError
+from mnist_kit import UserError, config
 from mnist_kit.runtime import paddle
 
 nn = paddle.nn
@@ -85,39 +85,68 @@ class MLP(nn.Layer):
 
 
 class CNN(nn.Layer):
-    """Blocks of conv(k x k, 'same') [+ batch norm] + ReLU + 2x2 max-pool, then one linear layer.
+    """Conv blocks, then dropout and one linear layer. Each block: a conv [+ batch norm], an activation and a
+    pooling (``config.cnn_blocks``: from ``model.blocks``, or from the short keys: a 'same' conv, ReLU and a
+    2x2 max-pool per entry of ``channels``).
 
     The default, two blocks of 20 channels with 5x5 kernels, is the classic Paddle/LeNet tutorial net.
-    Each block pools before the ReLU: ReLU is monotonic, so ``relu(maxpool(x)) == maxpool(relu(x))`` and
-    the gradients are the same too, but the ReLU then runs on a quarter of the values (measured: 44.5 vs
-    45.7 ms per training step of the default CNN). The layer indices, and so checkpoints, are those of the
-    textbook order.
+    A max-pool runs before a monotonic activation (ReLU, sigmoid, tanh, leaky ReLU): ``act(maxpool(x)) ==
+    maxpool(act(x))`` and the gradients are the same too, but the activation then runs on a quarter of the
+    values (measured: 44.5 vs 45.7 ms per training step of the default CNN); an average pool, or GELU, runs
+    after the activation. Either way the parameter names, and so checkpoints, are those of the textbook
+    order. The standard block (stride 1, 'same', ReLU, 2x2 max-pool) may run on oneDNN (``onednn.py``).
     """
 
-    def __init__(self, input_shape, num_classes, channels=(20, 20), kernel_size=5, batch_norm=False, dropout=0.0):
+    ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU,
+                   "gelu": nn.GELU}
+    MONOTONIC = ("relu", "sigmoid", "tanh", "leaky_relu", "none")
+
+    def __init__(self, input_shape, num_classes, channels=(20, 20), kernel_size=5, batch_norm=False, dropout=0.0,
+                 blocks=None):
         super().__init__()
+        self.specs = config.cnn_blocks({"channels": list(channels), "kernel_size": kernel_size,
+                                        "batch_norm": batch_norm, "blocks": blocks})
         in_ch, height, width = input_shape
-        layers, self._blocks = [], []  # _blocks: (conv, batch norm or None, pool, relu) per block
-        for out_ch in channels:
+        layers, self._blocks = [], []  # _blocks: (conv, batch norm or None, [what follows, in order])
+        for b in self.specs:
             # with batch norm next, a conv bias is cancelled by the mean subtraction: leave it out
-            layers.append(Conv2D(in_ch, out_ch, kernel_size, padding=kernel_size // 2,
-                                 bias_attr=False if batch_norm else None))
-            if batch_norm:
-                layers.append(nn.BatchNorm2D(out_ch))
-            layers += [nn.MaxPool2D(2, 2), nn.ReLU()]
-            self._blocks.append(tuple(layers[-4:]) if batch_norm else (layers[-3], None, *layers[-2:]))
-            in_ch, height, width = out_ch, height // 2, width // 2
+            conv = Conv2D(in_ch, b["channels"], b["kernel"], stride=b["stride"], padding=b["padding"],
+                          bias_attr=False if b["batch_norm"] else None)
+            norm = nn.BatchNorm2D(b["channels"]) if b["batch_norm"] else None
+            act = self.ACTIVATIONS[b["activation"]]() if b["activation"] != "none" else None
+            pool = {"max": nn.MaxPool2D, "avg": nn.AvgPool2D}[b["pool"]](
+                b["pool_size"], b["pool_stride"], b["pool_padding"]) if b["pool"] != "none" else None
+            after = [pool, act] if b["pool"] == "max" and b["activation"] in self.MONOTONIC else [act, pool]
+            after = [layer for layer in after if layer is not None]
+            layers += [conv, *([norm] if norm is not None else []), *after]
+            self._blocks.append((conv, norm, after))
+            in_ch, (height, width) = b["channels"], config.block_output(height, width, b)
         if height < 1 or width < 1:
-            raise ValueError(f"{len(channels)} pooling blocks shrink a {input_shape[1]}x{input_shape[2]} input to nothing")
+            raise ValueError(f"the conv blocks shrink a {input_shape[1]}x{input_shape[2]} input to nothing")
         layers.append(nn.Flatten())
         self.body = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_ch * height * width, num_classes)
         self._fast = None  # per block: a oneDNN block (onednn.Block) or None (the stock layers)
 
-    def conv_blocks(self) -> list[tuple]:
-        """(conv, batch norm or None) of each block, in order."""
-        return [(conv, bn) for conv, bn, _, _ in self._blocks]
+    def conv_blocks(self, input_shape) -> list[tuple]:
+        """Per block: (conv, batch norm or None, why it is not the standard block oneDNN runs or None,
+        (height, width) of its input)."""
+        out, (_, h, w) = [], input_shape
+        for b, (conv, norm, _) in zip(self.specs, self._blocks):
+            odd = []
+            if b["stride"] != 1:
+                odd.append(f"stride {b['stride']}")
+            if b["kernel"] % 2 == 0 or b["padding"] != b["kernel"] // 2:
+                odd.append(f"padding {b['padding']} (not 'same')")
+            if b["activation"] != "relu":
+                odd.append(f"{b['activation']} activation")
+            if (b["pool"], b["pool_size"], b["pool_stride"], b["pool_padding"]) != ("max", 2, 2, 0):
+                odd.append("pool none" if b["pool"] == "none" else
+                           f"{b['pool']} pool {b['pool_size']}/{b['pool_stride']}/{b['pool_padding']}")
+            out.append((conv, norm, ", ".join(odd) or None, (h, w)))
+            h, w = config.block_output(h, w, b)
+        return out
 
     def use_fast_blocks(self, blocks) -> None:
         """Run block i on ``blocks[i]`` (an ``onednn.Block``, or None for the stock layers) in eager mode;
@@ -127,10 +156,12 @@ class CNN(nn.Layer):
     def features(self, x):
         if self._fast is None or not paddle.in_dynamic_mode():
             return self.body(x)
-        for fast, (conv, bn, pool, relu) in zip(self._fast, self._blocks):
+        for fast, (conv, norm, after) in zip(self._fast, self._blocks):
             if fast is None:
                 x = conv(x)
-                x = relu(pool(bn(x) if bn is not None else x))
+                x = norm(x) if norm is not None else x
+                for layer in after:
+                    x = layer(x)
             else:
                 x = fast(x, conv)
         return x.flatten(1)

@@ -782,19 +782,18 @@ def enable(model, mode: str, device: str, threads: int, input_shape) -> Choice:
     except Unavailable as e:
         return stock(f"oneDNN cannot be used: {e}")
     blocks, notes = [], []
-    _, h, w = input_shape
-    for i, (conv, norm) in enumerate(model.conv_blocks()):
+    for i, (conv, norm, other, (h, w)) in enumerate(model.conv_blocks(input_shape)):
         kind = "bn" if norm is not None else "relu"
         cout, cin, kernel = conv.weight.shape[:3]
-        problem = None
-        if kind == "relu" and conv.bias is None:
+        if other:  # the oneDNN block is a 'same' conv, ReLU and a 2x2 max-pool
+            problem = other
+        elif kind == "relu" and conv.bias is None:
             problem = "a conv without bias or batch norm"
         else:
             problem = _check_shape(cin, cout, kernel, kind, threads, h, w)
         if problem:
             notes.append(f"block {i + 1}: {problem}")
         blocks.append(None if problem else Block(cin, cout, kernel, kind, threads, norm))
-        h, w = h // 2, w // 2
     if all(b is None for b in blocks):
         return stock("; ".join(notes))
     if notes and mode == "on":

@@ -143,7 +143,7 @@ def test_evaluating_a_run_after_its_folder_was_prepared_again_warns(tmp_path):
     (["-o", "data.name=image_folder", "-o", "data.folder=x", "-o", "data.val_ratio=0.5",
       "-o", "data.test_ratio=0.5"], "leave at least 5%"),
     (["-o", "data.name=image_folder", "-o", "data.folder=x", "-o", "data.image_size=[8,64]",
-      "-o", "model.channels=[4,4,4,4]"], "8x64 input is gone after 4"),
+      "-o", "model.channels=[4,4,4,4]"], "block 4 of model.channels makes the 1x8 input it gets 0x4"),
 ])
 def test_bad_folder_settings_get_one_clear_error(overrides, message):
     r = run_subprocess("prepare", *overrides)

@@ -1,5 +1,6 @@
 """The networks compute what their plain formulation computes, whatever makes them fast."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,93 @@ def test_the_layer_summary_gives_shapes_parameters_and_flops(prepared):
     rows = layer_table(model, (1, 28, 28))
     assert sum(r["params"] for r in rows) == paddle.summary(model, (1, 1, 28, 28))["total_params"]
     assert [r["output"] for r in rows][:2] == [[1, 20, 28, 28], [1, 20, 28, 28]]  # conv, batch norm
+
+
+# ---------------------------------------------------------------- conv blocks described one by one
+
+def _textbook(model, blocks, input_shape):
+    """The same network written with plain Paddle layers in the textbook order (conv, norm, act, pool)."""
+    nn, layers = paddle.nn, []
+    in_ch = input_shape[0]
+    for b in blocks:
+        layers.append(nn.Conv2D(in_ch, b["channels"], b["kernel"], stride=b["stride"], padding=b["padding"],
+                                bias_attr=False if b["batch_norm"] else None))
+        if b["batch_norm"]:
+            layers.append(nn.BatchNorm2D(b["channels"]))
+        if b["activation"] != "none":
+            layers.append({"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU,
+                           "gelu": nn.GELU}[b["activation"]]())
+        if b["pool"] != "none":
+            layers.append({"max": nn.MaxPool2D, "avg": nn.AvgPool2D}[b["pool"]](b["pool_size"], b["pool_stride"],
+                                                                               b["pool_padding"]))
+        in_ch = b["channels"]
+    plain = nn.Sequential(*layers, nn.Flatten())
+    # the same weights, block by block, in parameter order
+    for (name, p), (_, q) in zip([(n, p) for n, p in plain.named_parameters()],
+                                 [(n, p) for n, p in model.body.named_parameters()]):
+        p.set_value(q.numpy())
+    for buf_a, buf_b in zip(plain.buffers(), model.body.buffers()):
+        buf_a.set_value(buf_b.numpy())
+    return plain
+
+
+@pytest.mark.parametrize("blocks", [
+    [{"channels": 6, "kernel": 5, "activation": "sigmoid", "pool": "avg"},
+     {"channels": 8, "kernel": 5, "padding": 0, "activation": "tanh", "pool": "avg"}],
+    [{"channels": 8, "kernel": 3, "stride": 2, "pool": "none", "batch_norm": True},
+     {"channels": 8, "kernel": 3, "stride": 2, "activation": "leaky_relu", "pool": "none"}],
+    [{"channels": 8, "kernel": 3, "pool_size": 3, "pool_stride": 2, "pool_padding": 1},
+     {"channels": 8, "kernel": 3, "pool": "none", "activation": "gelu"},
+     {"channels": 8, "kernel": 3, "pool_size": 3, "pool_stride": 2, "pool_padding": 1, "batch_norm": True}],
+])
+def test_blocks_compute_what_the_textbook_layers_compute(blocks):
+    from mnist_kit import config
+
+    cfg = config.load(None, [f"model.blocks={json.dumps(blocks)}"])
+    model = build_model(cfg["model"])
+    model.eval()
+    plain = _textbook(model, config.cnn_blocks(cfg["model"]), (1, 28, 28))
+    plain.eval()
+    x = paddle.to_tensor(np.random.default_rng(0).normal(size=(3, 1, 28, 28)).astype("float32"))
+    assert np.allclose(model.features(x).numpy(), plain(x).numpy(), atol=1e-5)
+
+
+def test_short_keys_are_the_blocks_they_stand_for():
+    from mnist_kit import config
+
+    short = config.load(None, ["model.channels=[8, 16]", "model.kernel_size=3", "model.batch_norm=true"])
+    blocks = config.load(None, ["model.kernel_size=3", "model.blocks=[{channels: 8, batch_norm: true}, "
+                                                        "{channels: 16, batch_norm: true}]"])
+    a, b = build_model(short["model"]), build_model(blocks["model"])
+    assert [(n, p.shape) for n, p in a.state_dict().items()] == [(n, p.shape) for n, p in b.state_dict().items()]
+    assert config.dump(blocks).count("- {channels:") == 2  # written one block a line
+    assert config.load(None, ["model.blocks=[{channels: 8, stride: 2}]"])["model"]["channels"] == [8]
+
+
+@pytest.mark.parametrize("name", ["folder_sigmoid_avg", "folder_strided", "folder_padded_pool"])
+def test_the_image_folder_tutorials_networks_train_export_and_predict(tmp_path, name):
+    from conftest import REPO, run_cli, write_image_folder
+
+    folder = write_image_folder(tmp_path / "cards", corrupt=False)
+    common = ["--config", REPO / "configs" / f"{name}.yaml", "-o", f"data.folder={folder}"]
+    assert run_cli("prepare", *common).exit_code == 0
+    r = run_cli("train", *common, "-o", "train.epochs=1", "-o", "output.visualdl=false", "--name", name)
+    assert r.exit_code == 0, r.output
+    info = json.loads(Path(f"checkpoints/{name}/run.json").read_text())
+    if name == "folder_padded_pool":  # a standard 3x3 block is not: its pools are 3/2/1; all on the stock layers
+        assert info["fast_conv"]["path"] == "stock" and "max pool 3/2/1" in info["fast_conv"]["reason"]
+    assert run_cli("export", "--run", f"checkpoints/{name}").exit_code == 0  # traced, checked against the model
+    image = next((folder / "box").glob("*.png"))
+    p = run_cli("predict", "--model", f"checkpoints/{name}/export/best", image)
+    assert p.exit_code == 0 and "box" in p.stdout or "(p=" in p.stdout, p.output
+
+
+def test_a_standard_block_runs_on_onednn_beside_a_stock_one(prepared):
+    from conftest import FAST, run_cli
+
+    blocks = "[{channels: 8}, {channels: 8, pool: avg}]"  # the first is the standard block, the second not
+    r = run_cli("train", *FAST, "-o", f"model.blocks={blocks}", "--name", "mixed")
+    assert r.exit_code == 0, r.output
+    fast = json.loads(Path("checkpoints/mixed/run.json").read_text())["fast_conv"]
+    if fast["path"] == "onednn":  # where oneDNN passes its self-check
+        assert fast["blocks"] == ["onednn", "stock"] and "block 2: avg pool 2/2/0" in fast["reason"]
