@@ -64,7 +64,11 @@ def _label(key: str, axes) -> str:
     return name if clashes == 1 else key
 
 
-def _value_text(value) -> str:
+def _value_text(value, values=()) -> str:
+    """A value as a part of a run name; a structured one (model.blocks) by its place among the axis's values:
+    v1, v2, ... (sweep.json keeps the values)."""
+    if isinstance(value, dict) or isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        return f"v{values.index(value) + 1}"
     if isinstance(value, list):
         return "-".join(map(str, value))
     if isinstance(value, float):
@@ -80,7 +84,7 @@ def plan(config_path: Path | None, overrides: list[str]) -> tuple[list[str], lis
     planned, errors = [], []
     for combo in itertools.product(*(values for _, values in axes)):
         texts = [f"{k}={json.dumps(v)}" for (k, _), v in zip(axes, combo)]
-        name = ",".join(f"{_label(k, axes)}={_value_text(v)}" for (k, _), v in zip(axes, combo))
+        name = ",".join(f"{_label(k, axes)}={_value_text(v, values)}" for (k, values), v in zip(axes, combo))
         if not config.NAME.match(name):
             errors.append(f"{config.clip(name)}: its values do not make a run name (a plain folder name of at "
                           "most 200 letters, digits and . _ - + = , : @)")

@@ -205,3 +205,13 @@ def test_a_sweep_run_again_with_more_epochs_trains_its_runs_on(prepared):
         assert [json.loads(r)["epoch"] for r in rows] == [0, 1]
     other = run_subprocess(*args, "-o", "train.epochs=2", "-o", "train.seed=5")
     assert other.returncode == 1 and "trained with another config" in other.stderr
+
+
+def test_the_new_keys_sweep_too_and_blocks_are_named_by_their_place():
+    _, axes, planned = plan(None, ["model.blocks=[{channels: 8, pool: avg}],[{channels: 16, stride: 2}]",
+                                   "train.patience=1,2", "model.init=kaiming,xavier"])
+    assert [p.name for p in planned][:3] == ["blocks=v1,patience=1,init=kaiming", "blocks=v1,patience=1,init=xavier",
+                                             "blocks=v1,patience=2,init=kaiming"]
+    assert planned[-1].cfg["model"]["blocks"][0]["stride"] == 2 and planned[-1].cfg["model"]["channels"] == [16]
+    with pytest.raises(ConfigError, match="model.blocks\\[0\\] has an unknown key 'channel'"):
+        plan(None, ["model.blocks=[{channel: 8}],[{channels: 8}]"])
