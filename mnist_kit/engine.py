@@ -68,8 +68,10 @@ class Trainer:
         patience, monitor = self.cfg["train"]["patience"], self.cfg["train"]["monitor"]
         if not patience or self.watch["stale"] < patience:
             return None
+        best = self.watch["best"]
         return (f"{monitor} has not improved for {self.watch['stale']} epoch(s) (train.patience {patience}); "
-                f"best {self.watch['best']:.4g} at epoch {self.watch['best_epoch']}")
+                + (f"best {best:.4g} at epoch {self.watch['best_epoch']}" if best is not None
+                   else "it was never a finite number"))
 
     def monitor(self, row: dict) -> bool:
         """Note epoch ``row``'s value of ``train.monitor``; whether it is the best so far."""
@@ -291,8 +293,8 @@ def fit(t: Trainer, run: RunDir, record: RunRecord, log: TrainLog) -> None:
     record.save(status="completed", finished_at=provenance.now(), early_stop=early)
     best = (f"best validation accuracy {100 * t.best_val_acc:.2f}%" if t.best_val_acc >= 0 else
             "no validation split, so the best checkpoint is the last epoch's"
-            if t.cfg["train"]["monitor"].startswith("val/") else f"best {t.cfg['train']['monitor']} "
-            f"{t.watch['best']:.4g} at epoch {t.watch['best_epoch']}")
+            if t.cfg["train"]["monitor"].startswith("val/") or t.watch["best"] is None
+            else f"best {t.cfg['train']['monitor']} {t.watch['best']:.4g} at epoch {t.watch['best_epoch']}")
     info(f"done: {best}; evaluate with: mnist-kit eval --run {run}")
 
 
