@@ -178,15 +178,20 @@ def load(path: Path) -> dict:
                               "or does not belong to this run")
     if path.stat().st_size != entry["bytes"] or digest(path) != entry["sha256"]:
         raise CheckpointError(f"{path} is damaged: its content differs from what was written (SHA-256 mismatch)")
-    from mnist_kit.runtime import paddle
-
-    try:
-        state = paddle.load(str(path))
-    except (pickle.UnpicklingError, EOFError, ValueError, OSError, AttributeError, ImportError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+    state = _read(path, f"cannot read checkpoint {path}", CheckpointError)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a mnist-kit checkpoint")
     return state
+
+
+def _read(path: Path, problem: str, error=UserError):
+    """``paddle.load(path)``; ``error(problem: reason)`` for a file it cannot read."""
+    from mnist_kit.runtime import paddle
+
+    try:
+        return paddle.load(str(path))
+    except (pickle.UnpicklingError, EOFError, ValueError, OSError, AttributeError, ImportError) as e:
+        raise error(f"{problem}: {e}") from None
 
 
 def remove_partials(folder: Path) -> list[Path]:
@@ -287,13 +292,8 @@ def _weights_of(ckpt: Path, kind: str, source: Path | None = None) -> tuple[dict
 
 
 def _export_weights(folder: Path) -> tuple[dict, dict]:
-    from mnist_kit.runtime import paddle
-
     if (folder / "model.pdparams").is_file():
-        try:
-            weights = paddle.load(str(folder / "model.pdparams"))
-        except (pickle.UnpicklingError, EOFError, ValueError, OSError, AttributeError, ImportError) as e:
-            raise UserError(f"train.init_from: cannot read {folder / 'model.pdparams'}: {e}") from None
+        weights = _read(folder / "model.pdparams", f"train.init_from: cannot read {folder / 'model.pdparams'}")
         if not isinstance(weights, dict):
             raise UserError(f"train.init_from: {folder / 'model.pdparams'} is not a state dict")
         return weights, {"path": str(folder.resolve()), "kind": "export", "file": "model.pdparams",

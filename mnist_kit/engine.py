@@ -291,11 +291,14 @@ def fit(t: Trainer, run: RunDir, record: RunRecord, log: TrainLog) -> None:
         info(f"early stop after epoch {t.epoch} ({t.epoch + 1} of {t.cfg['train']['epochs']} epochs trained): "
              f"{t.stopped_early}")
     record.save(status="completed", finished_at=provenance.now(), early_stop=early)
-    best = (f"best validation accuracy {100 * t.best_val_acc:.2f}%" if t.best_val_acc >= 0 else
-            "no validation split, so the best checkpoint is the last epoch's"
-            if t.cfg["train"]["monitor"].startswith("val/") or t.watch["best"] is None
-            else f"best {t.cfg['train']['monitor']} {t.watch['best']:.4g} at epoch {t.watch['best_epoch']}")
-    info(f"done: {best}; evaluate with: mnist-kit eval --run {run}")
+    monitor, best = t.cfg["train"]["monitor"], t.watch["best"]
+    if t.best_val_acc >= 0:
+        result = f"best validation accuracy {100 * t.best_val_acc:.2f}%"
+    elif monitor.startswith("val/") or best is None:
+        result = "no validation split, so the best checkpoint is the last epoch's"
+    else:
+        result = f"best {monitor} {best:.4g} at epoch {t.watch['best_epoch']}"
+    info(f"done: {result}; evaluate with: mnist-kit eval --run {run}")
 
 
 def _ended_by(e: BaseException, run: RunDir, record: RunRecord) -> BaseException:

@@ -107,3 +107,15 @@ def die_with_parent(signum: int = signal.SIGKILL):
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signum))
 
     return setup
+
+
+def stop_child(proc, grace: float = 10) -> None:
+    """Stop a child process: SIGTERM, then SIGKILL if it has not ended after ``grace`` seconds; reaped."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_kit import metrics, rundir, visuals
+from mnist_kit.interrupts import stop_child
 
 NUM_THRESHOLDS = 127  # the most visualdl's PR/ROC pages take
 EMBEDDING_LIMIT, EMBEDDING_DIMS = 200, 64  # wider features than the limit are reduced to EMBEDDING_DIMS
@@ -295,7 +296,7 @@ def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path |
     try:
         _wait_until_up(proc, url, port, errors)
     except BaseException:  # it did not come up, or Ctrl-C: never leave it running
-        _stop(proc)
+        stop_child(proc)
         raise
     say(f"VisualDL is serving {logdir} at {url}/app/scalar" + (f" (graph: {model})" if model else "")
         + ("; press Ctrl-C to stop" if wait else ""))
@@ -306,19 +307,8 @@ def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path |
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the server and end normally
         pass
     finally:
-        _stop(proc)
+        stop_child(proc)
     return proc
-
-
-def _stop(proc) -> None:
-    import subprocess
-
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _wait_until_up(proc, url: str, port: int, errors, timeout: float = 60) -> None:

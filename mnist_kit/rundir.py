@@ -107,8 +107,9 @@ class RunDir:
     def legacy_graph_files(self) -> list[Path]:
         """Graph files that earlier versions wrote (``graph/model.*``, ``vdl/vdlgraph.*``): the board
         listed them as models named "graph" and "vdl"; graph.py removes them when it writes the new ones."""
-        old = self.path / "graph"
-        return ([p for p in old.glob("model.*") if p.is_file()] + sorted(self.vdl_dir.glob("vdlgraph.*")))
+        old = self.path / "graph"  # the names models.save_program gave them, and no other file of the folder
+        names = ("model.pdmodel", "model.json", "model.pdiparams", "model.pdiparams.info")
+        return [old / n for n in names if (old / n).is_file()] + sorted(self.vdl_dir.glob("vdlgraph.*.log"))
 
     def sweep_keys(self) -> list[str]:
         """The config keys (``section.key``) the sweep this run belongs to varies ([] outside a sweep)."""

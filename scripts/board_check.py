@@ -215,7 +215,7 @@ def check_dynamic_graph(page, board: Board) -> str:
     wanted = sorted(r.name for r in board.runs)
     listed = until(page, lambda p: sorted(_texts(p, ".run-item")) or None, what="the list of models")
     assert listed == wanted, f"'Choose a model' lists {listed}, the runs are {wanted}"
-    drawn = until(page, lambda p: _viewer_text(p) and _viewer_text(p).split()[:12], what="the model drawn")
+    drawn = until(page, lambda p: _viewer_text(p).split()[:12], what="the model drawn")
     return f"models: {', '.join(listed)}; drawn: {' '.join(drawn)}"
 
 

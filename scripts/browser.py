@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mnist_kit.interrupts import stop_child
+
 # As the machine's probe found: without the background-networking flags Chromium keeps trying to reach
 # Google's hosts, which a closed network refuses.
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -69,10 +71,5 @@ def chromium(timeout: float = 30):
             finally:
                 browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc)
         shutil.rmtree(profile, ignore_errors=True)
