@@ -274,9 +274,12 @@ def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json, ph
 @click.option("--best", is_flag=True, help="Export the best checkpoint (the default).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: RUN/export/CHECKPOINT); replaced only by a complete, checked export.")
-@click.option("--format", "fmt", type=click.Choice(["paddle", "onnx", "pdparams"]), default="paddle", show_default=True,
-              help="paddle: the inference program; onnx: also model.onnx; pdparams: also the model's and the "
-                   "optimizer's state dicts (paddle.save pickles), for paddle.load and set_state_dict.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "paddle", "onnx", "pdparams"]), default="auto",
+              show_default=True,
+              help="auto: the Paddle inference program, and model.onnx where paddle2onnx and onnxruntime are "
+                   "installed (predict and serve then run without paddle); paddle: the program only; onnx: model.onnx "
+                   "or an error; pdparams: as auto, and the model's and the optimizer's state dicts (paddle.save "
+                   "pickles), for paddle.load and set_state_dict.")
 def export(run_dir, root, root_config, epoch, last, best, out, fmt):
     """Freeze a trained run into an inference model, checked against the trained network."""
     from mnist_kit.deploy.export import export_run
@@ -294,10 +297,19 @@ def export(run_dir, root, root_config, epoch, last, best, out, fmt):
         o = meta["onnx"]
         click.echo(f"ONNX: {meta['path']}/model.onnx, checked with {o['runtime']}: max logit difference "
                    f"{o['max_abs_logit_difference']:.2g}, {o['split']} accuracy {o['val_accuracy']:.2%}")
+    elif "onnx_skipped" in meta:
+        click.echo(f"note: no model.onnx ({meta['onnx_skipped']}); predict and serve will use Paddle Inference",
+                   err=True)
     if "pdparams" in meta:
         click.echo(f"state dicts: {meta['path']}/model.pdparams and model.pdopt (pickles: load only files you "
                    f"trust), loaded back: max logit difference {meta['pdparams']['max_abs_logit_difference']:.2g}")
     click.echo(f"predict with: mnist-kit predict --model {meta['path']} IMAGE...")
+
+
+_runtime_option = click.option(
+    "--runtime", type=click.Choice(["auto", "onnxruntime", "paddle"]), default="auto", show_default=True,
+    help="What runs the model: auto takes onnxruntime where the export holds a checked model.onnx and onnxruntime "
+         "is installed (paddle is then never imported), else Paddle Inference.")
 
 
 @cli.command()
@@ -312,18 +324,44 @@ def export(run_dir, root, root_config, epoch, last, best, out, fmt):
 @click.option("--save-preprocessed", type=click.Path(file_okay=False, path_type=Path),
               help="Write the inputs the model saw (the images after preprocessing) into this folder.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, gpu or gpu:N.")
-def predict(paths, model_dir, root, root_config, topk, min_confidence, as_json, save_preprocessed, device):
+@_runtime_option
+def predict(paths, model_dir, root, root_config, topk, min_confidence, as_json, save_preprocessed, device, runtime):
     """Predict the class of each image (files, folders or globs); any failed file makes the exit code 1."""
     from mnist_kit.deploy import predict as p
 
     model_dir = model_dir or p.newest_export(_root(root, root_config))
     results = p.predict_paths(list(paths), model_dir, topk=topk, min_confidence=min_confidence,
-                              save_preprocessed=save_preprocessed, device=device)
+                              save_preprocessed=save_preprocessed, device=device, runtime=runtime)
     click.echo(p.to_json(results) if as_json else "\n".join(p.format_result(r) for r in results))
     failed = sum("error" in r for r in results)
     if failed:
         click.echo(f"{failed} of {len(results)} file(s) failed", err=True)
         raise SystemExit(1)
+
+
+@cli.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Exported model folder (default: the newest export under --root).")
+@_root_options("the newest export")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Anything but loopback lets anyone who reaches it use the model, without "
+                   "authentication.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free port.")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Requests handled at the same time (they share one model).")
+@_runtime_option
+@click.option("--cors", metavar="ORIGIN",
+              help="Let pages of ORIGIN (e.g. http://localhost:3000, or * for any) call the API from a browser; "
+                   "off by default.")
+def serve(model_dir, root, root_config, host, port, threads, runtime, cors):
+    """Serve an exported model: a drawing pad at / and an HTTP API (POST /api/predict, /api/predict/batch,
+    GET /api/model, /healthz) until Ctrl-C."""
+    from mnist_kit.deploy import predict as p
+    from mnist_kit.deploy import serve as s
+
+    model_dir = model_dir or p.newest_export(_root(root, root_config))
+    s.serve(model_dir, host=host, port=port, threads=threads, runtime=runtime, cors=cors,
+            say=lambda m: click.echo(m, err=True))
 
 
 @cli.command()

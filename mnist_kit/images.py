@@ -7,6 +7,7 @@ Only Pillow and numpy.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -22,30 +23,39 @@ class ImageError(Exception):
     """A file that cannot be used as an image; the message says why."""
 
 
-def open_image(path: Path) -> Image.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError("not a regular file (a FIFO, socket or device)" if path.exists() else "no such file")
-    if path.stat().st_size == 0:
-        raise ImageError("the file is empty")
-    old = Image.MAX_IMAGE_PIXELS
+class TooLarge(ImageError):
+    """An image with more pixels than may be decoded."""
+
+
+def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an image file, or the bytes of one (what a client sent to ``mnist-kit serve``), refusing more
+    than ``max_pixels`` before decoding them. Raises ImageError."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if not len(source):
+            raise ImageError("the image is empty (0 bytes)")
+        path = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError("not a regular file (a FIFO, socket or device)" if path.exists() else "no such file")
+        if path.stat().st_size == 0:
+            raise ImageError("the file is empty")
+    # Pillow's own limit (Image.MAX_IMAGE_PIXELS, a global: serve decodes in several threads) stays as it is;
+    # the size is checked here from the header, before any pixel is decoded
     try:
-        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{img.width}x{img.height} pixels is too large to decode safely "
-                                 f"(limit {MAX_PIXELS:,} pixels)")
+            if img.width * img.height > max_pixels:
+                raise TooLarge(f"{img.width}x{img.height} pixels is too large to decode safely "
+                               f"(limit {max_pixels:,} pixels)")
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"too large to decode safely (limit {MAX_PIXELS:,} pixels)") from None
+        raise TooLarge(f"too large to decode safely (limit {max_pixels:,} pixels)") from None
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or damaged data
         raise ImageError(f"damaged or truncated image ({e})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
     try:
         return ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block: use the pixels as stored
@@ -102,6 +112,7 @@ def fit(img: Image.Image, size: tuple[int, int], color: str = "grayscale", resiz
     return np.asarray(out, dtype=np.uint8).copy()
 
 
-def load_image(path: Path, size: tuple[int, int], color: str = "grayscale", resize: str = "stretch") -> np.ndarray:
+def load_image(source: Path | bytes, size: tuple[int, int], color: str = "grayscale", resize: str = "stretch",
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """``open_image`` + ``fit``. Raises ImageError."""
-    return fit(open_image(path), size, color, resize)
+    return fit(open_image(source, max_pixels), size, color, resize)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import metrics, rundir, visuals
+from mnist_kit import listen, metrics, rundir, visuals
 from mnist_kit.interrupts import stop_child
 
 NUM_THRESHOLDS = 127  # the most visualdl's PR/ROC pages take
@@ -209,9 +209,6 @@ def log_prepared(logdir: Path, prepared, summary: str, counts: dict | None = Non
 
 # ---------------------------------------------------------------- the board
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def newest_graph(logdir: Path) -> Path | None:
     """The graph of the newest run under ``logdir`` (for the board's static graph page)."""
     models = [m for run in rundir.find(logdir) for m in (run.graph_model, run.legacy_graph_model) if m.is_file()]
@@ -234,32 +231,6 @@ def board_command(logdir: Path, host: str, port: int, model: Path | None) -> tup
     return argv, logdir.parent
 
 
-def _check_address(host: str, port: int) -> None:
-    """UserError unless this process could listen on ``host:port`` right now (a bad host, or a port that
-    another board or program holds)."""
-    import errno
-    import socket
-
-    from mnist_kit import UserError
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError, ValueError):
-        raise UserError(f"--host {host!r} is not an address of this machine; use 127.0.0.1 (the default), "
-                        "0.0.0.0 or one of its addresses") from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds
-        try:
-            probe.bind(address)
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise UserError(f"port {port} is in use (another board, or another program, listens there); "
-                                "choose another with --port") from None
-            raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; use 127.0.0.1 (the default) or "
-                            "one of this machine's addresses") from None
-
-
 def _drain(stream, lines) -> None:
     """Read the server's stderr as long as it runs, keeping its last lines: an unread pipe fills up and
     blocks the server (after about 60 logged errors)."""
@@ -280,8 +251,8 @@ def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path |
     logdir = Path(logdir)
     if not logdir.is_dir() or not any(logdir.rglob("vdlrecords*")):
         raise UserError(f"no VisualDL logs under {logdir}; train a run first (mnist-kit train), or pass --logdir")
-    _check_address(host, port)
-    if host not in LOOPBACK:
+    listen.check_address(host, port)
+    if host not in listen.LOOPBACK:
         say(f"warning: binding {host}: VisualDL has no authentication, so anyone who can reach this address can "
             "read every log here and upload files to the server")
     model = model or newest_graph(logdir)

@@ -5,6 +5,7 @@ Imports no training code and unpickles nothing; paddle is imported only when a p
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -35,7 +36,11 @@ def create_predictor(model: Path, params: Path, device: str = "cpu", threads: in
     about 5x the plain CPU kernels on the CNN, same logits within 1e-5) on up to 2 threads."""
     with warnings.catch_warnings(), keep_handlers():  # paddle replaces the SIGTERM handler at import
         warnings.simplefilter("ignore")
-        from paddle import inference
+        try:
+            from paddle import inference
+        except ImportError as e:
+            raise ProgramError(f"Paddle Inference is needed to run {Path(model).name} but paddle cannot be imported ({e}); "
+                               "install paddlepaddle, or export with --format onnx and install onnxruntime") from None
     config = inference.Config(str(model), str(params))
     if device.startswith("gpu"):
         config.enable_use_gpu(256, int(device.partition(":")[2] or 0))
@@ -53,9 +58,11 @@ def create_predictor(model: Path, params: Path, device: str = "cpu", threads: in
 
 
 class Program:
-    """A saved program run by Paddle Inference: normalised float32 batches in, logits out."""
+    """A saved program run by Paddle Inference: normalised float32 batches in, logits out. Calls from several
+    threads take turns (a predictor's input and output buffers are its own)."""
 
     def __init__(self, model: Path, params: Path, device: str = "cpu", threads: int | None = None):
+        self.lock = threading.Lock()
         self.predictor = create_predictor(model, params, device, threads)
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
@@ -63,7 +70,8 @@ class Program:
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Normalised float32 (N, C, H, W) -> logits (N, classes)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        self.input.reshape(list(x.shape))
-        self.input.copy_from_cpu(x)
-        self.predictor.run()
-        return self.output.copy_to_cpu()
+        with self.lock:
+            self.input.reshape(list(x.shape))
+            self.input.copy_from_cpu(x)
+            self.predictor.run()
+            return self.output.copy_to_cpu()

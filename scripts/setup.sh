@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
-[ "${1:-}" = "--test" ] && extras="[test,onnx]"  # the tests cover --format onnx too
+[ "${1:-}" = "--test" ] && extras="[test]"
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv with $($python --version)"

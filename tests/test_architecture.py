@@ -140,10 +140,11 @@ def _closure(start: str) -> set[str]:
 
 
 def test_predict_imports_no_training_code():
-    for start in ("mnist_kit.deploy.predict", "mnist_kit.deploy.inference", "mnist_kit.deploy.preprocess"):
+    for start in ("mnist_kit.deploy.predict", "mnist_kit.deploy.serve", "mnist_kit.deploy.inference",
+                  "mnist_kit.deploy.preprocess"):
         assert not _closure(start) & TRAINING, sorted(_closure(start) & TRAINING)
     # and for real, in a fresh interpreter: paddle too is left for the moment a model is loaded
-    code = ("import sys, mnist_kit.deploy.predict; "
+    code = ("import sys, mnist_kit.deploy.predict, mnist_kit.deploy.serve; "
             "print(sorted(m for m in sys.modules if m.startswith(('mnist_kit', 'paddle'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert not any(m in loaded for m in [f"'{t}'" for t in TRAINING] + ["'paddle'"]), loaded

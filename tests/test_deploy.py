@@ -153,9 +153,11 @@ def exported(font_digits, tmp_path):
 
 def test_export_writes_a_checked_self_contained_model(exported):
     names = sorted(p.name for p in exported.iterdir())
-    assert names in (["mnist_kit_model.json", "model.json", "model.pdiparams"],
-                     ["mnist_kit_model.json", "model.pdiparams", "model.pdmodel"])
+    # by default also model.onnx, checked (paddle2onnx and onnxruntime are dependencies)
+    assert names in (["mnist_kit_model.json", "model.json", "model.onnx", "model.pdiparams"],
+                     ["mnist_kit_model.json", "model.onnx", "model.pdiparams", "model.pdmodel"])
     meta = json.loads((exported / "mnist_kit_model.json").read_text())
+    assert meta["onnx"]["max_abs_logit_difference"] <= 1e-4 and meta["onnx"]["val_accuracy"] == meta["checks"]["val_accuracy"]
     run = json.loads(Path("checkpoints/digits/run.json").read_text())
     assert meta["normalization"] == run["normalization"] and meta["classes"] == [str(d) for d in range(10)]
     assert meta["input_shape"] == [None, 1, 28, 28] and meta["preprocess"] == "digit"

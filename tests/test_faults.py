@@ -82,7 +82,7 @@ def test_export_replaces_only_its_own_earlier_export(trained, tmp_path):
     first = json.loads((out / "mnist_kit_model.json").read_text())
     (out / "NOTES.md").write_text("how we deploy this\n")
     (out / "model.onnx").write_text("an earlier ONNX file, which the new paddle-only export does not have\n")
-    result = run_cli("export", "--out", out, "--epoch", 0)
+    result = run_cli("export", "--out", out, "--epoch", 0, "--format", "paddle")
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "mnist_kit_model.json").read_text())
     assert (first["source"]["epoch"], meta["source"]["epoch"]) == (1, 0)
@@ -848,8 +848,14 @@ def test_another_models_parameters_in_an_export_are_refused(trained, tmp_path):
     assert run_cli("train", *FAST, "-o", "model.name=mlp", "-o", "train.epochs=1", "--name", "mlp").exit_code == 0
     assert run_cli("export", "--run", "checkpoints/mlp", "--out", "mlp_exp").exit_code == 0
     shutil.copy(tmp_path / "mlp_exp" / "model.pdiparams", tmp_path / "exp" / "model.pdiparams")
-    result = run_cli("predict", "--model", "exp", _photo(tmp_path / "one.png"))
+    result = run_cli("predict", "--model", "exp", "--runtime", "paddle", _photo(tmp_path / "one.png"))
     assert result.exit_code == 1 and "Traceback" not in result.output and "Error:" in result.output, result.output
+    # another model's ONNX file runs (it is whole in itself), so its digest is checked against the export's
+    shutil.copy(tmp_path / "mlp_exp" / "model.onnx", tmp_path / "exp" / "model.onnx")
+    for runtime in ("auto", "onnxruntime"):
+        result = run_cli("predict", "--model", "exp", "--runtime", runtime, _photo(tmp_path / "one.png"))
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert "model.onnx is not the file export checked" in result.output, result.output
 
 
 # ---------------------------------------------------------------- 19: file names that are not UTF-8

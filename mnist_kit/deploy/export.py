@@ -1,8 +1,9 @@
 """Freeze a trained run into a self-contained inference model, and check the result against the run.
 
 An export folder holds ``model.json`` (Paddle 3; ``model.pdmodel`` with Paddle 2.6) and
-``model.pdiparams`` written by ``paddle.jit.save`` with input ``[None, C, H, W]`` float32 (with
-``--format onnx`` also ``model.onnx``, converted by paddle2onnx and checked with onnxruntime), and
+``model.pdiparams`` written by ``paddle.jit.save`` with input ``[None, C, H, W]`` float32; ``model.onnx``,
+converted by paddle2onnx and checked with onnxruntime (by default wherever both are installed: predict and
+serve then run without importing paddle); and
 ``mnist_kit_model.json``: the normalisation used in training, class names, input size and colour, data
 set, source run and checkpoint, versions, and the parity check's results. None of these files is a pickle,
 except, with ``--format pdparams``, ``model.pdparams`` and ``model.pdopt``: the model's and the
@@ -12,6 +13,7 @@ optimizer's state dicts as ``paddle.save`` writes them (pickles), what Paddle's 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -34,9 +36,26 @@ EXPORT_FILES = frozenset({META, "model.json", "model.pdmodel", "model.pdiparams"
                           "model.pdopt"})  # all it writes
 
 
+FORMATS = {  # --format: what an export holds besides the Paddle program and the metadata
+    "auto": "model.onnx where paddle2onnx and onnxruntime are installed",
+    "paddle": "nothing else",
+    "onnx": "model.onnx, or an error",
+    "pdparams": "as auto, and the state dicts model.pdparams and model.pdopt",
+}
+
+
+def onnx_tools_missing() -> str | None:
+    """Why ONNX cannot be written here (paddle2onnx or onnxruntime not installed), or None."""
+    import importlib.util
+
+    missing = [m for m in ("paddle2onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    return f"{' and '.join(missing)} not installed" if missing else None
+
+
 def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: Path | None = None,
-               fmt: str = "paddle") -> dict:
-    """Export a run's checkpoint (best by default); return the metadata written."""
+               fmt: str = "auto") -> dict:
+    """Export a run's checkpoint (best by default); return the metadata written. ``fmt``: see FORMATS; with
+    auto, an ONNX model that cannot be written or fails its check is left out, and ``onnx_skipped`` says why."""
     run = RunDir(run)
     trained = evaluate.load_trained(run, epoch, last, device="cpu")
     cfg, ckpt_path, state, splits, model = trained.cfg, trained.path, trained.state, trained.splits, trained.model
@@ -44,12 +63,12 @@ def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: P
     out = Path(out) if out else run.export_dir(ckpt_path.stem)
     out = out.resolve() if out.is_symlink() else out  # a link to a folder: export into that folder
     _check_target(out)
-    if fmt == "onnx":
-        try:
-            import onnxruntime  # noqa: F401
-            import paddle2onnx  # noqa: F401
-        except ImportError:
-            raise UserError("--format onnx needs paddle2onnx and onnxruntime: pip install 'mnist-kit[onnx]'") from None
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    onnx_missing = None if fmt == "paddle" else onnx_tools_missing()
+    if fmt == "onnx" and onnx_missing:
+        raise UserError(f"--format onnx needs paddle2onnx and onnxruntime ({onnx_missing}): "
+                        "pip install 'mnist-kit[onnx]'")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(out.parent, keep=lambda p: not p.is_dir() or any(
@@ -77,11 +96,12 @@ def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: P
             "versions": versions(),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
-        meta["checks"] = _check(tmp, model, splits)
-        if fmt == "onnx":
-            meta["onnx"] = _to_onnx(tmp, model, splits)
+        reference = Reference(model, splits)
+        meta["checks"] = reference.compare("exported model", inference.Predictor(tmp, runtime="paddle").logits)
+        if fmt != "paddle":
+            meta.update(_onnx(tmp, reference, required=fmt == "onnx", missing=onnx_missing))
         if fmt == "pdparams":
-            meta["pdparams"] = _to_pdparams(tmp, cfg, state, model, splits)
+            meta["pdparams"] = _to_pdparams(tmp, cfg, state, reference)
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         faults.hit("export", 0)
         _check_target(out)  # again: the folder may have changed while the export was checked
@@ -134,34 +154,41 @@ def _check_split(splits: Splits) -> tuple[str, np.ndarray, np.ndarray]:
     raise UserError("there are no images to check the export on")
 
 
-def _compare(what: str, logits_of, model, splits: Splits) -> dict:
-    """``logits_of`` (normalised batch -> logits) must give the trained network's logits on PARITY_IMAGES
-    validation images within TOLERANCE, and its validation accuracy; otherwise UserError."""
-    split, x, y = _check_split(splits)
-    sample = splits.norm.apply(x[:PARITY_IMAGES])
-    trained = evaluate.eager(model)
-    diff = float(np.abs(logits_of(sample) - trained(sample)).max())
-    if not diff <= TOLERANCE:
-        raise UserError(f"the {what} disagrees with the trained network: max logit difference {diff:.3g} "
-                        f"> {TOLERANCE:g} on {len(sample)} {split} images; the export was not kept")
-    trained_logits, _ = evaluate.predict(trained, Batches(x, y, 1000, splits.norm))
-    predicted = np.concatenate([logits_of(splits.norm.apply(x[i:i + 1000])).argmax(1)
-                                for i in range(0, len(x), 1000)])
-    trained_acc, acc = float((trained_logits.argmax(1) == y).mean()), float((predicted == y).mean())
-    if acc != trained_acc:
-        raise UserError(f"the {what}'s {split} accuracy {acc:.4%} differs from the checkpoint's "
-                        f"{trained_acc:.4%}; the export was not kept")
-    # val_*: on the validation split, unless "split" names another (a run without one)
-    return {"max_abs_logit_difference": diff, "tolerance": TOLERANCE, "parity_images": len(sample),
-            "val_accuracy": acc, "val_accuracy_checkpoint": trained_acc, "val_images": int(len(y)), "split": split}
+class Reference:
+    """The trained network's answers on the check split, computed once; ``compare`` holds an exported form of
+    the network to them."""
+
+    def __init__(self, model, splits: Splits):
+        self.split, x, self.y = _check_split(splits)
+        self.norm, self.input_shape = splits.norm, splits.prepared.input_shape
+        self.x = x
+        self.sample = splits.norm.apply(x[:PARITY_IMAGES])
+        trained = evaluate.eager(model)
+        self.sample_logits = trained(self.sample)
+        logits, _ = evaluate.predict(trained, Batches(x, self.y, 1000, splits.norm))
+        self.accuracy = float((logits.argmax(1) == self.y).mean())
+
+    def compare(self, what: str, logits_of) -> dict:
+        """``logits_of`` (normalised batch -> logits) must give the trained network's logits on PARITY_IMAGES
+        images within TOLERANCE, and its accuracy; otherwise UserError."""
+        diff = float(np.abs(logits_of(self.sample) - self.sample_logits).max())
+        if not diff <= TOLERANCE:
+            raise UserError(f"the {what} disagrees with the trained network: max logit difference {diff:.3g} "
+                            f"> {TOLERANCE:g} on {len(self.sample)} {self.split} images; the export was not kept")
+        x = self.x
+        predicted = np.concatenate([logits_of(self.norm.apply(x[i:i + 1000])).argmax(1)
+                                    for i in range(0, len(x), 1000)])
+        acc = float((predicted == self.y).mean())
+        if acc != self.accuracy:
+            raise UserError(f"the {what}'s {self.split} accuracy {acc:.4%} differs from the checkpoint's "
+                            f"{self.accuracy:.4%}; the export was not kept")
+        # val_*: on the validation split, unless "split" names another (a run without one)
+        return {"max_abs_logit_difference": diff, "tolerance": TOLERANCE, "parity_images": len(self.sample),
+                "val_accuracy": acc, "val_accuracy_checkpoint": self.accuracy, "val_images": int(len(self.y)),
+                "split": self.split}
 
 
-def _check(folder: Path, model, splits: Splits) -> dict:
-    """The exported model, run by Paddle Inference, against the trained network."""
-    return _compare("exported model", inference.Predictor(folder).logits, model, splits)
-
-
-def _to_pdparams(folder: Path, cfg: dict, state: dict, model, splits: Splits) -> dict:
+def _to_pdparams(folder: Path, cfg: dict, state: dict, reference: Reference) -> dict:
     """``model.pdparams`` and ``model.pdopt``: the state dicts of the model and of its optimizer, as Paddle
     itself saves them, keyed as a fresh process that builds the model names its parameters; checked by
     loading them back into a new model."""
@@ -169,7 +196,7 @@ def _to_pdparams(folder: Path, cfg: dict, state: dict, model, splits: Splits) ->
     from mnist_kit.models import build_model, load_weights
     from mnist_kit.runtime import paddle
 
-    shape, k = splits.prepared.input_shape, len(splits.prepared.classes)
+    shape, k = reference.input_shape, len(state["classes"])
     with paddle.utils.unique_name.guard():  # parameter names from 0, as in a new process: the optimizer's keys
         fresh = build_model(cfg["model"], shape, k)
     load_weights(fresh, state["model"], "the checkpoint")
@@ -178,28 +205,70 @@ def _to_pdparams(folder: Path, cfg: dict, state: dict, model, splits: Splits) ->
     loaded = build_model(cfg["model"], shape, k)
     loaded.set_state_dict(paddle.load(str(folder / "model.pdparams")))
     loaded.eval()
-    checks = _compare("model.pdparams state dict", evaluate.eager(loaded), model, splits)
+    checks = reference.compare("model.pdparams state dict", evaluate.eager(loaded))
     return {"model": "model.pdparams", "optimizer": "model.pdopt", "optimizer_name": cfg["optimizer"]["name"],
             "pickle": True, **checks}
 
 
-def _to_onnx(folder: Path, model, splits: Splits) -> dict:
-    """Convert the Paddle export to ``model.onnx`` and check it with onnxruntime, as the Paddle one is checked."""
-    import os
+def _onnx(folder: Path, reference: Reference, required: bool, missing: str | None) -> dict:
+    """``{"onnx": checks}``; or, where ONNX was not asked for and cannot be written or fails its check,
+    ``{"onnx_skipped": why}`` (the export stands without it)."""
+    if missing:
+        return {"onnx_skipped": missing}
+    try:
+        return {"onnx": _to_onnx(folder, reference)}
+    except UserError as e:
+        if required:
+            raise
+        (folder / inference.ONNX).unlink(missing_ok=True)
+        return {"onnx_skipped": str(e)}
 
-    import onnxruntime as ort
+
+def _to_onnx(folder: Path, reference: Reference) -> dict:
+    """Convert the Paddle export to ``model.onnx`` and check it with onnxruntime, as the Paddle one is checked."""
     import paddle2onnx
 
     program, params = inference.model_files(folder)
-    # optimize_tool="None": the default optimiser pip-installs a package at run time, which fails offline
-    paddle2onnx.export(str(program), str(params), save_file=str(folder / "model.onnx"),
-                       opset_version=13, optimize_tool="None", verbose=False)
-    if not (folder / "model.onnx").is_file():
-        raise UserError("paddle2onnx did not write model.onnx; the export was not kept")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = min(2, os.cpu_count() or 1)
-    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    checks = _compare("ONNX model", lambda batch: session.run(None, {name: batch})[0], model, splits)
-    return {"file": "model.onnx", "opset": 13, "runtime": f"onnxruntime {ort.__version__}", **checks}
+    target = folder / inference.ONNX
+    with _quiet() as said:  # paddle2onnx prints its progress on stdout, from C++ and Python; said: what it printed
+        try:
+            # optimize_tool="None": the default optimiser pip-installs a package at run time, which fails offline
+            paddle2onnx.export(str(program), str(params), save_file=str(target), opset_version=13,
+                               optimize_tool="None", verbose=False)
+        except Exception as e:  # noqa: BLE001 - paddle2onnx raises assorted types for operators it lacks
+            raise UserError(f"paddle2onnx cannot convert the model: {str(e).strip()[-300:] or type(e).__name__}") from None
+    if not target.is_file():
+        last = [line for line in "".join(said).splitlines() if line.strip()][-1:]
+        raise UserError("paddle2onnx did not write model.onnx" + (f" ({last[0][:300]})" if last else "")
+                        + "; the export was not kept")
+    network = inference.OnnxProgram(target)
+    checks = reference.compare("ONNX model", network.logits)
+    return {"file": inference.ONNX, "opset": 13, "runtime": f"onnxruntime {network.version}",
+            "sha256": digest(target), **checks}
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Send file descriptors 1 and 2 (C++ output included) to a temporary file; yields a list that holds what
+    was written once the block ends."""
+    import sys
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile("w+b") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        said: list[str] = []
+        try:
+            yield said
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            log.seek(0)
+            said.append(log.read().decode(errors="replace"))
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])

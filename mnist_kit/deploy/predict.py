@@ -13,7 +13,7 @@ import numpy as np
 from mnist_kit import rundir
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.preprocess import ImageError, preprocess
-from mnist_kit.images import IMAGE_SUFFIXES, load_image
+from mnist_kit.images import IMAGE_SUFFIXES, MAX_PIXELS, load_image
 
 
 def newest_export(root: Path) -> Path:
@@ -50,18 +50,33 @@ def expand(paths: list[str]) -> list[tuple[str, Path | None, str | None]]:
     return out
 
 
-def predict_paths(paths: list[str], model_dir: Path, topk: int = 3, min_confidence: float = 0.6,
-                  save_preprocessed: Path | None = None, device: str = "cpu") -> list[dict]:
-    """One result per image: the class, its probability and the top-k, or the error for that file."""
-    predictor = inference.Predictor(model_dir, device=device)
-    classes = predictor.meta["classes"]
-    style = predictor.meta.get("preprocess", "digit")
+def reader(meta: dict, max_pixels: int = MAX_PIXELS):
+    """The function that brings an image file (or its bytes) to the form of the export's training images:
+    uint8 (H, W) or (H, W, 3). It raises ImageError (TooLarge beyond ``max_pixels``)."""
+    style = meta.get("preprocess", "digit")
     if style == "folder":  # trained on an image folder: read each image as prepare read the training images
-        image = predictor.meta["image"]
-        read = functools.partial(load_image, size=tuple(image["image_size"]), color=image["color"],
-                                 resize=image["resize"])
-    else:  # MNIST or Fashion-MNIST: find the digit or object and frame it as those data sets do
-        read = functools.partial(preprocess, style=style)
+        image = meta["image"]
+        return functools.partial(load_image, size=tuple(image["image_size"]), color=image["color"],
+                                 resize=image["resize"], max_pixels=max_pixels)
+    # MNIST or Fashion-MNIST: find the digit or object and frame it as those data sets do
+    return functools.partial(preprocess, style=style, max_pixels=max_pixels)
+
+
+def answer(p: np.ndarray, classes: list[str], topk: int = 3, min_confidence: float = 0.6) -> dict:
+    """The prediction for one image's probabilities ``p``: class, label, probability, low_confidence, top."""
+    order = np.argsort(-p, kind="stable")[:min(topk, len(classes))]
+    best = int(order[0])
+    return {"class": best, "label": classes[best], "probability": float(p[best]),
+            "low_confidence": bool(p[best] < min_confidence),
+            "top": [{"class": int(c), "label": classes[c], "probability": float(p[c])} for c in order]}
+
+
+def predict_paths(paths: list[str], model_dir: Path, topk: int = 3, min_confidence: float = 0.6,
+                  save_preprocessed: Path | None = None, device: str = "cpu", runtime: str = "auto") -> list[dict]:
+    """One result per image: the class, its probability and the top-k, or the error for that file."""
+    predictor = inference.Predictor(model_dir, device=device, runtime=runtime)
+    classes = predictor.meta["classes"]
+    read = reader(predictor.meta)
     results, images, slots = [], [], []
     for name, path, error in expand(paths):
         result = {"file": name}
@@ -82,14 +97,8 @@ def predict_paths(paths: list[str], model_dir: Path, topk: int = 3, min_confiden
             target = save_preprocessed / f"{i:04d}_{Path(results[i]['file']).stem}.png"
             Image.fromarray(img, "L" if img.ndim == 2 else "RGB").save(target)
     probs = predictor.probabilities(np.stack(images)) if images else np.zeros((0, len(classes)))
-    k = min(topk, len(classes))
     for i, p in zip(slots, probs):
-        order = np.argsort(-p)[:k]
-        best = int(order[0])
-        results[i].update({"class": best, "label": classes[best], "probability": float(p[best]),
-                           "low_confidence": bool(p[best] < min_confidence),
-                           "top": [{"class": int(c), "label": classes[c], "probability": float(p[c])}
-                                   for c in order]})
+        results[i].update(answer(p, classes, topk, min_confidence))
     return results
 
 

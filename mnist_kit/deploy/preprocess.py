@@ -148,9 +148,9 @@ def mnist_style(ink: np.ndarray, style: str = "digit") -> np.ndarray:
 MAX_SIDE = 2048  # larger photos are reduced first: the digit is found as well, in a fraction of the memory
 
 
-def preprocess(path: Path, style: str = "digit") -> np.ndarray:
-    """A file -> uint8 (28, 28), white on black, framed like the training data. Raises ImageError."""
-    img = open_image(path)
+def preprocess(source: Path | bytes, style: str = "digit", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A file (or its bytes) -> uint8 (28, 28), white on black, framed like the training data. Raises ImageError."""
+    img = open_image(source, max_pixels)
     if max(img.size) > MAX_SIDE:
         img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.NEAREST if img.mode in HIGH_DEPTH_MODES
                       else Image.Resampling.BOX)

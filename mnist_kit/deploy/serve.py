@@ -1,0 +1,241 @@
+"""``mnist-kit serve``: a drawing pad and an HTTP API on an exported model.
+
+    GET  /                    the drawing pad (static files of this package only: it works offline)
+    POST /api/predict         one image, as a multipart file or as the raw body -> JSON
+    POST /api/predict/batch   several images as multipart files -> {"results": [...]}
+    GET  /api/model           the export's metadata, the runtime and the limits
+    GET  /healthz             {"status": "ok"}
+
+Images are read and preprocessed exactly as ``mnist-kit predict`` reads files (``predict.reader``) and answered
+as it answers (``predict.answer``). Nothing a client sends is ever taken as a path. Flask routes the requests;
+waitress, a production WSGI server, runs them on N threads that share one predictor. Imports no training code.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+from flask import Flask, Response, jsonify, request, send_from_directory
+from werkzeug.exceptions import HTTPException
+
+from mnist_kit import UserError, listen
+from mnist_kit.deploy import inference
+from mnist_kit.deploy.predict import answer, reader
+from mnist_kit.images import ImageError, TooLarge
+
+STATIC = Path(__file__).with_name("static")
+MAX_BODY = 10 * 1024 * 1024  # bytes in one request; more is answered 413
+MAX_PIXELS = 25_000_000  # pixels in one image (a 6,000 x 4,000 photo); more is answered 413 before decoding
+MAX_BATCH = 64  # images in one batch request
+RAW_TYPES = ("image/", "application/octet-stream")  # content types of a raw image body
+# the page may load only this server's own files: no CDN, no remote fonts, scripts or images
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+       "form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+log = logging.getLogger("mnist_kit.serve")
+
+
+class BadRequest(Exception):
+    """A request the client can fix: answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def model_facts(predictor: inference.Predictor) -> dict:
+    """What ``GET /api/model`` answers: the export's metadata (the source run by name only: the server's
+    folders are not a client's business), the runtime and the server's limits."""
+    meta = dict(predictor.meta)
+    source = dict(meta.get("source") or {})
+    if "run" in source:
+        source["run"] = Path(str(source["run"])).name
+    meta["source"] = source
+    meta["export"] = predictor.folder.name
+    meta["runtime"] = predictor.runtime
+    meta["limits"] = {"max_body_bytes": MAX_BODY, "max_pixels": MAX_PIXELS, "max_batch": MAX_BATCH}
+    return meta
+
+
+class Service:
+    """What the API does, on one predictor shared by the server's threads."""
+
+    def __init__(self, predictor: inference.Predictor, min_confidence: float = 0.6):
+        self.predictor = predictor
+        self.classes = predictor.meta["classes"]
+        self.read = reader(predictor.meta, MAX_PIXELS)  # exactly as mnist-kit predict reads a file
+        self.facts = model_facts(predictor)
+        self.min_confidence = min_confidence
+
+    def options(self, args) -> tuple[int, float, bool]:
+        """topk, min_confidence and input (also answer the image the model saw) from the query string."""
+        try:
+            topk = int(args.get("topk", 3))
+            low = float(args.get("min_confidence", self.min_confidence))
+        except ValueError:
+            raise BadRequest("topk must be an integer and min_confidence a number") from None
+        if not (1 <= topk and 0 <= low <= 1 and math.isfinite(low)):
+            raise BadRequest("topk must be at least 1 and min_confidence between 0 and 1")
+        return min(topk, len(self.classes)), low, args.get("input", "0") not in ("0", "false", "")
+
+    def decode(self, data: bytes, name: str) -> np.ndarray:
+        try:
+            return self.read(data)
+        except TooLarge as e:
+            raise BadRequest(f"{name}: {e}", 413) from None
+        except ImageError as e:
+            raise BadRequest(f"{name}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - a hostile file may break the decoder in other ways
+            log.exception("reading %s failed", name)
+            raise BadRequest(f"{name}: cannot read this image ({type(e).__name__})") from None
+
+    def answers(self, images: list[np.ndarray], args) -> list[dict]:
+        topk, low, with_input = self.options(args)
+        probs = self.predictor.probabilities(np.stack(images)) if images else []
+        out = []
+        for image, p in zip(images, probs):
+            out.append(answer(p, self.classes, topk, low))
+            if with_input:
+                out[-1]["input"] = png_data_url(image)
+        return out
+
+    def predict_one(self, req) -> dict:
+        self.options(req.args)  # a bad query is answered before the image is read
+        if req.mimetype == "multipart/form-data":
+            files = [f for _, f in req.files.items(multi=True)]
+            if len(files) != 1:
+                raise BadRequest(f"send one image as a file field (this form holds {len(files)} files); "
+                                 "for several, POST them to /api/predict/batch")
+            data, name = files[0].read(), files[0].filename or files[0].name
+        elif req.mimetype.startswith(RAW_TYPES):
+            data, name = req.get_data(cache=False), "the body"
+        else:
+            raise BadRequest("send an image as the body (Content-Type image/png, image/jpeg, ... or "
+                             "application/octet-stream) or as a multipart/form-data file, not "
+                             f"{req.mimetype or 'a body without Content-Type'}", 415)
+        return self.answers([self.decode(data, name)], req.args)[0]
+
+    def predict_batch(self, req) -> dict:
+        self.options(req.args)
+        if req.mimetype != "multipart/form-data":
+            raise BadRequest("send the images as files of a multipart/form-data body", 415)
+        files = [f for _, f in req.files.items(multi=True)]
+        if not files:
+            raise BadRequest("the form holds no files; send each image as a file field")
+        if len(files) > MAX_BATCH:
+            raise BadRequest(f"{len(files)} images in one request; at most {MAX_BATCH}", 413)
+        results, images = [], []
+        for f in files:
+            name = f.filename or f.name
+            try:
+                images.append(self.decode(f.read(), name))
+                results.append({"file": name})
+            except BadRequest as e:  # one bad file does not fail the others, as in mnist-kit predict
+                results.append({"file": name, "error": str(e).partition(": ")[2]})
+        for r, a in zip([r for r in results if "error" not in r], self.answers(images, req.args)):
+            r.update(a)
+        return {"results": results}
+
+
+def create_app(predictor: inference.Predictor, cors: str | None = None) -> Flask:
+    """The Flask application on ``predictor`` (which may be called from several threads at once). ``cors``: an
+    origin allowed to call the API from its pages ("*" for any); None sends no CORS headers."""
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.json.sort_keys = False
+    service = Service(predictor)
+    routes = {  # rule: (endpoint, method, view)
+        "/": ("page", "GET", lambda: _no_cache(send_from_directory(STATIC, "index.html"))),
+        # send_from_directory refuses any name outside STATIC
+        "/static/<path:name>": ("static", "GET", lambda name: _no_cache(send_from_directory(STATIC, name))),
+        "/healthz": ("healthz", "GET", lambda: {"status": "ok", "runtime": predictor.runtime}),
+        "/api/model": ("model", "GET", lambda: service.facts),
+        "/api/predict": ("predict", "POST", lambda: service.predict_one(request)),
+        "/api/predict/batch": ("batch", "POST", lambda: service.predict_batch(request)),
+    }
+    for rule, (endpoint, method, view) in routes.items():
+        app.add_url_rule(rule, endpoint, view, methods=[method])
+
+    @app.errorhandler(BadRequest)
+    def bad_request(e: BadRequest):
+        return jsonify(error=str(e)), e.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        messages = {404: f"nothing at {request.path}; the API is POST /api/predict, POST /api/predict/batch, "
+                         "GET /api/model and GET /healthz",
+                    413: f"the request body is larger than {MAX_BODY // (1024 * 1024)} MB"}
+        return jsonify(error=messages.get(e.code, e.description)), e.code
+
+    @app.errorhandler(Exception)
+    def internal_error(e: Exception):  # a bug of ours: logged here, never a traceback to the client
+        log.exception("request %s %s failed", request.method, request.path)
+        return jsonify(error="internal error; the server's log has the details"), 500
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if cors and request.path.startswith("/api/"):
+            response.headers.update({"Access-Control-Allow-Origin": cors, "Vary": "Origin",
+                                     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                                     "Access-Control-Allow-Headers": "Content-Type"})
+        return response
+
+    return app
+
+
+def _no_cache(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-cache"  # a new version of the package is seen at once
+    return response
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """A uint8 image as a ``data:image/png;base64,...`` URL (the input the model saw, for the page)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image, "L" if image.ndim == 2 else "RGB").save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: int = 4, runtime: str = "auto",
+          cors: str | None = None, say=print, started=None) -> None:
+    """Serve the export in ``model_dir`` until Ctrl-C or SIGTERM; ``started(url)`` is called once it listens."""
+    import waitress
+
+    listen.check_address(host, port)
+    # one thread per prediction: the requests of N clients run side by side on the server's threads
+    predictor = inference.Predictor(model_dir, runtime=runtime, threads=1)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" under load: not a fault
+    if host not in listen.LOOPBACK:
+        say(f"warning: binding {host}: the server has no authentication, so anyone who can reach this address "
+            "can send it images and read the model's metadata")
+    app = create_app(predictor, cors=cors)
+    try:  # the body limit backs up Flask's: beyond it waitress answers 413 itself, before buffering more
+        server = waitress.create_server(app, host=host, port=port, threads=threads, ident="mnist-kit",
+                                        max_request_body_size=4 * MAX_BODY, clear_untrusted_proxy_headers=True)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{server.effective_port}/"
+    meta = predictor.meta
+    accuracy = (meta.get("checks") or {}).get("val_accuracy")
+    say(f"serving {Path(model_dir)} ({meta.get('dataset')}, {len(meta['classes'])} classes"
+        + (f", {accuracy:.2%} {meta['checks'].get('split', 'validation')} accuracy" if accuracy is not None else "")
+        + f") on {predictor.runtime} with {threads} threads at {url}; press Ctrl-C to stop")
+    if started is not None:
+        started(url)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop listening, let requests in progress end, end normally
+        pass
+    finally:
+        server.close()
+        server.task_dispatcher.shutdown(timeout=5)
+    say("stopped")

@@ -1,0 +1,32 @@
+"""Addresses a server of mnist-kit (the board, serve) may listen on: checked before it starts, with one clear
+error for a bad host or a port in use."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from mnist_kit import UserError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_address(host: str, port: int) -> None:
+    """UserError unless this process could listen on ``host:port`` right now (a bad host, or a port that
+    another board or program holds)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError):
+        raise UserError(f"--host {host!r} is not an address of this machine; use 127.0.0.1 (the default), "
+                        "0.0.0.0 or one of its addresses") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds
+        try:
+            probe.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} is in use (another server or program listens there); "
+                                "choose another with --port") from None
+            raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; use 127.0.0.1 (the default) or "
+                            "one of this machine's addresses") from None

@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Draw digits on the drawing pad of ``mnist-kit serve`` in headless Chromium, as a person would with a mouse
+(press, move, release), and read what the page answers. Waits in real time (DevTools protocol).
+
+    .venv/bin/python scripts/pad_check.py URL [--digits 0,1,2,3,4,7] [--screenshot docs/serve/pad.png]
+
+Used by tests/test_serve_browser.py; the screenshot in the README is made with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from browser import chromium  # noqa: E402
+
+# Each digit as a person draws it: strokes of points in the pad's unit square (x right, y down).
+STROKES = {
+    0: [[(0.5 + 0.2 * math.sin(t / 24 * 2 * math.pi), 0.5 - 0.3 * math.cos(t / 24 * 2 * math.pi)) for t in range(25)]],
+    1: [[(0.4, 0.3), (0.53, 0.18), (0.53, 0.82)]],
+    2: [[(0.3, 0.32), (0.36, 0.22), (0.5, 0.17), (0.64, 0.22), (0.68, 0.34), (0.62, 0.47), (0.3, 0.8), (0.72, 0.8)]],
+    3: [[(0.3, 0.24), (0.45, 0.17), (0.62, 0.2), (0.67, 0.32), (0.6, 0.44), (0.46, 0.48), (0.62, 0.53), (0.69, 0.66),
+         (0.62, 0.79), (0.45, 0.83), (0.3, 0.77)]],
+    4: [[(0.6, 0.82), (0.6, 0.18), (0.26, 0.62), (0.76, 0.62)]],
+    7: [[(0.28, 0.2), (0.72, 0.2), (0.44, 0.82)]],
+}
+VIEWPORT = {"width": 1200, "height": 820}
+
+
+def draw(page, digit: int) -> None:
+    """Draw ``digit`` on the pad with mouse events (press, moves, release per stroke)."""
+    box = page.locator("#canvas").bounding_box()
+    inset = 0.1  # a person leaves some margin
+    for stroke in STROKES[digit]:
+        points = [(box["x"] + box["width"] * (inset + (1 - 2 * inset) * x),
+                   box["y"] + box["height"] * (inset + (1 - 2 * inset) * y)) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for p in points[1:]:
+            page.mouse.move(*p, steps=6)
+        page.mouse.up()
+
+
+def answer(page, timeout: float = 20) -> dict:
+    """The page's answer to the drawing sent last: waits (in real time) until it is shown."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = page.evaluate("""() => ({sent: document.body.dataset.sent, answered: document.body.dataset.answered,
+            label: document.getElementById('label').textContent, cls: document.getElementById('label').dataset.class,
+            probability: document.getElementById('probability').textContent,
+            bars: [...document.querySelectorAll('#bars li')].map(li => [li.querySelector('.name').textContent,
+                    li.querySelector('.value').textContent]),
+            input: document.getElementById('input').naturalWidth,
+            status: document.getElementById('status').textContent})""")
+        if state["sent"] and state["sent"] == state["answered"] and state["status"].startswith("Read "):
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"the page showed no answer within {timeout} s: {state}")
+
+
+def check_pad(url: str, digits=(0, 1, 2, 3, 4, 7), screenshot: Path | None = None) -> list[dict]:
+    """Draw each digit on a cleared pad and read the answer; one dict per digit (drawn, read, bars, ...),
+    plus the URLs the page requested (all must be this server's)."""
+    results = []
+    with chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
+        requested = []
+        page.on("request", lambda r: requested.append(r.url))
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+        for d in digits:
+            page.click("#clear")
+            draw(page, d)
+            got = answer(page)
+            results.append({"drawn": d, "read": got["label"], "class": got["cls"], "probability": got["probability"],
+                            "bars": got["bars"], "input_width": got["input"]})
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot))
+        foreign = [u for u in requested if not (u.startswith(url.rstrip("/")) or u.startswith(("data:", "blob:")))]
+        results.append({"foreign_requests": foreign, "requests": len(requested)})
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("url")
+    ap.add_argument("--digits", default="0,1,2,3,4,7")
+    ap.add_argument("--screenshot", type=Path)
+    args = ap.parse_args()
+    results = check_pad(args.url, [int(d) for d in args.digits.split(",")], args.screenshot)
+    for r in results[:-1]:
+        print(f"drew {r['drawn']}: read {r['read']} ({r['probability']}); bars {r['bars'][:3]}")
+    print(results[-1])
+    return 0 if all(str(r["drawn"]) == r["read"] for r in results[:-1]) and not results[-1]["foreign_requests"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
