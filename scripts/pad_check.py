@@ -24,14 +24,14 @@ from browser import chromium  # noqa: E402
 # Each digit as a person draws it: strokes of points in the pad's unit square (x right, y down).
 STROKES = {
     0: [[(0.5 + 0.2 * math.sin(t / 24 * 2 * math.pi), 0.5 - 0.3 * math.cos(t / 24 * 2 * math.pi)) for t in range(25)]],
-    1: [[(0.4, 0.3), (0.53, 0.18), (0.53, 0.82)]],
+    1: [[(0.52, 0.18), (0.5, 0.82)]],
     2: [[(0.3, 0.32), (0.36, 0.22), (0.5, 0.17), (0.64, 0.22), (0.68, 0.34), (0.62, 0.47), (0.3, 0.8), (0.72, 0.8)]],
     3: [[(0.3, 0.24), (0.45, 0.17), (0.62, 0.2), (0.67, 0.32), (0.6, 0.44), (0.46, 0.48), (0.62, 0.53), (0.69, 0.66),
          (0.62, 0.79), (0.45, 0.83), (0.3, 0.77)]],
     4: [[(0.6, 0.82), (0.6, 0.18), (0.26, 0.62), (0.76, 0.62)]],
     7: [[(0.28, 0.2), (0.72, 0.2), (0.44, 0.82)]],
 }
-VIEWPORT = {"width": 1200, "height": 820}
+VIEWPORT = {"width": 1200, "height": 600}
 
 
 def draw(page, digit: int) -> None:
@@ -46,6 +46,24 @@ def draw(page, digit: int) -> None:
         for p in points[1:]:
             page.mouse.move(*p, steps=6)
         page.mouse.up()
+
+
+def live(page, pause: float = 0.6) -> dict:
+    """Press, draw half a 7, and hold still (button down) for ``pause`` s: the page must already have sent
+    the drawing and shown an answer (the debounced live prediction); then release."""
+    box = page.locator("#canvas").bounding_box()
+    at = lambda x, y: (box["x"] + box["width"] * x, box["y"] + box["height"] * y)  # noqa: E731
+    page.click("#clear")
+    before = page.evaluate("() => +(document.body.dataset.sent || 0)")
+    page.mouse.move(*at(0.25, 0.25))
+    page.mouse.down()
+    page.mouse.move(*at(0.75, 0.25), steps=8)
+    time.sleep(pause)
+    during = page.evaluate("() => ({sent: +(document.body.dataset.sent || 0), answered: document.body.dataset.answered,"
+                           " label: document.getElementById('label').textContent})")
+    page.mouse.move(*at(0.45, 0.85), steps=8)
+    page.mouse.up()
+    return {"sent_before": before, **during}
 
 
 def answer(page, timeout: float = 20) -> dict:
@@ -65,9 +83,12 @@ def answer(page, timeout: float = 20) -> dict:
     raise AssertionError(f"the page showed no answer within {timeout} s: {state}")
 
 
-def check_pad(url: str, digits=(0, 1, 2, 3, 4, 7), screenshot: Path | None = None) -> list[dict]:
-    """Draw each digit on a cleared pad and read the answer; one dict per digit (drawn, read, bars, ...),
-    plus the URLs the page requested (all must be this server's)."""
+def check_pad(url: str, digits=(0, 1, 2, 3, 4, 7), screenshot: Path | None = None, dark_digits=(),
+              photos=()) -> list[dict]:
+    """Draw each digit on a cleared pad and read the answer; then each of ``dark_digits`` in black ink on
+    white; then send each photo (path, digit) through the page's file input. One dict per digit or photo
+    (drawn, read, bars, ...), after one of the live check (``live``), and last the URLs the page requested
+    that are not this server's."""
     results = []
     with chromium() as browser:
         page = browser.new_page(viewport=VIEWPORT)
@@ -75,6 +96,7 @@ def check_pad(url: str, digits=(0, 1, 2, 3, 4, 7), screenshot: Path | None = Non
         page.on("request", lambda r: requested.append(r.url))
         page.goto(url)
         page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+        results.append({"live": live(page)})
         for d in digits:
             page.click("#clear")
             draw(page, d)
@@ -84,6 +106,21 @@ def check_pad(url: str, digits=(0, 1, 2, 3, 4, 7), screenshot: Path | None = Non
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot))
+        page.select_option("#ink", "dark")
+        for d in dark_digits:
+            page.click("#clear")
+            draw(page, d)
+            got = answer(page)
+            corner = page.evaluate("() => Array.from(document.getElementById('canvas').getContext('2d')"
+                                   ".getImageData(2, 2, 1, 1).data)")
+            results.append({"drawn": d, "ink": "dark", "read": got["label"], "probability": got["probability"],
+                            "bars": got["bars"], "input_width": got["input"], "corner": corner})
+        for path, d in photos:
+            page.set_input_files("#file", str(path))
+            got = answer(page)
+            results.append({"drawn": d, "photo": Path(path).name, "read": got["label"], "bars": got["bars"],
+                            "probability": got["probability"], "input_width": got["input"],
+                            "shown": page.is_visible("#photo")})
         foreign = [u for u in requested if not (u.startswith(url.rstrip("/")) or u.startswith(("data:", "blob:")))]
         results.append({"foreign_requests": foreign, "requests": len(requested)})
     return results
@@ -96,10 +133,11 @@ def main() -> int:
     ap.add_argument("--screenshot", type=Path)
     args = ap.parse_args()
     results = check_pad(args.url, [int(d) for d in args.digits.split(",")], args.screenshot)
-    for r in results[:-1]:
+    print("while drawing:", results[0]["live"])
+    for r in results[1:-1]:
         print(f"drew {r['drawn']}: read {r['read']} ({r['probability']}); bars {r['bars'][:3]}")
     print(results[-1])
-    return 0 if all(str(r["drawn"]) == r["read"] for r in results[:-1]) and not results[-1]["foreign_requests"] else 1
+    return 0 if all(str(r["drawn"]) == r["read"] for r in results[1:-1]) and not results[-1]["foreign_requests"] else 1
 
 
 if __name__ == "__main__":

@@ -194,3 +194,23 @@ def http_server():
     for s in servers:
         s.shutdown()
         s.server_close()
+
+
+# ---------------------------------------------------------------- a model that reads drawn digits
+
+@pytest.fixture(scope="session")
+def digit_export(tmp_path_factory):
+    """An export (with model.onnx) of the default CNN trained on digits rendered from 30 fonts
+    (scripts/font_digits.py): it reads digits drawn with a mouse. Made once per session, in about 20 s."""
+    base = tmp_path_factory.mktemp("digit_export")
+    made = subprocess.run([sys.executable, str(REPO / "scripts" / "font_digits.py"), str(base / "idx"),
+                           "--train", "4000", "--test", "500"], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    env = {"MNIST_KIT_DATA": str(base / "data")}
+    for args in (["prepare", "--from-dir", base / "idx", "--no-verify"],
+                 ["train", "-o", "data.val_size=500", "-o", "train.epochs=4", "-o", "output.visualdl=false",
+                  "-o", "log.graph=false", "-o", f"output.root={base / 'runs'}", "--name", "digits"],
+                 ["export", "--run", base / "runs" / "digits", "--out", base / "export"]):
+        result = run_subprocess(*args, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return base / "export"

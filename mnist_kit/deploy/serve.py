@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import math
 from pathlib import Path
@@ -204,6 +205,32 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def _json_errors(server) -> None:
+    """Requests that waitress refuses before the application sees them (a body over its limit, a malformed
+    request) are answered in JSON like every other error, not in waitress's plain text. Uses waitress's
+    ``channel_class`` and ``error_task_class`` hooks; where a version lacks them, its plain text stays."""
+    try:
+        from waitress.task import ErrorTask
+    except ImportError:  # pragma: no cover - another waitress
+        return
+    if not hasattr(server, "channel_class") or not hasattr(server.channel_class, "error_task_class"):
+        return  # pragma: no cover
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self):
+            e = self.request.error
+            message = (f"the request body is larger than {MAX_BODY // (1024 * 1024)} MB" if e.code == 413
+                       else f"{e.reason.lower()}: {e.body}")
+            body = json.dumps({"error": message}).encode() + b"\n"
+            self.status = f"{e.code} {e.reason}"
+            self.response_headers.extend([("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff")])
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    server.channel_class = type("JsonErrorChannel", (server.channel_class,), {"error_task_class": JsonErrorTask})
+
+
 def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: int = 4, runtime: str = "auto",
           cors: str | None = None, say=print, started=None) -> None:
     """Serve the export in ``model_dir`` until Ctrl-C or SIGTERM; ``started(url)`` is called once it listens."""
@@ -217,11 +244,13 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: i
         say(f"warning: binding {host}: the server has no authentication, so anyone who can reach this address "
             "can send it images and read the model's metadata")
     app = create_app(predictor, cors=cors)
-    try:  # the body limit backs up Flask's: beyond it waitress answers 413 itself, before buffering more
+    try:  # waitress refuses a larger body itself, before it buffers it (a little more: a form's own lines)
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident="mnist-kit",
-                                        max_request_body_size=4 * MAX_BODY, clear_untrusted_proxy_headers=True)
+                                        max_request_body_size=MAX_BODY + 64 * 1024,
+                                        clear_untrusted_proxy_headers=True)
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
+    _json_errors(server)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{server.effective_port}/"
     meta = predictor.meta

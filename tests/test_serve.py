@@ -1,0 +1,377 @@
+"""mnist-kit serve: a real server process on 127.0.0.1, real HTTP requests; and predict and serve without paddle."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli, run_subprocess
+from test_deploy import VARIANTS, photo, render_digit
+
+
+class Server:
+    """``mnist-kit serve ARGS --port 0`` as a process; ``url`` once it listens."""
+
+    def __init__(self, *args, env=None):
+        self.proc = subprocess.Popen([sys.executable, "-m", "mnist_kit", "serve", "--port", "0", *map(str, args)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        self.lines, self.url = [], None
+        started = threading.Event()
+
+        def read():
+            for line in self.proc.stderr:
+                self.lines.append(line.rstrip())
+                if " at http://" in line and self.url is None:
+                    self.url = line.split(" at ", 1)[1].split(";")[0].strip()
+                    started.set()
+            started.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        started.wait(60)
+        assert self.url, f"serve did not start: {self.lines}"
+        self.host, port = self.url[len("http://"):].rstrip("/").rsplit(":", 1)
+        self.port = int(port)
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        """(status, headers, parsed JSON or text) of one request on a new connection."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            data = r.read()
+        finally:
+            conn.close()
+        kind = r.getheader("Content-Type", "")
+        return r.status, dict(r.getheaders()), json.loads(data) if kind.startswith("application/json") else data
+
+    def post_image(self, data: bytes, content_type: str = "image/png", query: str = ""):
+        return self.request("POST", "/api/predict" + query, data, {"Content-Type": content_type})
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def multipart(files: list[tuple[str, str, bytes]]) -> tuple[bytes, dict]:
+    """A multipart/form-data body of (field, file name, bytes) files, and its Content-Type header."""
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for field, name, data in files:
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+                  f"Content-Type: application/octet-stream\r\n\r\n".encode())
+        out.write(data + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, fmt, **kw)
+    return buffer.getvalue()
+
+
+def formats(tmp_path: Path) -> dict[str, bytes]:
+    """One digit photo per image format and mode predict reads."""
+    out = {}
+    for i, (name, make) in enumerate(VARIANTS.items()):  # JPEG, PNG, RGBA, palette, 16-bit, CMYK
+        (tmp_path / f"v{i}").mkdir()
+        out[name] = make(i % 10, tmp_path / f"v{i}").read_bytes()
+    shot = photo(render_digit(3))
+    out.update({"bmp": encoded(shot, "BMP"), "gif": encoded(shot.convert("P"), "GIF"), "tiff": encoded(shot, "TIFF"),
+                "webp": encoded(shot, "WEBP", quality=90), "grayscale png": encoded(shot.convert("L"), "PNG")})
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(digit_export):
+    s = Server("--model", digit_export, "--threads", "4")
+    yield s
+    code = s.stop()
+    assert code == 0 and s.lines[-1] == "stopped", s.lines
+
+
+def test_answers_equal_predict_for_images_of_every_format(server, digit_export, tmp_path):
+    images = formats(tmp_path)
+    files = []
+    for i, (name, data) in enumerate(images.items()):
+        files.append(tmp_path / f"{i:02d}.img")
+        files[-1].write_bytes(data)
+    result = run_subprocess("predict", "--model", digit_export, "--json", "--topk", "5", *files)
+    assert result.returncode == 0, result.stderr
+    expected = [json.loads(line) for line in result.stdout.splitlines()]
+    for path, want in zip(files, expected):
+        data = path.read_bytes()
+        status, _, raw = server.post_image(data, "application/octet-stream", "?topk=5")
+        assert status == 200, raw
+        body, headers = multipart([("image", "photo.bin", data)])
+        status, _, form = server.request("POST", "/api/predict?topk=5", body, headers)
+        assert status == 200, form
+        want.pop("file")
+        assert raw == want and form == want, (path, raw, want)
+    # and they mean something: most photos (of Pillow's font, which the model never saw) are read right
+    assert sum(r["label"] == str(i % 10) for i, r in enumerate(expected[:len(VARIANTS)])) >= len(VARIANTS) // 2
+
+
+def test_a_batch_answers_each_file_and_names_the_bad_ones(server, tmp_path):
+    good = formats(tmp_path)
+    body, headers = multipart([("images", "a.png", good["grayscale png"]), ("images", "b.txt", b"not a picture"),
+                               ("other", "c.jpg", good["jpeg dark ink on tinted paper"])])
+    status, _, answer = server.request("POST", "/api/predict/batch?topk=2&input=1", body, headers)
+    assert status == 200, answer
+    a, b, c = answer["results"]
+    assert (a["file"], b["file"], c["file"]) == ("a.png", "b.txt", "c.jpg")
+    assert b["error"] == "not an image Pillow can read" and "class" not in b
+    for r in (a, c):
+        assert len(r["top"]) == 2 and r["input"].startswith("data:image/png;base64,")
+        seen = Image.open(io.BytesIO(__import__("base64").b64decode(r["input"].split(",", 1)[1])))
+        assert seen.size == (28, 28)
+    _, _, one = server.post_image(good["grayscale png"], "image/png", "?topk=2")
+    assert {k: a[k] for k in one} == one  # the same answer as alone
+
+
+PNG = encoded(photo(render_digit(5)).convert("L"), "PNG")
+HUGE = encoded(Image.new("1", (6000, 5000)), "PNG")  # 30 million pixels in a few kilobytes
+BAD = [  # (what, method, path, body, headers, status, words in the error)
+    ("empty body", "POST", "/api/predict", b"", {"Content-Type": "image/png"}, 400, "empty"),
+    ("not an image", "POST", "/api/predict", b"hello, server", {"Content-Type": "image/png"}, 400, "not an image"),
+    ("truncated png", "POST", "/api/predict", PNG[: len(PNG) // 2], {"Content-Type": "image/png"}, 400, "truncated"),
+    ("too many pixels", "POST", "/api/predict", HUGE, {"Content-Type": "image/png"}, 413, "too large"),
+    ("body just over 10 MB", "POST", "/api/predict", b"\0" * (10 * 1024 * 1024 + 1000), {"Content-Type": "image/png"},
+     413, "larger than 10 MB"),
+    ("text content type", "POST", "/api/predict", PNG, {"Content-Type": "text/plain"}, 415, "Content-Type"),
+    ("no content type", "POST", "/api/predict", PNG, {}, 415, "without Content-Type"),
+    ("a path instead of an image", "POST", "/api/predict", json.dumps({"path": "/etc/passwd"}).encode(),
+     {"Content-Type": "application/json"}, 415, "application/json"),
+    ("a path as the body", "POST", "/api/predict", b"/etc/passwd", {"Content-Type": "image/png"}, 400, "not an image"),
+    ("bad topk", "POST", "/api/predict?topk=many", PNG, {"Content-Type": "image/png"}, 400, "topk"),
+    ("topk 0", "POST", "/api/predict?topk=0", PNG, {"Content-Type": "image/png"}, 400, "topk"),
+    ("batch as raw body", "POST", "/api/predict/batch", PNG, {"Content-Type": "image/png"}, 415, "multipart"),
+    ("GET on predict", "GET", "/api/predict", None, {}, 405, "not allowed"),
+    ("no such page", "GET", "/etc/passwd", None, {}, 404, "nothing at"),
+    ("static outside its folder", "GET", "/static/..%2f..%2fserve.py", None, {}, 404, ""),
+    ("bad Content-Length", "POST", "/api/predict", None, {"Content-Length": "x", "Content-Type": "image/png"}, 400,
+     "Content-Length"),
+]
+
+
+@pytest.mark.parametrize("what,method,path,body,headers,status,words", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_gets_a_json_error_and_the_server_lives_on(server, what, method, path, body, headers, status,
+                                                              words):
+    got, response_headers, answer = server.request(method, path, body, headers)
+    assert got == status, (got, answer)
+    assert response_headers["Content-Type"].startswith("application/json"), answer
+    assert set(answer) == {"error"} and words in answer["error"], answer
+    assert "Traceback" not in answer["error"]
+    assert server.request("GET", "/healthz")[0] == 200
+
+
+def test_a_large_body_is_refused_before_it_is_sent(server):
+    """A client announcing 50 MB gets the 413 at once, in JSON, without sending a byte of it."""
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    conn.putrequest("POST", "/api/predict")
+    conn.putheader("Content-Type", "image/png")
+    conn.putheader("Content-Length", str(50 * 1024 * 1024))
+    conn.endheaders()
+    r = conn.getresponse()
+    assert r.status == 413 and json.loads(r.read()) == {"error": "the request body is larger than 10 MB"}
+    conn.close()
+
+
+def test_form_uploads_must_hold_one_file_and_file_names_are_never_opened(server, tmp_path):
+    body, headers = multipart([])
+    status, _, answer = server.request("POST", "/api/predict", body, headers)
+    assert status == 400 and "0 files" in answer["error"]
+    body, headers = multipart([("a", "1.png", PNG), ("b", "2.png", PNG)])
+    assert server.request("POST", "/api/predict", body, headers)[0] == 400
+    body, headers = multipart([("image", "/etc/passwd", b"root:x:0:0")])  # the name is a label, never a path
+    status, _, answer = server.request("POST", "/api/predict", body, headers)
+    assert status == 400 and answer["error"] == "/etc/passwd: not an image Pillow can read"
+    body, headers = multipart([("image", "../../../../etc/hostname", PNG)])
+    assert server.request("POST", "/api/predict", body, headers)[0] == 200
+    small = encoded(Image.new("L", (28, 28)), "PNG")
+    body, headers = multipart([("image", f"{i}.png", small) for i in range(65)])
+    status, _, answer = server.request("POST", "/api/predict/batch", body, headers)
+    assert status == 413 and "at most 64" in answer["error"]
+
+
+def test_sixteen_concurrent_clients_get_the_answers_of_single_requests(server, tmp_path):
+    images = list(formats(tmp_path).values())
+    alone = [server.post_image(data, "application/octet-stream")[2] for data in images]
+
+    def client(k: int) -> list[tuple[int, dict]]:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=60)  # keep-alive, as clients do
+        out = []
+        for j in range(8):
+            i = (k + j) % len(images)
+            conn.request("POST", "/api/predict", images[i], {"Content-Type": "application/octet-stream"})
+            r = conn.getresponse()
+            out.append((i, r.status, json.loads(r.read())))
+        conn.close()
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = [a for batch in pool.map(client, range(16)) for a in batch]
+    assert len(answers) == 128
+    for i, status, answer in answers:
+        assert status == 200 and answer == alone[i], (i, answer, alone[i])
+
+
+def test_model_facts_health_and_the_page(server, digit_export):
+    status, _, facts = server.request("GET", "/api/model")
+    meta = json.loads((digit_export / "mnist_kit_model.json").read_text())
+    assert status == 200 and facts["classes"] == meta["classes"] and facts["runtime"] == "onnxruntime"
+    assert facts["checks"] == meta["checks"] and facts["source"]["run"] == "digits"  # a name, not a server path
+    assert facts["limits"] == {"max_body_bytes": 10 * 1024 * 1024, "max_pixels": 25_000_000, "max_batch": 64}
+    assert server.request("GET", "/healthz")[2] == {"status": "ok", "runtime": "onnxruntime"}
+    status, headers, page = server.request("GET", "/")
+    assert status == 200 and b"<canvas" in page and "Access-Control-Allow-Origin" not in headers
+    assert "default-src 'none'" in headers["Content-Security-Policy"]  # the page may load nothing from elsewhere
+    for name in (b"static/pad.js", b"static/pad.css"):
+        assert name in page and server.request("GET", "/" + name.decode())[0] == 200
+    text = page + server.request("GET", "/static/pad.js")[2] + server.request("GET", "/static/pad.css")[2]
+    assert b"https://" not in text and b"http://" not in text  # works offline: nothing remote
+    status, headers, _ = server.request("GET", "/api/model", headers={"Origin": "http://elsewhere.example"})
+    assert "Access-Control-Allow-Origin" not in headers  # CORS off by default
+
+
+def test_cors_when_asked_and_a_warning_off_loopback(digit_export):
+    s = Server("--model", digit_export, "--cors", "http://localhost:3000", "--host", "0.0.0.0")
+    try:
+        assert any(line.startswith("warning: binding 0.0.0.0") for line in s.lines), s.lines
+        _, headers, _ = s.post_image(PNG)
+        assert headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+        status, headers, _ = s.request("OPTIONS", "/api/predict", headers={
+            "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"})
+        assert status == 200 and "POST" in headers["Access-Control-Allow-Methods"]
+    finally:
+        assert s.stop(signal.SIGINT) == 0  # Ctrl-C stops it normally
+    assert s.lines[-1] == "stopped"
+
+
+def test_paddle_inference_behind_the_server_answers_as_onnxruntime(server, digit_export, tmp_path):
+    images = list(formats(tmp_path).values())
+    s = Server("--model", digit_export, "--runtime", "paddle", "--threads", "8")
+    try:
+        assert s.request("GET", "/healthz")[2]["runtime"] == "paddle"
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:  # its predictor is shared under a lock
+            paddle = list(pool.map(lambda d: s.post_image(d, "image/png")[2], images * 4))
+    finally:
+        assert s.stop() == 0
+    onnx = [server.post_image(d, "image/png")[2] for d in images]
+    for p, o in zip(paddle, onnx * 4):
+        assert p["class"] == o["class"] and abs(p["probability"] - o["probability"]) < 1e-4, (p, o)
+
+
+def test_a_port_in_use_and_a_missing_export_are_one_clear_error(digit_export, tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        result = run_subprocess("serve", "--model", digit_export, "--port", holder.getsockname()[1], timeout=60)
+    assert result.returncode == 1 and result.stderr.strip().startswith("Error: port") and "--port" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_subprocess("serve", "--model", tmp_path / "nothing", timeout=60)
+    assert result.returncode == 1 and "is not a mnist-kit export" in result.stderr and "Traceback" not in result.stderr
+    result = run_subprocess("serve", "--root", tmp_path, timeout=60)
+    assert result.returncode == 1 and "no exported model under" in result.stderr
+
+
+def test_sigterm_with_a_client_connected_stops_cleanly_and_frees_the_port(digit_export):
+    s = Server("--model", digit_export)
+    conn = http.client.HTTPConnection(s.host, s.port, timeout=30)
+    conn.putrequest("POST", "/api/predict")
+    conn.putheader("Content-Type", "image/png")
+    conn.putheader("Content-Length", str(len(PNG)))
+    conn.endheaders()
+    conn.send(PNG[:100])
+    time.sleep(0.3)
+    s.proc.send_signal(signal.SIGTERM)  # while the request is still arriving
+    assert s.stop() == 0 and s.lines[-1] == "stopped", s.lines
+    with socket.socket() as probe:  # the port is free again
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", s.port))
+    conn.close()
+
+
+# ---------------------------------------------------------------- without paddle
+
+@pytest.fixture
+def no_paddle(tmp_path):
+    """An environment in which ``import paddle`` fails, as on a machine without it."""
+    blocker = tmp_path / "blocker" / "paddle"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('paddle is not installed here (blocked by the test)')\n")
+    return {"PYTHONPATH": os.pathsep.join([str(blocker.parent), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_predict_and_serve_on_an_onnx_export_never_import_paddle(digit_export, no_paddle, tmp_path):
+    photo_file = tmp_path / "seven.jpg"
+    photo(render_digit(7)).save(photo_file, quality=90)
+    with_paddle = run_subprocess("predict", "--model", digit_export, "--json", photo_file)
+    without = run_subprocess("predict", "--model", digit_export, "--json", photo_file, env=no_paddle)
+    assert without.returncode == 0, without.stderr
+    assert without.stdout == with_paddle.stdout and json.loads(without.stdout)["label"] == "7"
+    s = Server("--model", digit_export, env=no_paddle)
+    try:
+        status, _, answer = s.post_image(photo_file.read_bytes(), "image/jpeg")
+        assert status == 200 and {k: answer[k] for k in ("class", "probability")} == {
+            k: json.loads(with_paddle.stdout)[k] for k in ("class", "probability")}
+    finally:
+        assert s.stop() == 0
+    # Paddle Inference asked for where paddle is missing: one clear error
+    result = run_subprocess("predict", "--model", digit_export, "--runtime", "paddle", photo_file, env=no_paddle)
+    assert result.returncode == 1 and "Error: Paddle Inference is needed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_runtime_choice_follows_the_export_and_what_is_installed(digit_export, tmp_path, monkeypatch):
+    from mnist_kit.deploy import inference
+
+    meta = inference.read_meta(digit_export)
+    assert inference.choose_runtime(digit_export, meta) == "onnxruntime"
+    assert inference.choose_runtime(digit_export, meta, device="gpu:0") == "paddle"
+    assert inference.choose_runtime(digit_export, {**meta, "onnx": None}) == "paddle"  # not checked at export
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed
+    assert inference.choose_runtime(digit_export, meta) == "paddle"
+    result = run_cli("predict", "--model", digit_export, "--runtime", "onnxruntime", "x.png")
+    assert result.exit_code == 1 and "needs onnxruntime" in result.output
+
+
+def test_export_without_the_onnx_tools_says_so_and_predict_uses_paddle(trained_for_serve, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "paddle2onnx", None)
+    result = run_cli("export", "--out", "plain")
+    assert result.exit_code == 0, result.output
+    assert "note: no model.onnx (paddle2onnx not installed); predict and serve will use Paddle Inference" in result.output
+    assert not Path("plain/model.onnx").exists()
+    assert json.loads(Path("plain/mnist_kit_model.json").read_text())["onnx_skipped"] == "paddle2onnx not installed"
+    result = run_cli("export", "--format", "onnx", "--out", "strict")
+    assert result.exit_code == 1 and "--format onnx needs paddle2onnx" in result.output
+    assert not Path("strict").exists()
+
+
+@pytest.fixture
+def trained_for_serve(prepared):
+    from conftest import FAST
+
+    result = run_cli("train", *FAST, "-o", "output.visualdl=false")
+    assert result.exit_code == 0, result.output

@@ -1,0 +1,42 @@
+"""The drawing pad of mnist-kit serve in headless Chromium: digits drawn with mouse events (press, move,
+release) are read correctly, waiting in real time; black ink and a photo sent through the page too."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from browser import missing  # noqa: E402
+from test_deploy import photo, render_digit  # noqa: E402
+from test_serve import Server  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(missing() is not None, reason=missing() or "")]
+
+
+def test_digits_drawn_on_the_pad_are_read_correctly(digit_export, tmp_path):
+    from pad_check import check_pad
+
+    shot = tmp_path / "shot.jpg"
+    photo(render_digit(4)).save(shot, quality=90)
+    s = Server("--model", digit_export)
+    try:
+        results = check_pad(s.url, digits=(0, 1, 2, 3, 4, 7), dark_digits=(7, 2), photos=[(shot, 4)],
+                            screenshot=tmp_path / "pad.png")
+    finally:
+        assert s.stop() == 0
+    live, *read, requests = results
+    # while the button is still down, the drawing so far was sent and answered (debounced live prediction)
+    assert live["live"]["sent"] > live["live"]["sent_before"] and live["live"]["answered"] == str(live["live"]["sent"])
+    assert [r["read"] for r in read] == [str(r["drawn"]) for r in read], read
+    for r in read:
+        assert r["input_width"] == 28  # the 28x28 image the model saw is shown
+        assert len(r["bars"]) == 10 and r["bars"][0][0] == r["read"]  # every class as a bar, best first
+    assert [r["corner"] for r in read if r.get("ink") == "dark"] == [[255, 255, 255, 255]] * 2  # black on white
+    assert read[-1]["shown"]  # the photo is shown in place of the pad
+    assert requests["foreign_requests"] == [] and requests["requests"] > 0  # nothing but this server
+    assert (tmp_path / "pad.png").stat().st_size > 10_000
