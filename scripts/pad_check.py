@@ -48,6 +48,24 @@ def draw(page, digit: int) -> None:
         page.mouse.up()
 
 
+def draw_touch(page, digit: int) -> None:
+    """Draw ``digit`` with a finger: touch events through the DevTools protocol (the page must come from a
+    context with ``has_touch``)."""
+    box = page.locator("#canvas").bounding_box()
+    cdp = page.context.new_cdp_session(page)
+    inset = 0.1
+    at = lambda x, y: {"x": box["x"] + box["width"] * (inset + (1 - 2 * inset) * x),  # noqa: E731
+                       "y": box["y"] + box["height"] * (inset + (1 - 2 * inset) * y)}
+    for stroke in STROKES[digit]:
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [at(*stroke[0])]})
+        for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+            for k in range(1, 7):
+                cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [
+                    at(x0 + (x1 - x0) * k / 6, y0 + (y1 - y0) * k / 6)]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    cdp.detach()
+
+
 def live(page, pause: float = 0.6) -> dict:
     """Press, draw half a 7, and hold still (button down) for ``pause`` s: the page must already have sent
     the drawing and shown an answer (the debounced live prediction); then release."""
@@ -84,9 +102,10 @@ def answer(page, timeout: float = 20) -> dict:
 
 
 def check_pad(url: str, digits=(0, 1, 2, 3, 4, 7), screenshot: Path | None = None, dark_digits=(),
-              photos=()) -> list[dict]:
+              photos=(), touch_digits=()) -> list[dict]:
     """Draw each digit on a cleared pad and read the answer; then each of ``dark_digits`` in black ink on
-    white; then send each photo (path, digit) through the page's file input. One dict per digit or photo
+    white; then send each photo (path, digit) through the page's file input; then draw each of
+    ``touch_digits`` with a finger on a phone-sized page. One dict per digit or photo
     (drawn, read, bars, ...), after one of the live check (``live``), and last the URLs the page requested
     that are not this server's."""
     results = []
@@ -121,6 +140,18 @@ def check_pad(url: str, digits=(0, 1, 2, 3, 4, 7), screenshot: Path | None = Non
             results.append({"drawn": d, "photo": Path(path).name, "read": got["label"], "bars": got["bars"],
                             "probability": got["probability"], "input_width": got["input"],
                             "shown": page.is_visible("#photo")})
+        if touch_digits:
+            phone = browser.new_context(viewport={"width": 400, "height": 900}, has_touch=True, is_mobile=True)
+            page = phone.new_page()
+            page.on("request", lambda r: requested.append(r.url))
+            page.goto(url)
+            page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+            for d in touch_digits:
+                page.click("#clear")
+                draw_touch(page, d)
+                got = answer(page)
+                results.append({"drawn": d, "touch": True, "read": got["label"], "bars": got["bars"],
+                                "probability": got["probability"], "input_width": got["input"]})
         foreign = [u for u in requested if not (u.startswith(url.rstrip("/")) or u.startswith(("data:", "blob:")))]
         results.append({"foreign_requests": foreign, "requests": len(requested)})
     return results

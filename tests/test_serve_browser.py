@@ -1,5 +1,6 @@
 """The drawing pad of mnist-kit serve in headless Chromium: digits drawn with mouse events (press, move,
-release) are read correctly, waiting in real time; black ink and a photo sent through the page too."""
+release) are read correctly, waiting in real time; black ink, a photo sent through the page, and touch
+events on a phone-sized page too."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def test_digits_drawn_on_the_pad_are_read_correctly(digit_export, tmp_path):
     s = Server("--model", digit_export)
     try:
         results = check_pad(s.url, digits=(0, 1, 2, 3, 4, 7), dark_digits=(7, 2), photos=[(shot, 4)],
+                            touch_digits=(7, 0),
                             screenshot=tmp_path / "pad.png")
     finally:
         assert s.stop() == 0
@@ -37,6 +39,7 @@ def test_digits_drawn_on_the_pad_are_read_correctly(digit_export, tmp_path):
         assert r["input_width"] == 28  # the 28x28 image the model saw is shown
         assert len(r["bars"]) == 10 and r["bars"][0][0] == r["read"]  # every class as a bar, best first
     assert [r["corner"] for r in read if r.get("ink") == "dark"] == [[255, 255, 255, 255]] * 2  # black on white
-    assert read[-1]["shown"]  # the photo is shown in place of the pad
+    assert [r["drawn"] for r in read if r.get("touch")] == [7, 0]  # with a finger on a phone-sized page
+    assert [r for r in read if "photo" in r][0]["shown"]  # the photo is shown in place of the pad
     assert requests["foreign_requests"] == [] and requests["requests"] > 0  # nothing but this server
     assert (tmp_path / "pad.png").stat().st_size > 10_000

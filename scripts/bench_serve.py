@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""Benchmark (not a test): `mnist-kit serve` and the cold start of `mnist-kit predict`, on both runtimes.
+
+For each runtime (onnxruntime, and Paddle Inference as the reference in the same run) a real server process
+on 127.0.0.1 (default --threads 4) answers single images, a 280x280 PNG each as the drawing pad sends them:
+  - requests/s and p50/p99 latency with 1, 4 and 16 concurrent clients (keep-alive connections, threads of
+    this process; each level bounded by --requests and --seconds);
+  - the server's resident memory (VmRSS) after 100 requests and after --memory-requests (10,000), and its peak;
+  - the wall time of one cold `mnist-kit predict --model M one.png` (median of --runs).
+The clients run on the same 2 cores as the server, so the numbers are what one machine does with both.
+
+    .venv/bin/python scripts/bench_serve.py [--model DIR] [--requests 3000] [--seconds 15] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import http.client
+import io
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench_predict import wall  # the median wall time of a command (this folder is on sys.path)
+from mnist_kit import data
+from mnist_kit.deploy import inference, predict
+
+RUNTIMES = ("onnxruntime", "paddle")
+CONCURRENCY = (1, 4, 16)
+
+
+def canvas_pngs(meta: dict, count: int = 32) -> list[bytes]:
+    """Test images of the export's data set as the pad sends drawings: 280x280 PNG, white on black."""
+    prepared = data.load(meta["dataset"], data.data_root())
+    out = []
+    for img in prepared.x_test[:count]:
+        buffer = io.BytesIO()
+        Image.fromarray(img).resize((280, 280), Image.Resampling.BILINEAR).save(buffer, "PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+class Server:
+    def __init__(self, model: Path, runtime: str, threads: int):
+        self.proc = subprocess.Popen([sys.executable, "-m", "mnist_kit", "serve", "--model", str(model), "--port", "0",
+                                      "--runtime", runtime, "--threads", str(threads)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in self.proc.stderr:
+            if " at http://" in line:
+                self.port = int(line.split(" at http://", 1)[1].split("/")[0].rsplit(":", 1)[1])
+                break
+        else:
+            raise SystemExit(f"serve did not start ({runtime})")
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+
+    def memory(self) -> tuple[float, float]:
+        """(VmRSS, VmHWM) in MiB."""
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def load(port: int, images: list[bytes], clients: int, requests: int, seconds: float) -> dict:
+    """``clients`` keep-alive clients post single images until ``requests`` answers or ``seconds`` pass."""
+    latencies, lock, failures = [], threading.Lock(), []
+    deadline = time.perf_counter() + seconds
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        i = k
+        while time.perf_counter() < deadline:
+            with lock:
+                if len(latencies) >= requests:
+                    break
+            t0 = time.perf_counter()
+            conn.request("POST", "/api/predict", images[i % len(images)], {"Content-Type": "image/png"})
+            r = conn.getresponse()
+            r.read()
+            took = time.perf_counter() - t0
+            if r.status != 200:
+                failures.append(r.status)
+            with lock:
+                latencies.append(took)
+            i += clients
+        conn.close()
+
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    elapsed = time.perf_counter() - t0
+    lat = sorted(latencies)
+    return {"requests": len(lat), "rps": len(lat) / elapsed, "p50": 1000 * statistics.median(lat),
+            "p99": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "failures": len(failures)}
+
+
+def cold_predict(model: Path, runtime: str, image: Path, runs: int) -> float:
+    argv = [str(Path(sys.executable).with_name("mnist-kit")), "predict", "--model", str(model), "--runtime", runtime,
+            str(image)]
+    if not Path(argv[0]).exists():
+        argv = [sys.executable, "-m", "mnist_kit", *argv[1:]]
+    return wall(argv, runs)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--root", type=Path, default=Path("checkpoints"))
+    ap.add_argument("--requests", type=int, default=3000, help="at most this many requests per concurrency level")
+    ap.add_argument("--seconds", type=float, default=15, help="at most this long per concurrency level")
+    ap.add_argument("--memory-requests", type=int, default=10_000)
+    ap.add_argument("--threads", type=int, default=4, help="the server's --threads")
+    ap.add_argument("--runs", type=int, default=5, help="cold predicts to time")
+    args = ap.parse_args()
+    model = args.model or predict.newest_export(args.root)
+    meta = inference.read_meta(model)
+    if not (model / inference.ONNX).is_file():
+        raise SystemExit(f"{model} holds no model.onnx; export it again (mnist-kit export writes it by default)")
+    images = canvas_pngs(meta)
+    rows, memory, cold = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        one = Path(tmp) / "one.png"
+        one.write_bytes(images[0])
+        for runtime in RUNTIMES:
+            cold[runtime] = cold_predict(model, runtime, one, args.runs)
+            print(f"{runtime}: cold predict {cold[runtime]:.2f} s", flush=True)
+    for runtime in RUNTIMES:
+        server = Server(model, runtime, args.threads)
+        try:
+            load(server.port, images, 1, 100, 60)  # the first 100 requests, then the memory
+            after_100 = server.memory()[0]
+            for clients in CONCURRENCY:
+                rows[runtime, clients] = r = load(server.port, images, clients, args.requests, args.seconds)
+                print(f"{runtime}, {clients} clients: {r['requests']} requests, {r['rps']:.0f}/s, "
+                      f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms", flush=True)
+            done = 100 + sum(rows[runtime, c]["requests"] for c in CONCURRENCY)
+            if done < args.memory_requests:
+                load(server.port, images, 4, args.memory_requests - done, 600)
+            memory[runtime] = (after_100, *server.memory())
+        finally:
+            server.stop()
+
+    print(f"\nmnist-kit serve on {model} ({meta['dataset']}), --threads {args.threads}, {os.cpu_count()} CPU cores; "
+          "280x280 PNG per request, clients on the same machine")
+    print(f"{'runtime':<12} {'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
+    for (runtime, clients), r in rows.items():
+        print(f"{runtime:<12} {clients:>7} {r['requests']:>8} {r['rps']:>7.0f} {r['p50']:>7.1f} {r['p99']:>7.1f} "
+              f"{r['failures']:>6}")
+    print(f"\n{'runtime':<12} {'RSS after 100':>14} {f'after {args.memory_requests:,}':>14} {'peak':>8} "
+          f"{'cold predict':>13}")
+    for runtime in RUNTIMES:
+        a, b, peak = memory[runtime]
+        print(f"{runtime:<12} {a:>10.0f} MiB {b:>10.0f} MiB {peak:>4.0f} MiB {cold[runtime]:>11.2f} s")
+    print("\ntargets: cold predict <= 0.6 s, serve resident memory <= 150 MiB (onnxruntime)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
