@@ -34,4 +34,4 @@ echo "== mnist-kit predict --model checkpoints/$run/export/best $samples"
 $mk predict --model "checkpoints/$run/export/best" "$samples"
 
 echo "== done: the run is in checkpoints/$run; see it in VisualDL with: .venv/bin/mnist-kit board"
-echo "   draw digits for it in your browser with: .venv/bin/mnist-kit serve --model checkpoints/$run/export/best"
+echo "   draw for the model in your browser (or call its HTTP API) with: .venv/bin/mnist-kit serve --model checkpoints/$run/export/best"
