@@ -135,12 +135,12 @@ def test_answers_equal_predict_for_images_of_every_format(server, digit_export, 
 
 def test_a_batch_answers_each_file_and_names_the_bad_ones(server, tmp_path):
     good = formats(tmp_path)
-    body, headers = multipart([("images", "a.png", good["grayscale png"]), ("images", "b.txt", b"not a picture"),
+    body, headers = multipart([("images", "a.png", good["grayscale png"]), ("images", "b: c.txt", b"not a picture"),
                                ("other", "c.jpg", good["jpeg dark ink on tinted paper"])])
     status, _, answer = server.request("POST", "/api/predict/batch?topk=2&input=1", body, headers)
     assert status == 200, answer
     a, b, c = answer["results"]
-    assert (a["file"], b["file"], c["file"]) == ("a.png", "b.txt", "c.jpg")
+    assert (a["file"], b["file"], c["file"]) == ("a.png", "b: c.txt", "c.jpg")
     assert b["error"] == "not an image Pillow can read" and "class" not in b
     for r in (a, c):
         assert len(r["top"]) == 2 and r["input"].startswith("data:image/png;base64,")
@@ -196,6 +196,49 @@ def test_a_large_body_is_refused_before_it_is_sent(server):
     r = conn.getresponse()
     assert r.status == 413 and json.loads(r.read()) == {"error": "the request body is larger than 10 MB"}
     conn.close()
+
+
+def _hostile(rng, good: list[bytes]) -> bytes:
+    """A body a careless or hostile client might send: noise, cut or bit-flipped images, lying headers,
+    degenerate sizes."""
+    kind = rng.randrange(7)
+    src = rng.choice(good)
+    if kind == 0:
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(3000)))
+    if kind == 1:
+        return src[:rng.randrange(1, len(src))]
+    if kind == 2:  # flipped bytes inside a real image
+        data = bytearray(src)
+        for _ in range(rng.randrange(1, 20)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        return bytes(data)
+    if kind == 3:  # a PNG header declaring an enormous size
+        png = encoded(Image.new("L", (40, 40), 200), "PNG")
+        return png[:16] + rng.choice([10**5, 2**31 - 1]).to_bytes(4, "big") + (70000).to_bytes(4, "big") + png[24:]
+    size = rng.choice([(1, 1), (1, 5000), (5000, 1), (3, 3), (50, 50)])
+    mode = rng.choice(["1", "L", "RGBA", "I;16", "F", "P", "CMYK"])
+    img = Image.new(mode, size)
+    if kind == 4:
+        img = Image.new(mode, size, rng.randrange(1, 255) if mode in ("1", "L", "P", "I;16", "F") else None)
+    fmt = rng.choice(["PNG", "TIFF", "GIF", "BMP"]) if mode in ("1", "L", "P") else "TIFF"
+    return encoded(img, fmt)
+
+
+def test_two_hundred_hostile_bodies_never_make_a_500(server, tmp_path):
+    import random
+
+    rng = random.Random(19)
+    good = list(formats(tmp_path).values())
+    statuses = {}
+    for i in range(200):
+        body = _hostile(rng, good)
+        status, headers, answer = server.post_image(body, "application/octet-stream")
+        assert status in (200, 400, 413), (i, status, answer)
+        assert headers["Content-Type"].startswith("application/json"), (i, answer)
+        assert ("class" in answer) if status == 200 else (set(answer) == {"error"}), (i, answer)
+        statuses[status] = statuses.get(status, 0) + 1
+    assert statuses.get(400, 0) >= 50 and server.request("GET", "/healthz")[0] == 200, statuses
+    assert server.proc.poll() is None
 
 
 def test_form_uploads_must_hold_one_file_and_file_names_are_never_opened(server, tmp_path):

@@ -43,9 +43,9 @@ log = logging.getLogger("mnist_kit.serve")
 class BadRequest(Exception):
     """A request the client can fix: answered with ``status`` and ``{"error": message}``."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, reason: str | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.reason = status, reason or message  # reason: without the file's name
 
 
 def model_facts(predictor: inference.Predictor) -> dict:
@@ -86,13 +86,12 @@ class Service:
     def decode(self, data: bytes, name: str) -> np.ndarray:
         try:
             return self.read(data)
-        except TooLarge as e:
-            raise BadRequest(f"{name}: {e}", 413) from None
         except ImageError as e:
-            raise BadRequest(f"{name}: {e}") from None
+            status, reason = 413 if isinstance(e, TooLarge) else 400, str(e)
         except Exception as e:  # noqa: BLE001 - a hostile file may break the decoder in other ways
             log.exception("reading %s failed", name)
-            raise BadRequest(f"{name}: cannot read this image ({type(e).__name__})") from None
+            status, reason = 400, f"cannot read this image ({type(e).__name__})"
+        raise BadRequest(f"{name}: {reason}", status, reason)
 
     def answers(self, images: list[np.ndarray], args) -> list[dict]:
         topk, low, with_input = self.options(args)
@@ -136,7 +135,7 @@ class Service:
                 images.append(self.decode(f.read(), name))
                 results.append({"file": name})
             except BadRequest as e:  # one bad file does not fail the others, as in mnist-kit predict
-                results.append({"file": name, "error": str(e).partition(": ")[2]})
+                results.append({"file": name, "error": e.reason})
         for r, a in zip([r for r in results if "error" not in r], self.answers(images, req.args)):
             r.update(a)
         return {"results": results}

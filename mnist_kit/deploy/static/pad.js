@@ -113,6 +113,7 @@ function empty() {
 function predictDrawing() {
   clearTimeout(state.timer);
   if (empty()) {
+    next(); // an answer still on its way is for a drawing that is gone
     showAnswer(null);
     setStatus("Draw on the pad, or drop a photo.");
     return;
@@ -135,7 +136,8 @@ function next() {
   return state.sent;
 }
 
-async function send(blob, type, what, n = next()) {
+async function send(blob, type, what) {
+  const n = next();
   setStatus(`Reading ${what}…`);
   try {
     const response = await fetch(`api/predict?input=1&topk=${state.topk}`, {
