@@ -66,13 +66,25 @@ def draw_touch(page, digit: int) -> None:
     cdp.detach()
 
 
+def drop(page, path: Path) -> None:
+    """Drop the file ``path`` on the pad, as a file dragged from the desktop arrives (a DataTransfer
+    holding it, in dragenter, dragover and drop events)."""
+    page.evaluate("""([name, bytes]) => {
+        const data = new DataTransfer();
+        data.items.add(new File([new Uint8Array(bytes)], name, {type: name.endsWith('.png') ? 'image/png' : 'image/jpeg'}));
+        const target = document.getElementById('drop');
+        for (const type of ['dragenter', 'dragover', 'drop'])
+            target.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
+    }""", [path.name, list(path.read_bytes())])
+
+
 def live(page, pause: float = 0.6) -> dict:
     """Press, draw half a 7, and hold still (button down) for ``pause`` s: the page must already have sent
     the drawing and shown an answer (the debounced live prediction); then release."""
     box = page.locator("#canvas").bounding_box()
     at = lambda x, y: (box["x"] + box["width"] * x, box["y"] + box["height"] * y)  # noqa: E731
     page.click("#clear")
-    before = page.evaluate("() => +(document.body.dataset.sent || 0)")
+    before = sent(page)
     page.mouse.move(*at(0.25, 0.25))
     page.mouse.down()
     page.mouse.move(*at(0.75, 0.25), steps=8)
@@ -84,8 +96,13 @@ def live(page, pause: float = 0.6) -> dict:
     return {"sent_before": before, **during}
 
 
-def answer(page, timeout: float = 20) -> dict:
-    """The page's answer to the drawing sent last: waits (in real time) until it is shown."""
+def sent(page) -> int:
+    return page.evaluate("() => +(document.body.dataset.sent || 0)")
+
+
+def answer(page, after: int, timeout: float = 20) -> dict:
+    """The page's answer to the drawing or photo sent last, which must be a request after the ``after``-th:
+    waits (in real time) until it is shown."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         state = page.evaluate("""() => ({sent: document.body.dataset.sent, answered: document.body.dataset.answered,
@@ -95,7 +112,8 @@ def answer(page, timeout: float = 20) -> dict:
                     li.querySelector('.value').textContent]),
             input: document.getElementById('input').naturalWidth,
             status: document.getElementById('status').textContent})""")
-        if state["sent"] and state["sent"] == state["answered"] and state["status"].startswith("Read "):
+        if (state["sent"] and int(state["sent"]) > after and state["sent"] == state["answered"]
+                and state["status"].startswith("Read ")):
             return state
         time.sleep(0.1)
     raise AssertionError(f"the page showed no answer within {timeout} s: {state}")
@@ -104,7 +122,7 @@ def answer(page, timeout: float = 20) -> dict:
 def check_pad(url: str, digits=(0, 1, 2, 3, 4, 7), screenshot: Path | None = None, dark_digits=(),
               photos=(), touch_digits=()) -> list[dict]:
     """Draw each digit on a cleared pad and read the answer; then each of ``dark_digits`` in black ink on
-    white; then send each photo (path, digit) through the page's file input; then draw each of
+    white; then send each photo (path, digit), through the page's file input or dropped on it in turn; then draw each of
     ``touch_digits`` with a finger on a phone-sized page. One dict per digit or photo
     (drawn, read, bars, ...), after one of the live check (``live``), and last the URLs the page requested
     that are not this server's."""
@@ -118,8 +136,9 @@ def check_pad(url: str, digits=(0, 1, 2, 3, 4, 7), screenshot: Path | None = Non
         results.append({"live": live(page)})
         for d in digits:
             page.click("#clear")
+            before = sent(page)
             draw(page, d)
-            got = answer(page)
+            got = answer(page, before)
             results.append({"drawn": d, "read": got["label"], "class": got["cls"], "probability": got["probability"],
                             "bars": got["bars"], "input_width": got["input"]})
         if screenshot is not None:
@@ -128,15 +147,20 @@ def check_pad(url: str, digits=(0, 1, 2, 3, 4, 7), screenshot: Path | None = Non
         page.select_option("#ink", "dark")
         for d in dark_digits:
             page.click("#clear")
+            before = sent(page)
             draw(page, d)
-            got = answer(page)
+            got = answer(page, before)
             corner = page.evaluate("() => Array.from(document.getElementById('canvas').getContext('2d')"
                                    ".getImageData(2, 2, 1, 1).data)")
             results.append({"drawn": d, "ink": "dark", "read": got["label"], "probability": got["probability"],
                             "bars": got["bars"], "input_width": got["input"], "corner": corner})
-        for path, d in photos:
-            page.set_input_files("#file", str(path))
-            got = answer(page)
+        for k, (path, d) in enumerate(photos):
+            before = sent(page)
+            if k % 2 == 0:  # chosen with the file input ...
+                page.set_input_files("#file", str(path))
+            else:  # ... or dropped on the page, as a file dragged from the desktop
+                drop(page, Path(path))
+            got = answer(page, before)
             results.append({"drawn": d, "photo": Path(path).name, "read": got["label"], "bars": got["bars"],
                             "probability": got["probability"], "input_width": got["input"],
                             "shown": page.is_visible("#photo")})
@@ -148,8 +172,9 @@ def check_pad(url: str, digits=(0, 1, 2, 3, 4, 7), screenshot: Path | None = Non
             page.wait_for_selector("body[data-ready='1']", timeout=20_000)
             for d in touch_digits:
                 page.click("#clear")
+                before = sent(page)
                 draw_touch(page, d)
-                got = answer(page)
+                got = answer(page, before)
                 results.append({"drawn": d, "touch": True, "read": got["label"], "bars": got["bars"],
                                 "probability": got["probability"], "input_width": got["input"]})
         foreign = [u for u in requested if not (u.startswith(url.rstrip("/")) or u.startswith(("data:", "blob:")))]

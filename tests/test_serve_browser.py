@@ -1,5 +1,5 @@
 """The drawing pad of mnist-kit serve in headless Chromium: digits drawn with mouse events (press, move,
-release) are read correctly, waiting in real time; black ink, a photo sent through the page, and touch
+release) are read correctly, waiting in real time; black ink, a photo chosen and one dropped, and touch
 events on a phone-sized page too."""
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.skipif(missing() is not None, rea
 def test_digits_drawn_on_the_pad_are_read_correctly(digit_export, tmp_path):
     from pad_check import check_pad
 
-    shot = tmp_path / "shot.jpg"
+    shot, dropped = tmp_path / "shot.jpg", tmp_path / "dropped.png"
     photo(render_digit(4)).save(shot, quality=90)
+    photo(render_digit(7)).save(dropped)
     s = Server("--model", digit_export)
     try:
-        results = check_pad(s.url, digits=(0, 1, 2, 3, 4, 7), dark_digits=(7, 2), photos=[(shot, 4)],
+        results = check_pad(s.url, digits=(0, 1, 2, 3, 4, 7), dark_digits=(7, 2), photos=[(shot, 4), (dropped, 7)],
                             touch_digits=(7, 0),
                             screenshot=tmp_path / "pad.png")
     finally:
@@ -40,6 +41,7 @@ def test_digits_drawn_on_the_pad_are_read_correctly(digit_export, tmp_path):
         assert len(r["bars"]) == 10 and r["bars"][0][0] == r["read"]  # every class as a bar, best first
     assert [r["corner"] for r in read if r.get("ink") == "dark"] == [[255, 255, 255, 255]] * 2  # black on white
     assert [r["drawn"] for r in read if r.get("touch")] == [7, 0]  # with a finger on a phone-sized page
-    assert [r for r in read if "photo" in r][0]["shown"]  # the photo is shown in place of the pad
+    photos = [r for r in read if "photo" in r]  # chosen, then dropped on the page
+    assert [r["photo"] for r in photos] == ["shot.jpg", "dropped.png"] and all(r["shown"] for r in photos)
     assert requests["foreign_requests"] == [] and requests["requests"] > 0  # nothing but this server
     assert (tmp_path / "pad.png").stat().st_size > 10_000
