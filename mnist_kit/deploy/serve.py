@@ -83,7 +83,8 @@ class Service:
             raise BadRequest("topk must be at least 1 and min_confidence between 0 and 1")
         return min(topk, len(self.classes)), low, args.get("input", "0") not in ("0", "false", "")
 
-    def decode(self, data: bytes, name: str) -> np.ndarray:
+    def decode(self, data: bytes, name: str | None) -> np.ndarray:
+        """The image as the model's input; BadRequest (naming the file ``name``, if any) if it cannot be."""
         try:
             return self.read(data)
         except ImageError as e:
@@ -91,7 +92,7 @@ class Service:
         except Exception as e:  # noqa: BLE001 - a hostile file may break the decoder in other ways
             log.exception("reading %s failed", name)
             status, reason = 400, f"cannot read this image ({type(e).__name__})"
-        raise BadRequest(f"{name}: {reason}", status, reason)
+        raise BadRequest(f"{name}: {reason}" if name else reason, status, reason)
 
     def answers(self, images: list[np.ndarray], args) -> list[dict]:
         topk, low, with_input = self.options(args)
@@ -112,7 +113,7 @@ class Service:
                                  "for several, POST them to /api/predict/batch")
             data, name = files[0].read(), files[0].filename or files[0].name
         elif req.mimetype.startswith(RAW_TYPES):
-            data, name = req.get_data(cache=False), "the body"
+            data, name = req.get_data(cache=False), None
         else:
             raise BadRequest("send an image as the body (Content-Type image/png, image/jpeg, ... or "
                              "application/octet-stream) or as a multipart/form-data file, not "

@@ -206,6 +206,7 @@ function setStatus(text, error) {
 
 function showDrawing() {
   $("photo").hidden = true;
+  $("photo-note").hidden = true;
   canvas.hidden = false;
 }
 
@@ -245,8 +246,14 @@ function readPhoto(file) {
   if (!file) return;
   const photo = $("photo");
   if (photo.src.startsWith("blob:")) URL.revokeObjectURL(photo.src);
+  photo.onerror = () => { // a file the browser cannot show (TIFF, or not an image): its name instead
+    photo.hidden = true;
+    $("photo-note").textContent = `${file.name || "the photo"} (your browser cannot show it)`;
+    $("photo-note").hidden = false;
+  };
   photo.src = URL.createObjectURL(file);
   photo.hidden = false;
+  $("photo-note").hidden = true;
   canvas.hidden = true;
   send(file, file.type, file.name || "the photo");
 }
