@@ -349,18 +349,19 @@ def predict(paths, model_dir, root, root_config, topk, min_confidence, as_json, 
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free port.")
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Requests handled at the same time (they share one model).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, gpu or gpu:N (a GPU takes Paddle Inference).")
 @_runtime_option
 @click.option("--cors", metavar="ORIGIN",
               help="Let pages of ORIGIN (e.g. http://localhost:3000, or * for any) call the API from a browser; "
                    "off by default.")
-def serve(model_dir, root, root_config, host, port, threads, runtime, cors):
+def serve(model_dir, root, root_config, host, port, threads, device, runtime, cors):
     """Serve an exported model: a drawing pad at / and an HTTP API (POST /api/predict, /api/predict/batch,
     GET /api/model, /healthz) until Ctrl-C."""
     from mnist_kit.deploy import predict as p
     from mnist_kit.deploy import serve as s
 
     model_dir = model_dir or p.newest_export(_root(root, root_config))
-    s.serve(model_dir, host=host, port=port, threads=threads, runtime=runtime, cors=cors,
+    s.serve(model_dir, host=host, port=port, threads=threads, device=device, runtime=runtime, cors=cors,
             say=lambda m: click.echo(m, err=True))
 
 

@@ -337,6 +337,14 @@ def test_a_port_in_use_and_a_missing_export_are_one_clear_error(digit_export, tm
     assert result.returncode == 1 and "is not a mnist-kit export" in result.stderr and "Traceback" not in result.stderr
     result = run_subprocess("serve", "--root", tmp_path, timeout=60)
     assert result.returncode == 1 and "no exported model under" in result.stderr
+    import paddle
+
+    if not paddle.device.is_compiled_with_cuda():  # Paddle itself would log an error and use the CPU
+        for command in (["serve"], ["predict", "x.png"]):
+            result = run_subprocess(*command, "--model", digit_export, "--device", "gpu", timeout=60)
+            assert result.returncode == 1 and result.stderr.strip() == (
+                "Error: --device gpu needs paddle's GPU build (paddlepaddle-gpu); this paddle is the CPU build: "
+                "use --device cpu"), result.stderr
 
 
 def test_sigterm_with_a_client_connected_stops_cleanly_and_frees_the_port(digit_export):

@@ -231,14 +231,14 @@ def _json_errors(server) -> None:
     server.channel_class = type("JsonErrorChannel", (server.channel_class,), {"error_task_class": JsonErrorTask})
 
 
-def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: int = 4, runtime: str = "auto",
-          cors: str | None = None, say=print, started=None) -> None:
+def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: int = 4, device: str = "cpu",
+          runtime: str = "auto", cors: str | None = None, say=print, started=None) -> None:
     """Serve the export in ``model_dir`` until Ctrl-C or SIGTERM; ``started(url)`` is called once it listens."""
     import waitress
 
     listen.check_address(host, port)
     # one thread per prediction: the requests of N clients run side by side on the server's threads
-    predictor = inference.Predictor(model_dir, runtime=runtime, threads=1)
+    predictor = inference.Predictor(model_dir, device=device, runtime=runtime, threads=1)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" under load: not a fault
     if host not in listen.LOOPBACK:
         say(f"warning: binding {host}: the server has no authentication, so anyone who can reach this address "
