@@ -422,11 +422,11 @@ def _graph(t: Trainer, run: RunDir, log: TrainLog):
     except BaseException:
         graph.stop(proc)
         raise
-    if wanted and proc is None:
-        proc = graph.start(run)
     try:
+        if wanted and proc is None:
+            proc = graph.start(run)
         problem = graph.finish(proc)
-    except BaseException:  # Ctrl-C (SIGTERM) while the graph is written after the last epoch
+    except BaseException:  # Ctrl-C (SIGTERM) while the graph is started or written after the last epoch
         graph.stop(proc)
         info("the run is complete; only its graph for VisualDL was not written")
         raise

@@ -20,7 +20,7 @@ import sys
 import time
 
 from mnist_kit.files import partial_dir, replace_dir
-from mnist_kit.interrupts import die_with_parent
+from mnist_kit.interrupts import between_steps, die_with_parent
 from mnist_kit.rundir import RunDir
 
 
@@ -30,10 +30,20 @@ def _child_setup() -> None:
 
 
 def start(run: RunDir) -> subprocess.Popen:
-    """Start the child process that writes the graph files; it dies with this process."""
+    """Start the child process that writes the graph files; it dies with this process. A Ctrl-C or SIGTERM
+    that arrives while it starts is held until the child exists, then stops it: no child is left behind."""
     env = {**os.environ, "FLAGS_enable_pir_api": "0", "GLOG_minloglevel": "2"}
-    return subprocess.Popen([sys.executable, "-m", "mnist_kit.graph", str(run)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_child_setup)
+    proc = None
+    try:
+        with between_steps() as check:
+            proc = subprocess.Popen([sys.executable, "-m", "mnist_kit.graph", str(run)], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                    preexec_fn=_child_setup)
+            check()
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
 
 
 def stop(proc: subprocess.Popen | None) -> None:

@@ -459,6 +459,29 @@ def test_the_graph_writer_dies_with_a_killed_training(trained):
     assert not (run / "graph" / "killed").exists()
 
 
+def test_ctrl_c_while_the_graph_child_starts_leaves_no_child(tmp_path, monkeypatch):
+    """The race a loaded CI machine hit: Ctrl-C after the child was forked but before Popen returned lost
+    the child and the graph message. A real SIGINT, sent to this process from inside Popen."""
+    import signal
+    import subprocess
+
+    from mnist_kit import graph
+
+    started = []
+    real = subprocess.Popen
+
+    def popen_then_ctrl_c(*args, **kwargs):
+        proc = real(*args, **kwargs)
+        started.append(proc)
+        os.kill(os.getpid(), signal.SIGINT)  # arrives before Popen is seen to return
+        return proc
+
+    monkeypatch.setattr(graph.subprocess, "Popen", popen_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        graph.start(tmp_path / "run")
+    assert started and started[0].returncode is not None  # killed and reaped by start itself
+
+
 def test_ctrl_c_while_the_graph_is_written_keeps_the_completed_run(trained):
     import signal
 

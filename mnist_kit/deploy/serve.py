@@ -232,8 +232,8 @@ def _json_errors(server) -> None:
 
 
 def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: int = 4, device: str = "cpu",
-          runtime: str = "auto", cors: str | None = None, say=print, started=None) -> None:
-    """Serve the export in ``model_dir`` until Ctrl-C or SIGTERM; ``started(url)`` is called once it listens."""
+          runtime: str = "auto", cors: str | None = None, say=print) -> None:
+    """Serve the export in ``model_dir`` until Ctrl-C or SIGTERM; ``say`` the address once it listens."""
     import waitress
 
     listen.check_address(host, port)
@@ -258,8 +258,6 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: i
     say(f"serving {Path(model_dir)} ({meta.get('dataset')}, {len(meta['classes'])} classes"
         + (f", {accuracy:.2%} {meta['checks'].get('split', 'validation')} accuracy" if accuracy is not None else "")
         + f") on {predictor.runtime} with {threads} threads at {url}; press Ctrl-C to stop")
-    if started is not None:
-        started(url)
     try:
         server.run()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop listening, let requests in progress end, end normally
