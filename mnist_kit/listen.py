@@ -30,3 +30,10 @@ def check_address(host: str, port: int) -> None:
                                 "choose another with --port") from None
             raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; use 127.0.0.1 (the default) or "
                             "one of this machine's addresses") from None
+
+
+def url(host: str, port: int) -> str:
+    """The address a browser on this machine opens for a server bound to ``host:port`` (a wildcard host is
+    reached at 127.0.0.1; an IPv6 address goes in brackets); no trailing slash."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}"

@@ -263,7 +263,7 @@ def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path |
                             errors="replace")
     errors = collections.deque(maxlen=20)
     threading.Thread(target=_drain, args=(proc.stderr, errors), daemon=True).start()
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    url = listen.url(host, port)
     try:
         _wait_until_up(proc, url, port, errors)
     except BaseException:  # it did not come up, or Ctrl-C: never leave it running

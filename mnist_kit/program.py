@@ -41,14 +41,13 @@ def create_predictor(model: Path, params: Path, device: str = "cpu", threads: in
         except ImportError as e:
             raise ProgramError(f"Paddle Inference is needed to run {Path(model).name} but paddle cannot be imported ({e}); "
                                "install paddlepaddle, or export with --format onnx and install onnxruntime") from None
+    config = inference.Config(str(model), str(params))
     if device.startswith("gpu"):
         import paddle
 
         if not paddle.device.is_compiled_with_cuda():  # else Paddle logs an error and runs on the CPU anyway
             raise ProgramError(f"--device {device} needs paddle's GPU build (paddlepaddle-gpu); this paddle is "
                                "the CPU build: use --device cpu")
-    config = inference.Config(str(model), str(params))
-    if device.startswith("gpu"):
         config.enable_use_gpu(256, int(device.partition(":")[2] or 0))
     else:
         config.disable_gpu()

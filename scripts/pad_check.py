@@ -34,35 +34,41 @@ STROKES = {
 VIEWPORT = {"width": 1200, "height": 600}
 
 
+def on_pad(page, inset: float = 0.1):
+    """The function from the pad's unit square to page pixels (x, y), leaving ``inset`` of margin on each
+    side, as a person does."""
+    box = page.locator("#canvas").bounding_box()
+    return lambda x, y: (box["x"] + box["width"] * (inset + (1 - 2 * inset) * x),
+                         box["y"] + box["height"] * (inset + (1 - 2 * inset) * y))
+
+
 def draw(page, digit: int) -> None:
     """Draw ``digit`` on the pad with mouse events (press, moves, release per stroke)."""
-    box = page.locator("#canvas").bounding_box()
-    inset = 0.1  # a person leaves some margin
+    at = on_pad(page)
     for stroke in STROKES[digit]:
-        points = [(box["x"] + box["width"] * (inset + (1 - 2 * inset) * x),
-                   box["y"] + box["height"] * (inset + (1 - 2 * inset) * y)) for x, y in stroke]
-        page.mouse.move(*points[0])
+        page.mouse.move(*at(*stroke[0]))
         page.mouse.down()
-        for p in points[1:]:
-            page.mouse.move(*p, steps=6)
+        for x, y in stroke[1:]:
+            page.mouse.move(*at(x, y), steps=6)
         page.mouse.up()
 
 
 def draw_touch(page, digit: int) -> None:
     """Draw ``digit`` with a finger: touch events through the DevTools protocol (the page must come from a
     context with ``has_touch``)."""
-    box = page.locator("#canvas").bounding_box()
+    at = on_pad(page)
     cdp = page.context.new_cdp_session(page)
-    inset = 0.1
-    at = lambda x, y: {"x": box["x"] + box["width"] * (inset + (1 - 2 * inset) * x),  # noqa: E731
-                       "y": box["y"] + box["height"] * (inset + (1 - 2 * inset) * y)}
+
+    def touch(kind: str, *points) -> None:
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
+            dict(zip("xy", at(x, y))) for x, y in points]})
+
     for stroke in STROKES[digit]:
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [at(*stroke[0])]})
+        touch("touchStart", stroke[0])
         for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
             for k in range(1, 7):
-                cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [
-                    at(x0 + (x1 - x0) * k / 6, y0 + (y1 - y0) * k / 6)]})
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+                touch("touchMove", (x0 + (x1 - x0) * k / 6, y0 + (y1 - y0) * k / 6))
+        touch("touchEnd")
     cdp.detach()
 
 
@@ -81,8 +87,7 @@ def drop(page, path: Path) -> None:
 def live(page, pause: float = 0.6) -> dict:
     """Press, draw half a 7, and hold still (button down) for ``pause`` s: the page must already have sent
     the drawing and shown an answer (the debounced live prediction); then release."""
-    box = page.locator("#canvas").bounding_box()
-    at = lambda x, y: (box["x"] + box["width"] * x, box["y"] + box["height"] * y)  # noqa: E731
+    at = on_pad(page, inset=0)
     page.click("#clear")
     before = sent(page)
     page.mouse.move(*at(0.25, 0.25))

@@ -31,6 +31,7 @@ from mnist_kit.images import ImageError, TooLarge
 
 STATIC = Path(__file__).with_name("static")
 MAX_BODY = 10 * 1024 * 1024  # bytes in one request; more is answered 413
+TOO_LARGE = f"the request body is larger than {MAX_BODY // (1024 * 1024)} MB"  # by Flask or by waitress
 MAX_PIXELS = 25_000_000  # pixels in one image (a 6,000 x 4,000 photo); more is answered 413 before decoding
 MAX_BATCH = 64  # images in one batch request
 RAW_TYPES = ("image/", "application/octet-stream")  # content types of a raw image body
@@ -94,8 +95,8 @@ class Service:
             status, reason = 400, f"cannot read this image ({type(e).__name__})"
         raise BadRequest(f"{name}: {reason}" if name else reason, status, reason)
 
-    def answers(self, images: list[np.ndarray], args) -> list[dict]:
-        topk, low, with_input = self.options(args)
+    def answers(self, images: list[np.ndarray], options: tuple[int, float, bool]) -> list[dict]:
+        topk, low, with_input = options
         probs = self.predictor.probabilities(np.stack(images)) if images else []
         out = []
         for image, p in zip(images, probs):
@@ -105,7 +106,7 @@ class Service:
         return out
 
     def predict_one(self, req) -> dict:
-        self.options(req.args)  # a bad query is answered before the image is read
+        options = self.options(req.args)  # a bad query is answered before the image is read
         if req.mimetype == "multipart/form-data":
             files = [f for _, f in req.files.items(multi=True)]
             if len(files) != 1:
@@ -118,10 +119,10 @@ class Service:
             raise BadRequest("send an image as the body (Content-Type image/png, image/jpeg, ... or "
                              "application/octet-stream) or as a multipart/form-data file, not "
                              f"{req.mimetype or 'a body without Content-Type'}", 415)
-        return self.answers([self.decode(data, name)], req.args)[0]
+        return self.answers([self.decode(data, name)], options)[0]
 
     def predict_batch(self, req) -> dict:
-        self.options(req.args)
+        options = self.options(req.args)
         if req.mimetype != "multipart/form-data":
             raise BadRequest("send the images as files of a multipart/form-data body", 415)
         files = [f for _, f in req.files.items(multi=True)]
@@ -137,7 +138,7 @@ class Service:
                 results.append({"file": name})
             except BadRequest as e:  # one bad file does not fail the others, as in mnist-kit predict
                 results.append({"file": name, "error": e.reason})
-        for r, a in zip([r for r in results if "error" not in r], self.answers(images, req.args)):
+        for r, a in zip([r for r in results if "error" not in r], self.answers(images, options)):
             r.update(a)
         return {"results": results}
 
@@ -169,7 +170,7 @@ def create_app(predictor: inference.Predictor, cors: str | None = None) -> Flask
     def http_error(e: HTTPException):
         messages = {404: f"nothing at {request.path}; the API is POST /api/predict, POST /api/predict/batch, "
                          "GET /api/model and GET /healthz",
-                    413: f"the request body is larger than {MAX_BODY // (1024 * 1024)} MB"}
+                    413: TOO_LARGE}
         return jsonify(error=messages.get(e.code, e.description)), e.code
 
     @app.errorhandler(Exception)
@@ -219,8 +220,7 @@ def _json_errors(server) -> None:
     class JsonErrorTask(ErrorTask):
         def execute(self):
             e = self.request.error
-            message = (f"the request body is larger than {MAX_BODY // (1024 * 1024)} MB" if e.code == 413
-                       else f"{e.reason.lower()}: {e.body}")
+            message = TOO_LARGE if e.code == 413 else f"{e.reason.lower()}: {e.body}"
             body = json.dumps({"error": message}).encode() + b"\n"
             self.status = f"{e.code} {e.reason}"
             self.response_headers.extend([("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff")])
@@ -251,8 +251,7 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: i
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
     _json_errors(server)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{server.effective_port}/"
+    url = listen.url(host, server.effective_port) + "/"
     meta = predictor.meta
     accuracy = (meta.get("checks") or {}).get("val_accuracy")
     say(f"serving {Path(model_dir)} ({meta.get('dataset')}, {len(meta['classes'])} classes"
