@@ -15,7 +15,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # ~ a 7,000 x 5,700 photo; more is refused as a possible decompression bomb
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+# The only formats Pillow may decode here (its name -> the file suffixes of it). Pillow recognises a format by
+# content, whatever the file's name: without this list a file that is EPS inside runs Ghostscript (``gs``, no
+# timeout) wherever it is installed, and other rarely used decoders see what a stranger sent to `serve`.
+FORMATS = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "BMP": (".bmp",), "GIF": (".gif",),
+           "TIFF": (".tif", ".tiff"), "WEBP": (".webp",), "PPM": (".pgm", ".ppm", ".pbm")}
+IMAGE_SUFFIXES = {suffix for suffixes in FORMATS.values() for suffix in suffixes}
+READ = "PNG, JPEG, BMP, GIF, TIFF, WebP, PGM/PPM/PBM"  # FORMATS, as the README and errors name them
 COLORS = {"grayscale": 1, "rgb": 3}  # colour mode -> channels
 
 
@@ -27,9 +33,11 @@ class TooLarge(ImageError):
     """An image with more pixels than may be decoded."""
 
 
-def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode an image file, or the bytes of one (what a client sent to ``mnist-kit serve``), refusing more
-    than ``max_pixels`` before decoding them. Raises ImageError."""
+def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS, admit=None) -> Image.Image:
+    """Decode an image file, or the bytes of one (what a client sent to ``mnist-kit serve``), in one of
+    ``FORMATS`` only, refusing more than ``max_pixels`` before decoding them. ``admit(pixels)``, if given, is
+    called after the header is read and before any pixel is decoded (a server's budget: it may raise).
+    Raises ImageError for anything wrong with the image, whatever the decoder raised."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if not len(source):
             raise ImageError("the image is empty (0 bytes)")
@@ -45,17 +53,23 @@ def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Imag
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(path, formats=list(FORMATS))
             if img.width * img.height > max_pixels:
                 raise TooLarge(f"{img.width}x{img.height} pixels is too large to decode safely "
                                f"(limit {max_pixels:,} pixels)")
+            if admit is not None:
+                admit(img.width * img.height)
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise TooLarge(f"too large to decode safely (limit {max_pixels:,} pixels)") from None
     except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read") from None
+        raise ImageError(f"not an image in a format mnist-kit reads ({READ})") from None
+    except ImageError:
+        raise
     except (OSError, SyntaxError, ValueError) as e:  # truncated or damaged data
         raise ImageError(f"damaged or truncated image ({e})") from None
+    except Exception as e:  # noqa: BLE001 - a hostile file may break a decoder in other ways
+        raise ImageError(f"cannot decode this image ({type(e).__name__}: {e})") from None
     try:
         return ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block: use the pixels as stored
@@ -70,6 +84,10 @@ def gray_levels(img: Image.Image) -> np.ndarray:
     fit) scaled from 65535, larger integers from their maximum, float images stretched from min to max."""
     arr = np.asarray(img, dtype=np.float64)
     if img.mode == "F":
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:  # no gray level to give them: refused, where they made "no digit found" and numpy warnings
+            raise ImageError(f"{bad:,} of its pixels are not numbers (NaN or infinity); "
+                             "save the image with finite values")
         lo, hi = arr.min(), arr.max()
         return (arr - lo) / (hi - lo or 1.0) * 255.0
     top = 65535.0 if img.mode.startswith("I;16") or arr.max() <= 65535 else arr.max()
@@ -113,6 +131,6 @@ def fit(img: Image.Image, size: tuple[int, int], color: str = "grayscale", resiz
 
 
 def load_image(source: Path | bytes, size: tuple[int, int], color: str = "grayscale", resize: str = "stretch",
-               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+               max_pixels: int = MAX_PIXELS, admit=None) -> np.ndarray:
     """``open_image`` + ``fit``. Raises ImageError."""
-    return fit(open_image(source, max_pixels), size, color, resize)
+    return fit(open_image(source, max_pixels, admit), size, color, resize)

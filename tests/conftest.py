@@ -214,3 +214,28 @@ def digit_export(tmp_path_factory):
         result = run_subprocess(*args, env=env)
         assert result.returncode == 0, result.stdout + result.stderr
     return base / "export"
+
+
+# ---------------------------------------------------------------- a hostile file: EPS, which Pillow hands to Ghostscript
+
+# Pillow recognises EPS by content, whatever the file's name, and runs `gs` (no timeout) to decode it
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n{ } loop\n"
+
+
+@pytest.fixture
+def fake_ghostscript(tmp_path):
+    """A `gs` first on PATH that records that it ran (and fails at once, so that a test of code that still
+    runs it ends quickly; real gs would hang on this EPS's endless loop). Yields
+    (environment for a subprocess, the file that exists once gs ran); PATH is set in this process too."""
+    bin_dir, ran = tmp_path / "fake-gs-bin", tmp_path / "gs-ran"
+    bin_dir.mkdir()
+    gs = bin_dir / "gs"
+    gs.write_text(f"#!/bin/sh\ntouch '{ran}'\nexit 1\n")
+    gs.chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    old = os.environ["PATH"]
+    os.environ["PATH"] = env["PATH"]
+    try:
+        yield env, ran
+    finally:
+        os.environ["PATH"] = old

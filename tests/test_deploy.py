@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from mnist_kit.data.idx import write_idx
 from mnist_kit.deploy import preprocess as pp
 
-from conftest import run_cli
+from conftest import EPS, run_cli, run_subprocess
 
 FONT_SIZES = (60, 90, 140)
 
@@ -110,6 +110,57 @@ def test_bad_images_are_named_errors(tmp_path, make, message):
     make(path)
     with pytest.raises(pp.ImageError, match=message):
         pp.preprocess(path)
+
+
+def _save_as(fmt: str):
+    return lambda p: photo(render_digit(3)).convert("RGB").save(p, format=fmt)
+
+
+@pytest.mark.parametrize("name,make", [
+    ("eps", lambda p: p.write_bytes(EPS)), ("ico", _save_as("ICO")), ("tga", _save_as("TGA")),
+    ("pcx", _save_as("PCX")), ("jpeg2000", _save_as("JPEG2000")), ("sgi", _save_as("SGI")),
+])
+def test_formats_outside_the_allow_list_are_refused_by_content_whatever_the_name(tmp_path, fake_ghostscript,
+                                                                                  name, make):
+    _, gs_ran = fake_ghostscript
+    for target in (tmp_path / f"x.{name}", tmp_path / "x.png"):  # a name that lies changes nothing
+        make(target)
+        with pytest.raises(pp.ImageError, match=r"not an image in a format mnist-kit reads \(PNG, JPEG"):
+            pp.preprocess(target)
+        with pytest.raises(pp.ImageError, match="not an image in a format"):
+            pp.preprocess(target.read_bytes())  # bytes, as serve reads them
+    assert not gs_ran.exists()
+
+
+def test_a_float_image_with_nan_or_infinite_pixels_is_refused_without_warnings(tmp_path):
+    import warnings
+
+    gray = np.asarray(photo(render_digit(3)).convert("L"), dtype=np.float32)
+    for bad in (np.nan, np.inf, -np.inf):
+        values = gray.copy()
+        values[5, 7] = bad
+        path = tmp_path / "float.tif"
+        Image.fromarray(values, "F").save(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy's RuntimeWarnings went to stderr
+            with pytest.raises(pp.ImageError, match="1 of its pixels are not numbers"):
+                pp.preprocess(path)
+    Image.fromarray(gray, "F").save(path)  # the same image with finite values is read
+    assert pp.preprocess(path).shape == (28, 28)
+
+
+def test_predict_of_an_eps_among_good_files_answers_the_others_and_runs_no_ghostscript(digit_export, tmp_path,
+                                                                                      fake_ghostscript):
+    env, gs_ran = fake_ghostscript
+    good = VARIANTS["jpeg dark ink on tinted paper"](7, tmp_path)
+    (tmp_path / "h.eps").write_bytes(EPS)
+    (tmp_path / "evil.png").write_bytes(EPS)
+    r = run_subprocess("predict", good, tmp_path / "h.eps", tmp_path / "evil.png", "--json", "--model",
+                       digit_export, env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert rows[0]["class"] == 7 and all("not an image in a format" in row["error"] for row in rows[1:]), rows
+    assert not gs_ran.exists()
 
 
 def _png_bytes():
@@ -243,7 +294,8 @@ def test_predict_reports_bad_files_and_still_predicts_the_others(exported, tmp_p
     assert result.exit_code == 1
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert rows[0]["class"] == 7 and "error" not in rows[0]
-    assert [r.get("error") for r in rows[1:]] == ["the file is empty", "not an image Pillow can read",
+    assert [r.get("error") for r in rows[1:]] == ["the file is empty", "not an image in a format mnist-kit reads "
+                                                  "(PNG, JPEG, BMP, GIF, TIFF, WebP, PGM/PPM/PBM)",
                                                   "no such file or folder", "no file matches this pattern"]
     assert "4 of 5 file(s) failed" in result.stderr
     table = run_cli("predict", good, "--topk", 2)

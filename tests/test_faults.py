@@ -397,6 +397,16 @@ def _start_training(name: str, *extra) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal)
 
 
+def _checkpoints(run: Path) -> list:
+    """The epoch and step checkpoints the run's manifest lists (none while it cannot be read)."""
+    from mnist_kit import UserError, checkpoint
+
+    try:
+        return checkpoint.periodic(run / "ckpt")
+    except (UserError, OSError):
+        return []
+
+
 def _wait_for(condition, timeout=120, what=""):
     import time
 
@@ -408,6 +418,12 @@ def _wait_for(condition, timeout=120, what=""):
 
 def _children(pid: int) -> list[int]:
     done = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in done.stdout.split()]
+
+
+def _graph_children(pid: int) -> list[int]:
+    """The children of ``pid`` that are the VisualDL graph writer (``python -m mnist_kit.graph``)."""
+    done = subprocess.run(["pgrep", "-P", str(pid), "-f", "mnist_kit.graph"], capture_output=True, text=True)
     return [int(p) for p in done.stdout.split()]
 
 
@@ -445,16 +461,15 @@ def test_the_graph_writer_dies_with_a_killed_training(trained):
     """The graph child (started after the last epoch on the CPU) gets SIGKILL when training is killed."""
     import signal
 
-    import time
-
     proc = _start_training("killed", "-o", "log.graph=true", "-o", "train.epochs=1")
-    _wait_for(lambda: _children(proc.pid), what=lambda: proc.poll())
-    children = _children(proc.pid)
+    # the graph child, by its command line (Paddle starts short-lived children of its own at import)
+    _wait_for(lambda: _graph_children(proc.pid), what=lambda: proc.poll())
+    children = _graph_children(proc.pid)
     assert json.loads(Path("checkpoints/killed/run.json").read_text())["status"] == "completed"
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    _wait_for(lambda: all(_gone(pid) for pid in children), timeout=2)
-    time.sleep(8)  # long enough for a surviving child to have written the graph
+    _wait_for(lambda: all(_gone(pid) for pid in children), timeout=10)
+    # gone before it wrote anything: a dead process writes no more (the folder is made whole or not at all)
     run = Path("checkpoints/killed")
     assert not (run / "graph" / "killed").exists()
 
@@ -486,8 +501,8 @@ def test_ctrl_c_while_the_graph_is_written_keeps_the_completed_run(trained):
     import signal
 
     proc = _start_training("graph-int", "-o", "log.graph=true", "-o", "train.epochs=1")
-    _wait_for(lambda: _children(proc.pid), what=lambda: proc.poll())
-    children = _children(proc.pid)
+    _wait_for(lambda: _graph_children(proc.pid), what=lambda: proc.poll())
+    children = _graph_children(proc.pid)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -534,7 +549,6 @@ def _env(name: str, value: str):
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_a_stopped_multi_process_job_leaves_no_process_and_no_environment(trained, tmp_path, how):
     import signal
-    import time
 
     launch_tmp = tmp_path / "tmp"
     launch_tmp.mkdir()
@@ -543,7 +557,8 @@ def test_a_stopped_multi_process_job_leaves_no_process_and_no_environment(traine
                              "train.epochs=500", "-o", "log.images=false", "--name", "np"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TMPDIR": str(launch_tmp)})
-    _wait_for(lambda: (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text(), timeout=180)
+    # what the resume at the end needs: a checkpoint in the manifest (the first metrics row comes before it)
+    _wait_for(lambda: _checkpoints(run), timeout=180, what="the first checkpoint")
     proc.send_signal(getattr(signal, how))
     _, err = proc.communicate(timeout=120)
     _wait_for(lambda: not _processes_of(run), timeout=30, what=lambda: f"{_processes_of(run)} to end")
@@ -553,12 +568,11 @@ def test_a_stopped_multi_process_job_leaves_no_process_and_no_environment(traine
     if how == "SIGTERM":
         _wait_for(lambda: json.loads((run / "run.json").read_text())["status"] == "interrupted", timeout=30,
                   what=lambda: (run / "run.json").read_text())
-        time.sleep(1)
     else:
         # mnist-kit is gone: the Paddle launcher stops the workers on its own, and when it sees one fail it
         # force-kills the others after 3 s (its pod.stop(timeout=3)); a rank 0 still inside a slow step then
-        # cannot record "interrupted". Either way the run is not running, and `runs` says stopped
-        time.sleep(1)
+        # cannot record "interrupted". Either way the run is not running (every process of it is gone,
+        # waited for above), and `runs` says stopped
         status = json.loads((run / "run.json").read_text())["status"]
         assert status == "interrupted" or (status == "running" and "stopped" in run_cli("runs").output), status
         # the environment files of a killed launch are removed by the next launch, if not already gone

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FOLDER_CLASSES, folder_image, run_cli, run_subprocess, write_image_folder
+from conftest import EPS, FOLDER_CLASSES, folder_image, run_cli, run_subprocess, write_image_folder
 from mnist_kit import config, data
 from mnist_kit.data.splits import oversample, stratified_split
 from mnist_kit.images import fit, load_image
@@ -86,6 +86,19 @@ def test_prepare_rejects_unreadable_files_with_a_list_and_writes_nothing(tmp_pat
     assert "1 of 85 files" in r.stderr and "box/broken.png" in r.stderr and "data.bad_files=skip" in r.stderr
     assert "Traceback" not in r.stderr
     assert not list((tmp_path / "data").rglob("arrays*.npz"))
+
+
+def test_prepare_never_runs_ghostscript_on_a_file_that_is_eps_inside(tmp_path, fake_ghostscript):
+    env, gs_ran = fake_ghostscript
+    folder = write_image_folder(tmp_path / "cards", corrupt=False)
+    (folder / "box" / "evil.png").write_bytes(EPS)  # named as an image: Pillow goes by content
+    args = ["prepare", "-o", "data.name=image_folder", "-o", f"data.folder={folder}", *SIZE]
+    refused = run_subprocess(*args, env=env)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "box/evil.png" in refused.stderr and "not an image in a format mnist-kit reads" in refused.stderr
+    skipped = run_subprocess(*args, "-o", "data.bad_files=skip", env=env)
+    assert skipped.returncode == 0 and "skipped 1 unreadable file" in skipped.stdout + skipped.stderr, skipped.stderr
+    assert not gs_ran.exists()
 
 
 def test_prepare_skips_bad_files_on_request_and_reports_counts_per_class(tmp_path):

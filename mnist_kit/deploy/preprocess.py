@@ -148,9 +148,10 @@ def mnist_style(ink: np.ndarray, style: str = "digit") -> np.ndarray:
 MAX_SIDE = 2048  # larger photos are reduced first: the digit is found as well, in a fraction of the memory
 
 
-def preprocess(source: Path | bytes, style: str = "digit", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """A file (or its bytes) -> uint8 (28, 28), white on black, framed like the training data. Raises ImageError."""
-    img = open_image(source, max_pixels)
+def preprocess(source: Path | bytes, style: str = "digit", max_pixels: int = MAX_PIXELS, admit=None) -> np.ndarray:
+    """A file (or its bytes) -> uint8 (28, 28), white on black, framed like the training data. Raises ImageError.
+    ``admit``: see ``images.open_image``."""
+    img = open_image(source, max_pixels, admit)
     if max(img.size) > MAX_SIDE:
         img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.NEAREST if img.mode in HIGH_DEPTH_MODES
                       else Image.Resampling.BOX)
