@@ -6,7 +6,10 @@ on 127.0.0.1 (default --threads 4) answers single images, a 280x280 PNG each as 
   - requests/s and p50/p99 latency with 1, 4 and 16 concurrent clients (keep-alive connections, threads of
     this process; each level bounded by --requests and --seconds);
   - the server's resident memory (VmRSS) after 100 requests and after --memory-requests (10,000), and its peak;
-  - the wall time of one cold `mnist-kit predict --model M one.png` (median of --runs).
+  - the wall time of one cold `mnist-kit predict --model M one.png` (median of --runs);
+  - the attack on decoding (onnxruntime server): 4 clients at once each POST a batch of 12 PNGs of 5000x5000
+    16-bit RGBA (about 200 KB each, under the per-image limit), while a probe asks /healthz every 0.1 s:
+    each batch's status and time, the slowest /healthz, and the server's memory before and at its peak.
 The clients run on the same 2 cores as the server, so the numbers are what one machine does with both.
 
     .venv/bin/python scripts/bench_serve.py [--model DIR] [--requests 3000] [--seconds 15] [--runs 5]
@@ -106,6 +109,59 @@ def load(port: int, images: list[bytes], clients: int, requests: int, seconds: f
             "p99": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "failures": len(failures)}
 
 
+def huge_png(side: int = 5000) -> bytes:
+    """A side x side 16-bit RGBA PNG that is nearly all one colour: a few hundred KB that decode to side^2
+    pixels (Pillow cannot write 16-bit RGBA, so the chunks are written here)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    pack, row = zlib.compressobj(9), b"\0" + b"\xff\xff" * 4 * side
+    idat = b"".join(pack.compress(row) for _ in range(side)) + pack.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 16, 6, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def attack(server: Server, clients: int = 4, images: int = 12) -> dict:
+    """``clients`` batch requests of ``images`` huge PNGs at once, and /healthz probed all the while."""
+    png, boundary = huge_png(), "attack-boundary"
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"; filename="big{i}.png"\r\n'
+                    f"Content-Type: image/png\r\n\r\n".encode() + png + b"\r\n" for i in range(images))
+    body += f"--{boundary}--\r\n".encode()
+    before = server.memory()[0]
+    done, health = threading.Event(), []
+
+    def post(_) -> tuple[int, float, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+        t0 = time.perf_counter()
+        conn.request("POST", "/api/predict/batch", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        r = conn.getresponse()
+        text = r.read().decode(errors="replace")
+        conn.close()
+        return r.status, time.perf_counter() - t0, text[:120]
+
+    def probe() -> None:
+        while not done.is_set():
+            t0 = time.perf_counter()
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            conn.close()
+            health.append(time.perf_counter() - t0)
+            time.sleep(0.1)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        answers = list(pool.map(post, range(clients)))
+    done.set()
+    prober.join()
+    return {"body_kb": len(body) / 1024, "answers": answers, "healthz_max": max(health), "healthz_n": len(health),
+            "rss_before": before, "peak": server.memory()[1]}
+
+
 def cold_predict(model: Path, runtime: str, image: Path, runs: int) -> float:
     argv = [str(Path(sys.executable).with_name("mnist-kit")), "predict", "--model", str(model), "--runtime", runtime,
             str(image)]
@@ -164,6 +220,17 @@ def main() -> int:
         a, b, peak = memory[runtime]
         print(f"{runtime:<12} {a:>10.0f} MiB {b:>10.0f} MiB {peak:>4.0f} MiB {cold[runtime]:>11.2f} s")
     print("\ntargets: cold predict <= 0.6 s, serve resident memory <= 150 MiB (onnxruntime)")
+    server = Server(model, "onnxruntime", args.threads)
+    try:
+        a = attack(server)
+    finally:
+        server.stop()
+    print(f"\nattack on decoding: 4 clients at once, each a batch of 12 PNGs of 5000x5000 16-bit RGBA "
+          f"({a['body_kb']:.0f} KB a request), --threads {args.threads}")
+    for status, seconds, text in a["answers"]:
+        print(f"  {status} after {seconds:.1f} s: {text}")
+    print(f"  slowest of {a['healthz_n']} /healthz meanwhile: {1000 * a['healthz_max']:.0f} ms; server memory "
+          f"{a['rss_before']:.0f} MiB before, peak {a['peak']:.0f} MiB")
     return 0
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli, run_subprocess
+from conftest import EPS, run_cli, run_subprocess
 from test_deploy import VARIANTS, photo, render_digit
 
 
@@ -141,7 +141,7 @@ def test_a_batch_answers_each_file_and_names_the_bad_ones(server, tmp_path):
     assert status == 200, answer
     a, b, c = answer["results"]
     assert (a["file"], b["file"], c["file"]) == ("a.png", "b: c.txt", "c.jpg")
-    assert b["error"] == "not an image Pillow can read" and "class" not in b
+    assert b["error"].startswith("not an image in a format mnist-kit reads") and "class" not in b
     for r in (a, c):
         assert len(r["top"]) == 2 and r["input"].startswith("data:image/png;base64,")
         seen = Image.open(io.BytesIO(__import__("base64").b64decode(r["input"].split(",", 1)[1])))
@@ -167,9 +167,20 @@ BAD = [  # (what, method, path, body, headers, status, words in the error)
     ("bad topk", "POST", "/api/predict?topk=many", PNG, {"Content-Type": "image/png"}, 400, "topk"),
     ("topk 0", "POST", "/api/predict?topk=0", PNG, {"Content-Type": "image/png"}, 400, "topk"),
     ("batch as raw body", "POST", "/api/predict/batch", PNG, {"Content-Type": "image/png"}, 415, "multipart"),
-    ("GET on predict", "GET", "/api/predict", None, {}, 405, "not allowed"),
+    ("GET on predict", "GET", "/api/predict", None, {}, 405, "GET is not allowed on /api/predict; use POST"),
+    ("OPTIONS without --cors", "OPTIONS", "/api/predict", None, {}, 405, "use POST"),
     ("no such page", "GET", "/etc/passwd", None, {}, 404, "nothing at"),
     ("static outside its folder", "GET", "/static/..%2f..%2fserve.py", None, {}, 404, ""),
+    ("double slash", "GET", "/api//model", None, {}, 404, "nothing at /api//model"),  # was a 308 with HTML
+    ("double slashes up", "GET", "//static//..//serve.py", None, {}, 404, "nothing at"),
+    ("EPS named png", "POST", "/api/predict", EPS, {"Content-Type": "image/png"}, 400, "not an image in a format"),
+    ("a form of 1,001 parts", "POST", "/api/predict/batch", *multipart([("f", f"{i}.png", b"x") for i in range(1001)]),
+     413, "more than 1,000 parts"),
+    ("a 2 MB part header", "POST", "/api/predict/batch",
+     b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.png\"\r\nX-Long: " + b"a" * 2_000_000
+     + b"\r\n\r\nx\r\n--b--\r\n", {"Content-Type": "multipart/form-data; boundary=b"}, 413, "over 500,000 bytes"),
+    ("unsupported transfer coding", "POST", "/api/predict", None,
+     {"Transfer-Encoding": "gzip, chunked", "Content-Type": "image/png"}, 501, "not supported"),
     ("bad Content-Length", "POST", "/api/predict", None, {"Content-Length": "x", "Content-Type": "image/png"}, 400,
      "Content-Length"),
 ]
@@ -249,7 +260,7 @@ def test_form_uploads_must_hold_one_file_and_file_names_are_never_opened(server,
     assert server.request("POST", "/api/predict", body, headers)[0] == 400
     body, headers = multipart([("image", "/etc/passwd", b"root:x:0:0")])  # the name is a label, never a path
     status, _, answer = server.request("POST", "/api/predict", body, headers)
-    assert status == 400 and answer["error"] == "/etc/passwd: not an image Pillow can read"
+    assert status == 400 and answer["error"].startswith("/etc/passwd: not an image in a format mnist-kit reads")
     body, headers = multipart([("image", "../../../../etc/hostname", PNG)])
     assert server.request("POST", "/api/predict", body, headers)[0] == 200
     small = encoded(Image.new("L", (28, 28)), "PNG")
@@ -280,12 +291,55 @@ def test_sixteen_concurrent_clients_get_the_answers_of_single_requests(server, t
         assert status == 200 and answer == alone[i], (i, answer, alone[i])
 
 
+def _big_png(pixels: int = 24_000_000) -> bytes:
+    """A 16-bit grayscale PNG of ``pixels`` pixels (under the 25 Mpx of one image) in about 50 KB."""
+    side = int(pixels ** 0.5)
+    return encoded(Image.new("I;16", (side, side), 300), "PNG")
+
+
+def test_a_request_over_its_pixels_in_all_is_refused_whole(server):
+    """Every image under the per-image limit, three together over the request's (they took 4 s each)."""
+    big = _big_png()
+    body, headers = multipart([("f", f"big{i}.png", big) for i in range(3)] + [("f", "small.png", PNG)])
+    status, _, answer = server.request("POST", "/api/predict/batch", body, headers)
+    assert status == 413 and "big2.png: the images of this request hold more than 50,000,000 pixels" in answer["error"]
+    assert server.request("GET", "/healthz")[0] == 200
+
+
+def test_pixels_being_decoded_are_bounded_for_the_whole_server(digit_export):
+    """In process, on the real app and predictor: while other requests hold the server's decoding budget, an
+    image is answered 503 with Retry-After at once; the budget comes back after every request, failed or not."""
+    from mnist_kit.deploy import inference, serve
+
+    app = serve.create_app(inference.Predictor(digit_export))
+    service, client = app.extensions["mnist_kit"], app.test_client()
+    raw = {"content_type": "image/png"}
+    assert client.post("/api/predict", data=PNG, **raw).status_code == 200
+    assert client.post("/api/predict", data=b"junk", **raw).status_code == 400
+    batch = {"content_type": "multipart/form-data",
+             "data": {"f": [(io.BytesIO(_big_png()), f"b{i}.png") for i in range(3)]}}
+    assert client.post("/api/predict/batch", **batch).status_code == 413
+    assert service.budget.used == 0  # given back after an answer, a decode error and a refusal
+    service.budget.take(serve.MAX_DECODING_PIXELS - 1_000_000)  # other requests decoding right now
+    try:
+        answer = client.post("/api/predict", data=_big_png(2_000_000), **raw)
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "1", answer.json
+        assert "the server is decoding" in answer.json["error"] and "try again" in answer.json["error"]
+        assert client.post("/api/predict", data=PNG, **raw).status_code == 200  # a small one still fits
+    finally:
+        service.budget.give(serve.MAX_DECODING_PIXELS - 1_000_000)
+    assert client.post("/api/predict", data=_big_png(2_000_000), **raw).status_code in (200, 400)
+    assert service.budget.used == 0
+
+
 def test_model_facts_health_and_the_page(server, digit_export):
     status, _, facts = server.request("GET", "/api/model")
     meta = json.loads((digit_export / "mnist_kit_model.json").read_text())
     assert status == 200 and facts["classes"] == meta["classes"] and facts["runtime"] == "onnxruntime"
     assert facts["checks"] == meta["checks"] and facts["source"]["run"] == "digits"  # a name, not a server path
-    assert facts["limits"] == {"max_body_bytes": 10 * 1024 * 1024, "max_pixels": 25_000_000, "max_batch": 64}
+    assert facts["limits"] == {"max_body_bytes": 10 * 1024 * 1024, "max_pixels": 25_000_000, "max_batch": 64,
+                               "max_request_pixels": 50_000_000, "max_decoding_pixels": 50_000_000,
+                               "max_connections": 200, "idle_timeout_seconds": 60}
     assert server.request("GET", "/healthz")[2] == {"status": "ok", "runtime": "onnxruntime"}
     status, headers, page = server.request("GET", "/")
     assert status == 200 and b"<canvas" in page and "Access-Control-Allow-Origin" not in headers
@@ -306,10 +360,49 @@ def test_cors_when_asked_and_a_warning_off_loopback(digit_export):
         assert headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
         status, headers, _ = s.request("OPTIONS", "/api/predict", headers={
             "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"})
-        assert status == 200 and "POST" in headers["Access-Control-Allow-Methods"]
+        assert status == 204 and "POST" in headers["Access-Control-Allow-Methods"]  # a preflight's answer
     finally:
         assert s.stop(signal.SIGINT) == 0  # Ctrl-C stops it normally
     assert s.lines[-1] == "stopped"
+
+
+@pytest.mark.parametrize("origin", ["http://a\r\nX-Injected: 1", "http://a/path", "localhost:3000", "", "ftp://a",
+                                    "http://a b"])
+def test_a_cors_origin_that_is_not_one_is_refused_at_start(digit_export, origin):
+    r = run_subprocess("serve", "--model", digit_export, "--port", "0", "--cors", origin, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("Error: --cors") and "is not an origin" in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def _healthz_on_a_new_connection(s: Server, timeout: float) -> int:
+    conn = http.client.HTTPConnection(s.host, s.port, timeout=timeout)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_idle_and_slow_connections_beyond_twice_the_limit_never_hold_the_server(digit_export):
+    """waitress alone stopped accepting at 100 connections until one had been idle 120 s: 98 silent sockets
+    held the server. Twice the limit of sockets that send nothing, or half a request, and it still answers
+    (within 30 s here, less than the idle timeout: it is the eviction that answers, not the timeout)."""
+    s = Server("--model", digit_export)
+    held = []
+    try:
+        limit = s.request("GET", "/api/model")[2]["limits"]["max_connections"]
+        for i in range(2 * limit):
+            sock = socket.create_connection((s.host, s.port), timeout=30)
+            if i % 2:  # a slow client: half a request's headers
+                sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n")
+            held.append(sock)
+        assert _healthz_on_a_new_connection(s, timeout=30) == 200
+        status, _, answer = s.post_image(PNG)
+        assert status == 200 and answer["class"] == 5, answer
+    finally:
+        for sock in held:
+            sock.close()
+        assert s.stop() == 0
 
 
 def test_paddle_inference_behind_the_server_answers_as_onnxruntime(server, digit_export, tmp_path):
@@ -365,6 +458,42 @@ def test_sigterm_with_a_client_connected_stops_cleanly_and_frees_the_port(digit_
 
 
 # ---------------------------------------------------------------- without paddle
+
+def _rss_mib(pid: int) -> float:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024
+
+
+def test_sigterm_lets_running_and_queued_requests_end_and_answers_them(digit_export):
+    """One thread: a slow batch runs, a second request waits behind it; SIGTERM then. Both are answered (waitress
+    alone dropped the queued one and, past 5 s, let the running one write into a closed socket: EBADF)."""
+    s = Server("--model", digit_export, "--threads", "1")
+    second = http.client.HTTPConnection(s.host, s.port, timeout=120)
+    second.request("GET", "/healthz")  # a connection the server has accepted (kept alive)
+    assert second.getresponse().read()
+    idle, answers = _rss_mib(s.proc.pid), {}
+
+    def slow_batch():
+        answers["slow"] = s.request("POST", "/api/predict/batch",
+                                    *multipart([("f", f"b{i}.png", _big_png()) for i in range(2)]))
+
+    slow = threading.Thread(target=slow_batch)
+    slow.start()
+    deadline = time.time() + 60
+    while _rss_mib(s.proc.pid) < idle + 40:  # the event: the server is decoding the first big image
+        assert time.time() < deadline and slow.is_alive(), "the slow request did not start"
+        time.sleep(0.01)
+    second.request("POST", "/api/predict", PNG, {"Content-Type": "image/png"})  # sent: waits for the one thread
+    s.proc.send_signal(signal.SIGTERM)
+    queued = second.getresponse()
+    answers["queued"] = queued.status, json.loads(queued.read())
+    slow.join(120)
+    assert s.proc.wait(60) == 0 and s.lines[-1] == "stopped", s.lines  # on its own: one signal is enough
+    assert answers["slow"][0] == 200 and len(answers["slow"][2]["results"]) == 2, answers["slow"]
+    assert answers["queued"][0] == 200 and answers["queued"][1]["class"] == 5, answers["queued"]
+    log = "\n".join(s.lines)
+    assert "Traceback" not in log and "Errno" not in log and "Exception" not in log, log
+
 
 @pytest.fixture
 def no_paddle(tmp_path):

@@ -18,6 +18,10 @@ import io
 import json
 import logging
 import math
+import re
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +38,19 @@ MAX_BODY = 10 * 1024 * 1024  # bytes in one request; more is answered 413
 TOO_LARGE = f"the request body is larger than {MAX_BODY // (1024 * 1024)} MB"  # by Flask or by waitress
 MAX_PIXELS = 25_000_000  # pixels in one image (a 6,000 x 4,000 photo); more is answered 413 before decoding
 MAX_BATCH = 64  # images in one batch request
+# Decoding is what costs (a 25 Mpx PNG of 194 KB takes about 4 s and hundreds of MB): four batch requests
+# of twelve such images held every thread for 45-51 s and took 1 GB. So the pixels are bounded per request
+# (413 beyond) and being decoded at once by the whole server (503 beyond, at once: a thread that waited
+# would be one that /healthz and small images need).
+MAX_REQUEST_PIXELS = 2 * MAX_PIXELS  # pixels decoded for one request, all its images together
+MAX_DECODING_PIXELS = 2 * MAX_PIXELS  # pixels being decoded at any moment, all requests together
+MAX_FORM_PARTS = 1000  # parts of a multipart form (Werkzeug's default, said in the error)
+MAX_FORM_MEMORY = 500_000  # bytes of a form's text field or a part's headers (Werkzeug's default)
+# Connections: at its limit waitress stops accepting until one closes (idle ones after 120 s by default), so
+# 98 sockets that sent nothing held the server; here the connection idle longest is closed instead
+MAX_CONNECTIONS = 200
+IDLE_TIMEOUT = 60  # seconds a connection may stay idle
+DRAIN_SECONDS = 30  # on Ctrl-C or SIGTERM, how long requests in progress may take to end
 RAW_TYPES = ("image/", "application/octet-stream")  # content types of a raw image body
 # the page may load only this server's own files: no CDN, no remote fonts, scripts or images
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
@@ -42,11 +59,59 @@ log = logging.getLogger("mnist_kit.serve")
 
 
 class BadRequest(Exception):
-    """A request the client can fix: answered with ``status`` and ``{"error": message}``."""
+    """A request the client can fix: answered with ``status`` and ``{"error": message}``. ``whole``: it ends
+    the whole request, even a batch (where one bad file otherwise only gets its own error)."""
 
-    def __init__(self, message: str, status: int = 400, reason: str | None = None):
+    def __init__(self, message: str, status: int = 400, reason: str | None = None, whole: bool = False):
         super().__init__(message)
-        self.status, self.reason = status, reason or message  # reason: without the file's name
+        self.status, self.reason, self.whole = status, reason or message, whole  # reason: without the file's name
+
+
+class _OverBudget(ImageError):
+    """Raised while an image's header is read, before it is decoded: the request is over its pixels (413) or
+    the server over the pixels it decodes at once (503)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class PixelBudget:
+    """The pixels the server's threads are decoding right now (``MAX_DECODING_PIXELS``)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self._lock = limit, 0, threading.Lock()
+
+    def take(self, pixels: int) -> None:
+        with self._lock:
+            if self.used and self.used + pixels > self.limit:  # one image alone is bounded by MAX_PIXELS
+                raise _OverBudget(f"the server is decoding {self.used:,} pixels of other requests right now (at "
+                                  f"most {self.limit:,} at once); try again in a moment", 503)
+            self.used += pixels
+
+    def give(self, pixels: int) -> None:
+        with self._lock:
+            self.used -= pixels
+
+
+class _Tally:
+    """One request's pixels: decoded in all (``MAX_REQUEST_PIXELS``), and held from the budget right now."""
+
+    def __init__(self, budget: PixelBudget):
+        self.budget, self.total, self.held = budget, 0, 0
+
+    def admit(self, pixels: int) -> None:
+        """``images.open_image``'s ``admit``: called with an image's pixels before they are decoded."""
+        self.total += pixels
+        if self.total > MAX_REQUEST_PIXELS:
+            raise _OverBudget(f"the images of this request hold more than {MAX_REQUEST_PIXELS:,} pixels in all; "
+                              "send them in several requests, or smaller", 413)
+        self.budget.take(pixels)
+        self.held += pixels
+
+    def release(self) -> None:
+        self.budget.give(self.held)
+        self.held = 0
 
 
 def model_facts(predictor: inference.Predictor) -> dict:
@@ -59,7 +124,9 @@ def model_facts(predictor: inference.Predictor) -> dict:
     meta["source"] = source
     meta["export"] = predictor.folder.name
     meta["runtime"] = predictor.runtime
-    meta["limits"] = {"max_body_bytes": MAX_BODY, "max_pixels": MAX_PIXELS, "max_batch": MAX_BATCH}
+    meta["limits"] = {"max_body_bytes": MAX_BODY, "max_pixels": MAX_PIXELS, "max_batch": MAX_BATCH,
+                      "max_request_pixels": MAX_REQUEST_PIXELS, "max_decoding_pixels": MAX_DECODING_PIXELS,
+                      "max_connections": MAX_CONNECTIONS, "idle_timeout_seconds": IDLE_TIMEOUT}
     return meta
 
 
@@ -72,6 +139,7 @@ class Service:
         self.read = reader(predictor.meta, MAX_PIXELS)  # exactly as mnist-kit predict reads a file
         self.facts = model_facts(predictor)
         self.min_confidence = min_confidence
+        self.budget = PixelBudget(MAX_DECODING_PIXELS)
 
     def options(self, args) -> tuple[int, float, bool]:
         """topk, min_confidence and input (also answer the image the model saw) from the query string."""
@@ -84,15 +152,19 @@ class Service:
             raise BadRequest("topk must be at least 1 and min_confidence between 0 and 1")
         return min(topk, len(self.classes)), low, args.get("input", "0") not in ("0", "false", "")
 
-    def decode(self, data: bytes, name: str | None) -> np.ndarray:
+    def decode(self, data: bytes, name: str | None, tally: _Tally) -> np.ndarray:
         """The image as the model's input; BadRequest (naming the file ``name``, if any) if it cannot be."""
         try:
-            return self.read(data)
+            return self.read(data, admit=tally.admit)
+        except _OverBudget as e:
+            raise BadRequest(f"{name}: {e}" if name else str(e), e.status, whole=True) from None
         except ImageError as e:
             status, reason = 413 if isinstance(e, TooLarge) else 400, str(e)
-        except Exception as e:  # noqa: BLE001 - a hostile file may break the decoder in other ways
+        except Exception as e:  # noqa: BLE001 - preprocessing a hostile image may fail in other ways
             log.exception("reading %s failed", name)
             status, reason = 400, f"cannot read this image ({type(e).__name__})"
+        finally:
+            tally.release()  # the decoded image is gone: only its 28x28 (or folder-sized) input is kept
         raise BadRequest(f"{name}: {reason}" if name else reason, status, reason)
 
     def answers(self, images: list[np.ndarray], options: tuple[int, float, bool]) -> list[dict]:
@@ -119,7 +191,7 @@ class Service:
             raise BadRequest("send an image as the body (Content-Type image/png, image/jpeg, ... or "
                              "application/octet-stream) or as a multipart/form-data file, not "
                              f"{req.mimetype or 'a body without Content-Type'}", 415)
-        return self.answers([self.decode(data, name)], options)[0]
+        return self.answers([self.decode(data, name, _Tally(self.budget))], options)[0]
 
     def predict_batch(self, req) -> dict:
         options = self.options(req.args)
@@ -130,13 +202,15 @@ class Service:
             raise BadRequest("the form holds no files; send each image as a file field")
         if len(files) > MAX_BATCH:
             raise BadRequest(f"{len(files)} images in one request; at most {MAX_BATCH}", 413)
-        results, images = [], []
+        results, images, tally = [], [], _Tally(self.budget)
         for f in files:
             name = f.filename or f.name
             try:
-                images.append(self.decode(f.read(), name))
+                images.append(self.decode(f.read(), name, tally))
                 results.append({"file": name})
             except BadRequest as e:  # one bad file does not fail the others, as in mnist-kit predict
+                if e.whole:
+                    raise
                 results.append({"file": name, "error": e.reason})
         for r, a in zip([r for r in results if "error" not in r], self.answers(images, options)):
             r.update(a)
@@ -147,9 +221,11 @@ def create_app(predictor: inference.Predictor, cors: str | None = None) -> Flask
     """The Flask application on ``predictor`` (which may be called from several threads at once). ``cors``: an
     origin allowed to call the API from its pages ("*" for any); None sends no CORS headers."""
     app = Flask(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, MAX_FORM_PARTS=MAX_FORM_PARTS, MAX_FORM_MEMORY_SIZE=MAX_FORM_MEMORY)
     app.json.sort_keys = False
+    app.url_map.merge_slashes = False  # /api//model is a JSON 404, not a redirect with an HTML body
     service = Service(predictor)
+    app.extensions["mnist_kit"] = service
     routes = {  # rule: (endpoint, method, view)
         "/": ("page", "GET", lambda: _no_cache(send_from_directory(STATIC, "index.html"))),
         # send_from_directory refuses any name outside STATIC
@@ -160,17 +236,25 @@ def create_app(predictor: inference.Predictor, cors: str | None = None) -> Flask
         "/api/predict/batch": ("batch", "POST", lambda: service.predict_batch(request)),
     }
     for rule, (endpoint, method, view) in routes.items():
-        app.add_url_rule(rule, endpoint, view, methods=[method])
+        # no automatic OPTIONS (an empty 200): a 405 in JSON, or with --cors a preflight's 204 (below)
+        app.add_url_rule(rule, endpoint, view, methods=[method], provide_automatic_options=False)
+    if cors:
+        app.add_url_rule("/api/<path:rest>", "preflight", lambda rest: ("", 204), methods=["OPTIONS"])
 
     @app.errorhandler(BadRequest)
     def bad_request(e: BadRequest):
-        return jsonify(error=str(e)), e.status
+        response = jsonify(error=str(e))
+        if e.status == 503:
+            response.headers["Retry-After"] = "1"
+        return response, e.status
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
         messages = {404: f"nothing at {request.path}; the API is POST /api/predict, POST /api/predict/batch, "
                          "GET /api/model and GET /healthz",
-                    413: TOO_LARGE}
+                    405: f"{request.method} is not allowed on {request.path}; use "
+                         + " or ".join(sorted(getattr(e, "valid_methods", None) or ["GET"])),
+                    413: _too_large(request)}
         return jsonify(error=messages.get(e.code, e.description)), e.code
 
     @app.errorhandler(Exception)
@@ -190,6 +274,26 @@ def create_app(predictor: inference.Predictor, cors: str | None = None) -> Flask
         return response
 
     return app
+
+
+def _too_large(req) -> str:
+    """What a 413 from Flask or Werkzeug was for: the body's size, or the form parser's own limits."""
+    if req.content_length is not None and req.content_length > MAX_BODY:
+        return TOO_LARGE
+    return (f"the form is over the server's form limits: more than {MAX_FORM_PARTS:,} parts, or a part's headers "
+            f"or a text field over {MAX_FORM_MEMORY:,} bytes; send each image as a file field, at most "
+            f"{MAX_BATCH} in one request")
+
+
+ORIGIN = re.compile(r"https?://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+
+
+def check_origin(cors: str | None) -> None:
+    """``--cors`` must be ``*`` or one origin (``scheme://host[:port]``): it is sent as a header on every API
+    answer, where a line break would break every one of them (checked at start, not per request)."""
+    if cors is not None and cors != "*" and not ORIGIN.fullmatch(cors):
+        raise UserError(f"--cors {cors!r} is not an origin; give * (any page) or one origin such as "
+                        "http://localhost:3000 (scheme, host and port only)")
 
 
 def _no_cache(response: Response) -> Response:
@@ -231,12 +335,55 @@ def _json_errors(server) -> None:
     server.channel_class = type("JsonErrorChannel", (server.channel_class,), {"error_task_class": JsonErrorTask})
 
 
+def _evict_idle(server) -> None:
+    """At ``MAX_CONNECTIONS`` close the connection idle longest (one without a request being answered) to make
+    room, instead of waitress's way of not accepting until one closes. Many idle or slow sockets then cost
+    their own connections, never the server's answer to others."""
+    accepting_now = server.readable  # waitress's check: maintenance, then accept unless at the limit
+
+    def readable() -> bool:
+        if server.accepting:
+            channels = list(server.active_channels.values())
+            closing = sum(1 for c in channels if c.will_close)
+            if len(server._map) - closing >= server.adj.connection_limit:
+                idle = [c for c in channels if not (c.will_close or c.requests or c.total_outbufs_len)]
+                if idle:  # closed by the loop's next pass (a channel that will close is writable)
+                    min(idle, key=lambda c: c.last_activity).will_close = True
+        return accepting_now()
+
+    server.readable = readable
+
+
+def _drain(server, seconds: float) -> None:
+    """After Ctrl-C or SIGTERM: accept nothing more, let the requests in progress end and their answers go
+    out (for at most ``seconds``), then stop the threads. waitress alone closed its loop at once, and a request
+    still running then wrote into a closed socket (EBADF in the log)."""
+    server.accepting = False
+    server.del_channel()
+    server.socket.close()  # new connections are refused from now on
+
+    def busy() -> bool:
+        return any(c.requests or c.total_outbufs_len for c in list(server.active_channels.values()))
+
+    deadline = time.monotonic() + seconds
+    try:
+        while busy() and time.monotonic() < deadline:
+            server.asyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now
+        pass
+    server.task_dispatcher.shutdown(timeout=1)
+    for channel in list(server.active_channels.values()):
+        channel.close()
+    server.trigger.close()
+
+
 def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: int = 4, device: str = "cpu",
           runtime: str = "auto", cors: str | None = None, say=print) -> None:
     """Serve the export in ``model_dir`` until Ctrl-C or SIGTERM; ``say`` the address once it listens."""
     import waitress
 
     listen.check_address(host, port)
+    check_origin(cors)
     # one thread per prediction: the requests of N clients run side by side on the server's threads
     predictor = inference.Predictor(model_dir, device=device, runtime=runtime, threads=1)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" under load: not a fault
@@ -247,21 +394,26 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: i
     try:  # waitress refuses a larger body itself, before it buffers it (a little more: a form's own lines)
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident="mnist-kit",
                                         max_request_body_size=MAX_BODY + 64 * 1024,
-                                        clear_untrusted_proxy_headers=True)
+                                        clear_untrusted_proxy_headers=True, connection_limit=MAX_CONNECTIONS,
+                                        channel_timeout=IDLE_TIMEOUT, cleanup_interval=10,
+                                        asyncore_use_poll=True)  # select() fails on descriptors over 1023
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
     _json_errors(server)
+    _evict_idle(server)
     url = listen.url(host, server.effective_port) + "/"
     meta = predictor.meta
     accuracy = (meta.get("checks") or {}).get("val_accuracy")
     say(f"serving {Path(model_dir)} ({meta.get('dataset')}, {len(meta['classes'])} classes"
         + (f", {accuracy:.2%} {meta['checks'].get('split', 'validation')} accuracy" if accuracy is not None else "")
         + f") on {predictor.runtime} with {threads} threads at {url}; press Ctrl-C to stop")
-    try:
-        server.run()
+    try:  # waitress's server.run(), but for what it does on Ctrl-C: drop queued requests, wait 5 s, return
+        server.asyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=server._map, use_poll=True)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop listening, let requests in progress end, end normally
         pass
     finally:
-        server.close()
-        server.task_dispatcher.shutdown(timeout=5)
+        _drain(server, DRAIN_SECONDS)
+        if threading.current_thread() is threading.main_thread():  # another Ctrl-C now ends the process at once,
+            for signum in (signal.SIGINT, signal.SIGTERM):          # not in a traceback from Python's exit
+                signal.signal(signum, signal.SIG_DFL)
     say("stopped")
