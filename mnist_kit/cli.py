@@ -377,8 +377,9 @@ def serve(model_dir, root, root_config, host, port, threads, device, runtime, co
 def sweep(config_path, overrides, name, jobs):
     """Train one run per combination of values; compare them with `mnist-kit runs` and `mnist-kit board`.
 
-    Re-running the same command skips completed runs and resumes interrupted ones. A failed run is
-    reported and does not stop the others; the exit code is then 1.
+    Re-running the same command skips completed runs and resumes interrupted ones; a run another process is
+    training is left alone. A failed run is reported and does not stop the others; the exit code is then 1
+    (also when a run was left alone). One sweep at a time runs in a folder; its runs stop with it.
     """
     from mnist_kit import runs
     from mnist_kit.sweep import run_sweep
@@ -389,9 +390,14 @@ def sweep(config_path, overrides, name, jobs):
     click.echo(f"compare them in VisualDL (scalars overlaid, hyper-parameters ranked): "
                f"mnist-kit board --logdir {sweep_dir}")
     failed = [s["run"] for s in summaries if s["sweep_outcome"] == "failed"]
+    busy = [s["run"] for s in summaries if s["sweep_outcome"] == "busy"]
     if failed:
         click.echo(f"{len(failed)} run(s) failed: {', '.join(failed)}; their output is in {sweep_dir / 'logs'}",
                    err=True)
+    if busy:
+        click.echo(f"{len(busy)} run(s) left alone, being trained by another process: {', '.join(busy)}; run the "
+                   "sweep again once they have ended", err=True)
+    if failed or busy:
         raise SystemExit(1)
 
 

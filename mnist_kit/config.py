@@ -612,8 +612,17 @@ def parse_yaml(text: str):
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
 
 
+def refuse_control_characters(text: str) -> None:
+    """An ``-o`` text with a newline (or another control character) is refused as written: YAML folds a newline
+    into a space, so ``output.root=runs/new<newline>line`` wrote to ``runs/new line``."""
+    if any(ord(c) < 32 or c == "\x7f" for c in text):
+        raise ConfigError(f"override {excerpt(text)} holds a control character (a newline, a tab...); no name, path "
+                          "or value of a config holds one")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"optimizer.lr=0.01"`` -> (["optimizer", "lr"], 0.01). Values are YAML scalars or flow lists."""
+    refuse_control_characters(text)
     if "=" not in text:
         raise ConfigError(f"override {excerpt(text)} must look like section.key=value, e.g. -o optimizer.lr=0.01")
     key, _, value = text.partition("=")

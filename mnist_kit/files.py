@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -159,3 +160,15 @@ def replace_dir(new: Path, target: Path) -> Path | None:
         os.rename(new, target)
     _fsync_dir(target.parent)
     return old
+
+
+def try_lock(path: Path):
+    """The file ``path`` (made if missing), open and exclusively locked by this process, or None if another
+    process holds it. The lock ends when the file is closed or the process dies, ``kill -9`` included."""
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f

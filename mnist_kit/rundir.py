@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 
 from mnist_kit import UserError, config, console, provenance
-from mnist_kit.files import overwrite_in_place, read_json, write_text
+from mnist_kit.files import overwrite_in_place, read_json, try_lock, write_text
 
 
 class RunDir:
@@ -176,17 +176,13 @@ class RunDir:
     def lock(self):
         """Hold the run's training lock: one process trains a run at a time; the lock dies with its process,
         ``kill -9`` included."""
-        f = open(self.lock_file, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            raise UserError(f"{self.path} is being trained by another process right now") from None
+        held = try_lock(self.lock_file)
+        if held is None:
+            raise UserError(f"{self.path} is being trained by another process right now")
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-            f.close()
+            held.close()  # the lock goes with the file
 
     def alive(self) -> bool:
         """Whether a process holds the training lock right now."""

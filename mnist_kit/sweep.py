@@ -6,13 +6,16 @@ combination is checked before anything runs. Each run is a ``mnist-kit train`` p
 failing run does not stop the others; its output goes to ``SWEEP/logs/RUN.log``. Runs are named by their
 values (``lr=0.01,model=cnn``), so re-running the same command finds them: a completed run is skipped (or,
 given a larger ``train.epochs``, trained on), an interrupted one with a checkpoint is resumed, one that failed
-before its first checkpoint is set aside and trained again.
+before its first checkpoint is set aside and trained again. A run that a process is training right now (its
+lock is held) is never touched. One sweep at a time runs in a folder (``SWEEP/.sweep.lock``); its runs die with
+it, ``kill -9`` included, and a signal that stops it (Ctrl-C, SIGTERM, SIGHUP) is passed on to them as it came.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,10 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from mnist_kit import ConfigError, UserError, checkpoint, config, data, provenance, runs
+from mnist_kit import ConfigError, UserError, checkpoint, config, data, interrupts, provenance, runs
 from mnist_kit.console import info
-from mnist_kit.files import write_text
+from mnist_kit.files import try_lock, write_text
 from mnist_kit.rundir import RunDir
+
+LOCK = ".sweep.lock"  # in the sweep folder: held by the sweep that runs there
 
 
 @dataclass
@@ -39,6 +44,7 @@ def parse_grid(overrides: list[str]) -> tuple[list[str], list[tuple[str, list]]]
     """(-o texts shared by every run, [(key, [values])] of the grid's axes)."""
     fixed, axes = [], []
     for text in overrides:
+        config.refuse_control_characters(text)
         head, _, raw = text.partition("=")
         (section, key), _ = config.parse_override(f"{head}=" if "=" in text else text)  # checks section.key
         try:
@@ -53,6 +59,16 @@ def parse_grid(overrides: list[str]) -> tuple[list[str], list[tuple[str, list]]]
             axes.append((dotted, values))
         else:
             fixed.append(text)
+    swept = {k for k, _ in axes}
+    both = sorted({t.partition("=")[0].strip() for t in fixed} & swept)
+    if both:  # the grid's value would silently win
+        raise ConfigError(f"{', '.join(both)} is given one value and several values; give it in one -o "
+                          f"(all its values, or just one)")
+    for key, values in axes:
+        texts = [json.dumps(v, sort_keys=True) for v in values]
+        twice = sorted({t for t in texts if texts.count(t) > 1})
+        if twice:
+            raise ConfigError(f"{key} lists {', '.join(twice)} more than once; list each value once")
     return fixed, axes
 
 
@@ -71,8 +87,9 @@ def _value_text(value, values=()) -> str:
         return f"v{values.index(value) + 1}"
     if isinstance(value, list):
         return "-".join(map(str, value))
-    if isinstance(value, float):
-        return f"{value:g}"
+    if isinstance(value, float):  # as short as %g where that is still the value, else all its digits
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
     return str(value).replace("/", "_")
 
 
@@ -95,6 +112,9 @@ def plan(config_path: Path | None, overrides: list[str]) -> tuple[list[str], lis
             errors.append(f"{name}: {'; '.join(e.problems)}")
             continue
         planned.append(Planned(name, texts, cfg))
+    names = [p.name for p in planned]
+    errors += [f"{n}: {names.count(n)} combinations make this run name (values that differ only in type, such as "
+               "1 and 1.0); give the values once" for n in sorted(set(names)) if names.count(n) > 1]
     if errors:
         raise ConfigError("some combinations of the sweep are not valid configs; nothing was run:\n"
                           + "\n".join(f"  {e}" for e in errors))
@@ -102,10 +122,12 @@ def plan(config_path: Path | None, overrides: list[str]) -> tuple[list[str], lis
 
 
 def _state(run: RunDir, cfg: dict) -> str:
-    """new | completed | resumable | restart | other-config (resumable also covers a completed run that the
-    sweep now asks to train for more epochs)."""
+    """new | busy | completed | resumable | restart | other-config (busy: a process trains it right now;
+    resumable also covers a completed run that the sweep now asks to train for more epochs)."""
     if not run.path.exists():
         return "new"
+    if run.alive():
+        return "busy"
     try:
         info_ = run.read_info()
         saved = run.read_config()
@@ -142,9 +164,24 @@ class _Running:
     log: object
 
 
+def _child_setup():
+    """In a run's process before it starts: it dies with the sweep (SIGTERM: it stops between steps and records
+    that), and it takes SIGINT and SIGTERM even where the sweep was started with them ignored (``&``)."""
+    die, sweep = interrupts.die_with_parent(signal.SIGTERM), os.getpid()
+
+    def setup():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        die()
+        if os.getppid() != sweep:  # the sweep died before the line above: nobody will send the signal
+            os._exit(1)
+
+    return setup
+
+
 def _start(sweep_dir: Path, config_path, fixed, p: Planned, state: str, say) -> _Running:
     """Start run ``p``'s process (after setting aside an unfinished run that has no checkpoint)."""
-    if state == "restart" and (sweep_dir / p.name).exists():
+    if state == "restart" and (sweep_dir / p.name).exists() and not RunDir(sweep_dir / p.name).alive():
         aside = sweep_dir / "superseded" / f"{p.name}-{provenance.stamp()}"
         aside.parent.mkdir(exist_ok=True)
         (sweep_dir / p.name).rename(aside)
@@ -154,7 +191,8 @@ def _start(sweep_dir: Path, config_path, fixed, p: Planned, state: str, say) -> 
     log.flush()
     # a session of its own: Ctrl-C reaches the sweep alone, which passes it on once (_run_all)
     proc = subprocess.Popen(_command(config_path, fixed, p, sweep_dir, state), stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_child_setup())
     say(f"  started {p.name}" + (" (resuming)" if state == "resumable" else ""))
     return _Running(p, proc, time.perf_counter(), log)
 
@@ -187,10 +225,11 @@ def _run_all(sweep_dir: Path, config_path, fixed, todo: list[Planned], states: d
                 r.log.close()
                 done += 1
                 outcome[r.plan.name] = _report(sweep_dir, r, f"[{done}/{total}]", say)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, interrupts.Terminated) else signal.SIGINT  # passed on as it came
         for r in active:
             if r.proc.poll() is None:
-                r.proc.send_signal(signal.SIGINT)
+                r.proc.send_signal(signum)
         for r in active:
             try:
                 r.proc.wait(timeout=60)
@@ -216,6 +255,17 @@ def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None 
     root = Path(root or planned[0].cfg["output"]["root"])
     sweep_dir = root / (name or f"sweep-{Path(config_path).stem if config_path else 'defaults'}")
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    held = try_lock(sweep_dir / LOCK)
+    if held is None:
+        raise UserError(f"another sweep is running in {sweep_dir} right now; wait for it to end (or stop it), "
+                        "or give this one its own --name")
+    with held:
+        return _run_locked(sweep_dir, config_path, fixed, axes, planned, jobs, say)
+
+
+def _run_locked(sweep_dir: Path, config_path, fixed, axes, planned: list[Planned], jobs: int,
+                say) -> tuple[Path, list[dict]]:
+    """``run_sweep`` with the sweep folder locked."""
     (sweep_dir / "logs").mkdir(exist_ok=True)
     for p in planned:  # what `train` records for the run
         p.cfg["output"].update(root=str(sweep_dir), name=p.name)
@@ -228,11 +278,15 @@ def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None 
         "config": str(config_path) if config_path else None, "fixed": fixed,
         "grid": {k: v for k, v in axes}, "runs": [p.name for p in planned],
         "command": provenance.command()}, indent=2) + "\n")
-    todo = [p for p in planned if states[p.name] != "completed"]
+    busy = [p.name for p in planned if states[p.name] == "busy"]
+    for n in busy:
+        say(f"  {n}: another process is training it right now; left alone (run the sweep again once it has ended)")
+    todo = [p for p in planned if states[p.name] not in ("completed", "busy")]
     say(f"sweep {sweep_dir}: {len(planned)} runs ({' x '.join(str(len(v)) for _, v in axes)} over "
-        f"{', '.join(k for k, _ in axes)}); {len(planned) - len(todo)} already completed, {len(todo)} to run, "
-        f"{jobs} at a time")
-    outcome = {p.name: "completed earlier" for p in planned if p not in todo}
+        f"{', '.join(k for k, _ in axes)}); {len(planned) - len(todo) - len(busy)} already completed, "
+        f"{len(todo)} to run, {jobs} at a time")
+    outcome = {p.name: "completed earlier" for p in planned if states[p.name] == "completed"}
+    outcome.update({n: "busy" for n in busy})
     outcome.update(_run_all(sweep_dir, config_path, fixed, todo, states, jobs, len(planned), say))
     summaries = []
     for p in planned:  # every run, those that failed before their folder existed too

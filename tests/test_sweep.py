@@ -215,3 +215,117 @@ def test_the_new_keys_sweep_too_and_blocks_are_named_by_their_place():
     assert planned[-1].cfg["model"]["blocks"][0]["stride"] == 2 and planned[-1].cfg["model"]["channels"] == [16]
     with pytest.raises(ConfigError, match="model.blocks\\[0\\] has an unknown key 'channel'"):
         plan(None, ["model.blocks=[{channel: 8}],[{channels: 8}]"])
+
+
+def test_values_that_round_alike_get_names_of_their_own_and_ambiguous_grids_are_refused():
+    _, _, planned = plan(None, ["optimizer.lr=0.1234567,0.1234568", "train.seed=1,2"])
+    assert [p.name for p in planned][::2] == ["lr=0.1234567,seed=1", "lr=0.1234568,seed=1"]  # %g made both 0.123457
+    _, _, planned = plan(None, ["optimizer.lr=0.01,1e-05,0.0003"])
+    assert [p.name for p in planned] == ["lr=0.01", "lr=1e-05", "lr=0.0003"]  # short where short is exact
+    for overrides, words in [
+        (["optimizer.lr=0.1,0.2", "optimizer.lr=0.3"], "optimizer.lr is given one value and several values"),
+        (["optimizer.lr=0.3", "optimizer.lr=0.1,0.2"], "optimizer.lr is given one value and several values"),
+        (["train.seed=1,2,1"], "train.seed lists 1 more than once"),
+        (["optimizer.lr=1,1.0"], "lr=1: 2 combinations make this run name"),
+    ]:
+        with pytest.raises(ConfigError, match=words):
+            plan(None, overrides)
+
+
+def test_a_newline_in_an_override_is_refused_not_folded_into_a_path(tmp_path):
+    for command in (["train"], ["sweep", "-o", "optimizer.lr=0.1,0.2"]):
+        r = run_subprocess(*command, "-o", "output.root=runs/new\nline", *SMALL)
+        assert r.returncode == 2 and "holds a control character" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.splitlines()) == 1, r.stderr  # said once, also by a sweep
+    assert not Path("runs").exists()
+
+
+LONG = ["-o", "optimizer.lr=0.01,0.001", "-o", "model.name=linear", *FAST, "-o", "train.epochs=500",
+        "-o", "log.images=false", "-o", "log.histogram_every=0", "--name", "s", "-j", "2"]
+RUNS = [Path("checkpoints/s/lr=0.01"), Path("checkpoints/s/lr=0.001")]
+
+
+def _start_sweep(*args, sigint=None):
+    import signal
+    import subprocess
+    import sys
+
+    disposition = signal.SIG_DFL if sigint is None else sigint
+    return subprocess.Popen([sys.executable, "-m", "mnist_kit", "sweep", *args], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
+
+
+def _until(condition, what: str, timeout: float = 180):
+    import time
+
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _training(run: Path) -> bool:
+    from mnist_kit.rundir import RunDir
+
+    return RunDir(run).alive() and (run / "metrics.jsonl").is_file() and bool((run / "metrics.jsonl").read_text())
+
+
+def test_a_sweep_killed_with_sigkill_takes_its_runs_with_it_whole(prepared):
+    """kill -9 of a sweep left its runs training on as orphans, and the next sweep set one aside mid-run."""
+    import signal
+
+    proc = _start_sweep(*LONG)
+    _until(lambda: all(_training(r) for r in RUNS), "both runs to train")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    from mnist_kit.rundir import RunDir
+
+    _until(lambda: not any(RunDir(r).alive() for r in RUNS), "the runs to stop with their sweep", timeout=60)
+    for run in RUNS:  # stopped between steps, as by Ctrl-C: recorded, whole, resumable
+        assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+        assert (run / "config.yaml").is_file()
+    assert not Path("checkpoints/s/superseded").exists()
+
+
+def test_a_run_being_trained_is_left_alone_and_two_sweeps_never_share_a_folder(prepared):
+    import signal
+    import subprocess
+    import sys
+
+    # someone trains lr=0.01 of the grid by hand, in the sweep's folder, right now
+    by_hand = subprocess.Popen([sys.executable, "-m", "mnist_kit", "train", "-o", "optimizer.lr=0.01", "-o",
+                                "model.name=linear", *FAST, "-o", "train.epochs=500", "-o", "log.images=false",
+                                "-o", "output.root=checkpoints/s", "--name", "lr=0.01"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _until(lambda: _training(RUNS[0]), "the run trained by hand")
+        sweep = _start_sweep(*LONG)
+        _until(lambda: _training(RUNS[1]), "the sweep's other run")
+        second = run_subprocess("sweep", *LONG)  # the same command again, while the first runs
+        assert second.returncode == 1 and "another sweep is running in checkpoints/s" in second.stderr, second.stderr
+        assert len(second.stderr.splitlines()) == 1 and "Traceback" not in second.stderr
+        sweep.send_signal(signal.SIGINT)
+        err = sweep.communicate(timeout=120)[1]
+        assert sweep.returncode == 130, err
+        assert "lr=0.01: another process is training it right now; left alone" in err
+        assert by_hand.poll() is None and _training(RUNS[0])  # untouched, still training
+        assert not Path("checkpoints/s/superseded").exists()
+    finally:
+        by_hand.send_signal(signal.SIGTERM)
+        by_hand.wait(120)
+
+
+def test_sigterm_stops_a_sweep_started_in_the_background_and_its_runs(prepared):
+    """From a shell's `&` or nohup the runs inherited SIGINT ignored, and only SIGINT was passed on: they trained
+    on after 'sweep interrupted'. Now the signal that came is passed on, and the exit code is 143."""
+    import signal
+
+    proc = _start_sweep(*LONG, sigint=signal.SIG_IGN)
+    _until(lambda: all(_training(r) for r in RUNS), "both runs to train")
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143 and "sweep interrupted" in err and "Traceback" not in err, err
+    from mnist_kit.rundir import RunDir
+
+    for run in RUNS:
+        assert not RunDir(run).alive() and json.loads((run / "run.json").read_text())["status"] == "interrupted"
