@@ -192,6 +192,8 @@ def _read(path: Path, problem: str, error=UserError):
         return paddle.load(str(path))
     except (pickle.UnpicklingError, EOFError, ValueError, OSError, AttributeError, ImportError) as e:
         raise error(f"{problem}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a hostile or foreign pickle fails in any way (TypeError, KeyError...)
+        raise error(f"{problem}: {type(e).__name__}: {e}") from None
 
 
 def remove_partials(folder: Path) -> list[Path]:
@@ -275,6 +277,8 @@ def initial_weights(path: Path) -> tuple[dict, dict]:
     a run (its best checkpoint), a checkpoint file, or an export (its ``model.pdparams``, else the checkpoint
     it was made from, if that is still there unchanged)."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"train.init_from: {path} is a symbolic link to nothing (a loop, or its target is gone)")
     if path.is_dir() and (path / "ckpt").is_dir():
         return _weights_of(for_use(path / "ckpt"), "run", path)
     if path.is_file() and path.suffix == ".pdckpt":

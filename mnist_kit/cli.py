@@ -236,7 +236,7 @@ def resume(run_dir, root, root_config, epoch, overrides, device):
 @click.option("--photos", type=click.IntRange(0, 10000), default=0, metavar="N",
               help="Also make N photos of test images (ink on tinted paper, off-centre, 40-260 px, blur, noise, "
                    "JPEG/PNG) and report how many the model reads right through predict's preprocessing.")
-@click.option("--photo-seed", type=int, default=0, show_default=True, help="Seed of the photos.")
+@click.option("--photo-seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the photos.")
 @click.option("--save-photos", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the photos in this new (or empty) folder, named NNNN-label-K.ext.")
 def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json, photos, photo_seed, save_photos):
@@ -251,6 +251,9 @@ def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json, ph
         raise UserError(f"--device is {device!r}; allowed: cpu, gpu, gpu:N, auto")
     if save_photos is not None and not photos:
         raise UserError("--save-photos needs --photos N (how many photos to make)")
+    if save_photos is not None and save_photos.is_symlink() and not save_photos.exists():
+        raise UserError(f"--save-photos {save_photos} is a symbolic link to nothing (a loop, or its target is "
+                        "gone); name a new folder")
     if save_photos is not None and save_photos.exists() and (not save_photos.is_dir() or any(save_photos.iterdir())):
         raise UserError(f"--save-photos {save_photos} exists and is not an empty folder; name a new folder "
                         "(mnist-kit never writes over your files)")
@@ -261,6 +264,9 @@ def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json, ph
 
         make = functools.partial(photo_set, count=photos, seed=photo_seed, folder=save_photos)
     result = ev.evaluate_run(run, epoch=epoch, last=last, split=split, device=device, photos=make)
+    if photos and result["photos"]["count"] < photos:
+        click.echo(f"note: --photos {photos}, but the test split holds {result['photos']['count']} images: one "
+                   "photo was made of each", err=True)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -303,6 +309,12 @@ def export(run_dir, root, root_config, epoch, last, best, out, fmt):
     if "pdparams" in meta:
         click.echo(f"state dicts: {meta['path']}/model.pdparams and model.pdopt (pickles: load only files you "
                    f"trust), loaded back: max logit difference {meta['pdparams']['max_abs_logit_difference']:.2g}")
+    if meta.get("replaced_files"):
+        dropped = meta["replaced_files"]
+        click.echo(f"note: the earlier export in {meta['path']} held {' and '.join(dropped)}, which this export "
+                   "does not write: they went with the earlier export"
+                   + ("; --format pdparams writes model.pdparams and model.pdopt" if "model.pdopt" in dropped else ""),
+                   err=True)
     click.echo(f"predict with: mnist-kit predict --model {meta['path']} IMAGE...")
 
 

@@ -203,13 +203,27 @@ def load_weights(model: nn.Layer, weights: dict, source: str) -> None:
     for name, value in own.items():
         if name not in weights:
             raise UserError(f"{source} has no {name}: it holds the weights of another model")
-        if list(getattr(weights[name], "shape", [])) != list(value.shape):
-            raise UserError(f"{source}: {name} has shape {list(getattr(weights[name], 'shape', []))}, the model's is "
+        theirs = weights[name]
+        if not hasattr(theirs, "shape") or not hasattr(theirs, "dtype"):
+            raise UserError(f"{source}: {name} is not an array of weights ({type(theirs).__name__})")
+        if list(theirs.shape) != list(value.shape):
+            raise UserError(f"{source}: {name} has shape {list(theirs.shape)}, the model's is "
                             f"{list(value.shape)}: it holds the weights of another model")
+        if _dtype_name(theirs.dtype) != _dtype_name(value.dtype):  # Paddle asserted here, in a traceback
+            raise UserError(f"{source}: {name} holds {_dtype_name(theirs.dtype)} values, the model's are "
+                            f"{_dtype_name(value.dtype)}")
     extra = [k for k in weights if k not in own]
     if extra:
         raise UserError(f"{source} has {extra[0]}, which the model does not: it holds the weights of another model")
-    model.set_state_dict(weights)
+    try:
+        model.set_state_dict(weights)
+    except Exception as e:  # noqa: BLE001 - what the checks above did not foresee in a foreign file
+        raise UserError(f"{source}: its weights cannot be loaded ({type(e).__name__}: {e})") from None
+
+
+def _dtype_name(dtype) -> str:
+    """float32 for numpy's float32 and Paddle's paddle.float32 alike."""
+    return str(dtype).rsplit(".", 1)[-1]
 
 
 def save_program(model: nn.Layer, prefix, input_shape=(1, 28, 28)) -> None:

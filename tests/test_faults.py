@@ -821,6 +821,61 @@ def test_read_only_and_unusable_folders_are_one_line_with_what_to_do(read_only, 
     assert snapshot(tmp_path / "checkpoints") == before
 
 
+def test_symbolic_link_loops_are_one_line_for_export_and_eval(trained):
+    Path("loop").symlink_to("loop")
+    assert_user_error(run_cli("export", "--out", "loop"), "cannot use", "loop: Too many levels of symbolic links",
+                      "--out")
+    assert_user_error(run_cli("eval", "--photos", "2", "--save-photos", "loop"),
+                      "--save-photos loop is a symbolic link to nothing")
+    assert Path("loop").is_symlink()  # and nothing else happened to it
+
+
+def test_export_on_a_full_disk_names_where_at_every_fill_level(trained, small_disk):
+    """The disk fills at another write at each level (the program, its parameters, ONNX, the metadata, the
+    check's temporary files): every failure is one line naming the export folder; the earlier export stays."""
+    import os
+
+    out = small_disk / "export"
+    assert run_cli("export", "--out", out).exit_code == 0
+    before = snapshot(out)
+    filler = small_disk / "filler"
+    seen = set()
+    for kib in (4, 16, 40, 80, 120, 160, 240, 320):
+        free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+        with open(filler, "ab") as f:  # leave about `kib` KiB
+            f.write(b"\0" * max(0, free - kib * 1024))
+        result = run_cli("export", "--out", out)
+        filler.unlink()
+        if result.exit_code == 0:
+            continue  # room enough at this level
+        assert_user_error(result, f"cannot use {out}", "No space left on device", "--out")
+        seen.add(kib)
+        assert snapshot(out) == before  # the earlier export is whole
+    assert seen, "no fill level made the export fail"
+
+
+def test_a_plain_export_over_a_pdparams_export_says_what_it_replaced(trained):
+    assert run_cli("export", "--out", "ex", "--format", "pdparams").exit_code == 0
+    again = run_cli("export", "--out", "ex")
+    assert again.exit_code == 0
+    assert ("note: the earlier export in ex held model.pdopt and model.pdparams, which this export does not write"
+            in again.output), again.output
+    assert "note:" not in run_cli("export", "--out", "ex").output  # nothing more to say the next time
+
+
+def test_eval_photo_options_are_checked_and_a_short_test_split_is_said(trained):
+    bad = run_cli("eval", "--photos", "5", "--photo-seed", "-1")
+    assert bad.exit_code == 2 and "--photo-seed" in bad.output and "Traceback" not in bad.output, bad.output
+    from mnist_kit import data
+    from mnist_kit.rundir import RunDir
+
+    test_size = len(data.load_dataset(RunDir(trained).read_config()["data"]).y_test)
+    more = run_cli("eval", "--photos", str(test_size + 100))
+    assert more.exit_code == 0, more.output
+    assert f"note: --photos {test_size + 100}, but the test split holds {test_size} images" in more.output
+    assert f"on {test_size} photos" in more.output
+
+
 # ---------------------------------------------------------------- 13: what is drawn is bounded
 
 def test_thousands_of_classes_are_drawn_within_bounds(tmp_path):

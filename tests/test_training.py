@@ -312,6 +312,43 @@ def test_init_from_other_shapes_or_a_missing_path_is_one_error_and_no_run(prepar
     assert sorted(p.name for p in Path("checkpoints").iterdir()) == ["mlp"]  # no run folder left behind
 
 
+def _rewrite_pdparams(path: Path, kind: str) -> None:
+    """Replace an export's model.pdparams with weights of another dtype, or a pickle that is not weights."""
+    import pickle
+
+    from mnist_kit.runtime import paddle
+
+    weights = paddle.load(str(path))
+    if kind in ("float64", "int64", "bool", "complex128"):
+        paddle.save({k: np.asarray(v.numpy()).astype(kind) for k, v in weights.items()}, str(path))
+        return
+    hostile = {"strings": {k: "x" for k in weights}, "numbers": {k: 3 for k in weights},
+               "nested": {k: {"a": 1} for k in weights}, "a list": [1, 2]}[kind]
+    path.write_bytes(pickle.dumps(hostile))
+
+
+@pytest.mark.parametrize("kind,words", [
+    ("float64", "body.0.weight holds float64 values, the model's are float32"),
+    ("int64", "holds int64 values"), ("bool", "holds bool values"), ("complex128", "holds complex128 values"),
+    ("strings", "body.0.weight is not an array of weights (str)"), ("numbers", "is not an array of weights (int)"),
+    ("nested", "is not an array of weights (dict)"), ("a list", "model.pdparams is not a state dict"),
+])
+def test_init_from_weights_of_another_dtype_or_a_foreign_pickle_is_one_error(prepared, kind, words):
+    assert run_cli("train", *FAST, "-o", "train.epochs=1", "--name", "base").exit_code == 0
+    assert run_cli("export", "--run", "checkpoints/base", "--format", "pdparams", "--out", "sd").exit_code == 0
+    _rewrite_pdparams(Path("sd/model.pdparams"), kind)
+    r = run_subprocess("train", *FAST, "-o", "train.init_from=sd", "--name", "from")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and words in r.stderr, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith("Error:")] == [r.stderr.strip().splitlines()[-1]]
+    assert not Path("checkpoints/from").exists()
+
+
+def test_init_from_a_symlink_loop_says_so(prepared):
+    Path("loop").symlink_to("loop")
+    r = run_cli("train", *FAST, "-o", "train.init_from=loop", "--name", "x")
+    assert r.exit_code == 1 and "train.init_from: loop is a symbolic link to nothing (a loop" in r.output, r.output
+
+
 # ---------------------------------------------------------------- no validation split
 
 def test_val_size_0_trains_on_every_image_and_the_best_checkpoint_is_the_last(prepared):

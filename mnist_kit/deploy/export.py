@@ -14,6 +14,7 @@ optimizer's state dicts as ``paddle.save`` writes them (pickles), what Paddle's 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -61,7 +62,11 @@ def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: P
     cfg, ckpt_path, state, splits, model = trained.cfg, trained.path, trained.state, trained.splits, trained.model
     norm, classes = splits.norm, list(state["classes"])
     out = Path(out) if out else run.export_dir(ckpt_path.stem)
-    out = out.resolve() if out.is_symlink() else out  # a link to a folder: export into that folder
+    if out.is_symlink():  # a link to a folder: export into that folder
+        try:
+            out = out.resolve()
+        except RuntimeError:  # Python 3.11's resolve() on a loop; said like every other command says it
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(out)) from None
     _check_target(out)
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -105,11 +110,19 @@ def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: P
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         faults.hit("export", 0)
         _check_target(out)  # again: the folder may have changed while the export was checked
+        replaced = sorted(e.name for e in out.iterdir() if e.name in EXPORT_FILES and not (tmp / e.name).exists()) \
+            if out.is_dir() else []
         _install(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.filename is None:  # a write deep in Paddle or paddle2onnx (a full disk): name where it went
+            raise OSError(e.errno, e.strerror, str(out)) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # made by this export: everything in it is its own
         raise
     meta["path"] = str(out)
+    meta["replaced_files"] = [n for n in replaced if n in ("model.onnx", "model.pdparams", "model.pdopt")]
     return meta
 
 
