@@ -59,14 +59,9 @@ def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: P
     auto, an ONNX model that cannot be written or fails its check is left out, and ``onnx_skipped`` says why."""
     run = RunDir(run)
     trained = evaluate.load_trained(run, epoch, last, device="cpu")
-    cfg, ckpt_path, state, splits, model = trained.cfg, trained.path, trained.state, trained.splits, trained.model
-    norm, classes = splits.norm, list(state["classes"])
-    out = Path(out) if out else run.export_dir(ckpt_path.stem)
-    if out.is_symlink():  # a link to a folder: export into that folder
-        try:
-            out = out.resolve()
-        except RuntimeError:  # Python 3.11's resolve() on a loop; said like every other command says it
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(out)) from None
+    cfg, state, splits, model = trained.cfg, trained.state, trained.splits, trained.model
+    classes = list(state["classes"])
+    out = _followed(Path(out) if out else run.export_dir(trained.path.stem))
     _check_target(out)
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -82,24 +77,8 @@ def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: P
     except OSError as e:
         raise UserError(f"cannot write the export beside {out}: {e.strerror or e}; choose a writable --out") from None
     try:
-        shape = splits.prepared.input_shape
-        save_program(model, tmp / inference.PROGRAM, shape)
-        meta = {
-            "format": "mnist-kit export 1",
-            "input_shape": [None, *shape],
-            "input_dtype": "float32",
-            "normalization": norm.to_dict(),
-            "preprocess": preprocess.STYLE_OF_DATASET.get(cfg["data"]["name"], "folder"),
-            "classes": classes,
-            "dataset": cfg["data"]["name"],
-            "model": cfg["model"],
-            **({"image": {k: cfg["data"][k] for k in ("image_size", "color", "resize")}}
-               if cfg["data"]["name"] == "image_folder" else {}),
-            "source": {"run": str(run.path.resolve()), "checkpoint": ckpt_path.name, "epoch": state["epoch"],
-                       "step": state["step"], "checkpoint_sha256": digest(ckpt_path)},
-            "exported_at": provenance.now(),
-            "versions": versions(),
-        }
+        save_program(model, tmp / inference.PROGRAM, splits.prepared.input_shape)
+        meta = _metadata(run, trained, classes)
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         reference = Reference(model, splits)
         meta["checks"] = reference.compare("exported model", inference.Predictor(tmp, runtime="paddle").logits)
@@ -124,6 +103,38 @@ def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: P
     meta["path"] = str(out)
     meta["replaced_files"] = [n for n in replaced if n in ("model.onnx", "model.pdparams", "model.pdopt")]
     return meta
+
+
+def _followed(out: Path) -> Path:
+    """``--out``, or the folder it links to (export then writes into that folder)."""
+    if not out.is_symlink():
+        return out
+    try:
+        return out.resolve()
+    except RuntimeError:  # Python 3.11's resolve() on a loop; said as every other command says it
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(out)) from None
+
+
+def _metadata(run: RunDir, trained: evaluate.Trained, classes: list) -> dict:
+    """What the export says of itself (its checks are added once they have passed)."""
+    cfg, state, ckpt_path = trained.cfg, trained.state, trained.path
+    shape = trained.splits.prepared.input_shape
+    return {
+        "format": "mnist-kit export 1",
+        "input_shape": [None, *shape],
+        "input_dtype": "float32",
+        "normalization": trained.splits.norm.to_dict(),
+        "preprocess": preprocess.STYLE_OF_DATASET.get(cfg["data"]["name"], "folder"),
+        "classes": classes,
+        "dataset": cfg["data"]["name"],
+        "model": cfg["model"],
+        **({"image": {k: cfg["data"][k] for k in ("image_size", "color", "resize")}}
+           if cfg["data"]["name"] == "image_folder" else {}),
+        "source": {"run": str(run.path.resolve()), "checkpoint": ckpt_path.name, "epoch": state["epoch"],
+                   "step": state["step"], "checkpoint_sha256": digest(ckpt_path)},
+        "exported_at": provenance.now(),
+        "versions": versions(),
+    }
 
 
 def _check_target(out: Path) -> None:
