@@ -19,7 +19,7 @@ import pytest
 
 from mnist_kit import UserError
 
-from conftest import FAST, run_cli, run_subprocess, synthetic_arrays, write_idx_folder
+from conftest import FAST, checkpoints_of, run_cli, run_subprocess, synthetic_arrays, write_idx_folder
 
 
 def snapshot(folder: Path) -> dict:
@@ -397,16 +397,6 @@ def _start_training(name: str, *extra) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal)
 
 
-def _checkpoints(run: Path) -> list:
-    """The epoch and step checkpoints the run's manifest lists (none while it cannot be read)."""
-    from mnist_kit import UserError, checkpoint
-
-    try:
-        return checkpoint.periodic(run / "ckpt")
-    except (UserError, OSError):
-        return []
-
-
 def _wait_for(condition, timeout=120, what=""):
     import time
 
@@ -558,7 +548,7 @@ def test_a_stopped_multi_process_job_leaves_no_process_and_no_environment(traine
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TMPDIR": str(launch_tmp)})
     # what the resume at the end needs: a checkpoint in the manifest (the first metrics row comes before it)
-    _wait_for(lambda: _checkpoints(run), timeout=180, what="the first checkpoint")
+    _wait_for(lambda: checkpoints_of(run), timeout=180, what="the first checkpoint")
     proc.send_signal(getattr(signal, how))
     _, err = proc.communicate(timeout=120)
     _wait_for(lambda: not _processes_of(run), timeout=30, what=lambda: f"{_processes_of(run)} to end")
