@@ -38,10 +38,10 @@ MAX_BODY = 10 * 1024 * 1024  # bytes in one request; more is answered 413
 TOO_LARGE = f"the request body is larger than {MAX_BODY // (1024 * 1024)} MB"  # by Flask or by waitress
 MAX_PIXELS = 25_000_000  # pixels in one image (a 6,000 x 4,000 photo); more is answered 413 before decoding
 MAX_BATCH = 64  # images in one batch request
-# Decoding is what costs (a 25 Mpx PNG of 194 KB takes about 4 s and hundreds of MB): four batch requests
-# of twelve such images held every thread for 45-51 s and took 1 GB. So the pixels are bounded per request
-# (413 beyond) and being decoded at once by the whole server (503 beyond, at once: a thread that waited
-# would be one that /healthz and small images need).
+# Decoding is what costs: a 5000x5000 PNG of 200 KB takes about 250 MB to read; four batch requests of twelve
+# such images held every thread for 11 s (/healthz waited 10.5 s) and the server grew to 1.3 GB
+# (scripts/bench_serve.py). So the pixels are bounded per request (413 beyond) and being decoded at once by
+# the whole server (503 beyond, at once: a thread that waited would be one that /healthz and small images need).
 MAX_REQUEST_PIXELS = 2 * MAX_PIXELS  # pixels decoded for one request, all its images together
 MAX_DECODING_PIXELS = 2 * MAX_PIXELS  # pixels being decoded at any moment, all requests together
 MAX_FORM_PARTS = 1000  # parts of a multipart form (Werkzeug's default, said in the error)
