@@ -297,6 +297,22 @@ def _big_png(pixels: int = 24_000_000) -> bytes:
     return encoded(Image.new("I;16", (side, side), 300), "PNG")
 
 
+def test_an_eps_sent_to_the_server_never_reaches_ghostscript(digit_export, fake_ghostscript):
+    env, gs_ran = fake_ghostscript
+    s = Server("--model", digit_export, env=env)
+    try:
+        for body, headers in [(EPS, {"Content-Type": "image/png"}), multipart([("f", "evil.png", EPS),
+                                                                               ("f", "ok.png", PNG)])]:
+            path = "/api/predict/batch" if headers["Content-Type"].startswith("multipart") else "/api/predict"
+            status, _, answer = s.request("POST", path, body, headers)
+            assert status in (200, 400) and "not an image in a format mnist-kit reads" in json.dumps(answer), answer
+        assert answer["results"][1]["class"] == 5  # the good file of the batch is answered
+        assert s.request("GET", "/healthz")[0] == 200
+    finally:
+        assert s.stop() == 0
+    assert not gs_ran.exists()
+
+
 def test_a_request_over_its_pixels_in_all_is_refused_whole(server):
     """Every image under the per-image limit, three together over the request's (they took 4 s each)."""
     big = _big_png()
