@@ -45,14 +45,15 @@ def peak_mib(who=resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
 
-def shared_data(path: Path) -> None:
-    """mnist-kit's training split and the test set, as the other setups receive them."""
+def shared_data(path: Path, overrides: tuple[str, ...] = (f"data.name={DATASET}",)) -> None:
+    """mnist-kit's training split and the test set, as the other setups receive them (of the data set that
+    ``overrides`` name)."""
     import numpy as np
 
     from mnist_kit import config, data
 
-    cfg = config.load(REPO / "configs" / "cnn.yaml", [f"data.name={DATASET}"])
-    prepared = data.load(DATASET, data.data_root(cfg["data"]["root"]))
+    cfg = config.load(REPO / "configs" / "cnn.yaml", list(overrides))
+    prepared = data.load(cfg["data"]["name"], data.data_root(cfg["data"]["root"]))
     x, y, _, _ = data.split_train_val(prepared.x_train, prepared.y_train, cfg["data"])
     norm = data.Normalization.from_config(cfg["data"], x)
     np.savez(path, x_train=x, y_train=y, x_test=prepared.x_test, y_test=prepared.y_test, mean=norm.mean, std=norm.std)

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench import find_torch  # noqa: E402  (a Python that imports torch)
+from bench import find_torch, shared_data  # noqa: E402  (a Python with torch; the split PyTorch trains on)
 
 DATASETS = {  # name -> (data.name, overrides, targets)
     "digits": ("mnist", ["data.val_size=1000"], (0.97, 0.98, 0.99)),
@@ -101,14 +101,8 @@ def train_torch(python: str, dataset: str, seed: int, root: Path, env: dict, max
     npz = root / "split.npz"
     if not npz.is_file():
         name, overrides, _ = DATASETS[dataset]
-        code = ("import sys, numpy as np\nfrom mnist_kit import config, data\n"
-                f"cfg = config.load(None, {[f'data.name={name}', *overrides]!r})\n"
-                "p = data.load(cfg['data']['name'], data.data_root(cfg['data']['root']))\n"
-                "x, y, _, _ = data.split_train_val(p.x_train, p.y_train, cfg['data'])\n"
-                "n = data.Normalization.from_config(cfg['data'], x)\n"
-                f"np.savez({str(npz)!r}, x_train=x, y_train=y, x_test=p.x_test, y_test=p.y_test, mean=n.mean,"
-                " std=n.std)\n")
-        subprocess.run([sys.executable, "-c", code], env=env, check=True)
+        # bench.py's, from this data set's data root (the configs set no data.root)
+        shared_data(npz, (f"data.name={name}", *overrides, f"data.root={env['MNIST_KIT_DATA']}"))
     target = max(DATASETS[dataset][2])
     done = subprocess.run([python, str(REPO / "scripts" / "bench_torch.py"), str(npz), "--epochs", str(max_epochs),
                            "--target", str(target), "--threads", "2", "--seed", str(seed), "--steps", "200"],

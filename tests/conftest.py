@@ -250,3 +250,14 @@ def checkpoints_of(run: Path) -> list:
         return checkpoint.periodic(Path(run) / "ckpt")
     except (UserError, OSError):
         return []
+
+
+def wait_for(condition, timeout: float = 120, what="") -> None:
+    """Poll ``condition`` until it holds (the event a test needs, never a fixed sleep); fail after ``timeout``
+    seconds naming ``what`` (a text, or a function giving one)."""
+    import time
+
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what() if callable(what) else what}"
+        time.sleep(0.1)

@@ -19,7 +19,7 @@ import pytest
 
 from mnist_kit import UserError
 
-from conftest import FAST, checkpoints_of, run_cli, run_subprocess, synthetic_arrays, write_idx_folder
+from conftest import FAST, checkpoints_of, run_cli, run_subprocess, synthetic_arrays, wait_for, write_idx_folder
 
 
 def snapshot(folder: Path) -> dict:
@@ -397,15 +397,6 @@ def _start_training(name: str, *extra) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal)
 
 
-def _wait_for(condition, timeout=120, what=""):
-    import time
-
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what() if callable(what) else what}"
-        time.sleep(0.1)
-
-
 def _children(pid: int) -> list[int]:
     done = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(p) for p in done.stdout.split()]
@@ -431,7 +422,7 @@ def test_sigterm_stops_training_between_steps_like_ctrl_c(trained, signum):
 
     run = Path("checkpoints/term")
     proc = _start_training("term", "-o", "log.graph=true")
-    _wait_for(lambda: (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text())
+    wait_for(lambda: (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text())
     proc.send_signal(getattr(signal, signum))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + getattr(signal, signum), err
@@ -453,12 +444,12 @@ def test_the_graph_writer_dies_with_a_killed_training(trained):
 
     proc = _start_training("killed", "-o", "log.graph=true", "-o", "train.epochs=1")
     # the graph child, by its command line (Paddle starts short-lived children of its own at import)
-    _wait_for(lambda: _graph_children(proc.pid), what=lambda: proc.poll())
+    wait_for(lambda: _graph_children(proc.pid), what=lambda: proc.poll())
     children = _graph_children(proc.pid)
     assert json.loads(Path("checkpoints/killed/run.json").read_text())["status"] == "completed"
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    _wait_for(lambda: all(_gone(pid) for pid in children), timeout=10)
+    wait_for(lambda: all(_gone(pid) for pid in children), timeout=10)
     # gone before it wrote anything: a dead process writes no more (the folder is made whole or not at all)
     run = Path("checkpoints/killed")
     assert not (run / "graph" / "killed").exists()
@@ -491,7 +482,7 @@ def test_ctrl_c_while_the_graph_is_written_keeps_the_completed_run(trained):
     import signal
 
     proc = _start_training("graph-int", "-o", "log.graph=true", "-o", "train.epochs=1")
-    _wait_for(lambda: _graph_children(proc.pid), what=lambda: proc.poll())
+    wait_for(lambda: _graph_children(proc.pid), what=lambda: proc.poll())
     children = _graph_children(proc.pid)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -548,15 +539,15 @@ def test_a_stopped_multi_process_job_leaves_no_process_and_no_environment(traine
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TMPDIR": str(launch_tmp)})
     # what the resume at the end needs: a checkpoint in the manifest (the first metrics row comes before it)
-    _wait_for(lambda: checkpoints_of(run), timeout=180, what="the first checkpoint")
+    wait_for(lambda: checkpoints_of(run), timeout=180, what="the first checkpoint")
     proc.send_signal(getattr(signal, how))
     _, err = proc.communicate(timeout=120)
-    _wait_for(lambda: not _processes_of(run), timeout=30, what=lambda: f"{_processes_of(run)} to end")
+    wait_for(lambda: not _processes_of(run), timeout=30, what=lambda: f"{_processes_of(run)} to end")
     if how == "SIGTERM":
         assert proc.returncode == 143 and "Traceback" not in err, err
         assert "LAUNCH INFO" not in err and "ccache" not in err, err
     if how == "SIGTERM":
-        _wait_for(lambda: json.loads((run / "run.json").read_text())["status"] == "interrupted", timeout=30,
+        wait_for(lambda: json.loads((run / "run.json").read_text())["status"] == "interrupted", timeout=30,
                   what=lambda: (run / "run.json").read_text())
     else:
         # mnist-kit is gone: the Paddle launcher stops the workers on its own, and when it sees one fail it

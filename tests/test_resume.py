@@ -11,7 +11,7 @@ import pytest
 from mnist_kit import checkpoint, engine
 from mnist_kit.logbook import read_records
 
-from conftest import FAST, REPO, checkpoints_of, run_cli, run_subprocess
+from conftest import FAST, REPO, checkpoints_of, run_cli, run_subprocess, wait_for
 
 E3 = [*FAST, "-o", "train.epochs=3", "-o", "train.log_every=1"]  # 3 epochs x 10 steps, loss logged every step
 
@@ -305,10 +305,8 @@ def test_ctrl_c_during_training_stops_cleanly_and_the_run_resumes(prepared, pres
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # a checkpoint to resume from: two presses stop at once, also between the first metrics row and the
     # checkpoint that follows it
-    deadline = time.time() + 180
-    while not checkpoints_of(run):
-        assert time.time() < deadline and proc.poll() is None, "no checkpoint was written"
-        time.sleep(0.1)
+    wait_for(lambda: checkpoints_of(run) or proc.poll() is not None, timeout=180, what="the first checkpoint")
+    assert proc.poll() is None, proc.stderr.read()
     for _ in range(presses):
         proc.send_signal(signal.SIGINT)
         time.sleep(0.05)

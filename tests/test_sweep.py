@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, run_cli, run_subprocess
+from conftest import FAST, run_cli, run_subprocess, wait_for
 from mnist_kit import ConfigError, UserError, runs
 from mnist_kit.logbook import read_records
 from mnist_kit.sweep import parse_grid, plan
@@ -255,15 +255,6 @@ def _start_sweep(*args, sigint=None):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
 
 
-def _until(condition, what: str, timeout: float = 180):
-    import time
-
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def _training(run: Path) -> bool:
     from mnist_kit.rundir import RunDir
 
@@ -275,12 +266,12 @@ def test_a_sweep_killed_with_sigkill_takes_its_runs_with_it_whole(prepared):
     import signal
 
     proc = _start_sweep(*LONG)
-    _until(lambda: all(_training(r) for r in RUNS), "both runs to train")
+    wait_for(lambda: all(_training(r) for r in RUNS), timeout=180, what="both runs to train")
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     from mnist_kit.rundir import RunDir
 
-    _until(lambda: not any(RunDir(r).alive() for r in RUNS), "the runs to stop with their sweep", timeout=60)
+    wait_for(lambda: not any(RunDir(r).alive() for r in RUNS), timeout=60, what="the runs to stop with their sweep")
     for run in RUNS:  # stopped between steps, as by Ctrl-C: recorded, whole, resumable
         assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
         assert (run / "config.yaml").is_file()
@@ -298,9 +289,9 @@ def test_a_run_being_trained_is_left_alone_and_two_sweeps_never_share_a_folder(p
                                 "-o", "output.root=checkpoints/s", "--name", "lr=0.01"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _until(lambda: _training(RUNS[0]), "the run trained by hand")
+        wait_for(lambda: _training(RUNS[0]), timeout=180, what="the run trained by hand")
         sweep = _start_sweep(*LONG)
-        _until(lambda: _training(RUNS[1]), "the sweep's other run")
+        wait_for(lambda: _training(RUNS[1]), timeout=180, what="the sweep's other run")
         second = run_subprocess("sweep", *LONG)  # the same command again, while the first runs
         assert second.returncode == 1 and "another sweep is running in checkpoints/s" in second.stderr, second.stderr
         assert len(second.stderr.splitlines()) == 1 and "Traceback" not in second.stderr
@@ -321,7 +312,7 @@ def test_sigterm_stops_a_sweep_started_in_the_background_and_its_runs(prepared):
     import signal
 
     proc = _start_sweep(*LONG, sigint=signal.SIG_IGN)
-    _until(lambda: all(_training(r) for r in RUNS), "both runs to train")
+    wait_for(lambda: all(_training(r) for r in RUNS), timeout=180, what="both runs to train")
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 143 and "sweep interrupted" in err and "Traceback" not in err, err
