@@ -9,7 +9,8 @@ setup in a fresh process (so peak memory is its own):
 - PyTorch: the identical network and recipe (scripts/bench_torch.py) on 2 threads and on 1, when a Python
   with torch is found: --torch-python, else this Python if it imports torch, else .venv-bench/bin/python
   (scripts/bench_env.sh makes it; torch is never a dependency of mnist-kit);
-- mnist-kit: cnn.yaml (the same network and recipe) on the oneDNN conv blocks with the default threads, with
+- mnist-kit: cnn.yaml's network with the reference's recipe (CLASSIC: its own recipe is compared by
+  scripts/bench_recipes.py) on the oneDNN conv blocks with the default threads, with
   1 thread, on Paddle's stock layers (train.fast_conv=off), with --nproc 2 and without VisualDL;
   cnn_fast.yaml on oneDNN, on the stock layers and with --nproc 2; folder.yaml on a synthetic image folder
   (scripts/bench_folder.py's cards) on oneDNN and on the stock layers; mlp.yaml and linear.yaml.
@@ -38,6 +39,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 USER_OMP = os.environ.get("OMP_NUM_THREADS")  # importing paddle sets it to 1; PyTorch must not inherit that
 DATASET = "fashion-mnist"
+# cnn.yaml's network trained with the reference's recipe (Adam 1e-3, batch 64, constant rate, no label
+# smoothing), so that images/s and time-to-accuracy compare the same network, data, recipe and batch
+CLASSIC = ("optimizer.lr=0.001", "optimizer.beta1=0.9", "optimizer.beta2=0.999", "train.batch_size=64",
+           "schedule.name=constant", "schedule.warmup_epochs=0", "loss.label_smoothing=0")
 PHOTOS = 500  # photos made from test images per run (the photo accuracy column; mnist-kit eval --photos)
 
 
@@ -154,7 +159,7 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, out: str, *overrides: s
     if nproc > 1:  # the same global batch: the config's batch split over the processes
         from mnist_kit import config
 
-        batch = config.load(REPO / "configs" / f"{name}.yaml")["train"]["batch_size"]
+        batch = config.load(REPO / "configs" / f"{name}.yaml", list(overrides))["train"]["batch_size"]
         argv += ["--nproc", str(nproc), "-o", f"train.batch_size={batch // nproc}"]
     t0 = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True)
@@ -315,16 +320,17 @@ def main():
         subprocess.run([sys.executable, "-m", "mnist_kit", "prepare", "--config", str(REPO / "configs" / "folder.yaml"),
                         *sum((["-o", o] for o in folder_data), [])], check=True, capture_output=True)
         fmnist, full = [f"data.name={DATASET}"], 0 if args.quick else None
+        classic = [*fmnist, *CLASSIC]
         # (label, config, epochs (0: the config's own, None: --max-epochs), processes, overrides, same network)
-        plan = [("cnn.yaml", "cnn", full, 1, fmnist, True),
-                ("cnn.yaml, train.threads=1", "cnn", 1, 1, [*fmnist, "train.threads=1"], True),
-                ("cnn.yaml, fast_conv=off", "cnn", 1, 1, [*fmnist, "train.fast_conv=off"], True),
-                ("cnn.yaml, --nproc 2 x batch 32", "cnn", 1, 2, fmnist, True),
-                ("cnn.yaml, VisualDL off", "cnn", 1, 1, [*fmnist, "output.visualdl=false"], True),
-                ("cnn.yaml, augment.apply=always", "cnn", 1, 1, [*fmnist, "augment.apply=always"], True),
+        plan = [("cnn.yaml", "cnn", full, 1, classic, True),
+                ("cnn.yaml, train.threads=1", "cnn", 1, 1, [*classic, "train.threads=1"], True),
+                ("cnn.yaml, fast_conv=off", "cnn", 1, 1, [*classic, "train.fast_conv=off"], True),
+                ("cnn.yaml, --nproc 2 x batch 32", "cnn", 1, 2, classic, True),
+                ("cnn.yaml, VisualDL off", "cnn", 1, 1, [*classic, "output.visualdl=false"], True),
+                ("cnn.yaml, augment.apply=always", "cnn", 1, 1, [*classic, "augment.apply=always"], True),
                 ("cnn_fast.yaml", "cnn_fast", 0, 1, fmnist, False),
                 ("cnn_fast.yaml, fast_conv=off", "cnn_fast", 0, 1, [*fmnist, "train.fast_conv=off"], False),
-                ("cnn_fast.yaml, --nproc 2 x batch 32", "cnn_fast", 0, 2, fmnist, False),
+                ("cnn_fast.yaml, --nproc 2 x batch 64", "cnn_fast", 0, 2, fmnist, False),
                 ("folder.yaml (cards)", "folder", 2, 1, folder_data, False),
                 ("folder.yaml (cards), fast_conv=off", "folder", 2, 1, [*folder_data, "train.fast_conv=off"], False),
                 ("mlp.yaml", "mlp", 1, 1, fmnist, False), ("linear.yaml", "linear", 1, 1, fmnist, False)]

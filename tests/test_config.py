@@ -8,12 +8,13 @@ from mnist_kit.optim import LOSSES, OPTIMIZERS, SCHEDULES
 from conftest import REPO, run_cli, run_subprocess
 
 
-def test_default_config_is_configs_cnn_yaml():
+def test_default_config_is_configs_cnn_yaml_with_the_classic_recipe():
     cnn, defaults = config.load(REPO / "configs" / "cnn.yaml"), config.defaults()
-    assert {s: v for s, v in cnn.items() if s != "augment"} == {s: v for s, v in defaults.items() if s != "augment"}
-    # the transforms default to off (a config without the section trains as before); cnn.yaml turns them on
-    assert not any(v for k, v in defaults["augment"].items() if k not in ("apply", "elastic_sigma", "erase_area"))
-    assert cnn["augment"]["rotate"] > 0
+    # the same data and network; cnn.yaml's recipe (issue 28) and its transforms are the only differences
+    assert config.differences(defaults, cnn) == {
+        "loss.label_smoothing": (0.0, 0.1), "optimizer.lr": (0.001, 0.003), "schedule.name": ("constant", "cosine"),
+        "schedule.warmup_epochs": (0.0, 0.1), "schedule.end_lr": ("(unset)", 0.0), "train.batch_size": (64, 32),
+        "augment.rotate": (0.0, 10.0), "augment.scale": (0.0, 0.1), "augment.translate": (0.0, 0.1)}
 
 
 @pytest.mark.parametrize("name", ["linear", "mlp", "cnn"])
