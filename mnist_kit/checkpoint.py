@@ -289,9 +289,19 @@ def initial_weights(path: Path) -> tuple[dict, dict]:
                     if path.exists() else f"train.init_from: {path} does not exist")
 
 
+def weights(state: dict) -> dict:
+    """The weights a checkpoint is used with (eval, export, ``train.init_from``): the moving average of the
+    weights when its run kept one (``train.ema``), else the trained weights (``state["model"]``, what a
+    resume continues from)."""
+    ema = state.get("ema")
+    if isinstance(ema, dict) and isinstance(ema.get("weights"), dict):
+        return ema["weights"]
+    return state["model"]
+
+
 def _weights_of(ckpt: Path, kind: str, source: Path | None = None) -> tuple[dict, dict]:
     state = load(ckpt)
-    return state["model"], {"path": str((source or ckpt).resolve()), "kind": kind, "file": str(ckpt.resolve()),
+    return weights(state), {"path": str((source or ckpt).resolve()), "kind": kind, "file": str(ckpt.resolve()),
                             "sha256": digest(ckpt), "epoch": state.get("epoch"), "step": state.get("step")}
 
 

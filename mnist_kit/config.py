@@ -136,6 +136,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "device": Field("str", "auto", "cpu, gpu, gpu:N or auto"),
         "amp": Field("bool", False, "mixed precision (GPU only)"),
         "log_every": Field("int", 50, "steps between progress lines and logged training scalars", min=1, max=10**9),
+        "ema": Field("float", 0.0, "keep an exponential moving average of the weights with this decay (e.g. 0.99), "
+                     "updated after every step (the first steps use less: min(ema, (1 + n) / (10 + n))); "
+                     "validation, the best checkpoint, eval, export and train.init_from then use the average; "
+                     "0 = off", min=0.0, max=0.9999),
         "on_nonfinite": Field("str", "stop", "a NaN/inf loss: stop the run, or skip that batch's update",
                               choices=("stop", "skip")),
         "fast_conv": Field("str", "auto", "the CNN's conv blocks on oneDNN (CPU, several times faster): auto = when "

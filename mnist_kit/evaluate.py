@@ -109,7 +109,7 @@ def load_trained(run: RunDir, epoch: int | None = None, last: bool = False, devi
         info(f"warning: the data were prepared again since {run} was trained; its splits now hold other "
              "images than the ones it was trained and validated on")
     model = build_model(cfg["model"], splits.prepared.input_shape, len(splits.prepared.classes))
-    load_weights(model, state["model"], str(path))
+    load_weights(model, checkpoint.weights(state), str(path))
     model.eval()
     return Trained(cfg, path, state, splits, model, device)
 

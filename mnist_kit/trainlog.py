@@ -30,7 +30,10 @@ HPARAM_METRICS = ["val/acc", "val/loss", "train/epoch_acc", "train/epoch_loss"]
 TRAIN_AND_VAL = (("train_and_val/loss", "train_loss", "val_loss"), ("train_and_val/acc", "train_acc", "val_acc"))
 CONFIG_TEXT_LIMIT = 10  # the board keeps at most 10 texts per tag and run
 EPOCH_SCALARS = (("train/epoch_loss", "train_loss"), ("train/epoch_acc", "train_acc"), ("val/loss", "val_loss"),
-                 ("val/acc", "val_acc"), ("speed/images_per_sec", "images_per_sec"))
+                 ("val/acc", "val_acc"), ("speed/images_per_sec", "images_per_sec"),
+                 # train.ema: val/* are the moving average's, these the trained weights' (the board's
+                 # "val" group draws them side by side)
+                 ("val/loss_raw", "val_loss_raw"), ("val/acc_raw", "val_acc_raw"))
 
 
 def due(step: int, every: int) -> bool:
@@ -109,7 +112,7 @@ class TrainLog:
     def after_epoch(self, t, row: dict, val: dict) -> None:
         """After the validation that ends epoch ``row["epoch"]``: its scalars, images, curves, embeddings."""
         for tag, key in EPOCH_SCALARS:
-            if row[key] is not None:  # None: no validation split
+            if row.get(key) is not None:  # None: no validation split; absent: no train.ema
                 self.book.scalar(tag, row[key], t.step)
         for tag, train_key, val_key in TRAIN_AND_VAL:
             self.book.scalar(tag, row[train_key], t.step)

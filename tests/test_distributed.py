@@ -25,9 +25,11 @@ def _launch(*args, nproc=2, env=None, timeout=240):
     return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
-def _params(run, epoch):
-    state = checkpoint.load(Path(run) / "ckpt" / checkpoint.epoch_file(epoch))["model"]
-    return {k: v.numpy() for k, v in state.items()}
+def _params(run, epoch, ema=False):
+    state = checkpoint.load(Path(run) / "ckpt" / checkpoint.epoch_file(epoch))
+    if ema:  # train.ema's moving average of the weights
+        return {k: np.asarray(v) for k, v in state["ema"]["weights"].items()}
+    return {k: v.numpy() for k, v in state["model"].items()}
 
 
 def test_nproc_2_trains_one_run_with_one_log_and_the_worker_logs(prepared):
@@ -43,7 +45,7 @@ def test_nproc_2_trains_one_run_with_one_log_and_the_worker_logs(prepared):
     assert list(Path("checkpoints").iterdir()) == [run]
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adam+augment"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adam+augment", "adam+ema"])
 def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(prepared, optimizer):
     lr = {"sgd": 0.01, "adam": 0.001}[optimizer.split("+")[0]]  # Adam at its default rate: at 0.01 the 10-step
     # trajectory is chaotic enough that float reordering alone (any formulation) reaches ~1e-6
@@ -55,6 +57,8 @@ def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(prepared, op
         # augmented data keep the loss up, and the conv blocks' thread count alone (1 process on 2 threads vs
         # 2 on 1 each) then moves the parameters by 1e-6 in 10 steps: compare at one thread each
         one_threads = ["-o", "train.threads=1"]
+    if optimizer.endswith("+ema"):
+        common += ["-o", "train.ema=0.9"]
     proc = _launch("train", *common, "-o", "train.batch_size=25", "--name", "two")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = run_cli("train", *common, "-o", "train.batch_size=50", *one_threads, "--name", "one")
@@ -63,8 +67,9 @@ def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(prepared, op
     if engines[0]["path"] == "onednn" and not one_threads:  # one process on the machine's cores, two on one each
         assert engines[1]["path"] == "onednn" and engines[1]["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
     for epoch in (0, 1):  # after 10 and 20 steps
-        a, b = _params("checkpoints/one", epoch), _params("checkpoints/two", epoch)
-        assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6
+        for ema in (False, True) if optimizer.endswith("+ema") else (False,):
+            a, b = _params("checkpoints/one", epoch, ema), _params("checkpoints/two", epoch, ema)
+            assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6
     one = [json.loads(line) for line in Path("checkpoints/one/metrics.jsonl").read_text().splitlines()]
     two = [json.loads(line) for line in Path("checkpoints/two/metrics.jsonl").read_text().splitlines()]
     for r1, r2 in zip(one, two):  # global metrics: every image counted once

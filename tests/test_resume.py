@@ -38,6 +38,9 @@ def _param_hash(run, epoch):
     for key in sorted(state["model"]):
         h.update(key.encode())
         h.update(np.asarray(state["model"][key].numpy()).tobytes())
+    for key, value in sorted(((state.get("ema") or {}).get("weights") or {}).items()):  # train.ema's average
+        h.update(f"ema/{key}".encode())
+        h.update(np.asarray(value).tobytes())
     return h.hexdigest()
 
 
@@ -79,6 +82,7 @@ CASES = {
     "step": ["-o", "model.name=linear", "-o", "schedule.name=step", "-o", "schedule.step_epochs=0.5"],
     "polynomial+warmup": ["-o", "model.name=linear", "-o", "schedule.name=polynomial", "-o",
                           "schedule.warmup_epochs=1.5", "-o", "schedule.power=2"],
+    "ema+batchnorm": ["-o", "train.ema=0.9", "-o", "model.batch_norm=true", "-o", "model.channels=[4, 4]"],
     "cosine+label_smoothing": ["-o", "model.name=mlp", "-o", "schedule.name=cosine", "-o", "schedule.end_lr=0.0001",
                                "-o", "loss.label_smoothing=0.1", "-o", "model.dropout=0.5"],
 }
@@ -96,7 +100,8 @@ def test_interrupt_after_an_epoch_then_resume_is_bit_identical(prepared, monkeyp
     assert info["status"] == "completed" and info["resumes"][0]["from"] == "epoch_000.pdckpt"
 
 
-@pytest.mark.parametrize("case", ["cnn.yaml+dropout", "cnn+augment", "mlp.yaml", "adamw+batchnorm", "polynomial+warmup"])
+@pytest.mark.parametrize("case", ["cnn.yaml+dropout", "cnn+augment", "mlp.yaml", "adamw+batchnorm", "polynomial+warmup",
+                                  "ema+batchnorm"])
 def test_mid_epoch_checkpoint_resume_is_bit_identical(prepared, monkeypatch, case):
     full = _train(*CASES[case], name="full")
     part = _train(*CASES[case], "-o", "checkpoint.every_steps=3", name="part", env_fault="interrupt@step:14",

@@ -216,14 +216,14 @@ def _to_pdparams(folder: Path, cfg: dict, state: dict, reference: Reference) -> 
     """``model.pdparams`` and ``model.pdopt``: the state dicts of the model and of its optimizer, as Paddle
     itself saves them, keyed as a fresh process that builds the model names its parameters; checked by
     loading them back into a new model."""
-    from mnist_kit.checkpoint import local_optimizer_state
+    from mnist_kit.checkpoint import local_optimizer_state, weights
     from mnist_kit.models import build_model, load_weights
     from mnist_kit.runtime import paddle
 
     shape, k = reference.input_shape, len(state["classes"])
     with paddle.utils.unique_name.guard():  # parameter names from 0, as in a new process: the optimizer's keys
         fresh = build_model(cfg["model"], shape, k)
-    load_weights(fresh, state["model"], "the checkpoint")
+    load_weights(fresh, weights(state), "the checkpoint")
     paddle.save(fresh.state_dict(), str(folder / "model.pdparams"))
     paddle.save(local_optimizer_state(state["optimizer"], fresh), str(folder / "model.pdopt"))
     loaded = build_model(cfg["model"], shape, k)
