@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import EPS, run_cli, run_subprocess
+from conftest import EPS, run_cli, run_subprocess, wait_for
 from test_deploy import VARIANTS, photo, render_digit
 
 
@@ -480,6 +480,17 @@ def _rss_mib(pid: int) -> float:
     return int(fields["VmRSS"].split()[0]) / 1024
 
 
+def _unread_bytes(server_port: int, client_port: int) -> int | None:
+    """What the server has not yet read of its connection from ``client_port`` (its socket's receive queue in
+    /proc/net/tcp), or None while the kernel lists no such connection."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+            return int(queues.split(":")[1], 16)
+    return None
+
+
 def test_sigterm_lets_running_and_queued_requests_end_and_answers_them(digit_export):
     """One thread: a slow batch runs, a second request waits behind it; SIGTERM then. Both are answered (waitress
     alone dropped the queued one and, past 5 s, let the running one write into a closed socket: EBADF)."""
@@ -500,6 +511,10 @@ def test_sigterm_lets_running_and_queued_requests_end_and_answers_them(digit_exp
         assert time.time() < deadline and slow.is_alive(), "the slow request did not start"
         time.sleep(0.01)
     second.request("POST", "/api/predict", PNG, {"Content-Type": "image/png"})  # sent: waits for the one thread
+    # the event: the server has read it (queued for the thread). Sent is not enough: on a loaded machine the
+    # SIGTERM could come first, and a keep-alive connection with nothing read yet is idle, closed at shutdown
+    client_port = second.sock.getsockname()[1]
+    wait_for(lambda: _unread_bytes(s.port, client_port) == 0, what="the server to read the queued request")
     s.proc.send_signal(signal.SIGTERM)
     queued = second.getresponse()
     answers["queued"] = queued.status, json.loads(queued.read())
