@@ -8,9 +8,10 @@ package (50,000 / 10,000 / 10,000). Each is prepared into a temporary data root.
 
 For every recipe (configs/NAME.yaml, as shipped: its epochs, schedule and augmentation), data set it is made
 for (ONLY) and seed, `mnist-kit train` runs in a process of its own (checkpoints of every epoch kept), then
-every epoch's checkpoint is evaluated on the test split. PyTorch's classic script (scripts/bench_torch.py: the same two-block CNN, Adam
-1e-3, batch 64, no augmentation) trains the same training split for up to --torch-epochs epochs with the same
-seeds, when a Python with torch is found (scripts/bench_env.sh makes .venv-bench).
+every epoch's checkpoint is evaluated on the test split. PyTorch's classic script (scripts/bench_torch.py: the
+same two-block CNN, Adam 1e-3, batch 64, no augmentation) trains the same training split for up to
+--torch-epochs epochs with the same seeds, when a Python with torch is found (scripts/bench_env.sh makes
+.venv-bench).
 
 Per setup: test accuracy after the last epoch and the best epoch's (mean and minimum over the seeds), the
 training time to each target (mean over the seeds that reach it; training only: mnist-kit's epoch_seconds,
