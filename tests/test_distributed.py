@@ -27,8 +27,9 @@ def _launch(*args, nproc=2, env=None, timeout=240):
 
 def _params(run, epoch, ema=False):
     state = checkpoint.load(Path(run) / "ckpt" / checkpoint.epoch_file(epoch))
-    if ema:  # train.ema's moving average of the weights
-        return {k: np.asarray(v) for k, v in state["ema"]["weights"].items()}
+    if ema:  # train.ema's moving average: the weights the checkpoint is used with
+        assert state["ema"] is not None
+        return {k: np.asarray(v) for k, v in checkpoint.weights(state).items()}
     return {k: v.numpy() for k, v in state["model"].items()}
 
 
