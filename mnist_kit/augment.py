@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 STREAM = 0x61756736  # "aug6": the augmentation's seeds never collide with the data order's ([seed, epoch])
-_AFFINE, _STROKE, _ELASTIC, _ERASE = range(4)
+_AFFINE, _STROKE, _ELASTIC, _ERASE, _FLIP = range(5)
 ERASE_ASPECT = (0.3, 3.3)  # erased rectangles' height/width range (Zhong et al., 2017)
 ERASE_MIN_AREA = 0.02
 
@@ -41,6 +41,7 @@ class Augment:
     elastic_sigma: float = 4.0  # smoothness of the elastic field (Gaussian sigma in pixels)
     erase: float = 0.0  # probability that an image gets one erased rectangle
     erase_area: float = 0.2  # an erased rectangle's area: uniform in [0.02, erase_area] of the image
+    flip: float = 0.0  # probability that an image is mirrored left to right (clothing; never digits)
 
     @classmethod
     def from_config(cls, section: dict, dataset: str = "mnist") -> "Augment":
@@ -52,7 +53,7 @@ class Augment:
     @property
     def active(self) -> bool:
         return bool(self.rotate or self.scale or self.translate or self.shear or self.stroke or self.elastic
-                    or self.erase)
+                    or self.erase or self.flip)
 
     def describe(self) -> str:
         """The transforms that are on, with their magnitudes: 'rotate 10, stroke 0.5' or 'off'."""
@@ -91,6 +92,9 @@ class Augment:
             out = warp(out, ys, xs)
         if self.erase:
             out = self._erase(out, rng(_ERASE), total, rows)
+        if self.flip:
+            mirrored = (rng(_FLIP).random(total) < self.flip)[rows]
+            out[mirrored] = out[mirrored, :, ::-1]
         return np.clip(out, 0.0, 255.0, out=out)
 
     def _affine_coordinates(self, rng, total: int, h: int, w: int, rows: slice):

@@ -176,6 +176,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                        "edge colour); 0 = off", min=0.0, max=1.0),
         "erase_area": Field("float", 0.2, "largest erased area, fraction of the image (the smallest is 0.02)",
                             min=0.02, max=1.0),
+        "flip": Field("float", 0.0, "probability of mirroring an image left to right (for clothing: a mirrored "
+                      "shirt is a shirt, a mirrored 2 is not a digit); 0 = off", min=0.0, max=1.0),
     },
     "checkpoint": {
         "keep_last": Field("int", 3, "keep the newest K epoch checkpoints (plus best.pdckpt); 0 = keep all",
@@ -503,6 +505,10 @@ def _cross_checks(cfg: dict) -> list[str]:
                                                                   if d["name"] == "image_folder" else ""))
                 break
             h, w = h2, w2
+    a = cfg["augment"]
+    if a["flip"] and d["name"] == "mnist" and a["apply"] != "never":
+        errors.append(f"augment.flip is {a['flip']:g} on digits (data.name mnist): a mirrored 2 or 7 is not a digit. "
+                      "Mirror clothing (fashion-mnist) or image folders, or set augment.flip 0")
     t = cfg["train"]
     if not has_validation(cfg) and t["patience"] and t["monitor"].startswith("val/"):
         which = "data.val_ratio" if d["name"] == "image_folder" else "data.val_size"

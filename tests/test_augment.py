@@ -175,9 +175,29 @@ def test_erase_puts_one_rectangle_of_background_per_chosen_image():
     assert np.array_equal(none, x.astype(np.float32))
 
 
+def test_flip_mirrors_the_chosen_images_and_leaves_the_other_draws_alone():
+    x = _digits(40).astype(np.float32)
+    assert np.array_equal(Augment(flip=1.0).apply(x, 0, 0, 0), x[:, :, ::-1])
+    half = Augment(flip=0.5).apply(x, 0, 0, 0)
+    mirrored = [np.array_equal(a, b[:, ::-1]) for a, b in zip(half, x)]
+    assert all(m or np.array_equal(a, b) for m, a, b in zip(mirrored, half, x)) and 8 <= sum(mirrored) <= 32
+    rgb = np.repeat(x[..., None], 3, axis=3)  # (N, H, W, C): the width is axis 2 there too
+    assert np.array_equal(Augment(flip=1.0).apply(rgb, 0, 0, 0), rgb[:, :, ::-1])
+    # its own stream: switching it on mirrors what the other transforms made, and changes nothing else
+    rotated, both = Augment(rotate=20).apply(x, 1, 2, 3), Augment(rotate=20, flip=1.0).apply(x, 1, 2, 3)
+    assert np.array_equal(both, rotated[:, :, ::-1])
+
+
+def test_flip_is_refused_on_digits(prepared):
+    result = run_cli("train", *FAST, "-o", "augment.flip=0.5", "-o", "augment.apply=always")
+    assert result.exit_code == 2 and "augment.flip is 0.5 on digits (data.name mnist)" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_describe_names_what_is_on():
     assert Augment(rotate=10, elastic=34).describe() == "rotate 10, elastic 34 (sigma 4)"
     assert Augment(erase=0.5).describe() == "erase 0.5 (area up to 0.2)"
+    assert Augment(flip=0.5).describe() == "flip 0.5"
 
 
 def test_augment_keys_are_checked(prepared):
