@@ -50,14 +50,15 @@ def peak_mib(who=resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
 
-def shared_data(path: Path, overrides: tuple[str, ...] = (f"data.name={DATASET}",)) -> None:
+def shared_data(path: Path, overrides: tuple[str, ...] = (f"data.name={DATASET}",),
+                recipe: Path = REPO / "configs" / "cnn.yaml") -> None:
     """mnist-kit's training split and the test set, as the other setups receive them (of the data set that
-    ``overrides`` name)."""
+    ``overrides`` name, split as ``recipe``'s data section says)."""
     import numpy as np
 
     from mnist_kit import config, data
 
-    cfg = config.load(REPO / "configs" / "cnn.yaml", list(overrides))
+    cfg = config.load(recipe, list(overrides))
     prepared = data.load(cfg["data"]["name"], data.data_root(cfg["data"]["root"]))
     x, y, _, _ = data.split_train_val(prepared.x_train, prepared.y_train, cfg["data"])
     norm = data.Normalization.from_config(cfg["data"], x)

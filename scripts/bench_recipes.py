@@ -11,14 +11,17 @@ for (ONLY) and seed, `mnist-kit train` runs in a process of its own (checkpoints
 every epoch's checkpoint is evaluated on the test split. PyTorch's classic script (scripts/bench_torch.py: the
 same two-block CNN, Adam 1e-3, batch 64, no augmentation) trains the same training split for up to
 --torch-epochs epochs with the same seeds, when a Python with torch is found (scripts/bench_env.sh makes
-.venv-bench).
+.venv-bench); and PyTorch trains each of --torch-recipes as configured (bench_torch.py --recipe: the same
+network, optimizer, schedule, loss, batch, epochs, weight average and augmentation code), on that recipe's
+training split.
 
 Per setup: test accuracy after the last epoch and the best epoch's (mean and minimum over the seeds), the
 training time to each target (mean over the seeds that reach it; training only: mnist-kit's epoch_seconds,
 PyTorch's train_s), training images/s, and peak memory of the training process.
 
     .venv/bin/python scripts/bench_recipes.py [--recipes cnn,cnn_fast,cnn_best] [--datasets digits,fashion]
-                                               [--seeds 0,1,2] [--torch-epochs 30] [--digits IDX_DIR]
+                                               [--seeds 0,1,2] [--torch-epochs 30] [--torch-recipes cnn,cnn_fast]
+                                               [--digits IDX_DIR]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -99,17 +103,45 @@ def train_recipe(recipe: str, dataset: str, seed: int, root: Path, env: dict) ->
     return {"epochs": epochs, "ips": ips, "peak_mib": peak}
 
 
-def train_torch(python: str, dataset: str, seed: int, root: Path, env: dict, max_epochs: int) -> dict:
-    """PyTorch's classic script on the same training split as mnist-kit's runs, and the same test set."""
-    npz = root / "split.npz"
+def recipe_json(recipe: str, dataset: str, root: Path) -> Path:
+    """configs/RECIPE.yaml, resolved for ``dataset``, as bench_torch.py --recipe reads it (PyTorch with the
+    same recipe: network, optimizer, schedule, loss, batch, epochs, weight average and augmentation)."""
+    from mnist_kit import augment, config
+
+    name, overrides, _ = DATASETS[dataset]
+    cfg = config.load(REPO / "configs" / f"{recipe}.yaml", [f"data.name={name}", *overrides])
+    m, o, t = cfg["model"], cfg["optimizer"], cfg["train"]
+    if m["name"] != "cnn" or m["blocks"] or o["name"] != "adam" or o["weight_decay"] or o["grad_clip"] \
+            or cfg["schedule"]["name"] != "cosine" or cfg["loss"]["name"] != "cross_entropy":
+        raise SystemExit(f"bench_torch.py --recipe knows CNNs of model.channels trained by Adam on a cosine "
+                         f"schedule; {recipe}.yaml is something else")
+    aug = augment.Augment.from_config(cfg["augment"], name)
+    out = root / f"{recipe}.json"
+    out.write_text(json.dumps({
+        "model": {k: m[k] for k in ("channels", "kernel_size", "batch_norm", "dropout")},
+        "optimizer": {k: o[k] for k in ("lr", "beta1", "beta2", "epsilon")},
+        "warmup_epochs": cfg["schedule"]["warmup_epochs"], "end_lr": cfg["schedule"]["end_lr"],
+        "label_smoothing": cfg["loss"]["label_smoothing"], "batch_size": t["batch_size"], "epochs": t["epochs"],
+        "ema": t["ema"], "augment": {f.name: getattr(aug, f.name) for f in fields(aug)}}))
+    return out
+
+
+def train_torch(python: str, dataset: str, seed: int, root: Path, env: dict, max_epochs: int,
+                recipe: str | None = None) -> dict:
+    """PyTorch on the same training split as mnist-kit's runs (the recipe's, or cnn.yaml's for the classic
+    script), and the same test set: the classic script until the last target or ``max_epochs``, or
+    ``recipe`` for its epochs."""
+    npz = root / f"split-{recipe or 'classic'}.npz"
     if not npz.is_file():
         name, overrides, _ = DATASETS[dataset]
         # bench.py's, from this data set's data root (the configs set no data.root)
-        shared_data(npz, (f"data.name={name}", *overrides, f"data.root={env['MNIST_KIT_DATA']}"))
+        shared_data(npz, (f"data.name={name}", *overrides, f"data.root={env['MNIST_KIT_DATA']}"),
+                    REPO / "configs" / f"{recipe or 'cnn'}.yaml")
     target = max(DATASETS[dataset][2])
+    extra = ["--recipe", str(recipe_json(recipe, dataset, root))] if recipe else []
     done = subprocess.run([python, str(REPO / "scripts" / "bench_torch.py"), str(npz), "--epochs", str(max_epochs),
-                           "--target", str(target), "--threads", "2", "--seed", str(seed), "--steps", "200"],
-                          capture_output=True, text=True)
+                           "--target", str(target), "--threads", "2", "--seed", str(seed), "--steps", "200",
+                           *extra], capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"bench_torch.py failed:\n{done.stderr[-3000:]}")
     r = json.loads(done.stdout.strip().splitlines()[-1])
@@ -150,6 +182,8 @@ def main() -> int:
     ap.add_argument("--datasets", default="digits,fashion")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--torch-epochs", type=int, default=30, help="most epochs of PyTorch's classic script")
+    ap.add_argument("--torch-recipes", default="cnn,cnn_fast",
+                    help="recipes PyTorch also trains as configured (of --recipes; '' = none)")
     ap.add_argument("--torch-python", help="a Python that imports torch (default: this one, else .venv-bench)")
     ap.add_argument("--digits", type=Path, help="IDX files of scripts/real_digits.py (default: fetched now)")
     args = ap.parse_args()
@@ -176,12 +210,16 @@ def main() -> int:
                           + ", ".join(f"{100 * e['test_acc']:.2f}%" for e in results[-1]["epochs"]), flush=True)
                 rows[f"mnist-kit {recipe}.yaml"] = summary(results, DATASETS[dataset][2])
             if torch_python:
-                results = []
-                for seed in seeds:
-                    results.append(train_torch(torch_python, dataset, seed, root, env, args.torch_epochs))
-                    print(f"{dataset} PyTorch classic seed {seed}: "
-                          + ", ".join(f"{100 * e['test_acc']:.2f}%" for e in results[-1]["epochs"]), flush=True)
-                rows[f"PyTorch {results[0]['torch']} classic"] = summary(results, DATASETS[dataset][2])
+                setups = [None] + [r for r in args.torch_recipes.split(",") if r
+                                   and r in args.recipes.split(",") and dataset in ONLY.get(r, (dataset,))]
+                for recipe in setups:
+                    results = []
+                    for seed in seeds:
+                        results.append(train_torch(torch_python, dataset, seed, root, env, args.torch_epochs, recipe))
+                        print(f"{dataset} PyTorch {recipe or 'classic'} seed {seed}: "
+                              + ", ".join(f"{100 * e['test_acc']:.2f}%" for e in results[-1]["epochs"]), flush=True)
+                    rows[f"PyTorch {results[0]['torch']} " + (f"{recipe}.yaml" if recipe else "classic")] = \
+                        summary(results, DATASETS[dataset][2])
             else:
                 print("(no Python with torch found: bash scripts/bench_env.sh makes one)", file=sys.stderr)
             tables[dataset] = rows

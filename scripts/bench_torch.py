@@ -7,12 +7,22 @@ The same network as mnist-kit's default CNN (two 5x5/20-channel conv + ReLU + 2x
 throughput after warm-up, and per-epoch wall time and test accuracy for the time-to-accuracy column.
 
     python scripts/bench_torch.py DATA.npz --epochs 8 --target 0.90 --steps 300 [--threads N]
+
+With --recipe RECIPE.json (written by scripts/bench_recipes.py from a resolved mnist-kit config) it trains
+that recipe instead, for its epochs: the conv blocks (kernel, 'same' padding, batch norm, ReLU, 2x2 max-pool),
+dropout, Adam with the recipe's rate and betas, a linear warm-up then cosine decay stepped per batch as
+mnist-kit's (Paddle's LinearWarmup over CosineAnnealingDecay), label smoothing, the moving average of the
+weights (the same decay rule, evaluated with the average) and the same augmentation code
+(mnist_kit/augment.py, numpy only). Weights start from PyTorch's own default initialisation.
 """
 
 import argparse
 import json
+import math
 import resource
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +40,93 @@ class CNN(nn.Module):
         x = F.max_pool2d(F.relu(self.c1(x)), 2, 2)
         x = F.max_pool2d(F.relu(self.c2(x)), 2, 2)
         return self.fc(x.flatten(1))
+
+
+class RecipeCNN(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        layers, ch, side = [], 1, 28
+        for out in m["channels"]:
+            k, bn = m["kernel_size"], m["batch_norm"]
+            layers += [nn.Conv2d(ch, out, k, padding=k // 2, bias=not bn), *([nn.BatchNorm2d(out)] if bn else []),
+                       nn.ReLU(), nn.MaxPool2d(2, 2)]
+            ch, side = out, side // 2
+        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Dropout(m["dropout"]))
+        self.fc = nn.Linear(ch * side * side, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def warmup_cosine(lr, warmup, total, end_lr):
+    """mnist-kit's cosine schedule at step s (Paddle's LinearWarmup over CosineAnnealingDecay)."""
+    rest = max(total - warmup, 1)
+
+    def at(s):
+        if s < warmup:
+            return lr * s / warmup
+        return end_lr + (lr - end_lr) * (1 + math.cos(math.pi * (s - warmup) / rest)) / 2
+
+    return at
+
+
+class WeightAverage:
+    """mnist_kit/ema.py's average, over the state dict (parameters and batch-norm statistics)."""
+
+    def __init__(self, model, decay):
+        self.decay, self.n = decay, 0
+        self.avg = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def update(self, model):
+        d = min(self.decay, (1.0 + self.n) / (10.0 + self.n))
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if v.dtype.is_floating_point:
+                    self.avg[k].mul_(d).add_(v, alpha=1 - d)
+                else:
+                    self.avg[k].copy_(v)
+        self.n += 1
+
+
+def train_recipe(r, x, y, xt, yt, mean, std, seed):
+    """The recipe for its epochs: per epoch the test accuracy (of the average when it has one)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from mnist_kit.augment import Augment  # numpy only: the very transforms mnist-kit draws
+
+    aug = Augment(**r["augment"])
+    torch.manual_seed(seed)
+    model = RecipeCNN(r["model"])
+    b, o = r["batch_size"], r["optimizer"]
+    steps = -(-len(y) // b)  # the last, smaller batch too, as mnist-kit
+    at = warmup_cosine(o["lr"], int(round(r["warmup_epochs"] * steps)), steps * r["epochs"], r["end_lr"])
+    opt = torch.optim.Adam(model.parameters(), lr=at(0), betas=(o["beta1"], o["beta2"]), eps=o["epsilon"])
+    ema = WeightAverage(model, r["ema"]) if r["ema"] else None
+    shadow = RecipeCNN(r["model"]) if ema else None
+    rng = np.random.default_rng(seed)
+    epochs, training, step = [], 0.0, 0
+    for epoch in range(r["epochs"]):
+        t0 = time.perf_counter()
+        order = rng.permutation(len(y))
+        for s in range(steps):
+            idx = order[s * b:(s + 1) * b]
+            xb = x[idx]
+            if aug.active:
+                xb = aug.apply(xb, seed, epoch, s)
+            for group in opt.param_groups:
+                group["lr"] = at(step)
+            opt.zero_grad()
+            F.cross_entropy(model(normalise(xb, mean, std)), torch.from_numpy(y[idx].astype(np.int64)),
+                            label_smoothing=r["label_smoothing"]).backward()
+            opt.step()
+            step += 1
+            if ema:
+                ema.update(model)
+        training += time.perf_counter() - t0
+        if ema:
+            shadow.load_state_dict(ema.avg)
+        acc = test_accuracy(shadow if ema else model, xt, yt, mean, std)
+        epochs.append({"epoch": epoch, "test_acc": acc, "train_s": training})
+    return epochs, len(y) * r["epochs"] / training
 
 
 def normalise(x, mean, std):
@@ -55,11 +152,18 @@ def main():
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = PyTorch's default")
     ap.add_argument("--seed", type=int, default=0, help="of the weights and the batch order")
+    ap.add_argument("--recipe", help="a recipe's JSON (from bench_recipes.py): train it for its epochs instead")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     d = np.load(args.data)
     x, y, xt, yt, mean, std = d["x_train"], d["y_train"], d["x_test"], d["y_test"], float(d["mean"]), float(d["std"])
+    if args.recipe:
+        epochs, ips = train_recipe(json.loads(Path(args.recipe).read_text()), x, y, xt, yt, mean, std, args.seed)
+        print(json.dumps({"train_ips": ips, "epochs": epochs, "threads": torch.get_num_threads(),
+                          "torch": torch.__version__,
+                          "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     b = args.batch_size
