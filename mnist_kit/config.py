@@ -91,6 +91,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
                           max=1024),
         "kernel_size": Field("int", 5, "square conv kernel size (odd; 'same' padding)", only=("cnn",), min=1, max=31),
         "batch_norm": Field("bool", False, "batch normalisation after each conv", only=("cnn",)),
+        "head": Field("ints", None, "widths of hidden linear layers (each followed by ReLU) between the conv blocks "
+                      "and the output layer, e.g. [256]; null = none (the conv features go straight to the output)",
+                      only=("cnn",), min=1, max=65536),
         "dropout": Field("float", 0.0, "dropout probability before the last linear layer", only=("mlp", "cnn"), min=0.0, max=0.99),
         "blocks": Field("blocks", None, "the conv blocks one by one, instead of channels/kernel_size/batch_norm: "
                         "a list of {channels, kernel, stride, padding (same or pixels), activation (relu, sigmoid, "

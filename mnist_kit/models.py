@@ -85,7 +85,8 @@ class MLP(nn.Layer):
 
 
 class CNN(nn.Layer):
-    """Conv blocks, then dropout and one linear layer. Each block: a conv [+ batch norm], an activation and a
+    """Conv blocks, then hidden linear layers with ReLU (``model.head``, none by default), dropout and the
+    output layer. Each block: a conv [+ batch norm], an activation and a
     pooling (``config.cnn_blocks``: from ``model.blocks``, or from the short keys: a 'same' conv, ReLU and a
     2x2 max-pool per entry of ``channels``).
 
@@ -102,7 +103,7 @@ class CNN(nn.Layer):
     MONOTONIC = ("relu", "sigmoid", "tanh", "leaky_relu", "none")
 
     def __init__(self, input_shape, num_classes, channels=(20, 20), kernel_size=5, batch_norm=False, dropout=0.0,
-                 blocks=None):
+                 blocks=None, head=None):
         super().__init__()
         self.specs = config.cnn_blocks({"channels": list(channels), "kernel_size": kernel_size,
                                         "batch_norm": batch_norm, "blocks": blocks})
@@ -125,8 +126,13 @@ class CNN(nn.Layer):
             raise ValueError(f"the conv blocks shrink a {input_shape[1]}x{input_shape[2]} input to nothing")
         layers.append(nn.Flatten())
         self.body = nn.Sequential(*layers)
+        width, hidden = in_ch * height * width, []
+        for h in head or ():
+            hidden += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.head = nn.Sequential(*hidden) if hidden else None  # model.head: hidden linear layers
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_ch * height * width, num_classes)
+        self.fc = nn.Linear(width, num_classes)
         self._fast = None  # per block: a oneDNN block (onednn.Block) or None (the stock layers)
 
     def conv_blocks(self, input_shape) -> list[tuple]:
@@ -154,6 +160,11 @@ class CNN(nn.Layer):
         self._fast = list(blocks) if blocks is not None and any(b is not None for b in blocks) else None
 
     def features(self, x):
+        x = self.conv_features(x)
+        return self.head(x) if self.head is not None else x
+
+    def conv_features(self, x):
+        """The conv blocks' output, flattened."""
         if self._fast is None or not paddle.in_dynamic_mode():
             return self.body(x)
         for fast, (conv, norm, after) in zip(self._fast, self._blocks):

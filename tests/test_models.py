@@ -192,3 +192,27 @@ def test_a_standard_block_runs_on_onednn_beside_a_stock_one(prepared):
     fast = json.loads(Path("checkpoints/mixed/run.json").read_text())["fast_conv"]
     if fast["path"] == "onednn":  # where oneDNN passes its self-check
         assert fast["blocks"] == ["onednn", "stock"] and "block 2: avg pool 2/2/0" in fast["reason"]
+
+
+def test_a_hidden_head_sits_between_the_conv_blocks_and_the_output(prepared):
+    from conftest import FAST, run_cli
+    from mnist_kit import checkpoint, config
+
+    cfg = config.load(None, ["model.head=[32, 16]", "model.dropout=0.5"])
+    model = build_model(cfg["model"])
+    model.eval()
+    x = paddle.to_tensor(np.random.default_rng(0).normal(size=(3, 1, 28, 28)).astype("float32"))
+    h = F.relu(F.linear(model.conv_features(x), model.head[0].weight, model.head[0].bias))
+    h = F.relu(F.linear(h, model.head[2].weight, model.head[2].bias))
+    assert np.allclose(model.features(x).numpy(), h.numpy(), atol=1e-5)
+    assert np.allclose(model(x).numpy(), model.fc(h).numpy(), atol=1e-5)
+
+    r = run_cli("train", *FAST, "-o", "model.head=[32, 16]", "-o", "train.epochs=1", "--name", "head")
+    assert r.exit_code == 0, r.output
+    weights = checkpoint.weights(checkpoint.load(Path("checkpoints/head/ckpt") / checkpoint.BEST))
+    assert [list(weights[k].shape) for k in ("head.0.weight", "head.2.weight", "fc.weight")] == \
+        [[980, 32], [32, 16], [16, 10]]
+    assert run_cli("export", "--run", "checkpoints/head").exit_code == 0  # traced, checked against the model
+    assert run_cli("eval", "--run", "checkpoints/head").exit_code == 0
+    bad = run_cli("train", *FAST, "-o", "model.head=[0]")
+    assert bad.exit_code == 2 and "model.head" in bad.output and "Traceback" not in bad.output
