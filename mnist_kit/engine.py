@@ -155,6 +155,8 @@ def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
     if lowered:
         info(f"warning: {lowered}")
     fast = onednn.enable(model, tcfg["fast_conv"], device, threads, splits.prepared.input_shape)
+    if tcfg["steps"]:  # the run's length in updates, as whole epochs of this data set (the written config says)
+        tcfg["epochs"] = max(1, round(tcfg["steps"] / len(splits.train)))
     schedule = build_schedule(cfg["schedule"], cfg["optimizer"]["lr"], len(splits.train), tcfg["epochs"])
     optimizer = build_optimizer(cfg["optimizer"], schedule, model.parameters())
     net = paddle.DataParallel(model) if distributed.world_size() > 1 else model
@@ -417,6 +419,8 @@ def train(cfg: dict, config_name: str = "config") -> Path:
              + ("" if t.splits.val.num_samples else " (none asked for: training on every training image)")
              + f"; normalisation mean {t.splits.norm.mean} "
              f"std {t.splits.norm.std}")
+        if cfg["train"]["steps"]:
+            info(f"train.steps {cfg['train']['steps']}: {cfg['train']['epochs']} epochs of {len(t.splits.train)} steps")
         if t.augment.active:
             info(f"augmentation of the training batches: {t.augment.describe()}")
         elif reason := augment.skipped(cfg["augment"], cfg["data"]["name"]):

@@ -377,3 +377,19 @@ def test_without_validation_patience_watches_the_training_loss(prepared):
                 "--name", "tl")
     assert r.exit_code == 0, r.output
     assert "done: best train/loss" in r.output
+
+
+def test_train_steps_sets_the_run_length_in_whole_epochs(prepared):
+    # 500 training images at batch 50: 10 steps an epoch, so 26 steps are 3 epochs
+    r = run_cli("train", *FAST, "-o", "train.steps=26", "-o", "output.visualdl=false", "--name", "steps")
+    assert r.exit_code == 0, r.output
+    assert "train.steps 26: 3 epochs of 10 steps" in r.output
+    saved = config.load(Path("checkpoints/steps/config.yaml"))
+    assert (saved["train"]["epochs"], saved["train"]["steps"]) == (3, 26)
+    assert len(Path("checkpoints/steps/metrics.jsonl").read_text().splitlines()) == 3
+    bad = run_cli("resume", "--run", "checkpoints/steps", "--epoch", "0", "-o", "train.epochs=5")
+    assert bad.exit_code == 1 and "train.epochs follows from train.steps (26)" in bad.output
+    assert "Traceback" not in bad.output
+    again = run_cli("resume", "--run", "checkpoints/steps", "--epoch", "1")  # the same length, from its config
+    assert again.exit_code == 0, again.output
+    assert len(Path("checkpoints/steps/metrics.jsonl").read_text().splitlines()) == 3
