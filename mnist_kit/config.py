@@ -134,7 +134,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "epochs": Field("int", 5, "epochs to train", min=1, max=100000),
         "steps": Field("int", 0, "run length in optimizer steps instead of train.epochs: the nearest whole number of "
                        "epochs (at least 1), written into train.epochs; one recipe then trains as many updates on "
-                       "7,000 images as on 50,000; 0 = train.epochs decides", min=0, max=10**9),
+                       "7,000 images as on 50,000; 0 = train.epochs decides (-o train.epochs=N sets it to 0)", min=0, max=10**9),
         "batch_size": Field("int", 64, "training batch size (per process)", min=1, max=65536),
         "eval_batch_size": Field("int", 256, "batch size for validation and evaluation", min=1, max=65536),
         "seed": Field("int", 0, "seed of weights, data order and dropout; same seed + config = same run on CPU", min=0,
@@ -582,9 +582,6 @@ def check_resume(saved: dict, cfg: dict, done_epochs: int) -> dict:
         raise UserError(f"resuming with these changes would not continue the same training:\n{listing}\n"
                         f"Start a new run with `mnist-kit train` instead. Safe to change on resume: "
                         f"{', '.join(SAFE_ON_RESUME)}")
-    if "train.epochs" in changes and cfg["train"]["steps"]:
-        raise UserError(f"train.epochs follows from train.steps ({cfg['train']['steps']}) in this run; it cannot "
-                        "be changed on resume")
     if "train.epochs" in changes:
         new = cfg["train"]["epochs"]
         if new < done_epochs:
@@ -689,6 +686,8 @@ def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] 
             target.pop(key, None)
         else:
             target[key] = value
+        if (section, key) == ("train", "epochs"):  # -o train.epochs=N counts epochs: a config's train.steps goes
+            target.pop("steps", None)
     if overrides:
         source += " with overrides " + " ".join(f"-o {clip(o, 80)}" for o in overrides)
     return validate(raw, source)

@@ -387,9 +387,10 @@ def test_train_steps_sets_the_run_length_in_whole_epochs(prepared):
     saved = config.load(Path("checkpoints/steps/config.yaml"))
     assert (saved["train"]["epochs"], saved["train"]["steps"]) == (3, 26)
     assert len(Path("checkpoints/steps/metrics.jsonl").read_text().splitlines()) == 3
+    # -o train.epochs=N counts epochs instead: a new run that long, but not this run on resume
+    assert config.load(Path("checkpoints/steps/config.yaml"), ["train.epochs=5"])["train"]["steps"] == 0
     bad = run_cli("resume", "--run", "checkpoints/steps", "--epoch", "0", "-o", "train.epochs=5")
-    assert bad.exit_code == 1 and "train.epochs follows from train.steps (26)" in bad.output
-    assert "Traceback" not in bad.output
+    assert bad.exit_code == 1 and "train.steps: 26 -> 0" in bad.output and "Traceback" not in bad.output
     again = run_cli("resume", "--run", "checkpoints/steps", "--epoch", "1")  # the same length, from its config
     assert again.exit_code == 0, again.output
     assert len(Path("checkpoints/steps/metrics.jsonl").read_text().splitlines()) == 3
