@@ -7,7 +7,8 @@ rendered against the runs' own files, and saves one screenshot per page in OUT. 
 check fails. The checks:
 
     scalar            every run and its validation writer listed; the training-and-validation loss
-                      chart draws a line in the colour of each of them
+                      chart draws a line in the colour of each of them; with train.ema, the val/acc
+                      (moving average) and val/acc_raw charts both shown
     hyper-parameter   one row per run; every cell of the run's hyper-parameters shows its value
     high-dimensional  "Points: N" (the embeddings logged); coloured by class, the points lie at many
                       distinct places (VisualDL's own cut of wide vectors left about 4)
@@ -131,7 +132,19 @@ def check_scalar(page, board: Board) -> str:
     time.sleep(1.5)  # the chart's own animation
     missing_lines = [n for n, c in counts.items() if not c]
     assert not missing_lines, f"no line drawn for {missing_lines} (pixels of each run's colour: {counts})"
-    return f"{len(wanted)} lines in train_and_val/loss ({min(counts.values())}+ pixels each)"
+    done = f"{len(wanted)} lines in train_and_val/loss ({min(counts.values())}+ pixels each)"
+    if any(r.cfg["train"].get("ema") for r in board.runs):  # validation of the average and of the raw weights
+        page.get_by_placeholder("Search tags in RegExp").fill("^val/(acc|acc_raw)$")
+        # the charts' titles are drawn inside their canvases: the expression matches these two tags alone
+        charts = until(page, lambda p: (lambda c: c if len(c) == 2 else None)(
+            [c for c in p.locator("canvas").all() if c.is_visible()]), what="the val/acc and val/acc_raw charts")
+        run = next(r for r in board.runs if r.cfg["train"].get("ema"))
+        rgb = np.array([int(v) for v in colours[run.name].split("(")[1].split(")")[0].split(",")[:3]])
+        for chart in charts:
+            until(page, lambda p: _line_pixels(picture(p, chart.locator("xpath=..")), rgb), timeout=20,
+                  what=f"{run.name}'s line in the val/acc and val/acc_raw charts")
+        done += "; val/acc and val/acc_raw (the moving average's and the raw weights') charted"
+    return done
 
 
 def _line_pixels(pixels: np.ndarray, rgb: np.ndarray) -> int:

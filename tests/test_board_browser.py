@@ -21,12 +21,14 @@ pytestmark = [pytest.mark.browser,
 
 @pytest.fixture
 def sweep(tmp_path, monkeypatch):
-    """A 2 x 2 sweep of the CNN (980 features per image: wider than VisualDL's 200) with 500 embeddings."""
+    """A 2 x 2 sweep of the CNN (980 features per image: wider than VisualDL's 200) with 500 embeddings and a
+    moving average of the weights."""
     monkeypatch.setenv("HOME", str(tmp_path))  # importing visualdl writes under ~/.visualdl
     idx = write_idx_folder(tmp_path / "idx", synthetic_arrays(n_train=1500, n_test=100))
     assert run_cli("prepare", "--dataset", "mnist", "--from-dir", idx, "--no-verify").exit_code == 0
     r = run_subprocess("sweep", "-o", "optimizer.lr=0.003,0.001", "-o", "train.batch_size=50,100",
                        "-o", "data.val_size=500", "-o", "train.epochs=2", "-o", "log.embeddings=500",
+                       "-o", "train.ema=0.9",  # val/acc and val/acc_raw charted
                        "--name", "grid")
     assert r.returncode == 0, r.stderr
     return Path("checkpoints/grid")
