@@ -43,6 +43,7 @@ SCHEDULES = ("constant", "step", "polynomial", "cosine")
 INITS = ("default", "kaiming", "xavier", "normal", "uniform")
 MONITORS = ("val/acc", "val/loss", "train/acc", "train/loss")  # higher is better for accuracies
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
+TTA = ("none", "flip", "shift", "flip+shift")
 BLOCK_ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "gelu", "none")
 POOLS = ("max", "avg", "none")
 SEED_MAX = 2**32 - 1  # numpy's seeds
@@ -95,6 +96,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
                       "and the output layer, e.g. [256]; null = none (the conv features go straight to the output)",
                       only=("cnn",), min=1, max=65536),
         "dropout": Field("float", 0.0, "dropout probability before the last linear layer", only=("mlp", "cnn"), min=0.0, max=0.99),
+        "tta": Field("str", "none", "test-time augmentation, part of the network outside training (validation, "
+                     "eval, export, predict, serve): the class probabilities of each image averaged with those "
+                     "of its copies: flip = mirrored left to right (clothing; refused on digits), shift = moved "
+                     "one pixel left and one right, flip+shift = all four; costs as many forward passes; none",
+                     choices=TTA, only=("cnn",)),
         "blocks": Field("blocks", None, "the conv blocks one by one, instead of channels/kernel_size/batch_norm: "
                         "a list of {channels, kernel, stride, padding (same or pixels), activation (relu, sigmoid, "
                         "tanh, leaky_relu, gelu, none), pool (max, avg, none), pool_size, pool_stride, "
@@ -512,6 +518,9 @@ def _cross_checks(cfg: dict) -> list[str]:
                 break
             h, w = h2, w2
     a = cfg["augment"]
+    if m["name"] == "cnn" and "flip" in m["tta"] and d["name"] == "mnist":
+        errors.append(f"model.tta is {m['tta']} on digits (data.name mnist): a mirrored 2 or 7 is not a digit. "
+                      "Use model.tta shift, or mirror clothing (fashion-mnist) or image folders")
     if a["flip"] and d["name"] == "mnist" and a["apply"] != "never":
         errors.append(f"augment.flip is {a['flip']:g} on digits (data.name mnist): a mirrored 2 or 7 is not a digit. "
                       "Mirror clothing (fashion-mnist) or image folders, or set augment.flip 0")

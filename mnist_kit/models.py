@@ -86,7 +86,7 @@ class MLP(nn.Layer):
 
 class CNN(nn.Layer):
     """Conv blocks, then hidden linear layers with ReLU (``model.head``, none by default), dropout and the
-    output layer. Each block: a conv [+ batch norm], an activation and a
+    output layer; outside training, optionally averaged over copies of each image (``model.tta``). Each block: a conv [+ batch norm], an activation and a
     pooling (``config.cnn_blocks``: from ``model.blocks``, or from the short keys: a 'same' conv, ReLU and a
     2x2 max-pool per entry of ``channels``).
 
@@ -103,7 +103,7 @@ class CNN(nn.Layer):
     MONOTONIC = ("relu", "sigmoid", "tanh", "leaky_relu", "none")
 
     def __init__(self, input_shape, num_classes, channels=(20, 20), kernel_size=5, batch_norm=False, dropout=0.0,
-                 blocks=None, head=None):
+                 blocks=None, head=None, tta="none"):
         super().__init__()
         self.specs = config.cnn_blocks({"channels": list(channels), "kernel_size": kernel_size,
                                         "batch_norm": batch_norm, "blocks": blocks})
@@ -133,6 +133,7 @@ class CNN(nn.Layer):
         self.head = nn.Sequential(*hidden) if hidden else None  # model.head: hidden linear layers
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(width, num_classes)
+        self.tta = tta
         self._fast = None  # per block: a oneDNN block (onednn.Block) or None (the stock layers)
 
     def conv_blocks(self, input_shape) -> list[tuple]:
@@ -178,7 +179,24 @@ class CNN(nn.Layer):
         return x.flatten(1)
 
     def forward(self, x):
-        return self.fc(self.dropout(self.features(x)))
+        if self.training or self.tta == "none":
+            return self.fc(self.dropout(self.features(x)))
+        return self._averaged(x)
+
+    def _averaged(self, x):
+        """``model.tta``: log of the mean class probabilities of ``x`` and its copies (mirrored; moved one
+        pixel left and right, the edge column repeated), all in one batch; softmax of it gives the mean."""
+        views = [x]
+        if "flip" in self.tta:
+            views.append(paddle.flip(x, axis=[3]))
+        if "shift" in self.tta:
+            width = x.shape[3]
+            padded = F.pad(x, [1, 1, 0, 0], mode="replicate", data_format="NCHW")
+            views += [padded[:, :, :, :width], padded[:, :, :, 2:]]  # moved right, moved left
+        k = len(views)
+        logits = self.fc(self.dropout(self.features(paddle.concat(views, axis=0))))
+        logp = F.log_softmax(logits, axis=-1).reshape([k, -1, logits.shape[-1]])
+        return paddle.logsumexp(logp, axis=0) - float(np.log(k))
 
 
 MODELS = {"linear": Linear, "mlp": MLP, "cnn": CNN}

@@ -216,3 +216,55 @@ def test_a_hidden_head_sits_between_the_conv_blocks_and_the_output(prepared):
     assert run_cli("eval", "--run", "checkpoints/head").exit_code == 0
     bad = run_cli("train", *FAST, "-o", "model.head=[0]")
     assert bad.exit_code == 2 and "model.head" in bad.output and "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize("tta", ["flip", "shift", "flip+shift"])
+def test_test_time_augmentation_averages_the_probabilities_of_the_copies(tta):
+    from mnist_kit import config
+
+    model = build_model(config.load(None, [f"model.tta={tta}", "data.name=fashion-mnist"])["model"])
+    model.eval()
+    x = np.random.default_rng(0).normal(size=(5, 1, 28, 28)).astype("float32")
+    wide = np.pad(x, [(0, 0), (0, 0), (0, 0), (1, 1)], mode="edge")  # moved by one pixel, the edge repeated
+    views = [x] + ([x[..., ::-1]] if "flip" in tta else []) + ([wide[..., :28], wide[..., 2:]] if "shift" in tta else [])
+    averaged = model(paddle.to_tensor(x)).numpy()
+    model.tta = "none"
+    probs = [F.softmax(model(paddle.to_tensor(np.ascontiguousarray(v)))).numpy() for v in views]
+    assert np.allclose(np.exp(averaged), np.mean(probs, axis=0), atol=1e-6)
+    model.train()
+    model.tta = tta
+    assert model(paddle.to_tensor(x)).shape == [5, 10]  # training sees each image once
+
+
+def test_test_time_augmentation_is_exported_and_predicts(prepared, tmp_path):
+    from conftest import FAST, run_cli
+
+    r = run_cli("train", *FAST, "-o", "model.tta=shift", "-o", "train.epochs=1", "--name", "tta")
+    assert r.exit_code == 0, r.output
+    assert run_cli("export", "--run", "checkpoints/tta").exit_code == 0  # traced, checked against the model
+    image = tmp_path / "digit.png"
+    from PIL import Image
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[5:23, 13:16] = 255  # a 1
+    Image.fromarray(pixels).save(image)
+    p = run_cli("predict", "--model", "checkpoints/tta/export/best", image)
+    assert p.exit_code == 0, p.output
+    bad = run_cli("train", *FAST, "-o", "model.tta=flip")
+    assert bad.exit_code == 2 and "model.tta is flip on digits (data.name mnist)" in bad.output
+
+
+def test_mirrored_test_time_augmentation_is_exported_to_paddle_and_onnx(tmp_path):
+    """An image folder (RGB, 32x48) with model.tta flip+shift: the export's own checks compare the traced
+    program, and the ONNX model where paddle2onnx and onnxruntime are installed, with the eager network."""
+    from conftest import REPO, run_cli, write_image_folder
+    from mnist_kit.deploy import export
+
+    folder = write_image_folder(tmp_path / "cards", corrupt=False)
+    common = ["--config", REPO / "configs" / "folder.yaml", "-o", f"data.folder={folder}", "-o", "data.color=rgb",
+              "-o", "data.image_size=[32, 48]"]
+    assert run_cli("prepare", *common).exit_code == 0
+    r = run_cli("train", *common, "-o", "train.epochs=1", "-o", "model.tta=flip+shift", "-o", "output.visualdl=false",
+                "--name", "mirror")
+    assert r.exit_code == 0, r.output
+    assert run_cli("export", "--run", "checkpoints/mirror").exit_code == 0
+    assert (Path("checkpoints/mirror/export/best/model.onnx").is_file()) == (export.onnx_tools_missing() is None)
