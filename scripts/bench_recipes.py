@@ -19,9 +19,9 @@ Per setup: test accuracy after the last epoch and the best epoch's (mean and min
 training time to each target (mean over the seeds that reach it; training only: mnist-kit's epoch_seconds,
 PyTorch's train_s), training images/s, and peak memory of the training process.
 
-    .venv/bin/python scripts/bench_recipes.py [--recipes cnn,cnn_fast,cnn_best] [--datasets digits,fashion]
-                                               [--seeds 0,1,2] [--torch-epochs 30] [--torch-recipes cnn,cnn_fast]
-                                               [--digits IDX_DIR]
+    .venv/bin/python scripts/bench_recipes.py [--recipes cnn,cnn_fast,cnn_best,cnn_best_fashion]
+        [--datasets digits,fashion] [--seeds 0,1,2] [--torch-epochs 30] [--torch-recipes cnn,cnn_fast]
+        [--no-torch] [--digits IDX_DIR]
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ DATASETS = {  # name -> (data.name, overrides, targets)
     "digits": ("mnist", ["data.val_size=1000"], (0.97, 0.98, 0.99)),
     "fashion": ("fashion-mnist", [], (0.90, 0.91, 0.935)),
 }
-ONLY = {"cnn_best": ("digits",)}  # recipes made for one data set (cnn_best: 40 epochs of 50,000 clothes would
-# take far longer than its 10 minutes); the others run on every data set
+ONLY = {"cnn_best": ("digits",), "cnn_best_fashion": ("fashion",)}  # recipes made for one data set (cnn_best:
+# 40 epochs of 50,000 clothes would take far longer than its 10 minutes); the others run on every data set
 
 
 def mnist_kit(args: list[str], env: dict) -> tuple[subprocess.CompletedProcess, float]:
@@ -111,7 +111,8 @@ def recipe_json(recipe: str, dataset: str, root: Path) -> Path:
     name, overrides, _ = DATASETS[dataset]
     cfg = config.load(REPO / "configs" / f"{recipe}.yaml", [f"data.name={name}", *overrides])
     m, o, t = cfg["model"], cfg["optimizer"], cfg["train"]
-    if m["name"] != "cnn" or m["blocks"] or o["name"] != "adam" or o["weight_decay"] or o["grad_clip"] \
+    if m["name"] != "cnn" or m["blocks"] or m["head"] or m["tta"] != "none" or o["name"] != "adam" \
+            or o["weight_decay"] or o["grad_clip"] \
             or cfg["schedule"]["name"] != "cosine" or cfg["loss"]["name"] != "cross_entropy":
         raise SystemExit(f"bench_torch.py --recipe knows CNNs of model.channels trained by Adam on a cosine "
                          f"schedule; {recipe}.yaml is something else")
@@ -178,12 +179,13 @@ def print_table(dataset: str, rows: dict, seeds: list[int]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipes", default="cnn,cnn_fast,cnn_best")
+    ap.add_argument("--recipes", default="cnn,cnn_fast,cnn_best,cnn_best_fashion")
     ap.add_argument("--datasets", default="digits,fashion")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--torch-epochs", type=int, default=30, help="most epochs of PyTorch's classic script")
     ap.add_argument("--torch-recipes", default="cnn,cnn_fast",
                     help="recipes PyTorch also trains as configured (of --recipes; '' = none)")
+    ap.add_argument("--no-torch", action="store_true", help="mnist-kit's recipes only")
     ap.add_argument("--torch-python", help="a Python that imports torch (default: this one, else .venv-bench)")
     ap.add_argument("--digits", type=Path, help="IDX files of scripts/real_digits.py (default: fetched now)")
     args = ap.parse_args()
@@ -209,7 +211,7 @@ def main() -> int:
                     print(f"{dataset} {recipe} seed {seed}: "
                           + ", ".join(f"{100 * e['test_acc']:.2f}%" for e in results[-1]["epochs"]), flush=True)
                 rows[f"mnist-kit {recipe}.yaml"] = summary(results, DATASETS[dataset][2])
-            if torch_python:
+            if torch_python and not args.no_torch:
                 setups = [None] + [r for r in args.torch_recipes.split(",") if r
                                    and r in args.recipes.split(",") and dataset in ONLY.get(r, (dataset,))]
                 for recipe in setups:
@@ -220,7 +222,7 @@ def main() -> int:
                               + ", ".join(f"{100 * e['test_acc']:.2f}%" for e in results[-1]["epochs"]), flush=True)
                     rows[f"PyTorch {results[0]['torch']} " + (f"{recipe}.yaml" if recipe else "classic")] = \
                         summary(results, DATASETS[dataset][2])
-            else:
+            elif not args.no_torch:
                 print("(no Python with torch found: bash scripts/bench_env.sh makes one)", file=sys.stderr)
             tables[dataset] = rows
     for dataset, rows in tables.items():
