@@ -10,7 +10,7 @@ throughput after warm-up, and per-epoch wall time and test accuracy for the time
 
 With --recipe RECIPE.json (written by scripts/bench_recipes.py from a resolved mnist-kit config) it trains
 that recipe instead, for its epochs: the conv blocks (kernel, 'same' padding, batch norm, ReLU, 2x2 max-pool),
-dropout, Adam with the recipe's rate and betas, a linear warm-up then cosine decay stepped per batch as
+hidden linear layers (model.head), dropout, test-time augmentation (model.tta), Adam with the recipe's rate and betas, a linear warm-up then cosine decay stepped per batch as
 mnist-kit's (Paddle's LinearWarmup over CosineAnnealingDecay), label smoothing, the moving average of the
 weights (the same decay rule, evaluated with the average) and the same augmentation code
 (mnist_kit/augment.py, numpy only). Weights start from PyTorch's own default initialisation.
@@ -51,11 +51,25 @@ class RecipeCNN(nn.Module):
             layers += [nn.Conv2d(ch, out, k, padding=k // 2, bias=not bn), *([nn.BatchNorm2d(out)] if bn else []),
                        nn.ReLU(), nn.MaxPool2d(2, 2)]
             ch, side = out, side // 2
-        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Dropout(m["dropout"]))
-        self.fc = nn.Linear(ch * side * side, 10)
+        width, head = ch * side * side, []
+        for h in m.get("head") or ():
+            head += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.body = nn.Sequential(*layers, nn.Flatten(), *head, nn.Dropout(m["dropout"]))
+        self.fc = nn.Linear(width, 10)
+        self.tta = m.get("tta", "none")
 
     def forward(self, x):
-        return self.fc(self.body(x))
+        if self.training or self.tta == "none":
+            return self.fc(self.body(x))
+        views = [x]  # model.tta as mnist-kit's: log of the mean probabilities of the copies
+        if "flip" in self.tta:
+            views.append(torch.flip(x, dims=[3]))
+        if "shift" in self.tta:
+            wide = F.pad(x, (1, 1, 0, 0), mode="replicate")
+            views += [wide[..., :x.shape[3]], wide[..., 2:]]
+        logp = F.log_softmax(self.fc(self.body(torch.cat(views))), dim=-1).reshape(len(views), len(x), -1)
+        return torch.logsumexp(logp, dim=0) - math.log(len(views))
 
 
 def warmup_cosine(lr, warmup, total, end_lr):
