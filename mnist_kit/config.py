@@ -140,7 +140,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "epochs": Field("int", 5, "epochs to train", min=1, max=100000),
         "steps": Field("int", 0, "run length in optimizer steps instead of train.epochs: the nearest whole number of "
                        "epochs (at least 1), written into train.epochs; one recipe then trains as many updates on "
-                       "7,000 images as on 50,000; 0 = train.epochs decides (-o train.epochs=N sets it to 0)", min=0, max=10**9),
+                       "7,000 images as on 50,000; 0 = train.epochs decides (-o train.epochs=N sets it to 0)",
+                       min=0, max=10**9),
         "batch_size": Field("int", 64, "training batch size (per process)", min=1, max=65536),
         "eval_batch_size": Field("int", 256, "batch size for validation and evaluation", min=1, max=65536),
         "seed": Field("int", 0, "seed of weights, data order and dropout; same seed + config = same run on CPU", min=0,

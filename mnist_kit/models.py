@@ -86,9 +86,9 @@ class MLP(nn.Layer):
 
 class CNN(nn.Layer):
     """Conv blocks, then hidden linear layers with ReLU (``model.head``, none by default), dropout and the
-    output layer; outside training, optionally averaged over copies of each image (``model.tta``). Each block: a conv [+ batch norm], an activation and a
-    pooling (``config.cnn_blocks``: from ``model.blocks``, or from the short keys: a 'same' conv, ReLU and a
-    2x2 max-pool per entry of ``channels``).
+    output layer; outside training, optionally averaged over copies of each image (``model.tta``). Each
+    block: a conv [+ batch norm], an activation and a pooling (``config.cnn_blocks``: from ``model.blocks``,
+    or from the short keys: a 'same' conv, ReLU and a 2x2 max-pool per entry of ``channels``).
 
     The default, two blocks of 20 channels with 5x5 kernels, is the classic Paddle/LeNet tutorial net.
     A max-pool runs before a monotonic activation (ReLU, sigmoid, tanh, leaky ReLU): ``act(maxpool(x)) ==
