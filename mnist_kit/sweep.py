@@ -135,7 +135,8 @@ def _state(run: RunDir, cfg: dict) -> str:
         return "restart"
     if any(k not in config.SAFE_ON_RESUME for k in config.differences(saved, cfg)):
         return "other-config"
-    longer = cfg["train"]["epochs"] > saved["train"]["epochs"]
+    # with train.steps the run's epochs follow from the data (saved), and only another train.steps is longer
+    longer = not cfg["train"]["steps"] and cfg["train"]["epochs"] > saved["train"]["epochs"]
     if info_.get("status") == "completed" and not longer:
         return "completed"
     return "resumable" if checkpoint.periodic(run.ckpt_dir) else "restart"

@@ -207,6 +207,17 @@ def test_a_sweep_run_again_with_more_epochs_trains_its_runs_on(prepared):
     assert other.returncode == 1 and "trained with another config" in other.stderr
 
 
+def test_a_sweep_of_runs_measured_in_steps_finds_them_completed_when_run_again(prepared):
+    # FAST's train.epochs=2 comes first, so train.steps holds: 12 steps of 10 an epoch are 1 epoch
+    args = ["sweep", "-o", "optimizer.lr=0.01,0.001", "-o", "model.name=linear", *FAST, "-o", "train.steps=12",
+            "--name", "st"]
+    assert run_subprocess(*args).returncode == 0
+    for name in ("lr=0.01", "lr=0.001"):
+        assert len(Path(f"checkpoints/st/{name}/metrics.jsonl").read_text().splitlines()) == 1
+    again = run_subprocess(*args)
+    assert again.returncode == 0 and "2 already completed, 0 to run" in again.stderr, again.stderr
+
+
 def test_the_new_keys_sweep_too_and_blocks_are_named_by_their_place():
     _, axes, planned = plan(None, ["model.blocks=[{channels: 8, pool: avg}],[{channels: 16, stride: 2}]",
                                    "train.patience=1,2", "model.init=kaiming,xavier"])

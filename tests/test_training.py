@@ -387,6 +387,8 @@ def test_train_steps_sets_the_run_length_in_whole_epochs(prepared):
     saved = config.load(Path("checkpoints/steps/config.yaml"))
     assert (saved["train"]["epochs"], saved["train"]["steps"]) == (3, 26)
     assert len(Path("checkpoints/steps/metrics.jsonl").read_text().splitlines()) == 3
+    half = run_cli("train", *FAST, "-o", "train.steps=25", "-o", "output.visualdl=false", "--name", "half")
+    assert half.exit_code == 0 and "train.steps 25: 3 epochs of 10 steps" in half.output  # 2.5 epochs: up
     # -o train.epochs=N counts epochs instead: a new run that long, but not this run on resume
     assert config.load(Path("checkpoints/steps/config.yaml"), ["train.epochs=5"])["train"]["steps"] == 0
     bad = run_cli("resume", "--run", "checkpoints/steps", "--epoch", "0", "-o", "train.epochs=5")
