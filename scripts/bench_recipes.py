@@ -121,8 +121,8 @@ def recipe_json(recipe: str, dataset: str, root: Path) -> Path:
         "model": {k: m[k] for k in ("channels", "kernel_size", "batch_norm", "dropout", "head", "tta")},
         "optimizer": {k: o[k] for k in ("lr", "beta1", "beta2", "epsilon")},
         "warmup_epochs": cfg["schedule"]["warmup_epochs"], "end_lr": cfg["schedule"]["end_lr"],
-        "label_smoothing": cfg["loss"]["label_smoothing"], "batch_size": t["batch_size"], "epochs": t["epochs"], "steps": t["steps"],
-        "ema": t["ema"], "augment": {f.name: getattr(aug, f.name) for f in fields(aug)}}))
+        "label_smoothing": cfg["loss"]["label_smoothing"], "batch_size": t["batch_size"], "epochs": t["epochs"],
+        "steps": t["steps"], "ema": t["ema"], "augment": {f.name: getattr(aug, f.name) for f in fields(aug)}}))
     return out
 
 
