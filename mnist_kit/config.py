@@ -450,6 +450,12 @@ def valid_device(device: str) -> bool:
     return device in ("cpu", "gpu", "auto") or (device.startswith("gpu:") and device[4:].isdigit())
 
 
+def epochs_of_steps(steps: int, steps_per_epoch: int) -> int:
+    """``train.steps`` as whole epochs: the nearest number, halves up (round() would go to the even one), at
+    least 1."""
+    return max(1, int(steps / steps_per_epoch + 0.5))
+
+
 def has_validation(cfg: dict) -> bool:
     """Whether the config splits images off for validation (data.val_size or data.val_ratio above 0)."""
     d = cfg["data"]

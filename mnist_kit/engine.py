@@ -156,7 +156,7 @@ def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
         info(f"warning: {lowered}")
     fast = onednn.enable(model, tcfg["fast_conv"], device, threads, splits.prepared.input_shape)
     if tcfg["steps"]:  # the run's length in updates, as whole epochs of this data set (the written config says)
-        tcfg["epochs"] = max(1, int(tcfg["steps"] / len(splits.train) + 0.5))  # halves up (round() goes to even)
+        tcfg["epochs"] = config.epochs_of_steps(tcfg["steps"], len(splits.train))
     schedule = build_schedule(cfg["schedule"], cfg["optimizer"]["lr"], len(splits.train), tcfg["epochs"])
     optimizer = build_optimizer(cfg["optimizer"], schedule, model.parameters())
     net = paddle.DataParallel(model) if distributed.world_size() > 1 else model

@@ -103,7 +103,7 @@ def train_recipe(recipe: str, dataset: str, seed: int, root: Path, env: dict) ->
     return {"epochs": epochs, "ips": ips, "peak_mib": peak}
 
 
-def recipe_json(recipe: str, dataset: str, root: Path) -> Path:
+def recipe_json(recipe: str, dataset: str, root: Path, n_train: int) -> Path:
     """configs/RECIPE.yaml, resolved for ``dataset``, as bench_torch.py --recipe reads it (PyTorch with the
     same recipe: network, optimizer, schedule, loss, batch, epochs, weight average and augmentation)."""
     from mnist_kit import augment, config
@@ -121,8 +121,9 @@ def recipe_json(recipe: str, dataset: str, root: Path) -> Path:
         "model": {k: m[k] for k in ("channels", "kernel_size", "batch_norm", "dropout", "head", "tta")},
         "optimizer": {k: o[k] for k in ("lr", "beta1", "beta2", "epsilon")},
         "warmup_epochs": cfg["schedule"]["warmup_epochs"], "end_lr": cfg["schedule"]["end_lr"],
-        "label_smoothing": cfg["loss"]["label_smoothing"], "batch_size": t["batch_size"], "epochs": t["epochs"],
-        "steps": t["steps"], "ema": t["ema"], "augment": {f.name: getattr(aug, f.name) for f in fields(aug)}}))
+        "label_smoothing": cfg["loss"]["label_smoothing"], "batch_size": t["batch_size"],
+        "epochs": config.epochs_of_steps(t["steps"], -(-n_train // t["batch_size"])) if t["steps"] else t["epochs"],
+        "ema": t["ema"], "augment": {f.name: getattr(aug, f.name) for f in fields(aug)}}))
     return out
 
 
@@ -138,7 +139,7 @@ def train_torch(python: str, dataset: str, seed: int, root: Path, env: dict, max
         shared_data(npz, (f"data.name={name}", *overrides, f"data.root={env['MNIST_KIT_DATA']}"),
                     REPO / "configs" / f"{recipe or 'cnn'}.yaml")
     target = max(DATASETS[dataset][2])
-    extra = ["--recipe", str(recipe_json(recipe, dataset, root))] if recipe else []
+    extra = ["--recipe", str(recipe_json(recipe, dataset, root, len(np.load(npz)["y_train"])))] if recipe else []
     done = subprocess.run([python, str(REPO / "scripts" / "bench_torch.py"), str(npz), "--epochs", str(max_epochs),
                            "--target", str(target), "--threads", "2", "--seed", str(seed), "--steps", "200",
                            *extra], capture_output=True, text=True)

@@ -112,8 +112,6 @@ def train_recipe(r, x, y, xt, yt, mean, std, seed):
     model = RecipeCNN(r["model"])
     b, o = r["batch_size"], r["optimizer"]
     steps = -(-len(y) // b)  # the last, smaller batch too, as mnist-kit
-    if r.get("steps"):  # train.steps: the nearest whole number of epochs, as mnist-kit
-        r["epochs"] = max(1, int(r["steps"] / steps + 0.5))
     at = warmup_cosine(o["lr"], int(round(r["warmup_epochs"] * steps)), steps * r["epochs"], r["end_lr"])
     opt = torch.optim.Adam(model.parameters(), lr=at(0), betas=(o["beta1"], o["beta2"]), eps=o["epsilon"])
     ema = WeightAverage(model, r["ema"]) if r["ema"] else None
