@@ -44,6 +44,7 @@ INITS = ("default", "kaiming", "xavier", "normal", "uniform")
 MONITORS = ("val/acc", "val/loss", "train/acc", "train/loss")  # higher is better for accuracies
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 TTA = ("none", "flip", "shift", "flip+shift")
+AMP = ("off", "fp16", "bf16")
 BLOCK_ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "gelu", "none")
 POOLS = ("max", "avg", "none")
 SEED_MAX = 2**32 - 1  # numpy's seeds
@@ -147,7 +148,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed": Field("int", 0, "seed of weights, data order and dropout; same seed + config = same run on CPU", min=0,
                       max=SEED_MAX),
         "device": Field("str", "auto", "cpu, gpu, gpu:N or auto"),
-        "amp": Field("bool", False, "mixed precision (GPU only)"),
+        "amp": Field("str", "off", "mixed precision on a GPU: fp16 (float16, with a dynamic loss scale), bf16 "
+                     "(bfloat16) or off; Paddle's CPU build runs neither", choices=AMP),
         "log_every": Field("int", 50, "steps between progress lines and logged training scalars", min=1, max=10**9),
         "ema": Field("float", 0.0, "keep an exponential moving average of the weights with this decay (e.g. 0.99), "
                      "updated after every step (the first steps use less: min(ema, (1 + n) / (10 + n))); "
@@ -305,7 +307,7 @@ def _coerce(path: str, field: Field, value: Any) -> Any:
             raise bad
         out = float(value)
     elif kind in ("str", "path"):
-        if isinstance(value, bool) and {"on", "off"} <= set(field.choices):  # YAML 1.1 reads on/off as booleans
+        if isinstance(value, bool) and "off" in field.choices:  # YAML 1.1 reads on/off (and yes/no) as booleans
             value = "on" if value else "off"
         if not isinstance(value, str) or not value:
             raise bad

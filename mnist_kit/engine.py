@@ -35,6 +35,7 @@ from mnist_kit.trainlog import TrainLog, due
 
 TIMING_KEYS = ("images_per_sec", "epoch_seconds", "elapsed_seconds")  # the only metrics that vary between
 # identical runs
+AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # train.amp -> paddle.amp.auto_cast's dtype
 
 
 def _fresh_progress() -> dict:
@@ -52,7 +53,8 @@ class Trainer:
     loss_fn: object
     schedule: object
     optimizer: object
-    scaler: object = None
+    amp: str = "off"  # train.amp: off, fp16 or bf16
+    scaler: object = None  # fp16's loss scale (paddle.amp.GradScaler), or None
     net: object = None  # what the training step calls: the model, or its DataParallel wrapper
     fast: onednn.Choice = None  # which layers run the conv blocks
     augment: Augment = None  # what transforms the training batches (the augment section)
@@ -120,7 +122,8 @@ class Trainer:
                 "world_size": distributed.world_size(),
                 "normalization": self.splits.norm.to_dict(), "classes": list(self.splits.prepared.classes),
                 "fast_conv": self.fast.record(), "versions": versions(),
-                "ema": self.ema.state() if self.ema is not None else None}
+                "ema": self.ema.state() if self.ema is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
     def restore(self, state: dict, source: str = "the checkpoint") -> None:
         load_weights(self.model, state["model"], source)
@@ -130,6 +133,8 @@ class Trainer:
             self.schedule.set_state_dict(state["schedule"])
         if self.ema is not None:
             self.ema.restore(state.get("ema"), self.model)
+        if self.scaler is not None:  # the loss scale and its counters (Paddle's CPU build keeps none: {})
+            self.scaler.load_state_dict(state.get("scaler") or {})
         set_rng_state(state["rng"])
         self.step, self.best_val_acc = state["step"], state["best_val_acc"]
         # checkpoints from before train.monitor: their best was by validation accuracy
@@ -146,8 +151,9 @@ def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
     tcfg = cfg["train"]
     distributed.init()
     device = select_device(tcfg["device"], distributed.local_rank())
-    if tcfg["amp"] and not device.startswith("gpu"):
-        raise UserError("train.amp (mixed precision) needs a GPU; set train.amp=false or use a GPU device")
+    if tcfg["amp"] != "off" and not device.startswith("gpu"):
+        raise UserError(f"train.amp {tcfg['amp']} (mixed precision) needs a GPU: Paddle's CPU build runs none "
+                        "(its auto_cast has no effect on the CPU); set train.amp off or train on a GPU")
     seed_everything(tcfg["seed"])
     splits = data.load_splits(cfg, norm, distributed.rank(), distributed.world_size())
     model = build_model(cfg["model"], splits.prepared.input_shape, len(splits.prepared.classes))
@@ -160,8 +166,8 @@ def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
     schedule = build_schedule(cfg["schedule"], cfg["optimizer"]["lr"], len(splits.train), tcfg["epochs"])
     optimizer = build_optimizer(cfg["optimizer"], schedule, model.parameters())
     net = paddle.DataParallel(model) if distributed.world_size() > 1 else model
-    return Trainer(cfg, device, splits, model, build_loss(cfg["loss"]), schedule, optimizer,
-                   paddle.amp.GradScaler() if tcfg["amp"] else None, net, fast,
+    return Trainer(cfg, device, splits, model, build_loss(cfg["loss"]), schedule, optimizer, tcfg["amp"],
+                   paddle.amp.GradScaler() if tcfg["amp"] == "fp16" else None, net, fast,
                    Augment.from_config(cfg["augment"], cfg["data"]["name"]),
                    WeightAverage(model, tcfg["ema"]) if tcfg["ema"] else None)
 
@@ -185,14 +191,16 @@ def train_step(t: Trainer, x, y) -> StepResult:
     """One update on batch ``(x, y)``. A non-finite loss stops training (``train.on_nonfinite: stop``) or
     skips the update (``skip``); every process decides on the same mean loss."""
     t.optimizer.clear_grad()  # here, not after the update: the gradients stay readable for the histograms
-    with paddle.amp.auto_cast(enable=True) if t.scaler is not None else contextlib.nullcontext():
+    with (paddle.amp.auto_cast(dtype=AMP_DTYPES[t.amp]) if t.amp != "off" else contextlib.nullcontext()):
         logits = t.net(x)
         loss = t.loss_fn(logits, y)
     value = float(distributed.sum_([float(loss)])[0]) / distributed.world_size()
     correct = None
     if math.isfinite(value):
-        if t.scaler is not None:
-            t.scaler.minimize(t.optimizer, t.scaler.scale(loss))
+        if t.scaler is not None:  # fp16: backward through the scaled loss; minimize unscales the gradients,
+            scaled = t.scaler.scale(loss)  # skips the update when one is not finite and adjusts the scale
+            scaled.backward()
+            t.scaler.minimize(t.optimizer, scaled)
         else:
             loss.backward()
             t.optimizer.step()

@@ -181,8 +181,48 @@ def test_gpu_on_a_cpu_build_is_one_clear_message(prepared):
     proc = run_subprocess("train", *FAST, "--device", "gpu")
     assert proc.returncode == 1
     assert "the installed PaddlePaddle is the CPU build" in proc.stderr and "Traceback" not in proc.stderr
-    result = run_cli("train", *FAST, "-o", "train.amp=true", "--device", "cpu")
-    assert result.exit_code == 1 and "needs a GPU" in result.output
+    result = run_cli("train", *FAST, "-o", "train.amp=fp16", "--device", "cpu")
+    assert result.exit_code == 1 and "needs a GPU: Paddle's CPU build runs none" in result.output
+
+
+def test_amp_is_off_fp16_or_bf16():
+    assert config.load(None, ["train.amp=false"])["train"]["amp"] == "off"  # YAML 1.1 reads `off` as false
+    assert config.load(None, ["train.amp=bf16"])["train"]["amp"] == "bf16"
+    with pytest.raises(config.ConfigError, match="train.amp is 'on'; allowed: off, fp16, bf16"):
+        config.load(None, ["train.amp=true"])
+
+
+def test_fp16_step_backpropagates_through_the_grad_scaler_whose_state_is_checkpointed(prepared):
+    """train.amp fp16's update: backward through the scaled loss, then Paddle's GradScaler.minimize. On the
+    CPU, Paddle keeps the scaler and auto_cast off, but the code path is the GPU's (which cannot run here)."""
+    from mnist_kit import engine
+    from mnist_kit.runtime import paddle
+
+    class Scaler(paddle.amp.GradScaler):  # remembers the state it is given back
+        def state_dict(self):
+            return {"scale": np.array([512.0], np.float32), "incr_count": 7}
+
+        def load_state_dict(self, state):
+            self.loaded = state
+            super().load_state_dict(state)
+
+    def trainer():
+        t = engine.build_trainer(config.load(None, FAST[1::2]))
+        t.amp, t.scaler = "fp16", Scaler()
+        return t
+
+    t = trainer()
+    before = {k: v.numpy().copy() for k, v in t.model.state_dict().items()}
+    x, y = next(t.batches())
+    step = engine.train_step(t, x, y)
+    assert step.correct is not None
+    # minimize without backward (as before this test) applies no gradient: every weight stayed as it was
+    assert any(not np.array_equal(before[k], v.numpy()) for k, v in t.model.state_dict().items())
+    state = t.state(epoch_complete=False)
+    assert state["scaler"]["incr_count"] == 7
+    resumed = trainer()
+    resumed.restore(state)
+    assert resumed.scaler.loaded is state["scaler"]
 
 
 def test_divergence_stops_with_the_step_and_keeps_earlier_checkpoints(prepared):
