@@ -62,10 +62,45 @@ def cli():
     """Train, evaluate and use MNIST models with PaddlePaddle, from a YAML config."""
 
 
-_config_option = click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-                              help="YAML experiment config (default: the built-in defaults: configs/cnn.yaml's network "
-                                   "and data with the classic recipe: Adam 1e-3, batch 64, constant rate, no "
-                                   "augmentation).")
+class _ConfigFile(click.ParamType):
+    """``--config``: a YAML file, or a shipped config by name (``cnn``, ``cnn.yaml``; a file of that name in the
+    current folder wins). Says on stderr which file a name chose."""
+
+    name = "FILE|NAME"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Path):
+            return value
+        path, note = config.locate(value)
+        if note:
+            click.echo(note, err=True)
+        return path
+
+
+_config_file = _ConfigFile()
+_config_option = click.option("--config", "-c", "config_path", type=_config_file,
+                              help="YAML experiment config: a file, or a shipped config by name (mnist-kit configs "
+                                   "lists them), e.g. cnn. Default: the built-in defaults (mnist-kit configs show "
+                                   "defaults): cnn's network and data with the classic recipe (Adam 1e-3, batch 64, "
+                                   "constant rate, no augmentation).")
+
+
+def _print_config_option(config_param: str, overrides_param: str | None = None):
+    """``--print-config``: print the config that ``config_param`` (with ``overrides_param``) resolves to, and
+    exit: on every command that takes ``--config``."""
+
+    def decorate(f):
+        @functools.wraps(f)
+        def wrapper(*args, print_config, **kwargs):
+            if print_config:
+                overrides = list(kwargs.get(overrides_param) or ()) if overrides_param else []
+                click.echo(config.dump(config.load(kwargs[config_param], overrides)), nl=False)
+                return None
+            return f(*args, **kwargs)
+
+        return click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")(wrapper)
+
+    return decorate
 _override_option = click.option("--override", "-o", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                                 help="Override one config value (repeatable), e.g. -o optimizer.lr=0.01")
 
@@ -75,7 +110,8 @@ def _root_options(what: str = "runs"):
     for runs. The root is ``--root``, else ``output.root`` of ``--config``, else the built-in default."""
 
     def decorate(f):
-        f = click.option("--config", "-c", "root_config", type=click.Path(dir_okay=False, path_type=Path),
+        f = _print_config_option("root_config")(f)
+        f = click.option("--config", "-c", "root_config", type=_config_file,
                          help="Take the default --root from this config's output.root.")(f)
         return click.option("--root", type=click.Path(path_type=Path),
                             help=f"Where to look for {what} (default: output.root of --config, else "
@@ -127,6 +163,7 @@ def _resolve_run(run_dir: Path | None, root: Path | None, root_config: Path | No
 @click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True, help="Network timeout, seconds.")
 @click.option("--no-verify", is_flag=True, help="Accept files that do not match the published checksums.")
 @click.option("--force", is_flag=True, help="Prepare again even if a valid cache exists.")
+@_print_config_option("config_path", "overrides")
 def prepare(config_path, overrides, dataset, root, source, from_dir, mirrors, retries, timeout, no_verify, force):
     """Get, verify and cache a data set (MNIST or Fashion-MNIST), or decode an image folder into a cache."""
     from mnist_kit import data, logbook
@@ -388,7 +425,8 @@ def serve(model_dir, root, root_config, host, port, threads, device, runtime, co
                              "the same runs again.")
 @click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True,
               help="Runs trained at the same time.")
-def sweep(config_path, overrides, name, jobs):
+@click.option("--print-config", is_flag=True, help="Print the config of every run of the grid and exit.")
+def sweep(config_path, overrides, name, jobs, print_config):
     """Train one run per combination of values; compare them with `mnist-kit runs` and `mnist-kit board`.
 
     Re-running the same command skips completed runs and resumes interrupted ones; a run another process is
@@ -396,7 +434,12 @@ def sweep(config_path, overrides, name, jobs):
     (also when a run was left alone). One sweep at a time runs in a folder; its runs stop with it.
     """
     from mnist_kit import runs
-    from mnist_kit.sweep import run_sweep
+    from mnist_kit.sweep import plan, run_sweep
+
+    if print_config:
+        for run in plan(config_path, list(overrides))[2]:
+            click.echo(f"--- # run {run.name}\n{config.dump(run.cfg)}", nl=False)
+        return
 
     sweep_dir, summaries = run_sweep(config_path, list(overrides), name=name, jobs=jobs,
                                      say=lambda m: click.echo(m, err=True))
@@ -415,10 +458,42 @@ def sweep(config_path, overrides, name, jobs):
         raise SystemExit(1)
 
 
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def configs(ctx):
+    """List the shipped configs, each with its purpose; `mnist-kit configs show NAME` prints one. Any command's
+    --config takes these names (a file of the same name in the current folder wins)."""
+    if ctx.invoked_subcommand is None:
+        found = config.shipped()
+        width = max(map(len, found))
+        for name, path in found.items():
+            click.echo(f"{name:<{width}}  {config.purpose(path)}")
+        click.echo(f"(in {config.SHIPPED}; print one with: mnist-kit configs show NAME, copy it with: "
+                   "mnist-kit configs show NAME > my.yaml)")
+
+
+@configs.command("show")
+@click.argument("name")
+def configs_show(name):
+    """Print shipped config NAME as it is written, comments included (`defaults`: the built-in defaults, which
+    apply without --config)."""
+    if name == "defaults":
+        click.echo("# The built-in defaults: what a command uses without --config, and what every key left out of "
+                   "a config takes.\n" + config.dump(config.load(None)), nl=False)
+        return
+    found = config.shipped()
+    path = found.get(name[:-5] if name.endswith(".yaml") else name)
+    if path is None:
+        raise UserError(f"no shipped config is called {name!r}; they are: {', '.join(found)}, and defaults"
+                        f"{config.suggest(name, [*found, 'defaults'])}")
+    click.echo(path.read_text(encoding="utf-8"), nl=False)
+
+
 @cli.command("runs")
 @click.argument("root", type=click.Path(path_type=Path), required=False)
-@click.option("--config", "-c", "root_config", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--config", "-c", "root_config", type=_config_file,
               help="Take the default ROOT from this config's output.root.")
+@_print_config_option("root_config")
 @click.option("--sort", "sort_key", default="started", show_default=True,
               help="started, run, acc (best first), time, status, epochs, or a config key such as optimizer.lr.")
 @click.option("--reverse", is_flag=True, help="Reverse the order.")
@@ -441,8 +516,9 @@ def list_runs(root, root_config, sort_key, reverse, as_json):
 @cli.command()
 @click.option("--logdir", type=click.Path(path_type=Path),
               help="Folder holding one folder per run (default: output.root of --config, else checkpoints).")
-@click.option("--config", "-c", "root_config", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--config", "-c", "root_config", type=_config_file,
               help="Take the default --logdir from this config's output.root.")
+@_print_config_option("root_config")
 @click.option("--port", type=click.IntRange(1, 65535), default=8040, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind. Anything but loopback exposes every log, without authentication.")

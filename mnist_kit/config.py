@@ -248,7 +248,7 @@ def defaults() -> dict:
     return validate({})
 
 
-def _suggest(word: str, options, prefix: str = "") -> str:
+def suggest(word: str, options, prefix: str = "") -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
@@ -328,7 +328,7 @@ def _coerce(path: str, field: Field, value: Any) -> Any:
         raise AssertionError(kind)
     if field.choices and out not in field.choices:
         raise ValueError(f"{path} is {excerpt(out)}; allowed: {', '.join(field.choices)}"
-                         f"{_suggest(str(out)[:100], field.choices)}")
+                         f"{suggest(str(out)[:100], field.choices)}")
     for v in out if isinstance(out, list) else [out]:
         if isinstance(v, (int, float)):
             if field.min is not None and v < field.min:
@@ -367,7 +367,7 @@ def _blocks(path: str, value: Any) -> list[dict]:
             raise ValueError(f"{where} must be a mapping such as {{channels: 32, kernel: 3}}, got {excerpt(block)}")
         for key in block:
             if key not in BLOCK_FIELDS:
-                raise ValueError(f"{where} has an unknown key {excerpt(key)}{_suggest(str(key)[:100], BLOCK_FIELDS)}; "
+                raise ValueError(f"{where} has an unknown key {excerpt(key)}{suggest(str(key)[:100], BLOCK_FIELDS)}; "
                                  f"keys: {', '.join(BLOCK_FIELDS)}")
         if "channels" not in block:
             raise ValueError(f"{where} needs channels (the conv's output channels)")
@@ -402,7 +402,7 @@ def validate(raw: Any, source: str = "config") -> dict:
     errors: list[str] = []
     for section in raw:
         if section not in SCHEMA:
-            errors.append(f"unknown section {excerpt(section)}{_suggest(str(section)[:100], SCHEMA)}; sections: "
+            errors.append(f"unknown section {excerpt(section)}{suggest(str(section)[:100], SCHEMA)}; sections: "
                           f"{', '.join(SCHEMA)}")
     out: dict = {}
     for section, fields in SCHEMA.items():
@@ -412,7 +412,7 @@ def validate(raw: Any, source: str = "config") -> dict:
             given = {}
         for key in given:
             if key not in fields:
-                errors.append(f"unknown key {excerpt(f'{section}.{key}')}{_suggest(str(key)[:100], fields, section + '.')}; "
+                errors.append(f"unknown key {excerpt(f'{section}.{key}')}{suggest(str(key)[:100], fields, section + '.')}; "
                               f"keys of {section}: {', '.join(fields)}")
         sec: dict = {}
         name = None
@@ -673,17 +673,47 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, parsed
 
 
+SHIPPED = Path(__file__).resolve().parent / "configs"  # the configs shipped with mnist-kit (package data)
+
+
+def shipped() -> dict[str, Path]:
+    """The shipped configs by name (``cnn`` -> ``.../mnist_kit/configs/cnn.yaml``)."""
+    return {p.stem: p for p in sorted(SHIPPED.glob("*.yaml"))}
+
+
+def purpose(path: Path) -> str:
+    """A shipped config's one-line purpose: its first line, a comment."""
+    with open(path, encoding="utf-8") as f:
+        return f.readline().strip().lstrip("#").strip()
+
+
+def locate(path: str | Path) -> tuple[Path, str | None]:
+    """The file that ``--config PATH`` means, and a line that says which one when a name chose it: a file at
+    PATH wins; else a bare name (``cnn`` or ``cnn.yaml``) means the shipped config of that name."""
+    p = Path(path)
+    name = p.stem if p.suffix in (".yaml", ".yml") else p.name
+    ours = shipped().get(name) if len(p.parts) == 1 and p.suffix in ("", ".yaml") else None
+    if p.exists():
+        if ours is not None and p.resolve() != ours:
+            return p, f"config: {p} (the file in this folder, not the shipped {name}: {ours})"
+        return p, None
+    if ours is not None:
+        return ours, f"config: the shipped {name} ({ours})"
+    names = shipped()
+    raise ConfigError(f"config file not found: {p}; the shipped configs, by name: {', '.join(names)}"
+                      f"{suggest(name, names)} (mnist-kit configs lists them)")
+
+
 def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()) -> dict:
-    """Read a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
+    """Read a YAML config (or the defaults when ``path`` is None; a shipped config by its name: ``locate``),
+    apply overrides, validate."""
     raw: Any = {}
     source = "config"
     if path is not None:
-        p = Path(path)
+        p, _ = locate(path)
         source = str(p)
-        if p.exists() and not p.is_file():
-            raise ConfigError(f"{p} is not a regular file (a folder, FIFO or device); --config takes a YAML file")
         if not p.is_file():
-            raise ConfigError(f"config file not found: {p} (shipped configs are in the repository's configs/ folder)")
+            raise ConfigError(f"{p} is not a regular file (a folder, FIFO or device); --config takes a YAML file")
         if p.stat().st_size > MAX_FILE:
             raise ConfigError(f"{p} has {p.stat().st_size:,} bytes; a config has at most {MAX_FILE:,}")
         try:

@@ -19,8 +19,8 @@ if ! $mk prepare --dataset mnist; then
 fi
 
 run=quickstart-$(date +%Y%m%d-%H%M%S)
-echo "== mnist-kit train --config configs/cnn.yaml -o data.name=$dataset --name $run $*"
-$mk train --config configs/cnn.yaml -o data.name=$dataset --name "$run" "$@"
+echo "== mnist-kit train --config cnn -o data.name=$dataset --name $run $*"
+$mk train --config cnn -o data.name=$dataset --name "$run" "$@"
 
 echo "== mnist-kit eval --run checkpoints/$run"
 $mk eval --run "checkpoints/$run"

@@ -21,7 +21,7 @@ for recipe in course_cnn visualdl_mlp; do
     run="$out/runs/$recipe-$data"
     rm -rf "$run"
     start=$(date +%s)
-    env "${env[@]}" $mk train -c "configs/$recipe.yaml" "${opts[@]}" -o output.root="$out/runs" -o output.visualdl=false \
+    env "${env[@]}" $mk train -c "$recipe" "${opts[@]}" -o output.root="$out/runs" -o output.visualdl=false \
       --name "$recipe-$data" >"$out/$recipe-$data.log" 2>&1
     secs=$(( $(date +%s) - start ))
     env "${env[@]}" $mk eval --run "$run" --json >"$out/$recipe-$data.eval.json" 2>/dev/null

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import yaml
 
@@ -162,3 +164,74 @@ def test_the_hyper_parameters_a_run_shows_lead_with_what_tells_runs_apart():
     keys = config.hparams_shown(cfg, also=["model.dropout"])  # a sweep's axis: shown even at its default
     assert keys == ["model.name", "optimizer.name", "optimizer.lr", "train.batch_size", "model.dropout",
                     "optimizer.weight_decay"]
+
+
+# ---------------------------------------------------------------- shipped configs by name
+
+def test_the_shipped_configs_are_the_packages_and_each_opens_with_its_purpose():
+    assert (REPO / "configs").resolve() == config.SHIPPED  # a clone's configs/ is the package's folder
+    found = config.shipped()
+    assert {"cnn", "cnn_fast", "cnn_best", "cnn_best_fashion", "folder"} <= set(found)
+    for name, path in found.items():
+        first = path.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# ") and first.endswith((".", ")")) and len(first) <= 110, (name, first)
+
+
+def test_configs_lists_every_shipped_config_with_its_purpose_and_show_prints_one_as_written():
+    listed = run_cli("configs")
+    assert listed.exit_code == 0
+    lines = listed.stdout.splitlines()
+    for name, path in config.shipped().items():
+        assert any(line.split() and line.split()[0] == name and config.purpose(path) in line for line in lines), name
+    shown = run_cli("configs", "show", "cnn_fast")
+    assert shown.exit_code == 0 and shown.stdout == (REPO / "configs" / "cnn_fast.yaml").read_text(encoding="utf-8")
+    assert run_cli("configs", "show", "cnn_fast.yaml").stdout == shown.stdout
+    defaults = run_cli("configs", "show", "defaults")
+    assert yaml.safe_load(defaults.stdout) == config.defaults()
+    wrong = run_cli("configs", "show", "cnn_fats")
+    assert wrong.exit_code == 1 and wrong.stdout == ""
+    assert wrong.output.strip().splitlines() == [wrong.output.strip()]  # one line
+    assert "no shipped config is called 'cnn_fats'" in wrong.output and "did you mean 'cnn_fast'" in wrong.output
+
+
+@pytest.mark.parametrize("given", ["cnn_fast", "cnn_fast.yaml"])
+def test_config_by_name_takes_the_shipped_one_and_says_so(given):
+    shipped = REPO / "configs" / "cnn_fast.yaml"
+    result = run_cli("train", "--config", given, "--print-config")
+    assert result.exit_code == 0
+    assert yaml.safe_load(result.stdout) == config.load(shipped)
+    assert f"config: the shipped cnn_fast ({shipped.resolve()})" in result.output
+
+
+def test_a_file_of_that_name_in_the_current_folder_wins_and_the_command_says_which(tmp_path):
+    (tmp_path / "cnn.yaml").write_text("optimizer:\n  lr: 0.0123\n")
+    result = run_cli("train", "--config", "cnn.yaml", "--print-config")
+    assert result.exit_code == 0 and yaml.safe_load(result.stdout)["optimizer"]["lr"] == 0.0123
+    assert "config: cnn.yaml (the file in this folder, not the shipped cnn:" in result.output
+    (tmp_path / "sub").mkdir()  # a path is a path: no shipped config stands in for a missing file
+    missing = run_cli("train", "--config", "sub/cnn.yaml", "--print-config")
+    assert missing.exit_code == 2 and "config file not found: sub/cnn.yaml" in missing.output
+
+
+def test_an_unknown_config_lists_the_shipped_names_in_one_line():
+    result = run_cli("train", "--config", "cnn_bset")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "config file not found: cnn_bset; the shipped configs, by name: cnn, " in result.output
+    assert "did you mean 'cnn_best'" in result.output
+
+
+@pytest.mark.parametrize("command", [["prepare"], ["train"], ["eval"], ["resume"], ["export"], ["predict", "x.png"],
+                                     ["serve"], ["runs"], ["board"]])
+def test_print_config_works_wherever_config_is_taken(command):
+    result = run_cli(*command, "--config", "cnn_fast", "--print-config")
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout) == config.load(REPO / "configs" / "cnn_fast.yaml")
+
+
+def test_sweep_print_config_prints_every_run_of_the_grid():
+    result = run_cli("sweep", "--config", "cnn", "-o", "optimizer.lr=0.1,0.01", "-o", "train.epochs=1",
+                     "--print-config")
+    assert result.exit_code == 0, result.output
+    runs = list(yaml.safe_load_all(result.stdout))
+    assert [r["optimizer"]["lr"] for r in runs] == [0.1, 0.01] and {r["train"]["epochs"] for r in runs} == {1}
+    assert not os.listdir(".")  # nothing trained, no sweep folder made
