@@ -440,6 +440,7 @@ def sweep(config_path, overrides, name, jobs, print_config):
         for run in plan(config_path, list(overrides))[2]:
             click.echo(f"--- # run {run.name}\n{config.dump(run.cfg)}", nl=False)
         return
+    from mnist_kit import runtime  # noqa: F401  (every run needs paddle: without it, one error now, not one per run)
 
     sweep_dir, summaries = run_sweep(config_path, list(overrides), name=name, jobs=jobs,
                                      say=lambda m: click.echo(m, err=True))

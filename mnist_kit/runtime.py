@@ -11,16 +11,46 @@ import random
 import sys
 import warnings
 
+import click
 import numpy as np
 
 from mnist_kit import UserError, __version__
 from mnist_kit.interrupts import keep_handlers
 
+BUILDS = ("paddlepaddle", "paddlepaddle-gpu")  # PaddlePaddle's two builds; both install the module `paddle`
+INSTALL = ('install one build of PaddlePaddle: pip install "mnist-kit[cpu]" (the CPU build, paddlepaddle), or '
+           'the GPU build, paddlepaddle-gpu, as the README says under "Install"')
+
+
+def installed_builds() -> list[str]:
+    """The PaddlePaddle distributions installed, as ``name version``."""
+    from importlib import metadata
+
+    found = []
+    for name in BUILDS:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
 # paddle warns about a missing ccache at import (irrelevant here), and replaces the Python handlers of
 # SIGTERM and SIGHUP with C++ ones that abort with a C++ traceback
 with warnings.catch_warnings(), keep_handlers():
     warnings.simplefilter("ignore")
-    import paddle
+    try:
+        import paddle
+    except ModuleNotFoundError as e:
+        if e.name != "paddle":
+            raise
+        raise UserError(f"this command needs PaddlePaddle, which is not installed here; {INSTALL}. (predict and "
+                        "serve run an ONNX export without it)") from None
+    except ImportError as e:  # installed, but a library it needs is missing or broken
+        raise UserError(f"PaddlePaddle is installed but cannot be imported ({e}); reinstall it, or {INSTALL}") from None
+if len(builds := installed_builds()) > 1:  # the second install overwrote the first's files in paddle/
+    click.echo(f"warning: both PaddlePaddle builds are installed ({' and '.join(builds)}) and share the module "
+               "paddle, so one overwrote the other's files: pip uninstall both, then install one", err=True)
 
 # printed by BatchNorm on every training forward pass; it describes Paddle's normal behaviour
 warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")

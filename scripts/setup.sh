@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # Set up everything mnist-kit needs, idempotently:
-#   - a virtual environment in .venv with mnist-kit installed (editable) and its dependencies
-#     (with --test: the test tools too);
+#   - a virtual environment in .venv with mnist-kit installed (editable), the CPU build of PaddlePaddle and
+#     the other dependencies, at the versions tested together (constraints.txt; with --test: the test tools too);
 #   - Debian's dataset-fashion-mnist, the offline data source, where apt-get can be used;
 #   - with --test, Debian's chromium too (the browser tests), where apt-get can be used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+extras="[cpu]"  # the CPU build of PaddlePaddle (a GPU build: README "Install")
+[ "${1:-}" = "--test" ] && extras="[cpu,test]"
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv with $($python --version)"
   "$python" -m venv .venv
 fi
-echo "== installing mnist-kit$extras into .venv"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".$extras"
+echo "== installing mnist-kit$extras into .venv (the tested versions: constraints.txt)"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".$extras"
 
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo -n"
