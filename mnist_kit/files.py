@@ -9,14 +9,21 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+
+from mnist_kit import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks of this kind
+    fcntl = None
 
 PARTIAL = re.compile(r"^\..+\.(\d+)-[^.]+\.partial$")
 
@@ -162,9 +169,17 @@ def replace_dir(new: Path, target: Path) -> Path | None:
     return old
 
 
+def _locks_available() -> None:
+    if fcntl is None:
+        raise UserError(f"training and sweeps lock their run folders with fcntl, which this platform "
+                        f"({sys.platform}) does not have: they run on Linux (tested) or macOS; predict and serve "
+                        "run here")
+
+
 def try_lock(path: Path):
     """The file ``path`` (made if missing), open and exclusively locked by this process, or None if another
     process holds it. The lock ends when the file is closed or the process dies, ``kill -9`` included."""
+    _locks_available()
     f = open(path, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -172,3 +187,15 @@ def try_lock(path: Path):
         f.close()
         return None
     return f
+
+
+def locked_by_another(path: Path) -> bool:
+    """Whether another process holds the lock of ``try_lock`` on the existing file ``path`` right now."""
+    _locks_available()
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False

@@ -18,7 +18,8 @@ import os
 import signal
 import threading
 
-STOPPING = (signal.SIGTERM, signal.SIGHUP)
+STOPPING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))  # no SIGHUP
+# on Windows
 
 
 class Terminated(KeyboardInterrupt):
@@ -97,7 +98,7 @@ def between_steps():
             signal.signal(signum, ours[signum])
 
 
-def die_with_parent(signum: int = signal.SIGKILL):
+def die_with_parent(signum: int = getattr(signal, "SIGKILL", signal.SIGTERM)):
     """A ``preexec_fn`` for a child process that must not outlive this one (Linux: it gets ``signum`` when
     the parent dies, ``kill -9`` included; elsewhere nothing)."""
     pr_set_pdeathsig = 1

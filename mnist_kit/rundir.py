@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 from pathlib import Path
 
 from mnist_kit import UserError, config, console, provenance
-from mnist_kit.files import overwrite_in_place, read_json, try_lock, write_text
+from mnist_kit.files import locked_by_another, overwrite_in_place, read_json, try_lock, write_text
 
 
 class RunDir:
@@ -188,13 +187,7 @@ class RunDir:
         """Whether a process holds the training lock right now."""
         if not self.lock_file.is_file():
             return False
-        with open(self.lock_file, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
-        return False
+        return locked_by_another(self.lock_file)
 
     # ---------------------------------------------------------------- records
     def read_info(self) -> dict:

@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from conftest import REPO, synthetic_arrays, wait_for, write_idx_folder
 
@@ -184,3 +184,30 @@ def test_both_builds_installed_at_once_is_said_in_one_line(tmp_path):
                         "3.3.1) and share the module paddle, so one overwrote the other's files: pip uninstall "
                         "both, then install one"]
     assert "both PaddlePaddle" not in _mnist_kit(["eval"]).stderr
+
+
+# ---------------------------------------------------------------- other platforms
+
+WITHOUT_POSIX = ("import signal, sys\n"
+                 "for name in ('SIGHUP', 'SIGKILL'):\n"
+                 "    delattr(signal, name)\n"
+                 "sys.modules['fcntl'] = None")  # as on Windows: neither those signals nor fcntl
+
+
+def test_where_fcntl_and_sighup_are_missing_predict_runs_and_train_says_why_not(digit_export, tmp_path):
+    png = tmp_path / "seven.png"
+    img = Image.new("L", (120, 120), 255)
+    ImageDraw.Draw(img).text((30, 10), "7", fill=0, font=ImageFont.load_default(size=90))
+    img.save(png)
+    listed = _mnist_kit(["configs"], prelude=WITHOUT_POSIX)
+    assert listed.returncode == 0 and listed.stdout.startswith("cnn "), listed.stderr
+    read = _mnist_kit(["predict", "--model", digit_export, "--json", png], prelude=WITHOUT_POSIX)
+    assert read.returncode == 0, read.stderr
+    assert json.loads(read.stdout) == json.loads(_mnist_kit(["predict", "--model", digit_export, "--json", png]).stdout)
+    idx = write_idx_folder(tmp_path / "idx", synthetic_arrays())
+    env = {"MNIST_KIT_DATA": str(tmp_path / "data")}
+    assert _mnist_kit(["prepare", "--from-dir", idx, "--no-verify"], env=env, prelude=WITHOUT_POSIX).returncode == 0
+    train = _mnist_kit(["train", "-o", "train.epochs=1", "-o", "data.val_size=100"], env=env, prelude=WITHOUT_POSIX)
+    assert train.returncode == 1 and "Traceback" not in train.stderr
+    assert train.stderr.strip().splitlines()[-1].startswith(
+        "Error: training and sweeps lock their run folders with fcntl, which this platform")
