@@ -40,7 +40,7 @@ MODELS = ("linear", "mlp", "cnn")
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "polynomial", "cosine")
-INITS = ("default", "kaiming", "xavier", "normal", "uniform")
+INITS = ("default", "kaiming", "xavier", "normal", "uniform", "torch")
 MONITORS = ("val/acc", "val/loss", "train/acc", "train/loss")  # higher is better for accuracies
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 TTA = ("none", "flip", "shift", "flip+shift")
@@ -108,8 +108,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                         "pool_padding, batch_norm}; only channels is required (kernel and batch_norm default to "
                         "kernel_size and batch_norm; stride 1, padding same, relu, max-pool 2)", only=("cnn",)),
         "init": Field("str", "default", "initial weights of the conv and linear layers: default = Paddle's own; "
-                      "kaiming (He normal), xavier (Glorot uniform), normal (std 0.01), uniform (+-0.05); biases 0 "
-                      "but with default", choices=INITS),
+                      "kaiming (He normal), xavier (Glorot uniform), normal (std 0.01), uniform (+-0.05), biases 0; "
+                      "torch = PyTorch's default: weights and biases uniform in +-1/sqrt(fan_in)", choices=INITS),
     },
     "loss": {
         "name": Field("str", "cross_entropy", "training loss", choices=LOSSES),

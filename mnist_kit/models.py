@@ -6,6 +6,8 @@ Input shape and number of classes come from the data, so nothing is sized by han
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from mnist_kit import UserError, config
@@ -211,11 +213,21 @@ def build_model(model_cfg: dict, input_shape=(1, 28, 28), num_classes: int = 10)
 
 def initialize(model: nn.Layer, how: str) -> None:
     """``model.init``: the weights of every conv and linear layer drawn anew (from Paddle's seeded generator),
-    their biases zero; ``default`` keeps Paddle's own initialisation."""
+    their biases zero; ``torch`` draws both as PyTorch does by default (kaiming_uniform with a = sqrt(5):
+    uniform in +-1/sqrt(fan_in)); ``default`` keeps Paddle's own initialisation."""
     if how == "default":
         return
     from paddle.nn import initializer
 
+    if how == "torch":
+        for layer in model.sublayers():
+            if isinstance(layer, (nn.Conv2D, nn.Linear)):  # fan in: a conv's in/groups x kh x kw; a Linear's rows
+                shape = layer.weight.shape
+                bound = 1.0 / math.sqrt(math.prod(shape[1:]) if isinstance(layer, nn.Conv2D) else shape[0])
+                initializer.Uniform(-bound, bound)(layer.weight)
+                if layer.bias is not None:
+                    initializer.Uniform(-bound, bound)(layer.bias)
+        return
     weights = {"kaiming": initializer.KaimingNormal(), "xavier": initializer.XavierUniform(),
                "normal": initializer.Normal(0.0, 0.01), "uniform": initializer.Uniform(-0.05, 0.05)}[how]
     for layer in model.sublayers():

@@ -62,7 +62,7 @@ def test_the_traced_model_for_export_computes_what_the_eager_one_does():
     np.testing.assert_allclose(static(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("how", ["kaiming", "xavier", "normal", "uniform"])
+@pytest.mark.parametrize("how", ["kaiming", "xavier", "normal", "uniform", "torch"])
 def test_model_init_draws_the_named_initial_weights(prepared, how):
     import json
     from pathlib import Path
@@ -78,8 +78,14 @@ def test_model_init_draws_the_named_initial_weights(prepared, how):
     w, b = np.asarray(state["body.0.weight"]), np.asarray(state["body.0.bias"])  # the first conv: 20 x 1 x 5 x 5
     fan_in, fan_out = 1 * 5 * 5, 20 * 5 * 5
     expected = {"kaiming": np.sqrt(2 / fan_in), "xavier": np.sqrt(2 / (fan_in + fan_out)), "normal": 0.01,
-                "uniform": 0.1 / np.sqrt(12)}[how]
-    assert w.std() == pytest.approx(expected, rel=0.15) and not b.any()
+                "uniform": 0.1 / np.sqrt(12), "torch": 1 / np.sqrt(3 * fan_in)}[how]
+    assert w.std() == pytest.approx(expected, rel=0.15)
+    if how == "torch":  # PyTorch's: the biases too, uniform in +-1/sqrt(fan_in); the last layer's fan in is 980
+        assert np.abs(w).max() <= 1 / np.sqrt(fan_in) and b.any() and np.abs(b).max() <= 1 / np.sqrt(fan_in)
+        fc = np.asarray(state["fc.weight"])
+        assert np.abs(fc).max() <= 1 / np.sqrt(980) and fc.std() == pytest.approx(1 / np.sqrt(3 * 980), rel=0.15)
+    else:
+        assert not b.any()
     assert json.loads(Path(f"checkpoints/{how}/run.json").read_text())["status"] == "completed"
 
 
