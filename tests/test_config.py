@@ -16,7 +16,8 @@ def test_default_config_is_configs_cnn_yaml_with_the_classic_recipe():
     assert config.differences(defaults, cnn) == {
         "loss.label_smoothing": (0.0, 0.1), "optimizer.lr": (0.001, 0.003), "schedule.name": ("constant", "cosine"),
         "schedule.warmup_epochs": (0.0, 0.1), "schedule.end_lr": ("(unset)", 0.0), "train.batch_size": (64, 32),
-        "augment.rotate": (0.0, 10.0), "augment.scale": (0.0, 0.1), "augment.translate": (0.0, 0.1)}
+        "augment.rotate": (0.0, 10.0), "augment.scale": (0.0, 0.1), "augment.translate": (0.0, 0.1),
+        "model.init": ("default", "torch")}
 
 
 @pytest.mark.parametrize("name", ["linear", "mlp", "cnn"])
