@@ -101,6 +101,8 @@ def _print_config_option(config_param: str, overrides_param: str | None = None):
         return click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")(wrapper)
 
     return decorate
+
+
 _override_option = click.option("--override", "-o", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                                 help="Override one config value (repeatable), e.g. -o optimizer.lr=0.01")
 
