@@ -484,9 +484,9 @@ def configs_show(name):
         click.echo("# The built-in defaults: what a command uses without --config, and what every key left out of "
                    "a config takes.\n" + config.dump(config.load(None)), nl=False)
         return
-    found = config.shipped()
-    path = found.get(name[:-5] if name.endswith(".yaml") else name)
+    path = config.shipped_named(name)
     if path is None:
+        found = config.shipped()
         raise UserError(f"no shipped config is called {name!r}; they are: {', '.join(found)}, and defaults"
                         f"{config.suggest(name, [*found, 'defaults'])}")
     click.echo(path.read_text(encoding="utf-8"), nl=False)

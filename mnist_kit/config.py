@@ -681,6 +681,11 @@ def shipped() -> dict[str, Path]:
     return {p.stem: p for p in sorted(SHIPPED.glob("*.yaml"))}
 
 
+def shipped_named(name: str) -> Path | None:
+    """The shipped config called ``name`` (``cnn`` or ``cnn.yaml``), or None."""
+    return shipped().get(name[:-len(".yaml")] if name.endswith(".yaml") else name)
+
+
 def purpose(path: Path) -> str:
     """A shipped config's one-line purpose: its first line, a comment."""
     with open(path, encoding="utf-8") as f:
@@ -692,7 +697,7 @@ def locate(path: str | Path) -> tuple[Path, str | None]:
     PATH wins; else a bare name (``cnn`` or ``cnn.yaml``) means the shipped config of that name."""
     p = Path(path)
     name = p.stem if p.suffix in (".yaml", ".yml") else p.name
-    ours = shipped().get(name) if len(p.parts) == 1 and p.suffix in ("", ".yaml") else None
+    ours = shipped_named(str(p)) if len(p.parts) == 1 else None
     if p.exists():
         if ours is not None and p.resolve() != ours:
             return p, f"config: {p} (the file in this folder, not the shipped {name}: {ours})"
