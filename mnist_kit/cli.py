@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from mnist_kit import UserError, __version__, config, interrupts
+from mnist_kit import UserError, __version__, config
+from mnist_kit.util import interrupts
 
 
 class _Failure(click.ClickException):
@@ -143,7 +144,7 @@ def _run_options(epoch_help: str | None = None, last_help: str | None = None):
 
 
 def _resolve_run(run_dir: Path | None, root: Path | None, root_config: Path | None):
-    from mnist_kit import rundir
+    from mnist_kit.runs import rundir
 
     return rundir.resolve(run_dir, _root(root, root_config))
 
@@ -168,7 +169,8 @@ def _resolve_run(run_dir: Path | None, root: Path | None, root_config: Path | No
 @_print_config_option("config_path", "overrides")
 def prepare(config_path, overrides, dataset, root, source, from_dir, mirrors, retries, timeout, no_verify, force):
     """Get, verify and cache a data set (MNIST or Fashion-MNIST), or decode an image folder into a cache."""
-    from mnist_kit import data, logbook
+    from mnist_kit import data
+    from mnist_kit.board import writer
 
     cfg = config.load(config_path, overrides)
     name = dataset or cfg["data"]["name"]
@@ -189,7 +191,7 @@ def prepare(config_path, overrides, dataset, root, source, from_dir, mirrors, re
         prepared, counts, summary, where = data.load(name, root), None, data.describe(meta), Path(root) / name
     click.echo(summary)
     click.echo(f"prepared in {where}")
-    logbook.log_prepared(where / "vdl", prepared, summary, counts)
+    writer.log_prepared(where / "vdl", prepared, summary, counts)
     click.echo(f"samples and class counts for VisualDL: mnist-kit board --logdir {where}")
 
 
@@ -219,7 +221,7 @@ def train(config_path, overrides, seed, device, name, print_config, show_summary
         click.echo(config.dump(cfg), nl=False)
     if show_summary:
         from mnist_kit import data
-        from mnist_kit.models import build_model, summary
+        from mnist_kit.models.networks import build_model, summary
 
         prepared = data.load_dataset(cfg["data"])
         shape = prepared.input_shape
@@ -228,15 +230,15 @@ def train(config_path, overrides, seed, device, name, print_config, show_summary
         return
     config_name = config_path.stem if config_path else cfg["model"]["name"]
     if devices is not None:
-        from mnist_kit.launch import check_devices
-        from mnist_kit.runtime import paddle
+        from mnist_kit.backend.runtime import paddle
+        from mnist_kit.train.launch import check_devices
 
         check_devices(devices, nproc, cfg["train"]["device"], paddle.device.is_compiled_with_cuda())
     if nproc > 1:
         from mnist_kit import data
-        from mnist_kit.launch import launch_train
-        from mnist_kit.rundir import RunDir
-        from mnist_kit.runtime import paddle
+        from mnist_kit.backend.runtime import paddle
+        from mnist_kit.runs.rundir import RunDir
+        from mnist_kit.train.launch import launch_train
 
         data.load_splits(cfg, world=nproc)  # data prepared, a step for each process: checked before launching
 
@@ -246,9 +248,9 @@ def train(config_path, overrides, seed, device, name, print_config, show_summary
         launch_train(nproc, argv, RunDir.create(cfg["output"]["root"], cfg["output"]["name"], config_name), cpu,
                      devices)
         return
-    from mnist_kit import engine
+    from mnist_kit.train import start
 
-    engine.train(cfg, config_name=config_name)
+    start.train(cfg, config_name=config_name)
 
 
 @cli.command()
@@ -262,10 +264,10 @@ def resume(run_dir, root, root_config, epoch, overrides, device):
     Only changes that keep the training the same are accepted (-o train.epochs=N to train longer,
     logging cadence, checkpointing, device); anything else is refused with the differing keys.
     """
-    from mnist_kit import engine
+    from mnist_kit.train import start
 
     extra = [f"train.device={device}"] if device else []
-    engine.resume(_resolve_run(run_dir, root, root_config), epoch=epoch, overrides=list(overrides) + extra)
+    start.resume(_resolve_run(run_dir, root, root_config), epoch=epoch, overrides=list(overrides) + extra)
 
 
 @cli.command("eval")
@@ -283,8 +285,8 @@ def resume(run_dir, root, root_config, epoch, overrides, device):
 def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json, photos, photo_seed, save_photos):
     """Measure a trained run: loss, accuracy, per-class precision/recall/F1, confusion matrix; with
     --photos N, also its accuracy on photos made from the test set."""
-    from mnist_kit import evaluate as ev
-    from mnist_kit import metrics
+    from mnist_kit.evaluate import metrics
+    from mnist_kit.evaluate import scoring as ev
 
     if epoch is not None and last:
         raise UserError("--epoch and --last exclude each other")
@@ -435,18 +437,18 @@ def sweep(config_path, overrides, name, jobs, print_config):
     training is left alone. A failed run is reported and does not stop the others; the exit code is then 1
     (also when a run was left alone). One sweep at a time runs in a folder; its runs stop with it.
     """
-    from mnist_kit import runs
-    from mnist_kit.sweep import plan, run_sweep
+    from mnist_kit.runs import listing
+    from mnist_kit.runs.sweep import plan, run_sweep
 
     if print_config:
         for run in plan(config_path, list(overrides))[2]:
             click.echo(f"--- # run {run.name}\n{config.dump(run.cfg)}", nl=False)
         return
-    from mnist_kit import runtime  # noqa: F401  (every run needs paddle: without it, one error now, not one per run)
+    from mnist_kit.backend import runtime  # noqa: F401  (every run needs paddle: without it, one error now, not one per run)
 
     sweep_dir, summaries = run_sweep(config_path, list(overrides), name=name, jobs=jobs,
                                      say=lambda m: click.echo(m, err=True))
-    click.echo(runs.format_table(runs.sort_runs(summaries, "acc")))
+    click.echo(listing.format_table(listing.sort_runs(summaries, "acc")))
     click.echo(f"compare them in VisualDL (scalars overlaid, hyper-parameters ranked): "
                f"mnist-kit board --logdir {sweep_dir}")
     failed = [s["run"] for s in summaries if s["sweep_outcome"] == "failed"]
@@ -504,16 +506,16 @@ def configs_show(name):
 def list_runs(root, root_config, sort_key, reverse, as_json):
     """List the runs under ROOT (default: output.root of --config, else checkpoints), sweeps' runs included:
     key hyper-parameters and those that differ, epochs, best validation accuracy, training time and status."""
-    from mnist_kit import rundir, runs
+    from mnist_kit.runs import listing, rundir
 
     root = _root(root, root_config)
     if not root.exists():
         raise UserError(f"{root} does not exist; runs are written under output.root (default: checkpoints)")
-    summaries = runs.sort_runs([runs.summarize(r, root) for r in rundir.find(root)], sort_key, reverse)
+    summaries = listing.sort_runs([listing.summarize(r, root) for r in rundir.find(root)], sort_key, reverse)
     if as_json:
         click.echo(json.dumps(summaries, indent=2))
     else:
-        click.echo(runs.format_table(summaries) if summaries else f"no runs under {root}")
+        click.echo(listing.format_table(summaries) if summaries else f"no runs under {root}")
 
 
 @cli.command()
@@ -529,9 +531,9 @@ def list_runs(root, root_config, sort_key, reverse, as_json):
               help="Model file for the static graph page (default: the newest run's graph/model.pdmodel).")
 def board(logdir, root_config, port, host, model):
     """Start VisualDL on the runs, every run side by side, and print its address."""
-    from mnist_kit import logbook
+    from mnist_kit.board import server
 
-    logbook.serve(_root(logdir, root_config), host=host, port=port, model=model, say=lambda m: click.echo(m, err=True))
+    server.serve(_root(logdir, root_config), host=host, port=port, model=model, say=lambda m: click.echo(m, err=True))
 
 
 def main(args=None, prog_name: str = "mnist-kit"):

@@ -139,16 +139,16 @@ def worker_tutorial(npz: str, steps: int, max_epochs: int, target: float) -> dic
 
 
 def _test_accuracies(run: Path, epochs: int) -> list[float]:
-    from mnist_kit import evaluate
+    from mnist_kit.evaluate import scoring
 
-    return [evaluate.evaluate_run(run, epoch=e)["accuracy"] for e in range(epochs)]
+    return [scoring.evaluate_run(run, epoch=e)["accuracy"] for e in range(epochs)]
 
 
 def worker_mnist_kit(name: str, epochs: int, nproc: int, out: str, *overrides: str) -> dict:
     """`mnist-kit train` as a user runs it (a subprocess, so --nproc works the same way)."""
     import numpy as np
 
-    from mnist_kit import evaluate
+    from mnist_kit.evaluate import scoring
 
     run = Path(out) / "run"
     argv = [sys.executable, "-m", "mnist_kit", "train", "--config", str(REPO / "configs" / f"{name}.yaml"),
@@ -171,10 +171,10 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, out: str, *overrides: s
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     fast = json.loads((run / "run.json").read_text())["fast_conv"]
     accs = _test_accuracies(run, len(rows))
-    trained = evaluate.load_trained(run)
+    trained = scoring.load_trained(run)
     x = trained.splits.prepared.x_test
     # evaluation throughput: the program eval and predict run
-    with evaluate.traced(trained.model, trained.splits.prepared.input_shape) as logits_of:
+    with scoring.traced(trained.model, trained.splits.prepared.input_shape) as logits_of:
         logits_of(trained.splits.norm.apply(x[:1000]))  # warm-up: oneDNN builds its kernels
         passes = []
         for _ in range(3):  # the median of 3 passes over the test set
@@ -190,7 +190,7 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, out: str, *overrides: s
             from mnist_kit.deploy.photos import photo_set
 
             photos = functools.partial(photo_set, count=PHOTOS)
-            photo_acc = evaluate.photo_accuracy(trained, logits_of, photos)["accuracy"]
+            photo_acc = scoring.photo_accuracy(trained, logits_of, photos)["accuracy"]
     return {"train_ips": float(np.mean([r["images_per_sec"] for r in rows])), "wall_s": wall, "fast_conv": fast,
             "photo_acc": photo_acc,
             "epochs": [{"epoch": r["epoch"], "test_acc": a, "elapsed_s": r["elapsed_seconds"]}
@@ -286,7 +286,7 @@ def main():
         print(json.dumps(result))
         return
 
-    from mnist_kit.runtime import versions
+    from mnist_kit.backend.runtime import versions
 
     tmp = Path(tempfile.mkdtemp(prefix="mnist-kit-bench."))
     try:
@@ -393,8 +393,8 @@ def main():
     print(f"augmentation (cnn.yaml's rotate 10, scale 0.1, translate 0.1, forced on Fashion-MNIST): "
           f"{aug['train_ips']:,.0f} img/s in one epoch vs {mk['train_ips']:,.0f} without (cnn.yaml's 8-epoch mean) ({100 * (aug['train_ips'] / mk['train_ips'] - 1):+.1f}%); "
           f"its accuracy: scripts/bench_augment.py")
-    print(f"eval img/s: the reference and PyTorch evaluate eagerly; mnist-kit runs Paddle Inference with oneDNN "
-          f"(what `mnist-kit eval` and `predict` use)")
+    print("eval img/s: the reference and PyTorch evaluate eagerly; mnist-kit runs Paddle Inference with oneDNN "
+          "(what `mnist-kit eval` and `predict` use)")
     print(f"predict (export of cnn_fast.yaml): one image {pred['latency_ms']:.2f} ms median "
           f"(p90 {pred['latency_p90_ms']:.2f} ms) in process; `mnist-kit predict IMAGE` from a cold start "
           f"{pred['cold_s']:.2f} s (median of {args.cold_runs}); its peak RSS {pred['peak_mib']:,.0f} MiB")

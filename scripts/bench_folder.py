@@ -67,8 +67,8 @@ def reference_epoch(folder: Path, cfg: dict) -> dict:
     """The tutorial way: a Dataset that opens, converts and resizes each file in __getitem__, one epoch."""
     from PIL import Image
 
-    from mnist_kit.models import build_model
-    from mnist_kit.runtime import paddle
+    from mnist_kit.backend.runtime import paddle
+    from mnist_kit.models.networks import build_model
 
     h, w = cfg["data"]["image_size"]
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())

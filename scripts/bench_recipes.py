@@ -106,7 +106,8 @@ def train_recipe(recipe: str, dataset: str, seed: int, root: Path, env: dict) ->
 def recipe_json(recipe: str, dataset: str, root: Path, n_train: int) -> Path:
     """configs/RECIPE.yaml, resolved for ``dataset``, as bench_torch.py --recipe reads it (PyTorch with the
     same recipe: network, optimizer, schedule, loss, batch, epochs, weight average and augmentation)."""
-    from mnist_kit import augment, config
+    from mnist_kit import config
+    from mnist_kit.data import augment
 
     name, overrides, _ = DATASETS[dataset]
     cfg = config.load(REPO / "configs" / f"{recipe}.yaml", [f"data.name={name}", *overrides])

@@ -31,10 +31,9 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
+from bench_predict import wall  # the median wall time of a command (this folder is on sys.path)
 from PIL import Image
 
-from bench_predict import wall  # the median wall time of a command (this folder is on sys.path)
 from mnist_kit import data
 from mnist_kit.deploy import inference, predict
 

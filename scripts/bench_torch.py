@@ -13,7 +13,7 @@ that recipe instead, for its epochs: the conv blocks (kernel, 'same' padding, ba
 hidden linear layers (model.head), dropout, test-time augmentation (model.tta), Adam with the recipe's rate and betas, a linear warm-up then cosine decay stepped per batch as
 mnist-kit's (Paddle's LinearWarmup over CosineAnnealingDecay), label smoothing, the moving average of the
 weights (the same decay rule, evaluated with the average) and the same augmentation code
-(mnist_kit/augment.py, numpy only). Weights start from PyTorch's own default initialisation.
+(mnist_kit/data/augment.py, numpy only). Weights start from PyTorch's own default initialisation.
 """
 
 import argparse
@@ -85,7 +85,7 @@ def warmup_cosine(lr, warmup, total, end_lr):
 
 
 class WeightAverage:
-    """mnist_kit/ema.py's average, over the state dict (parameters and batch-norm statistics)."""
+    """mnist_kit/train/ema.py's average, over the state dict (parameters and batch-norm statistics)."""
 
     def __init__(self, model, decay):
         self.decay, self.n = decay, 0
@@ -105,7 +105,7 @@ class WeightAverage:
 def train_recipe(r, x, y, xt, yt, mean, std, seed):
     """The recipe for its epochs: per epoch the test accuracy (of the average when it has one)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from mnist_kit.augment import Augment  # numpy only: the very transforms mnist-kit draws
+    from mnist_kit.data.augment import Augment  # numpy only: the very transforms mnist-kit draws
 
     aug = Augment(**r["augment"])
     torch.manual_seed(seed)

@@ -37,7 +37,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import chromium, missing  # noqa: E402
 
-from mnist_kit import logbook, rundir, trainlog, visuals  # noqa: E402
+from mnist_kit.board import logbook, visuals  # noqa: E402
+from mnist_kit.runs import rundir
+from mnist_kit.train import trainlog
 
 WINDOW = {"width": 1400, "height": 1000}
 MIN_CAPTION_PX = 9  # captions at least this high on screen, in the thumbnail

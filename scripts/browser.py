@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mnist_kit.interrupts import stop_child
+from mnist_kit.util.interrupts import stop_child
 
 # As the machine's probe found: without the background-networking flags Chromium keeps trying to reach
 # Google's hosts, which a closed network refuses.

@@ -11,7 +11,7 @@ MNIST IDX files:
     .venv/bin/python scripts/font_digits.py OUT [--train 20000] [--test 5000] [--seed 0]
     mnist-kit prepare --from-dir OUT --no-verify -o data.root=...     # then train on it as "mnist"
 
-Pure Pillow and numpy; independent of mnist_kit.augment (its transforms are what is measured).
+Pure Pillow and numpy; independent of mnist_kit.data.augment (its transforms are what is measured).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mnist_kit.data.idx import write_idx  # noqa: E402
-
 
 HELD_OUT = ("LiberationSerif", "SansMono", None)  # fonts only the test set uses, as MNIST's test writers were
 # not its training writers (None: Pillow's own font)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Profile (not a test): where the time of one training step goes, part by part, with the engine's own
-objects (``engine.build_trainer``) on a prepared data set, for the oneDNN conv blocks and the stock layers.
+objects (``trainer.build_trainer``) on a prepared data set, for the oneDNN conv blocks and the stock layers.
 
 Each part is timed with the clock around it; Paddle's CPU kernels run synchronously, so a part's time is
 its own. Prints one table per path: milliseconds per step and share, over --steps steps after warm-up.
@@ -20,10 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def profile(cfg: dict, steps: int) -> tuple[dict, float]:
-    from mnist_kit import distributed, engine
-    from mnist_kit.runtime import paddle
+    from mnist_kit.backend import distributed
+    from mnist_kit.backend.runtime import paddle
+    from mnist_kit.train import trainer
 
-    t = engine.build_trainer(cfg)
+    t = trainer.build_trainer(cfg)
     t.model.train()
     parts: dict = defaultdict(float)
     batches = t.batches()

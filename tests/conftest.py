@@ -244,7 +244,8 @@ def fake_ghostscript(tmp_path):
 def checkpoints_of(run: Path) -> list:
     """The epoch and step checkpoints a run's manifest lists (none while it cannot be read): what a test waits
     for before it stops a run that it resumes afterwards (the first metrics row is written before them)."""
-    from mnist_kit import UserError, checkpoint
+    from mnist_kit import UserError
+    from mnist_kit.runs import checkpoint
 
     try:
         return checkpoint.periodic(Path(run) / "ckpt")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_kit import augment, config
-from mnist_kit.augment import Augment
-from mnist_kit.data.batches import Batches, Normalization
-from mnist_kit.logbook import read_records
-
 from conftest import FAST, run_cli
+from mnist_kit import config
+from mnist_kit.board.writer import read_records
+from mnist_kit.data import augment
+from mnist_kit.data.augment import Augment
+from mnist_kit.data.batches import Batches, Normalization
 
 ALL_ON = Augment(rotate=15, scale=0.15, translate=0.1, shear=10, stroke=1.0, elastic=30, elastic_sigma=4,
                  erase=0.5, erase_area=0.2)

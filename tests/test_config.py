@@ -3,11 +3,10 @@ import os
 import pytest
 import yaml
 
-from mnist_kit import ConfigError, config
-from mnist_kit.models import MODELS
-from mnist_kit.optim import LOSSES, OPTIMIZERS, SCHEDULES
-
 from conftest import REPO, run_cli, run_subprocess
+from mnist_kit import ConfigError, config
+from mnist_kit.models.networks import MODELS
+from mnist_kit.models.optim import LOSSES, OPTIMIZERS, SCHEDULES
 
 
 def test_default_config_is_configs_cnn_yaml_with_the_classic_recipe():

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FILES, run_cli, run_subprocess, synthetic_arrays, write_idx_folder
 from mnist_kit import data
 from mnist_kit.data import idx, sources
 from mnist_kit.data.splits import split_train_val
-
-from conftest import FILES, run_cli, run_subprocess, synthetic_arrays, write_idx_folder
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 needs_debian = pytest.mark.skipif(not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),

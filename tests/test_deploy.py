@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from conftest import EPS, run_cli, run_subprocess
 from mnist_kit.data.idx import write_idx
 from mnist_kit.deploy import preprocess as pp
-
-from conftest import EPS, run_cli, run_subprocess
 
 FONT_SIZES = (60, 90, 140)
 
@@ -326,7 +325,7 @@ try:
     main(["predict", "--model", {str(exported)!r}, {str(img)!r}, "--json"])
 except SystemExit as e:
     assert e.code in (0, None), e.code
-loaded = [m for m in ("mnist_kit.engine", "mnist_kit.models", "mnist_kit.optim", "mnist_kit.checkpoint")
+loaded = [m for m in ("mnist_kit.train.engine", "mnist_kit.models.networks", "mnist_kit.models.optim", "mnist_kit.runs.checkpoint")
           if m in sys.modules]
 assert not loaded, loaded
 """
@@ -364,7 +363,7 @@ def test_pdparams_export_is_what_paddle_tutorials_load(exported):
     script = """
 import json, sys
 import numpy as np, paddle
-from mnist_kit.models import build_model
+from mnist_kit.models.networks import build_model
 meta = json.load(open("sd/mnist_kit_model.json"))
 model = build_model(meta["model"], meta["input_shape"][1:], len(meta["classes"]))
 missing, unexpected = model.set_state_dict(paddle.load("sd/model.pdparams"))

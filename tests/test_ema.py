@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import checkpoint
-from mnist_kit.ema import WeightAverage
-from mnist_kit.logbook import read_records
-from mnist_kit.runtime import paddle
-
 from conftest import FAST, run_cli
+from mnist_kit.backend.runtime import paddle
+from mnist_kit.board.writer import read_records
+from mnist_kit.runs import checkpoint
+from mnist_kit.train.ema import WeightAverage
 
 EMA = [*FAST, "-o", "train.ema=0.9", "-o", "model.batch_norm=true", "-o", "model.channels=[4, 4]"]
 
@@ -50,8 +49,8 @@ def test_validation_eval_export_and_init_from_use_the_average_and_the_board_show
     assert any(not np.array_equal(average[k], trained[k]) for k in trained)
     assert checkpoint.weights(state) is average
 
-    from mnist_kit import evaluate
-    model = evaluate.load_trained(run).model
+    from mnist_kit.evaluate import scoring
+    model = scoring.load_trained(run).model
     assert all(np.array_equal(v.numpy(), average[k]) for k, v in model.state_dict().items())
     # eval on the validation split reproduces the best epoch's (averaged) validation accuracy
     best = max(rows, key=lambda r: r["val_acc"])

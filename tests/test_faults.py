@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_kit import UserError
-
 from conftest import FAST, checkpoints_of, run_cli, run_subprocess, synthetic_arrays, wait_for, write_idx_folder
+from mnist_kit import UserError
 
 
 def snapshot(folder: Path) -> dict:
@@ -258,13 +257,13 @@ def test_checkpoints_of_another_model_are_refused_by_name(trained, tmp_path, mon
     shutil.rmtree(trained / "ckpt")
     shutil.copytree(tmp_path / "checkpoints" / "small" / "ckpt", trained / "ckpt")
     assert_user_error(run_cli("export", "--run", trained), "model.channels")
-    from mnist_kit import models
-    from mnist_kit.checkpoint import load
+    from mnist_kit.models import networks
+    from mnist_kit.runs.checkpoint import load
 
     state = load(trained / "ckpt" / "epoch_000.pdckpt")
-    model = models.build_model({**state["config"]["model"], "channels": [20, 20]})
+    model = networks.build_model({**state["config"]["model"], "channels": [20, 20]})
     with pytest.raises(UserError, match=r"body\.0\.weight has shape \[4, 1, 5, 5\], the model's is \[20, 1, 5, 5\]"):
-        models.load_weights(model, state["model"], "epoch_000.pdckpt")
+        networks.load_weights(model, state["model"], "epoch_000.pdckpt")
 
 
 # ---------------------------------------------------------------- 3, 6, 19: data files
@@ -403,8 +402,8 @@ def _children(pid: int) -> list[int]:
 
 
 def _graph_children(pid: int) -> list[int]:
-    """The children of ``pid`` that are the VisualDL graph writer (``python -m mnist_kit.graph``)."""
-    done = subprocess.run(["pgrep", "-P", str(pid), "-f", "mnist_kit.graph"], capture_output=True, text=True)
+    """The children of ``pid`` that are the VisualDL graph writer (``python -m mnist_kit.board.graph``)."""
+    done = subprocess.run(["pgrep", "-P", str(pid), "-f", "mnist_kit.board.graph"], capture_output=True, text=True)
     return [int(p) for p in done.stdout.split()]
 
 
@@ -461,7 +460,7 @@ def test_ctrl_c_while_the_graph_child_starts_leaves_no_child(tmp_path, monkeypat
     import signal
     import subprocess
 
-    from mnist_kit import graph
+    from mnist_kit.board import graph
 
     started = []
     real = subprocess.Popen
@@ -557,7 +556,7 @@ def test_a_stopped_multi_process_job_leaves_no_process_and_no_environment(traine
         status = json.loads((run / "run.json").read_text())["status"]
         assert status == "interrupted" or (status == "running" and "stopped" in run_cli("runs").output), status
         # the environment files of a killed launch are removed by the next launch, if not already gone
-        from mnist_kit import launch
+        from mnist_kit.train import launch
 
         with _env("TMPDIR", str(launch_tmp)):
             launch._scrub_stale()
@@ -633,7 +632,7 @@ def test_the_board_keeps_answering_after_many_logged_errors(trained, tmp_path):
 
 
 def _logdir_with_a_run(trained, tmp_path) -> Path:
-    from mnist_kit.logbook import Logbook
+    from mnist_kit.board.writer import Logbook
 
     book = Logbook(tmp_path / "logs" / "r" / "vdl", display_name="r")
     book.scalar("x", 1.0, 0)
@@ -848,7 +847,7 @@ def test_eval_photo_options_are_checked_and_a_short_test_split_is_said(trained):
     bad = run_cli("eval", "--photos", "5", "--photo-seed", "-1")
     assert bad.exit_code == 2 and "--photo-seed" in bad.output and "Traceback" not in bad.output, bad.output
     from mnist_kit import data
-    from mnist_kit.rundir import RunDir
+    from mnist_kit.runs.rundir import RunDir
 
     test_size = len(data.load_dataset(RunDir(trained).read_config()["data"]).y_test)
     more = run_cli("eval", "--photos", str(test_size + 100))
@@ -863,7 +862,7 @@ def test_thousands_of_classes_are_drawn_within_bounds(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from mnist_kit import visuals
+    from mnist_kit.board import visuals
 
     picture = visuals.confusion_image(np.ones((10000, 10000), np.int32), [str(i) for i in range(10000)])
     assert picture.shape[0] * picture.shape[1] < 4000 * 4000
@@ -977,8 +976,9 @@ def test_a_run_without_config_yaml_says_so(trained):
 
 
 def test_eval_names_the_classes_in_its_confusion_matrix():
-    from mnist_kit import metrics
     import numpy as np
+
+    from mnist_kit.evaluate import metrics
 
     classes = ["T-shirt/top", "Trouser", "Pullover"]
     y = np.array([0, 1, 2, 2])

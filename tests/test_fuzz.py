@@ -11,9 +11,9 @@ import struct
 from pathlib import Path
 
 import pytest
+from test_faults import snapshot
 
 from conftest import FAST, run_cli, synthetic_arrays, write_idx_folder
-from test_faults import snapshot
 
 CASES = 40  # per kind
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_kit.models import CNN, Conv2D, build_model
-from mnist_kit.runtime import paddle
+from mnist_kit.backend.runtime import paddle
+from mnist_kit.models.networks import CNN, Conv2D, build_model
 
 F = paddle.nn.functional
 
@@ -67,8 +67,8 @@ def test_model_init_draws_the_named_initial_weights(prepared, how):
     import json
     from pathlib import Path
 
-    from mnist_kit import checkpoint
     from conftest import FAST, run_cli
+    from mnist_kit.runs import checkpoint
 
     # a rate of 0 keeps the initial weights in the first checkpoint
     r = run_cli("train", *FAST, "-o", "train.epochs=1", "-o", "optimizer.name=sgd", "-o", "optimizer.lr=0",
@@ -91,7 +91,7 @@ def test_model_init_draws_the_named_initial_weights(prepared, how):
 
 def test_the_layer_summary_gives_shapes_parameters_and_flops(prepared):
     from conftest import run_cli
-    from mnist_kit.models import layer_table
+    from mnist_kit.models.networks import layer_table
 
     r = run_cli("train", "--summary")  # the default CNN: two 5x5 blocks of 20, then one linear layer
     assert r.exit_code == 0, r.output
@@ -202,7 +202,8 @@ def test_a_standard_block_runs_on_onednn_beside_a_stock_one(prepared):
 
 def test_a_hidden_head_sits_between_the_conv_blocks_and_the_output(prepared):
     from conftest import FAST, run_cli
-    from mnist_kit import checkpoint, config
+    from mnist_kit import config
+    from mnist_kit.runs import checkpoint
 
     cfg = config.load(None, ["model.head=[32, 16]", "model.dropout=0.5"])
     model = build_model(cfg["model"])

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_kit import onednn
-from mnist_kit.models import build_model
-from mnist_kit.runtime import paddle
-
 from conftest import FAST, run_cli
+from mnist_kit.backend.runtime import paddle
+from mnist_kit.models import onednn
+from mnist_kit.models.onednn import binding, choose
+from mnist_kit.models.networks import build_model
 
 try:
     onednn.self_check(1)
@@ -25,11 +25,11 @@ needs_onednn = pytest.mark.skipif(MISSING is not None, reason=f"oneDNN unusable 
 @pytest.fixture
 def fresh_library(monkeypatch):
     """Forget the loaded library and the checks, so that a test can change what is found."""
-    saved = dict(onednn._state)
-    onednn._state.clear()
+    saved = dict(binding._state)
+    binding._state.clear()
     yield
-    onednn._state.clear()
-    onednn._state.update(saved)
+    binding._state.clear()
+    binding._state.update(saved)
 
 
 @needs_onednn
@@ -132,15 +132,15 @@ def _train_fails(*args):
 def test_without_a_usable_library_the_stock_layers_train_and_on_fails(prepared, fresh_library, monkeypatch, tmp_path,
                                                                      problem):
     if problem == "missing":
-        monkeypatch.setattr(onednn, "library_path", lambda: tmp_path / "nowhere" / "libdnnl.so.3")
+        monkeypatch.setattr(binding, "library_path", lambda: tmp_path / "nowhere" / "libdnnl.so.3")
         reason = "this PaddlePaddle wheel has no oneDNN library (libdnnl.so.3 not in "
     elif problem == "not oneDNN":  # a real shared library, already loaded, without oneDNN's functions
         iomp = next(line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
                     if line.endswith(("/libiomp5.so", "/libgomp.so.1")))
-        monkeypatch.setattr(onednn, "library_path", lambda: Path(iomp))
+        monkeypatch.setattr(binding, "library_path", lambda: Path(iomp))
         reason = "is not a oneDNN library (no dnnl_version)"
     else:  # the real library, read by a fast path that speaks another major version
-        monkeypatch.setattr(onednn, "MAJOR", 4)
+        monkeypatch.setattr(binding, "MAJOR", 4)
         reason = "this fast path speaks the oneDNN 4.x interface"
     result = run_cli("train", *FAST, "--name", "stock")
     assert result.exit_code == 0, result.output
@@ -155,8 +155,8 @@ def test_without_a_usable_library_the_stock_layers_train_and_on_fails(prepared, 
 
 @needs_onednn
 def test_a_block_that_cannot_run_falls_back_alone_and_says_so_once(prepared, fresh_library, monkeypatch):
-    real = onednn._check_shape
-    monkeypatch.setattr(onednn, "_check_shape", lambda cin, cout, kernel, kind, threads, h, w:
+    real = choose.check_shape
+    monkeypatch.setattr(choose, "check_shape", lambda cin, cout, kernel, kind, threads, h, w:
                         "simulated refusal" if h == 14 else real(cin, cout, kernel, kind, threads, h, w))
     result = run_cli("train", *FAST, "--name", "mixed")
     assert result.exit_code == 0, result.output

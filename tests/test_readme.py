@@ -1,8 +1,7 @@
 import re
 
-from mnist_kit import config
-
 from conftest import REPO
+from mnist_kit import config
 
 
 def test_readme_config_reference_is_generated_from_the_schema():

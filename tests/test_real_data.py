@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_data import needs_debian
 
 from conftest import REPO, run_subprocess
-from test_data import needs_debian
 
 
 @pytest.mark.slow

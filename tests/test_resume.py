@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_kit import checkpoint, engine
-from mnist_kit.logbook import read_records
-
 from conftest import FAST, REPO, checkpoints_of, run_cli, run_subprocess, wait_for
+from mnist_kit.board.writer import read_records
+from mnist_kit.runs import checkpoint
+from mnist_kit.train import trainer
 
 E3 = [*FAST, "-o", "train.epochs=3", "-o", "train.log_every=1"]  # 3 epochs x 10 steps, loss logged every step
 
@@ -51,7 +51,7 @@ def _history(run):
     losses = [(v.id, v.value) for r in read_records(files[0]) for v in r.values if v.tag == "train/loss"]
     rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
     for r in rows:
-        for key in engine.TIMING_KEYS:
+        for key in trainer.TIMING_KEYS:
             r.pop(key)
     return losses, rows
 
@@ -270,8 +270,8 @@ def test_nonfinite_loss_stops_naming_the_step_or_skips_the_batch(prepared):
 
 def test_optimizer_state_survives_different_parameter_names(prepared):
     """Paddle names parameters by creation order; a checkpoint must load in a process that built other layers."""
-    from mnist_kit.models import build_model
-    from mnist_kit.runtime import paddle
+    from mnist_kit.backend.runtime import paddle
+    from mnist_kit.models.networks import build_model
 
     run = _train("-o", "train.epochs=1", name="names")
     state = checkpoint.load(run / "ckpt" / "epoch_000.pdckpt")

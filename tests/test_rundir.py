@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_kit import UserError, rundir
-from mnist_kit.rundir import RESERVED_ENV, RunDir
-
 from conftest import FAST, run_cli, run_subprocess
+from mnist_kit import UserError
+from mnist_kit.runs import rundir
+from mnist_kit.runs.rundir import RESERVED_ENV, RunDir
 
 
 def test_one_naming_rule_generated_names_never_collide_given_names_never_reuse(tmp_path):
@@ -109,7 +109,7 @@ def test_a_multi_process_job_that_fails_before_training_leaves_no_run_folder(tmp
 
 
 def test_only_the_graph_files_an_earlier_version_wrote_count_as_its_leftovers(tmp_path):
-    from mnist_kit.rundir import RunDir
+    from mnist_kit.runs.rundir import RunDir
 
     run = RunDir(tmp_path / "r")
     (run.path / "graph").mkdir(parents=True)

@@ -16,12 +16,11 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
+from test_deploy import VARIANTS, photo, render_digit
 
 from conftest import EPS, run_cli, run_subprocess, wait_for
-from test_deploy import VARIANTS, photo, render_digit
 
 
 class Server:

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST, run_cli, run_subprocess, wait_for
-from mnist_kit import ConfigError, UserError, runs
-from mnist_kit.logbook import read_records
-from mnist_kit.sweep import parse_grid, plan
+from mnist_kit import ConfigError, UserError
+from mnist_kit.board.writer import read_records
+from mnist_kit.runs import listing
+from mnist_kit.runs.sweep import parse_grid, plan
 
 SMALL = [*FAST, "-o", "train.epochs=1", "-o", "log.histogram_every=0", "-o", "log.curves=false",
          "-o", "log.embeddings=0"]
@@ -125,8 +126,8 @@ def test_differing_hyper_parameters_get_their_own_column():
             "train_seconds": 3.0, "hparams": {"model.name": "cnn", "optimizer.lr": 0.1, "train.seed": 1,
                                               "log.images": True}}
     other = {**base, "run": "y", "hparams": {**base["hparams"], "train.seed": 2, "log.images": False}}
-    assert runs.differing_keys([base, other]) == ["train.seed"]
-    assert "train.seed" in runs.format_table([base, other]).splitlines()[0]
+    assert listing.differing_keys([base, other]) == ["train.seed"]
+    assert "train.seed" in listing.format_table([base, other]).splitlines()[0]
 
 
 def test_the_board_overlays_a_sweeps_runs_and_ranks_their_hyper_parameters(prepared, tmp_path):
@@ -267,7 +268,7 @@ def _start_sweep(*args, sigint=None):
 
 
 def _training(run: Path) -> bool:
-    from mnist_kit.rundir import RunDir
+    from mnist_kit.runs.rundir import RunDir
 
     return RunDir(run).alive() and (run / "metrics.jsonl").is_file() and bool((run / "metrics.jsonl").read_text())
 
@@ -280,7 +281,7 @@ def test_a_sweep_killed_with_sigkill_takes_its_runs_with_it_whole(prepared):
     wait_for(lambda: all(_training(r) for r in RUNS), timeout=180, what="both runs to train")
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    from mnist_kit.rundir import RunDir
+    from mnist_kit.runs.rundir import RunDir
 
     wait_for(lambda: not any(RunDir(r).alive() for r in RUNS), timeout=60, what="the runs to stop with their sweep")
     for run in RUNS:  # stopped between steps, as by Ctrl-C: recorded, whole, resumable
@@ -327,7 +328,7 @@ def test_sigterm_stops_a_sweep_started_in_the_background_and_its_runs(prepared):
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 143 and "sweep interrupted" in err and "Traceback" not in err, err
-    from mnist_kit.rundir import RunDir
+    from mnist_kit.runs.rundir import RunDir
 
     for run in RUNS:
         assert not RunDir(run).alive() and json.loads((run / "run.json").read_text())["status"] == "interrupted"

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import yaml
 
-from mnist_kit import config, evaluate
-from mnist_kit.optim import build_schedule
-
 from conftest import FAST, REPO, run_cli, run_subprocess
+from mnist_kit import config
+from mnist_kit.evaluate import scoring
+from mnist_kit.models.optim import build_schedule
 
 
 def _train(*args):
@@ -195,8 +195,8 @@ def test_amp_is_off_fp16_or_bf16():
 def test_fp16_step_backpropagates_through_the_grad_scaler_whose_state_is_checkpointed(prepared):
     """train.amp fp16's update: backward through the scaled loss, then Paddle's GradScaler.minimize. On the
     CPU, Paddle keeps the scaler and auto_cast off, but the code path is the GPU's (which cannot run here)."""
-    from mnist_kit import engine
-    from mnist_kit.runtime import paddle
+    from mnist_kit.backend.runtime import paddle
+    from mnist_kit.train import engine, trainer
 
     class Scaler(paddle.amp.GradScaler):  # remembers the state it is given back
         def state_dict(self):
@@ -206,12 +206,12 @@ def test_fp16_step_backpropagates_through_the_grad_scaler_whose_state_is_checkpo
             self.loaded = state
             super().load_state_dict(state)
 
-    def trainer():
-        t = engine.build_trainer(config.load(None, FAST[1::2]))
+    def fp16_trainer():
+        t = trainer.build_trainer(config.load(None, FAST[1::2]))
         t.amp, t.scaler = "fp16", Scaler()
         return t
 
-    t = trainer()
+    t = fp16_trainer()
     before = {k: v.numpy().copy() for k, v in t.model.state_dict().items()}
     x, y = next(t.batches())
     step = engine.train_step(t, x, y)
@@ -220,7 +220,7 @@ def test_fp16_step_backpropagates_through_the_grad_scaler_whose_state_is_checkpo
     assert any(not np.array_equal(before[k], v.numpy()) for k, v in t.model.state_dict().items())
     state = t.state(epoch_complete=False)
     assert state["scaler"]["incr_count"] == 7
-    resumed = trainer()
+    resumed = fp16_trainer()
     resumed.restore(state)
     assert resumed.scaler.loaded is state["scaler"]
 
@@ -251,7 +251,7 @@ def test_python_dash_m_and_help():
 
 def test_evaluate_run_uses_the_recorded_normalization(prepared):
     _train("--name", "norm", "-o", "data.mean=0.5", "-o", "data.std=0.5")
-    result = evaluate.evaluate_run(Path("checkpoints/norm"), split="val")
+    result = scoring.evaluate_run(Path("checkpoints/norm"), split="val")
     assert result["accuracy"] == pytest.approx(_metrics("checkpoints/norm")[-1]["val_acc"])
 
 
@@ -305,7 +305,7 @@ def test_the_monitor_chooses_the_best_checkpoint(prepared):
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in Path("checkpoints/m/metrics.jsonl").read_text().splitlines()]
     lowest = min(range(3), key=lambda i: rows[i]["train_loss"])
-    from mnist_kit import checkpoint
+    from mnist_kit.runs import checkpoint
     best = checkpoint.load(Path("checkpoints/m/ckpt/best.pdckpt"))
     assert best["epoch"] == lowest and best["watch"]["best"] == pytest.approx(rows[lowest]["train_loss"])
     bad = run_cli("train", *FAST, "-o", "train.monitor=val/accuracy")
@@ -315,7 +315,7 @@ def test_the_monitor_chooses_the_best_checkpoint(prepared):
 # ---------------------------------------------------------------- starting from weights
 
 def _weights(path):
-    from mnist_kit import checkpoint
+    from mnist_kit.runs import checkpoint
 
     return {k: np.asarray(v) for k, v in checkpoint.load(Path(path))["model"].items()}
 
@@ -356,7 +356,7 @@ def _rewrite_pdparams(path: Path, kind: str) -> None:
     """Replace an export's model.pdparams with weights of another dtype, or a pickle that is not weights."""
     import pickle
 
-    from mnist_kit.runtime import paddle
+    from mnist_kit.backend.runtime import paddle
 
     weights = paddle.load(str(path))
     if kind in ("float64", "int64", "bool", "complex128"):
@@ -399,7 +399,7 @@ def test_val_size_0_trains_on_every_image_and_the_best_checkpoint_is_the_last(pr
     assert "done: no validation split, so the best checkpoint is the last epoch's" in r.output
     rows = [json.loads(line) for line in Path("checkpoints/all/metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(row["val_acc"] is None and row["val_loss"] is None for row in rows)
-    from mnist_kit import checkpoint
+    from mnist_kit.runs import checkpoint
     assert checkpoint.load(Path("checkpoints/all/ckpt/best.pdckpt"))["epoch"] == 1  # the last
     assert "2/2" in run_cli("runs").output
     exported = run_cli("export", "--run", "checkpoints/all")  # checked on the test split instead

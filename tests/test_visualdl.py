@@ -18,11 +18,14 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_kit import checkpoint, config, data, evaluate, logbook, metrics, trainlog, visuals
-from mnist_kit.cli import cli
-from mnist_kit.logbook import read_records
-
 from conftest import FAST, run_cli, synthetic_arrays, write_idx_folder
+from mnist_kit import config, data
+from mnist_kit.board import visuals, writer
+from mnist_kit.board.writer import read_records
+from mnist_kit.cli import cli
+from mnist_kit.evaluate import metrics, scoring
+from mnist_kit.runs import checkpoint
+from mnist_kit.train import trainlog
 
 HIST_EVERY, N_EMB = 5, 50
 
@@ -100,11 +103,11 @@ def test_pr_and_roc_curves_use_true_labels_and_softmax_probabilities(run, values
     cfg = config.load(run / "config.yaml")
     state = checkpoint.load(run / "ckpt" / "epoch_001.pdckpt")
     splits = data.load_splits(cfg, data.Normalization(**state["normalization"]))
-    from mnist_kit.models import build_model
+    from mnist_kit.models.networks import build_model
 
     model = build_model(cfg["model"], splits.prepared.input_shape, 10)
     model.set_state_dict(state["model"])
-    logits, _ = evaluate.predict(evaluate.eager(model), splits.val)
+    logits, _ = scoring.predict(scoring.eager(model), splits.val)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     y = splits.val.y
@@ -156,7 +159,7 @@ def test_embeddings_hparams_text_and_graph(run, values):
     (emb,) = values["embeddings"]["val/features"]
     rows = emb.embeddings.embeddings
     # the CNN's 980 flattened features, reduced by PCA below VisualDL's 200-dimension limit
-    assert emb.id == 20 and len(rows) == N_EMB and len(rows[0].vectors) == min(logbook.EMBEDDING_DIMS, N_EMB)
+    assert emb.id == 20 and len(rows) == N_EMB and len(rows[0].vectors) == min(writer.EMBEDDING_DIMS, N_EMB)
     splits = data.load_splits(config.load(run / "config.yaml"))
     # each point's class (the board labels points by it), predicted class and whether that is right
     assert list(emb.embeddings.label_meta) == ["class", "predicted", "correct"]
@@ -264,7 +267,7 @@ def test_the_real_server_serves_every_component(run, tmp_path):
 
 
 def test_board_refuses_an_empty_logdir_and_warns_for_other_hosts(tmp_path):
-    from mnist_kit.logbook import board_command
+    from mnist_kit.board.server import board_command
 
     result = CliRunner().invoke(cli, ["board", "--logdir", str(tmp_path / "none")])
     assert result.exit_code == 1 and "no VisualDL logs" in result.output

@@ -3,8 +3,10 @@
     idx.py      the IDX format            sources.py  mirrors, Debian, folders; checksums
     cache.py    prepared IDX data sets    folder.py   image folders, decoded once
     splits.py   train/val(/test) splits   batches.py  batches and the normalisation
+    augment.py  the transforms of training batches and their seeding
 
 This package uses numpy, Pillow and the standard library only: no Paddle, nothing of training.
+May import: ``mnist_kit``, ``util``.
 """
 
 from __future__ import annotations

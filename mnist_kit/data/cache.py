@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, faults, provenance
-from mnist_kit.console import info
+from mnist_kit import UserError
 from mnist_kit.data.idx import decompress, parse_idx
 from mnist_kit.data.sources import DatasetInfo, SourceError, dataset_info, debian_available, download, read_local
-from mnist_kit.files import atomic_path, digest, remove_stale_partials, write_text
+from mnist_kit.util import faults, provenance
+from mnist_kit.util.console import info
+from mnist_kit.util.files import atomic_path, digest, remove_stale_partials, write_text
 
 FORMAT_VERSION = 1
 ARRAYS = re.compile(r"^arrays(-[0-9a-f]+)?\.npz$")  # the names of arrays files (arrays.npz: before 0.1.1)

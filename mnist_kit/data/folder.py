@@ -16,17 +16,17 @@ by ``data.split_seed``, so changing a ratio needs no new prepare.
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import provenance
-from mnist_kit.console import Progress, info
 from mnist_kit.data.cache import FORMAT_VERSION, DataError, NotPrepared, Prepared, read_cache, write_cache
 from mnist_kit.data.splits import stratified_split
-from mnist_kit.images import COLORS, IMAGE_SUFFIXES, ImageError, load_image
+from mnist_kit.util import provenance
+from mnist_kit.util.console import Progress, info
+from mnist_kit.util.images import COLORS, IMAGE_SUFFIXES, ImageError, load_image
 
 DECODE_KEYS = ("image_size", "color", "resize", "bad_files")
 LIST_LIMIT = 20  # bad files listed by name in an error message

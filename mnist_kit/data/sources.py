@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_kit import UserError
-from mnist_kit.console import Progress, info
 from mnist_kit.data.idx import MAX_BYTES, decompress
-from mnist_kit.files import atomic_path
+from mnist_kit.util.console import Progress, info
+from mnist_kit.util.files import atomic_path
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 

@@ -22,13 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, evaluate, faults, provenance
+from mnist_kit import UserError
+from mnist_kit.backend.runtime import versions
 from mnist_kit.data import Batches, Splits
 from mnist_kit.deploy import inference, preprocess
-from mnist_kit.files import digest, partial_dir, remove_stale_partials, replace_dir
-from mnist_kit.models import save_program
-from mnist_kit.rundir import RunDir
-from mnist_kit.runtime import versions
+from mnist_kit.evaluate import scoring
+from mnist_kit.models.networks import save_program
+from mnist_kit.runs.rundir import RunDir
+from mnist_kit.util import faults, provenance
+from mnist_kit.util.files import digest, partial_dir, remove_stale_partials, replace_dir
 
 META = inference.META
 PARITY_IMAGES = 1000
@@ -58,7 +60,7 @@ def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: P
     """Export a run's checkpoint (best by default); return the metadata written. ``fmt``: see FORMATS; with
     auto, an ONNX model that cannot be written or fails its check is left out, and ``onnx_skipped`` says why."""
     run = RunDir(run)
-    trained = evaluate.load_trained(run, epoch, last, device="cpu")
+    trained = scoring.load_trained(run, epoch, last, device="cpu")
     cfg, state, splits, model = trained.cfg, trained.state, trained.splits, trained.model
     classes = list(state["classes"])
     out = _followed(Path(out) if out else run.export_dir(trained.path.stem))
@@ -115,7 +117,7 @@ def _followed(out: Path) -> Path:
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(out)) from None
 
 
-def _metadata(run: RunDir, trained: evaluate.Trained, classes: list) -> dict:
+def _metadata(run: RunDir, trained: scoring.Trained, classes: list) -> dict:
     """What the export says of itself (its checks are added once they have passed)."""
     cfg, state, ckpt_path = trained.cfg, trained.state, trained.path
     shape = trained.splits.prepared.input_shape
@@ -187,9 +189,9 @@ class Reference:
         self.norm, self.input_shape = splits.norm, splits.prepared.input_shape
         self.x = x
         self.sample = splits.norm.apply(x[:PARITY_IMAGES])
-        trained = evaluate.eager(model)
+        trained = scoring.eager(model)
         self.sample_logits = trained(self.sample)
-        logits, _ = evaluate.predict(trained, Batches(x, self.y, 1000, splits.norm))
+        logits, _ = scoring.predict(trained, Batches(x, self.y, 1000, splits.norm))
         self.accuracy = float((logits.argmax(1) == self.y).mean())
 
     def compare(self, what: str, logits_of) -> dict:
@@ -216,9 +218,9 @@ def _to_pdparams(folder: Path, cfg: dict, state: dict, reference: Reference) -> 
     """``model.pdparams`` and ``model.pdopt``: the state dicts of the model and of its optimizer, as Paddle
     itself saves them, keyed as a fresh process that builds the model names its parameters; checked by
     loading them back into a new model."""
-    from mnist_kit.checkpoint import local_optimizer_state, weights
-    from mnist_kit.models import build_model, load_weights
-    from mnist_kit.runtime import paddle
+    from mnist_kit.backend.runtime import paddle
+    from mnist_kit.models.networks import build_model, load_weights
+    from mnist_kit.runs.checkpoint import local_optimizer_state, weights
 
     shape, k = reference.input_shape, len(state["classes"])
     with paddle.utils.unique_name.guard():  # parameter names from 0, as in a new process: the optimizer's keys
@@ -229,7 +231,7 @@ def _to_pdparams(folder: Path, cfg: dict, state: dict, reference: Reference) -> 
     loaded = build_model(cfg["model"], shape, k)
     loaded.set_state_dict(paddle.load(str(folder / "model.pdparams")))
     loaded.eval()
-    checks = reference.compare("model.pdparams state dict", evaluate.eager(loaded))
+    checks = reference.compare("model.pdparams state dict", scoring.eager(loaded))
     return {"model": "model.pdparams", "optimizer": "model.pdopt", "optimizer_name": cfg["optimizer"]["name"],
             "pickle": True, **checks}
 

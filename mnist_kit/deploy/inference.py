@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from mnist_kit import UserError
+from mnist_kit.backend.paddle_inference import Program, ProgramError, program_files
 from mnist_kit.data.batches import Normalization  # numpy only: prediction imports no training code
-from mnist_kit.files import digest, read_json
-from mnist_kit.metrics import softmax
-from mnist_kit.program import Program, ProgramError, program_files
+from mnist_kit.evaluate.metrics import softmax
+from mnist_kit.util.files import digest, read_json
 
 META = "mnist_kit_model.json"
 PROGRAM = "model"  # the prefix of the program's files in an export folder

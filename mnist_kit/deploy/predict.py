@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import rundir
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.preprocess import ImageError, preprocess
-from mnist_kit.images import IMAGE_SUFFIXES, MAX_PIXELS, load_image
+from mnist_kit.runs import rundir
+from mnist_kit.util.images import IMAGE_SUFFIXES, MAX_PIXELS, load_image
 
 
 def newest_export(root: Path) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mnist_kit.images import HIGH_DEPTH_MODES, MAX_PIXELS, ImageError, gray_levels, open_image  # noqa: F401
+from mnist_kit.util.images import HIGH_DEPTH_MODES, MAX_PIXELS, ImageError, gray_levels, open_image  # noqa: F401
 
 
 def to_gray(img: Image.Image) -> np.ndarray:

@@ -28,10 +28,11 @@ import numpy as np
 from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from mnist_kit import UserError, listen
+from mnist_kit import UserError
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.predict import answer, reader
-from mnist_kit.images import ImageError, TooLarge
+from mnist_kit.util import addresses
+from mnist_kit.util.images import ImageError, TooLarge
 
 STATIC = Path(__file__).with_name("static")
 MAX_BODY = 10 * 1024 * 1024  # bytes in one request; more is answered 413
@@ -382,12 +383,12 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: i
     """Serve the export in ``model_dir`` until Ctrl-C or SIGTERM; ``say`` the address once it listens."""
     import waitress
 
-    listen.check_address(host, port)
+    addresses.check_address(host, port)
     check_origin(cors)
     # one thread per prediction: the requests of N clients run side by side on the server's threads
     predictor = inference.Predictor(model_dir, device=device, runtime=runtime, threads=1)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" under load: not a fault
-    if host not in listen.LOOPBACK:
+    if host not in addresses.LOOPBACK:
         say(f"warning: binding {host}: the server has no authentication, so anyone who can reach this address "
             "can send it images and read the model's metadata")
     app = create_app(predictor, cors=cors)
@@ -401,7 +402,7 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: i
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
     _json_errors(server)
     _evict_idle(server)
-    url = listen.url(host, server.effective_port) + "/"
+    url = addresses.url(host, server.effective_port) + "/"
     meta = predictor.meta
     accuracy = (meta.get("checks") or {}).get("val_accuracy")
     say(f"serving {Path(model_dir)} ({meta.get('dataset')}, {len(meta['classes'])} classes"

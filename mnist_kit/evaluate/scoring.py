@@ -16,13 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, checkpoint, config, data, distributed, metrics
-from mnist_kit.console import info
-from mnist_kit.models import build_model, load_weights, save_program
-from mnist_kit.optim import build_loss
-from mnist_kit.program import Program, program_files
-from mnist_kit.rundir import RunDir
-from mnist_kit.runtime import paddle, select_device
+from mnist_kit import UserError, config, data
+from mnist_kit.backend import distributed
+from mnist_kit.backend.paddle_inference import Program, program_files
+from mnist_kit.backend.runtime import paddle, select_device
+from mnist_kit.evaluate import metrics
+from mnist_kit.models.networks import build_model, load_weights, save_program
+from mnist_kit.models.optim import build_loss
+from mnist_kit.runs import checkpoint
+from mnist_kit.runs.rundir import RunDir
+from mnist_kit.util.console import info
 
 
 def eager(model):

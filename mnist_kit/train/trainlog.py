@@ -20,9 +20,10 @@ from __future__ import annotations
 import numpy as np
 import yaml
 
-from mnist_kit import config, metrics
-from mnist_kit.evaluate import features
-from mnist_kit.logbook import Logbook
+from mnist_kit import config
+from mnist_kit.board.writer import Logbook
+from mnist_kit.evaluate import metrics
+from mnist_kit.evaluate.scoring import features
 
 HPARAM_METRICS = ["val/acc", "val/loss", "train/epoch_acc", "train/epoch_loss"]
 # (tag, training's row key, validation's row key): drawn together, training by the run's writer and

@@ -5,7 +5,7 @@ Schedules are stepped once per batch; lengths given in epochs are turned into st
 
 from __future__ import annotations
 
-from mnist_kit.runtime import paddle
+from mnist_kit.backend.runtime import paddle
 
 F = paddle.nn.functional
 lr_sched = paddle.optimizer.lr

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from mnist_kit import UserError, config
-from mnist_kit.rundir import RunDir
+from mnist_kit.runs.rundir import RunDir
 
 KEY_COLUMNS = config.KEY_HPARAMS
 _NOT_HPARAMS = config.NOT_HPARAMS  # never shown as differing

@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from mnist_kit import UserError, __version__
-from mnist_kit.interrupts import keep_handlers
+from mnist_kit.util.interrupts import keep_handlers
 
 BUILDS = ("paddlepaddle", "paddlepaddle-gpu")  # PaddlePaddle's two builds; both install the module `paddle`
 INSTALL = ('install one build of PaddlePaddle: pip install "mnist-kit[cpu]" (the CPU build, paddlepaddle), or '

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from mnist_kit.runtime import paddle
+from mnist_kit.backend.runtime import paddle
 
 dist = paddle.distributed
 

@@ -21,9 +21,10 @@ import re
 import shutil
 from pathlib import Path
 
-from mnist_kit import UserError, faults, provenance
-from mnist_kit.console import info
-from mnist_kit.files import atomic_path, digest, read_json, write_text
+from mnist_kit import UserError
+from mnist_kit.util import faults, provenance
+from mnist_kit.util.console import info
+from mnist_kit.util.files import atomic_path, digest, read_json, write_text
 
 MANIFEST = "manifest.json"
 BEST = "best.pdckpt"
@@ -107,7 +108,9 @@ def local_optimizer_state(opt_state: dict, model) -> dict:
 
 def save(folder: Path, name: str, state: dict) -> Path:
     """Write ``state`` as ``folder/name`` and record it in the manifest."""
-    from mnist_kit.runtime import paddle  # here, not at the top: listing and choosing checkpoints needs no paddle
+    from mnist_kit.backend.runtime import (
+        paddle,  # here, not at the top: listing and choosing checkpoints needs no paddle
+    )
 
     target = Path(folder) / name
     try:
@@ -186,7 +189,7 @@ def load(path: Path) -> dict:
 
 def _read(path: Path, problem: str, error=UserError):
     """``paddle.load(path)``; ``error(problem: reason)`` for a file it cannot read."""
-    from mnist_kit.runtime import paddle
+    from mnist_kit.backend.runtime import paddle
 
     try:
         return paddle.load(str(path))

@@ -25,10 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from mnist_kit import ConfigError, UserError, checkpoint, config, data, interrupts, provenance, runs
-from mnist_kit.console import info
-from mnist_kit.files import try_lock, write_text
-from mnist_kit.rundir import RunDir
+from mnist_kit import ConfigError, UserError, config, data
+from mnist_kit.runs import checkpoint, listing
+from mnist_kit.runs.rundir import RunDir
+from mnist_kit.util import interrupts, provenance
+from mnist_kit.util.console import info
+from mnist_kit.util.files import try_lock, write_text
 
 LOCK = ".sweep.lock"  # in the sweep folder: held by the sweep that runs there
 
@@ -202,7 +204,7 @@ def _report(sweep_dir: Path, r: _Running, counter: str, say) -> str:
     """Say how a finished run ended; return its outcome."""
     name = r.plan.name
     if r.proc.returncode == 0:
-        s = runs.summarize(RunDir(sweep_dir / name), sweep_dir)
+        s = listing.summarize(RunDir(sweep_dir / name), sweep_dir)
         acc = f"{100 * s['best_val_acc']:.2f}%" if s["best_val_acc"] is not None else "-"
         say(f"{counter} {name}: completed, best val acc {acc}, {time.perf_counter() - r.started:.0f} s")
         return "completed"
@@ -245,7 +247,7 @@ def _run_all(sweep_dir: Path, config_path, fixed, todo: list[Planned], states: d
 
 def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None = None, name: str | None = None,
               jobs: int = 1, say=info) -> tuple[Path, list[dict]]:
-    """Run the grid; return the sweep folder and one summary per run (see ``runs.summarize``)."""
+    """Run the grid; return the sweep folder and one summary per run (see ``listing.summarize``)."""
     if name is not None and not config.NAME.match(name):
         raise ConfigError(f"--name {config.excerpt(name)}: a sweep's name is a plain folder name of at most 200 "
                           "letters, digits and . _ - + = , : @ that starts with a letter or digit")
@@ -291,7 +293,7 @@ def _run_locked(sweep_dir: Path, config_path, fixed, axes, planned: list[Planned
     outcome.update(_run_all(sweep_dir, config_path, fixed, todo, states, jobs, len(planned), say))
     summaries = []
     for p in planned:  # every run, those that failed before their folder existed too
-        s = runs.summarize(RunDir(sweep_dir / p.name), sweep_dir)
+        s = listing.summarize(RunDir(sweep_dir / p.name), sweep_dir)
         s["sweep_outcome"] = outcome.get(p.name, "not run")
         if s["sweep_outcome"] == "failed" and not (sweep_dir / p.name).exists():
             s.update(status="failed", error=_last_line(sweep_dir / "logs" / f"{p.name}.log"))

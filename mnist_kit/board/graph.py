@@ -6,9 +6,9 @@ the model from the run's config and writes, in ``RunDir.graph_dir`` (a folder na
 ``model.pdmodel`` (the board's static graph page) and ``vdlgraph.*.log`` (its dynamic graph page, which
 lists one model per folder, labelled by the folder's name; it takes the vdlgraph file, which keeps the
 layers' nesting). Paddle 2.6 writes ``.pdmodel`` anyway. The engine decides when it runs
-(``engine._graph``: after the last epoch on the CPU).
+(``train.start._graph``: after the last epoch on the CPU).
 
-    python -m mnist_kit.graph RUN_DIR
+    python -m mnist_kit.board.graph RUN_DIR
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import subprocess
 import sys
 import time
 
-from mnist_kit.files import partial_dir, replace_dir
-from mnist_kit.interrupts import between_steps, die_with_parent
-from mnist_kit.rundir import RunDir
+from mnist_kit.runs.rundir import RunDir
+from mnist_kit.util.files import partial_dir, replace_dir
+from mnist_kit.util.interrupts import between_steps, die_with_parent
 
 
 def _child_setup() -> None:
@@ -36,7 +36,7 @@ def start(run: RunDir) -> subprocess.Popen:
     proc = None
     try:
         with between_steps() as check:
-            proc = subprocess.Popen([sys.executable, "-m", "mnist_kit.graph", str(run)], env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "mnist_kit.board.graph", str(run)], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                     preexec_fn=_child_setup)
             check()
@@ -72,8 +72,8 @@ def _write(run: RunDir) -> None:
     import warnings
 
     warnings.simplefilter("ignore")
-    from mnist_kit.models import build_model, save_program
-    from mnist_kit.runtime import paddle
+    from mnist_kit.backend.runtime import paddle
+    from mnist_kit.models.networks import build_model, save_program
 
     cfg, info = run.read_config(), run.read_info()
     shape = tuple(info.get("input_shape", (1, 28, 28)))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_kit import UserError
-from mnist_kit.interrupts import keep_handlers
+from mnist_kit.util.interrupts import keep_handlers
 
 
 class ProgramError(UserError):

@@ -25,8 +25,9 @@ import json
 import os
 from pathlib import Path
 
-from mnist_kit import UserError, config, console, provenance
-from mnist_kit.files import locked_by_another, overwrite_in_place, read_json, try_lock, write_text
+from mnist_kit import UserError, config
+from mnist_kit.util import console, provenance
+from mnist_kit.util.files import locked_by_another, overwrite_in_place, read_json, try_lock, write_text
 
 
 class RunDir:
@@ -255,7 +256,9 @@ class RunDir:
         """Move what was written after global step ``step`` -- metrics rows and checkpoints -- into a new
         ``superseded/STAMP/`` folder; return the folder and what moved. (The VisualDL records after ``step``
         go there too: ``Logbook(resume_step=step, superseded=folder)``.)"""
-        from mnist_kit import checkpoint  # here: reading runs (runs, predict's newest export) needs no training code
+        from mnist_kit.runs import (
+            checkpoint,  # here: reading runs (runs, predict's newest export) needs no training code
+        )
 
         dest, moved = self.new_superseded_dir(), []
         rows = self.set_aside_metrics_after(step, dest)

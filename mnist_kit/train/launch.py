@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 
 from mnist_kit import UserError
-from mnist_kit.files import process_alive
-from mnist_kit.interrupts import die_with_parent
-from mnist_kit.rundir import RESERVED_ENV, RunDir
+from mnist_kit.runs.rundir import RESERVED_ENV, RunDir
+from mnist_kit.util.files import process_alive
+from mnist_kit.util.interrupts import die_with_parent
 
 LAUNCH_ENV = "MNIST_KIT_LAUNCH"  # a token in the environment of every process of one launch
 NOISE = re.compile(r"^(LAUNCH INFO|\s*warnings\.warn\(|.*No ccache found|=+( Modified FLAGS detected =+)?$|FLAGS\(name="

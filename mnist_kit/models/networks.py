@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from mnist_kit import UserError, config
-from mnist_kit.runtime import paddle
+from mnist_kit.backend.runtime import paddle
 
 nn = paddle.nn
 F = paddle.nn.functional
@@ -97,7 +97,7 @@ class CNN(nn.Layer):
     maxpool(act(x))`` and the gradients are the same too, but the activation then runs on a quarter of the
     values (measured: 44.5 vs 45.7 ms per training step of the default CNN); an average pool, or GELU, runs
     after the activation. Either way the parameter names, and so checkpoints, are those of the textbook
-    order. The standard block (stride 1, 'same', ReLU, 2x2 max-pool) may run on oneDNN (``onednn.py``).
+    order. The standard block (stride 1, 'same', ReLU, 2x2 max-pool) may run on oneDNN (``models/onednn``).
     """
 
     ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU,

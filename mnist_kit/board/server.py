@@ -1,0 +1,105 @@
+"""``mnist-kit board``: the VisualDL server on a folder of runs, started, checked and stopped."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mnist_kit.runs import rundir
+from mnist_kit.util import addresses
+from mnist_kit.util.interrupts import stop_child
+
+
+def newest_graph(logdir: Path) -> Path | None:
+    """The graph of the newest run under ``logdir`` (for the board's static graph page)."""
+    models = [m for run in rundir.find(logdir) for m in (run.graph_model, run.legacy_graph_model) if m.is_file()]
+    return max(models, key=lambda p: p.stat().st_mtime) if models else None
+
+
+def board_command(logdir: Path, host: str, port: int, model: Path | None) -> tuple[list[str], Path]:
+    """The VisualDL server's command line and the folder to run it in.
+
+    The log root is passed relative to that folder (absolute run names confuse the server's cache);
+    telemetry is off and the language fixed (without -L, pages answer 500 to clients without Accept-Language).
+    """
+    import sys
+
+    logdir = Path(logdir).resolve()
+    argv = [sys.executable, "-c", "from visualdl.server.app import main; main()", "--logdir", logdir.name,
+            "--host", host, "--port", str(port), "--disable-telemetry", "-L", "en", "--cache-timeout", "5"]
+    if model is not None:
+        argv += ["--model", str(Path(model).resolve())]
+    return argv, logdir.parent
+
+
+def _drain(stream, lines) -> None:
+    """Read the server's stderr as long as it runs, keeping its last lines: an unread pipe fills up and
+    blocks the server (after about 60 logged errors)."""
+    for line in stream:
+        lines.append(line.rstrip())
+
+
+def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path | None = None,
+          wait: bool = True, say=print):
+    """Start the board on ``logdir``; print its address; with ``wait``, run until interrupted (Ctrl-C,
+    SIGTERM)."""
+    import collections
+    import subprocess
+    import threading
+
+    from mnist_kit import UserError
+
+    logdir = Path(logdir)
+    if not logdir.is_dir() or not any(logdir.rglob("vdlrecords*")):
+        raise UserError(f"no VisualDL logs under {logdir}; train a run first (mnist-kit train), or pass --logdir")
+    addresses.check_address(host, port)
+    if host not in addresses.LOOPBACK:
+        say(f"warning: binding {host}: VisualDL has no authentication, so anyone who can reach this address can "
+            "read every log here and upload files to the server")
+    model = model or newest_graph(logdir)
+    if model is not None and not Path(model).is_file():
+        raise UserError(f"model file not found: {model}")
+    argv, cwd = board_command(logdir, host, port, model)
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            errors="replace")
+    errors = collections.deque(maxlen=20)
+    threading.Thread(target=_drain, args=(proc.stderr, errors), daemon=True).start()
+    url = addresses.url(host, port)
+    try:
+        _wait_until_up(proc, url, port, errors)
+    except BaseException:  # it did not come up, or Ctrl-C: never leave it running
+        stop_child(proc)
+        raise
+    say(f"VisualDL is serving {logdir} at {url}/app/scalar" + (f" (graph: {model})" if model else "")
+        + ("; press Ctrl-C to stop" if wait else ""))
+    if not wait:
+        return proc
+    try:
+        proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the server and end normally
+        pass
+    finally:
+        stop_child(proc)
+    return proc
+
+
+def _wait_until_up(proc, url: str, port: int, errors, timeout: float = 60) -> None:
+    """Wait until the server answers; UserError (the server stopped) if it ends or does not answer."""
+    import urllib.request
+
+    from mnist_kit import UserError
+
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            time.sleep(0.2)  # the drain thread's last lines
+            raise UserError(f"the VisualDL server stopped at start: {errors[-1] if errors else proc.returncode} "
+                            f"(is port {port} in use? try --port)")
+        try:
+            with urllib.request.urlopen(f"{url}/alive", timeout=2):
+                return
+        except OSError:
+            if time.time() > deadline:
+                raise UserError(f"the VisualDL server did not answer at {url} within {timeout:.0f} s"
+                                + (f"; its last message: {errors[-1]}" if errors else "")) from None
+            time.sleep(0.3)
