@@ -37,7 +37,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import chromium, missing  # noqa: E402
 
-from mnist_kit.board import logbook, visuals  # noqa: E402
+from mnist_kit.board import server as board_server  # noqa: E402
+from mnist_kit.board import visuals
 from mnist_kit.runs import rundir
 from mnist_kit.train import trainlog
 
@@ -301,7 +302,7 @@ def check_board(logdir: Path, out: Path | None = None, pages=None, say=print) ->
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = logbook.serve(logdir, port=port, wait=False, say=lambda _: None)
+    server = board_server.serve(logdir, port=port, wait=False, say=lambda _: None)
     results = []
     try:
         with chromium() as browser:

@@ -11,8 +11,8 @@ import pytest
 from conftest import FAST, run_cli
 from mnist_kit.backend.runtime import paddle
 from mnist_kit.models import onednn
-from mnist_kit.models.onednn import binding, choose
 from mnist_kit.models.networks import build_model
+from mnist_kit.models.onednn import binding, choose
 
 try:
     onednn.self_check(1)
