@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from mnist_kit import UserError, __version__, config
+from mnist_kit import UserError, __version__, config, datasets
 from mnist_kit.util import interrupts
 
 
@@ -152,7 +152,7 @@ def _resolve_run(run_dir: Path | None, root: Path | None, root_config: Path | No
 @cli.command()
 @_config_option
 @_override_option
-@click.option("--dataset", type=click.Choice(config.IDX_DATASETS),
+@click.option("--dataset", type=click.Choice(datasets.IDX),
               help="Data set (default: data.name of the config; image folders: data.name: image_folder).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path),
               help="Prepared-data directory (default: data.root, $MNIST_KIT_DATA or ~/.cache/mnist-kit).")
@@ -175,7 +175,7 @@ def prepare(config_path, overrides, dataset, root, source, from_dir, mirrors, re
     cfg = config.load(config_path, overrides)
     name = dataset or cfg["data"]["name"]
     root = root or data.data_root(cfg["data"]["root"])
-    if name == "image_folder":
+    if datasets.get(name).kind == "folder":
         if source != "auto" or from_dir or mirrors or no_verify:
             raise UserError("--source, --from-dir, --mirror and --no-verify are for MNIST and Fashion-MNIST; an "
                             "image folder is read from data.folder")

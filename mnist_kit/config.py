@@ -1,7 +1,7 @@
 """Experiment configuration: the schema, YAML loading, ``-o key=value`` overrides and strict validation.
 
 A config is a plain nested dict ``{section: {key: value}}``. Every key that exists is declared in
-``SCHEMA`` with its type, default and help text; the README's config reference is written from it.
+``SCHEMA`` with its type, default and help text; docs/config.md's reference is generated from it.
 Sections with a ``name`` key (model, loss, optimizer, schedule) are tagged unions: a key marked
 ``only=(...)`` applies to those names alone, and setting it for another name is an error.
 """
@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from mnist_kit import ConfigError, UserError
+from mnist_kit import ConfigError, UserError, datasets
+from mnist_kit.models import blocks, registry
 
 
 @dataclass(frozen=True)
@@ -34,19 +35,16 @@ class Field:
     only: tuple = ()  # names of the section's `name` this key applies to; empty = all
 
 
-DATASETS = ("mnist", "fashion-mnist", "image_folder")
-IDX_DATASETS = ("mnist", "fashion-mnist")
-MODELS = ("linear", "mlp", "cnn")
-LOSSES = ("cross_entropy", "mse")
-OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "step", "polynomial", "cosine")
-INITS = ("default", "kaiming", "xavier", "normal", "uniform", "torch")
+DATASETS, IDX, FOLDERS = tuple(datasets.CATALOG), datasets.IDX, datasets.FOLDERS  # mnist_kit/datasets.py
+# the names a config may choose: models/registry.py, where each is registered with what builds it
+MODELS, LOSSES = tuple(registry.MODELS), tuple(registry.LOSSES)
+OPTIMIZERS, SCHEDULES, INITS = tuple(registry.OPTIMIZERS), tuple(registry.SCHEDULES), registry.INITS
 MONITORS = ("val/acc", "val/loss", "train/acc", "train/loss")  # higher is better for accuracies
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
+ACTIVATIONS = tuple(registry.ACTIVATIONS)
 TTA = ("none", "flip", "shift", "flip+shift")
 AMP = ("off", "fp16", "bf16")
-BLOCK_ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "gelu", "none")
-POOLS = ("max", "avg", "none")
+BLOCK_ACTIVATIONS = (*registry.BLOCK_ACTIVATIONS, "none")
+POOLS = (*registry.POOLS, "none")
 SEED_MAX = 2**32 - 1  # numpy's seeds
 MAX_LIST = 64  # the longest list value (layers of a network, sides of an image)
 NAME = re.compile(r"^\w[\w.+=,:@-]{0,199}$")  # a run name: a plain, visible folder name
@@ -58,26 +56,26 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "root": Field("path", None, "prepared-data directory (the cache prepare writes); null = $MNIST_KIT_DATA or "
                       "~/.cache/mnist-kit"),
         "folder": Field("path", None, "the image folder: one sub-folder of images per class, class names = "
-                        "sub-folder names in sorted order", only=("image_folder",)),
-        "image_size": Field("ints", [28, 28], "height and width every image is resized to", only=("image_folder",),
+                        "sub-folder names in sorted order", only=FOLDERS),
+        "image_size": Field("ints", [28, 28], "height and width every image is resized to", only=FOLDERS,
                             min=1, max=4096),
         "color": Field("str", "grayscale", "grayscale (1 channel) or rgb (3 channels)", choices=("grayscale", "rgb"),
-                       only=("image_folder",)),
+                       only=FOLDERS),
         "resize": Field("str", "stretch", "stretch to image_size, or pad: keep the aspect ratio and fill the rest "
-                        "with the colour of the image's border", choices=("stretch", "pad"), only=("image_folder",)),
+                        "with the colour of the image's border", choices=("stretch", "pad"), only=FOLDERS),
         "bad_files": Field("str", "error", "files that cannot be read as images: error (list them and stop) or "
-                           "skip (leave them out and count them)", choices=("error", "skip"), only=("image_folder",)),
+                           "skip (leave them out and count them)", choices=("error", "skip"), only=FOLDERS),
         "val_size": Field("int", 10000, "images split off the training set for validation; 0 = none: train on "
                           "every training image (the last step before deploying; the best checkpoint is then the "
                           "last, unless train.monitor watches train/loss or train/acc)", min=0, max=10**7,
-                          only=("mnist", "fashion-mnist")),
+                          only=IDX),
         "val_ratio": Field("float", 0.15, "share of each class for validation; 0 = none (as data.val_size 0)",
-                           min=0.0, max=0.9, only=("image_folder",)),
+                           min=0.0, max=0.9, only=FOLDERS),
         "test_ratio": Field("float", 0.15, "share of each class held out for test; 0 = no test set", min=0.0,
-                            max=0.9, only=("image_folder",)),
+                            max=0.9, only=FOLDERS),
         "balance": Field("str", "none", "oversample: repeat training images of smaller classes until each class "
                          "has as many as the largest (validation and test untouched)", choices=("none", "oversample"),
-                         only=("image_folder",)),
+                         only=FOLDERS),
         "split_seed": Field("int", 0, "seed of the train/validation(/test) split (independent of train.seed)", min=0,
                             max=SEED_MAX),
         "mean": Field("float_or_auto", "auto", "normalisation mean of pixels in [0,1]; auto = from the training split",
@@ -338,18 +336,20 @@ def _coerce(path: str, field: Field, value: Any) -> Any:
     return out
 
 
-# The keys of one entry of model.blocks; kernel and batch_norm default (None) to the model's own keys.
+# The keys of one entry of model.blocks, with their defaults from models/blocks.py; kernel and batch_norm
+# default (None) to the model's own keys.
+_D = blocks.DEFAULTS
 BLOCK_FIELDS = {
-    "channels": Field("int", None, "output channels", min=1, max=4096),
-    "kernel": Field("int", None, "square kernel size", min=1, max=31),
-    "stride": Field("int", 1, "conv stride", min=1, max=16),
-    "padding": Field("str", "same", "'same' (kernel // 2, odd kernels) or pixels"),
-    "activation": Field("str", "relu", "activation", choices=BLOCK_ACTIVATIONS),
-    "pool": Field("str", "max", "pooling after the block", choices=POOLS),
-    "pool_size": Field("int", 2, "pooling window", min=1, max=16),
-    "pool_stride": Field("int", None, "pooling stride (default: pool_size)", min=1, max=16),
-    "pool_padding": Field("int", 0, "pooling padding", min=0, max=8),
-    "batch_norm": Field("bool", None, "batch norm after the conv"),
+    "channels": Field("int", _D["channels"], "output channels", min=1, max=4096),
+    "kernel": Field("int", _D["kernel"], "square kernel size", min=1, max=31),
+    "stride": Field("int", _D["stride"], "conv stride", min=1, max=16),
+    "padding": Field("str", _D["padding"], "'same' (kernel // 2, odd kernels) or pixels"),
+    "activation": Field("str", _D["activation"], "activation", choices=BLOCK_ACTIVATIONS),
+    "pool": Field("str", _D["pool"], "pooling after the block", choices=POOLS),
+    "pool_size": Field("int", _D["pool_size"], "pooling window", min=1, max=16),
+    "pool_stride": Field("int", _D["pool_stride"], "pooling stride (default: pool_size)", min=1, max=16),
+    "pool_padding": Field("int", _D["pool_padding"], "pooling padding", min=0, max=8),
+    "batch_norm": Field("bool", _D["batch_norm"], "batch norm after the conv"),
 }
 
 
@@ -461,34 +461,7 @@ def epochs_of_steps(steps: int, steps_per_epoch: int) -> int:
 def has_validation(cfg: dict) -> bool:
     """Whether the config splits images off for validation (data.val_size or data.val_ratio above 0)."""
     d = cfg["data"]
-    return (d["val_ratio"] if d["name"] == "image_folder" else d["val_size"]) > 0
-
-
-def cnn_blocks(model_cfg: dict) -> list[dict]:
-    """The CNN's conv blocks, complete: from model.blocks, or from the short keys (channels, kernel_size,
-    batch_norm: a 'same' conv, ReLU and a 2x2 max-pool each). ``padding`` in pixels; ``padding_given``: as
-    written ('same' or pixels)."""
-    m = model_cfg
-    given = m.get("blocks") or [{"channels": c} for c in m["channels"]]
-    out = []
-    for b in given:
-        b = {**{k: f.default for k, f in BLOCK_FIELDS.items()}, **b}
-        kernel = b["kernel"] or m["kernel_size"]
-        out.append({**b, "kernel": kernel, "padding_given": b["padding"],
-                    "padding": kernel // 2 if b["padding"] == "same" else b["padding"],
-                    "batch_norm": m["batch_norm"] if b["batch_norm"] is None else b["batch_norm"],
-                    "pool_stride": b["pool_stride"] or b["pool_size"]})
-    return out
-
-
-def block_output(h: int, w: int, b: dict) -> tuple[int, int]:
-    """The height and width a block (``cnn_blocks``) makes of an h x w input (Paddle's floor arithmetic)."""
-    def side(n):
-        n = (n + 2 * b["padding"] - b["kernel"]) // b["stride"] + 1
-        if b["pool"] != "none" and n >= 1:
-            n = (n + 2 * b["pool_padding"] - b["pool_size"]) // b["pool_stride"] + 1
-        return n
-    return side(h), side(w)
+    return d[datasets.get(d["name"]).val_key] > 0
 
 
 def _cross_checks(cfg: dict) -> list[str]:
@@ -508,9 +481,10 @@ def _cross_checks(cfg: dict) -> list[str]:
         if m["channels"] not in (SCHEMA["model"]["channels"].default, listed):
             errors.append("model.blocks and model.channels both describe the conv blocks: give one of them")
         m["channels"] = listed  # as the blocks say, so that the written config reads true
+    folder = datasets.get(d["name"]).kind == "folder"
     if m["name"] == "cnn":
-        h, w = d["image_size"] if d["name"] == "image_folder" and len(d["image_size"]) == 2 else (28, 28)
-        for i, b in enumerate(cnn_blocks(m)):
+        h, w = d["image_size"] if folder and len(d["image_size"]) == 2 else (28, 28)
+        for i, b in enumerate(blocks.cnn_blocks(m)):
             where = f"model.blocks[{i}]" if m["blocks"] is not None else f"block {i + 1} of model.channels"
             if b["padding_given"] == "same" and b["kernel"] % 2 == 0:
                 errors.append(f"{where}: padding 'same' needs an odd kernel, got {b['kernel']}")
@@ -519,26 +493,27 @@ def _cross_checks(cfg: dict) -> list[str]:
                 errors.append(f"{where}: pool_padding {b['pool_padding']} is more than half the pool_size "
                               f"{b['pool_size']}")
                 break
-            h2, w2 = block_output(h, w, b)
+            h2, w2 = blocks.block_output(h, w, b)
             if h2 < 1 or w2 < 1:
                 errors.append(f"{where} makes the {h}x{w} input it gets {max(h2, 0)}x{max(w2, 0)}: use fewer "
                               "blocks, less stride or pooling" + (" or a larger data.image_size"
-                                                                  if d["name"] == "image_folder" else ""))
+                                                                  if folder else ""))
                 break
             h, w = h2, w2
     a = cfg["augment"]
-    if m["name"] == "cnn" and "flip" in m["tta"] and d["name"] == "mnist":
-        errors.append(f"model.tta is {m['tta']} on digits (data.name mnist): a mirrored 2 or 7 is not a digit. "
+    ds = datasets.get(d["name"])
+    if m["name"] == "cnn" and "flip" in m["tta"] and ds.mirrored:
+        errors.append(f"model.tta is {m['tta']} on {ds.noun} (data.name {ds.name}): {ds.mirrored}. "
                       "Use model.tta shift, or mirror clothing (fashion-mnist) or image folders")
-    if a["flip"] and d["name"] == "mnist" and a["apply"] != "never":
-        errors.append(f"augment.flip is {a['flip']:g} on digits (data.name mnist): a mirrored 2 or 7 is not a digit. "
+    if a["flip"] and ds.mirrored and a["apply"] != "never":
+        errors.append(f"augment.flip is {a['flip']:g} on {ds.noun} (data.name {ds.name}): {ds.mirrored}. "
                       "Mirror clothing (fashion-mnist) or image folders, or set augment.flip 0")
     t = cfg["train"]
     if not has_validation(cfg) and t["patience"] and t["monitor"].startswith("val/"):
-        which = "data.val_ratio" if d["name"] == "image_folder" else "data.val_size"
+        which = f"data.{datasets.get(d['name']).val_key}"
         errors.append(f"{which} 0 leaves no validation split for train.monitor {t['monitor']} to watch: set "
                       "train.monitor to train/loss or train/acc, or train.patience to 0")
-    if d["name"] == "image_folder":
+    if folder:
         if not d["folder"]:
             errors.append("data.folder is required with data.name: image_folder (the folder that holds one "
                           "sub-folder of images per class)")
@@ -771,7 +746,7 @@ def config_hash(cfg: dict) -> str:
 
 
 def reference_markdown() -> str:
-    """The config reference table for the README, generated from SCHEMA."""
+    """The config reference table of docs/config.md, generated from SCHEMA."""
     lines = ["| key | default | applies to | meaning |", "|---|---|---|---|"]
     for section, fields in SCHEMA.items():
         for key, f in fields.items():

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_kit import data
+from mnist_kit import data, datasets
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--dataset", default="mnist", choices=list(data.DATASETS))
+    ap.add_argument("--dataset", default="mnist", choices=list(datasets.IDX))
     ap.add_argument("--count", type=int, default=5)
     args = ap.parse_args()
     prepared = data.load(args.dataset, data.data_root())

@@ -16,7 +16,8 @@ from conftest import REPO
 PACKAGE = REPO / "mnist_kit"
 DOC = REPO / "docs" / "architecture.md"
 # what training is: the modules that importing prediction or serving must not load
-TRAINING = {"mnist_kit.train", "mnist_kit.evaluate.scoring", "mnist_kit.models", "mnist_kit.runs.checkpoint",
+TRAINING = {"mnist_kit.train", "mnist_kit.evaluate.scoring", "mnist_kit.models.networks", "mnist_kit.models.losses",
+            "mnist_kit.models.optim", "mnist_kit.models.onednn", "mnist_kit.runs.checkpoint",
             "mnist_kit.backend.runtime", "mnist_kit.backend.distributed", "mnist_kit.board.writer",
             "mnist_kit.board.graph"}
 MAX_FUNCTION_LINES = 60
@@ -109,6 +110,17 @@ def test_every_package_says_what_it_owns_and_may_import():
         if path.name == "__init__.py" and module != "mnist_kit":
             doc = ast.get_docstring(ast.parse(path.read_text())) or ""
             assert len(doc) > 200 and "May import" in doc, f"{module}: its docstring says too little"
+
+
+def test_config_takes_from_models_only_plain_python():
+    """The config reads the registry's names and the CNN's geometry; importing it must not import paddle."""
+    light = {"mnist_kit.models.registry", "mnist_kit.models.blocks"}
+    assert {m for m in _imports("mnist_kit.config") if package_of(m) == "models"} <= light
+    for module in light:
+        tree = ast.parse(MODULES[module].read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert imported <= {"__future__", "importlib"}, (module, imported)
 
 
 def test_nothing_imports_the_cli():

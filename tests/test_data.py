@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import FILES, run_cli, run_subprocess, synthetic_arrays, write_idx_folder
-from mnist_kit import data
+from mnist_kit import data, datasets
 from mnist_kit.data import idx, sources
 from mnist_kit.data.splits import split_train_val
 
@@ -172,9 +172,9 @@ def test_normalization_auto_is_measured_on_the_training_split():
 
 # ---------------------------------------------------------------- download
 
-def _synthetic_info(folder: Path, arrays) -> sources.DatasetInfo:
+def _synthetic_info(folder: Path, arrays) -> datasets.DataSet:
     """MNIST's entry with the checksums of the synthetic files, as if they were the published ones."""
-    base = sources.DATASETS["mnist"]
+    base = datasets.get("mnist")
     files = {}
     for role, spec in base.files.items():
         blob = (folder / spec.filename).read_bytes()

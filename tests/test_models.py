@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mnist_kit.backend.runtime import paddle
+from mnist_kit.models import blocks as block_geometry
 from mnist_kit.models.networks import CNN, Conv2D, build_model
 
 F = paddle.nn.functional
@@ -153,7 +154,7 @@ def test_blocks_compute_what_the_textbook_layers_compute(blocks):
     cfg = config.load(None, [f"model.blocks={json.dumps(blocks)}"])
     model = build_model(cfg["model"])
     model.eval()
-    plain = _textbook(model, config.cnn_blocks(cfg["model"]), (1, 28, 28))
+    plain = _textbook(model, block_geometry.cnn_blocks(cfg["model"]), (1, 28, 28))
     plain.eval()
     x = paddle.to_tensor(np.random.default_rng(0).normal(size=(3, 1, 28, 28)).astype("float32"))
     assert np.allclose(model.features(x).numpy(), plain(x).numpy(), atol=1e-5)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from mnist_kit import datasets
+
 STREAM = 0x61756736  # "aug6": the augmentation's seeds never collide with the data order's ([seed, epoch])
 _AFFINE, _STROKE, _ELASTIC, _ERASE, _FLIP = range(5)
 ERASE_ASPECT = (0.3, 3.3)  # erased rectangles' height/width range (Zhong et al., 2017)
@@ -129,9 +131,10 @@ class Augment:
         return np.where(mask, fill, x).astype(np.float32)
 
 
-AUTO_DATASETS = ("mnist",)  # augment.apply: auto. Measured (docs/performance.md): on digits the affine
-# recipe closes the gap between photos and the test set; on Fashion-MNIST, whose objects are all trimmed and
-# fitted to 28x28 alike, the same transforms cost 1-3 points of test accuracy after 5 epochs.
+# augment.apply: auto uses the transforms where the catalogue says (DataSet.augment_by_default). Measured
+# (docs/performance.md): on digits the affine recipe closes the gap between photos and the test set; on
+# Fashion-MNIST, whose objects are all trimmed and fitted to 28x28 alike, the same transforms cost 1-3 points of
+# test accuracy after 5 epochs.
 
 
 def skipped(section: dict, dataset: str) -> str | None:
@@ -141,8 +144,9 @@ def skipped(section: dict, dataset: str) -> str | None:
         return None
     if section["apply"] == "never":
         return "augment.apply is never"
-    if dataset not in AUTO_DATASETS:
-        return (f"augment.apply: auto uses them on {', '.join(AUTO_DATASETS)} only, not {dataset}; "
+    if not datasets.get(dataset).augment_by_default:
+        auto = [name for name, d in datasets.CATALOG.items() if d.augment_by_default]
+        return (f"augment.apply: auto uses them on {', '.join(auto)} only, not {dataset}; "
                 f"-o augment.apply=always uses them ({configured.describe()})")
     return None
 

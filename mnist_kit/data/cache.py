@@ -25,7 +25,8 @@ import numpy as np
 
 from mnist_kit import UserError
 from mnist_kit.data.idx import decompress, parse_idx
-from mnist_kit.data.sources import DatasetInfo, SourceError, dataset_info, debian_available, download, read_local
+from mnist_kit.data.sources import SourceError, dataset_info, debian_available, download, read_local
+from mnist_kit.datasets import DataSet
 from mnist_kit.util import faults, provenance
 from mnist_kit.util.console import info
 from mnist_kit.util.files import atomic_path, digest, remove_stale_partials, write_text
@@ -59,7 +60,7 @@ class Prepared:
     input_shape: tuple = (1, 28, 28)  # (channels, height, width) of the network's input
 
 
-def _parse_all(info_: DatasetInfo, files: dict[str, bytes]) -> dict[str, np.ndarray]:
+def _parse_all(info_: DataSet, files: dict[str, bytes]) -> dict[str, np.ndarray]:
     arrays = {}
     for role, spec in info_.files.items():
         arrays[role] = parse_idx(files[role], spec.raw_name, spec.ndim)
@@ -76,7 +77,7 @@ def _parse_all(info_: DatasetInfo, files: dict[str, bytes]) -> dict[str, np.ndar
     return arrays
 
 
-def _fetch(info_: DatasetInfo, target: Path, source: str, from_dir, mirrors, retries, timeout, verify,
+def _fetch(info_: DataSet, target: Path, source: str, from_dir, mirrors, retries, timeout, verify,
            backoff) -> tuple[dict[str, bytes], str]:
     """The four files' bytes from ``source`` (auto: Debian's package where installed, else download), and a
     description of where they came from."""

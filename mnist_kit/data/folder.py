@@ -24,6 +24,7 @@ import numpy as np
 
 from mnist_kit.data.cache import FORMAT_VERSION, DataError, NotPrepared, Prepared, read_cache, write_cache
 from mnist_kit.data.splits import stratified_split
+from mnist_kit.datasets import IMAGE_FOLDER
 from mnist_kit.util import provenance
 from mnist_kit.util.console import Progress, info
 from mnist_kit.util.images import COLORS, IMAGE_SUFFIXES, ImageError, load_image
@@ -39,7 +40,7 @@ def _folder(dcfg: dict) -> Path:
 def cache_dir(dcfg: dict, root: Path) -> Path:
     folder = _folder(dcfg)
     key = json.dumps({"folder": str(folder), **{k: dcfg[k] for k in DECODE_KEYS}}, sort_keys=True)
-    return Path(root) / "image_folder" / f"{folder.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    return Path(root) / IMAGE_FOLDER / f"{folder.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def scan(folder: Path) -> tuple[list[str], list[tuple[str, int]], list[str]]:
@@ -138,7 +139,7 @@ def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
         raise DataError(f"no readable image left in class folder(s) {', '.join(gone)} of {folder}")
     meta = {
         "format": FORMAT_VERSION,  # the cache format of the IDX data sets
-        "dataset": "image_folder",
+        "dataset": IMAGE_FOLDER,
         "source": f"folder {folder}",
         "folder": str(folder),
         "settings": {k: dcfg[k] for k in DECODE_KEYS},
@@ -180,7 +181,7 @@ def load_folder(dcfg: dict, root: Path, warn_if_changed: bool = True) -> Prepare
                  f"To include the changes, {how} and --force")
     x, y = arrays["x"], arrays["y"].astype(np.int64)
     rest, test = stratified_split(y, dcfg["test_ratio"], dcfg["split_seed"], salt=1)
-    return Prepared("image_folder", tuple(meta["classes"]), x[rest], y[rest], x[test], y[test], meta,
+    return Prepared(IMAGE_FOLDER, tuple(meta["classes"]), x[rest], y[rest], x[test], y[test], meta,
                     tuple(meta["input_shape"]))
 
 

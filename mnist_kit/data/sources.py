@@ -13,108 +13,24 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnist_kit import UserError
+from mnist_kit import UserError, datasets
 from mnist_kit.data.idx import MAX_BYTES, decompress
+from mnist_kit.datasets import DataSet, FileSpec
 from mnist_kit.util.console import Progress, info
 from mnist_kit.util.files import atomic_path
-
-ROLES = ("train_images", "train_labels", "test_images", "test_labels")
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    filename: str  # name of the official archive, e.g. train-images-idx3-ubyte.gz
-    md5_gz: str  # published MD5 of the archive (torchvision, Paddle)
-    md5_raw: str  # published MD5 of the uncompressed file
-    ndim: int
-    sha256_gz: str | None = None  # published SHA-256 of the archive (TensorFlow), where there is one
-
-    @property
-    def raw_name(self) -> str:
-        return self.filename[: -len(".gz")]
-
-    @property
-    def raw_bytes(self) -> int:
-        """The size of the uncompressed file: 60,000 training or 10,000 test images (28x28) or labels."""
-        count = 60000 if self.filename.startswith("train") else 10000
-        return 16 + count * 28 * 28 if self.ndim == 3 else 8 + count
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    title: str
-    classes: tuple
-    mirrors: tuple
-    files: dict = field(hash=False)
-    debian_dir: Path | None = None
-    debian_package: str | None = None
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo(
-        name="mnist",
-        title="MNIST",
-        classes=tuple(str(d) for d in range(10)),
-        mirrors=(
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",  # torchvision
-            "https://storage.googleapis.com/cvdf-datasets/mnist/",  # TensorFlow
-            "https://dataset.bj.bcebos.com/mnist/",  # Paddle
-            "http://yann.lecun.com/exdb/mnist/",  # the original
-        ),
-        files={
-            "train_images": FileSpec("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                                     "6bbc9ace898e44ae57da46a324031adb", 3,
-                                     "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-            "train_labels": FileSpec("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432",
-                                     "a25bea736e30d166cdddb491f175f624", 1,
-                                     "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-            "test_images": FileSpec("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3",
-                                    "2646ac647ad5339dbf082846283269ea", 3,
-                                    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-            "test_labels": FileSpec("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c",
-                                    "27ae3e4e09519cfbb04c329615203637", 1,
-                                    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
-        },
-    ),
-    "fashion-mnist": DatasetInfo(
-        name="fashion-mnist",
-        title="Fashion-MNIST",
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        mirrors=(
-            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # Zalando, torchvision
-            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",  # Keras
-            "https://dataset.bj.bcebos.com/fashion_mnist/",  # Paddle
-        ),
-        files={
-            "train_images": FileSpec("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                                     "f4a8712d7a061bf5bd6d2ca38dc4d50a", 3),
-            "train_labels": FileSpec("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe",
-                                     "9018921c3c673c538a1fc5bad174d6f9", 1),
-            "test_images": FileSpec("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79",
-                                    "8181f5470baa50b63fa0f6fddb340f0a", 3),
-            "test_labels": FileSpec("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310",
-                                    "15d484375f8d13e6eb1aabb0c3f46965", 1),
-        },
-        debian_dir=Path("/usr/share/datasets/fashion-mnist"),
-        debian_package="dataset-fashion-mnist",
-    ),
-}
 
 
 class SourceError(UserError):
     pass
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise SourceError(f"unknown dataset '{name}'; allowed: {', '.join(DATASETS)}") from None
+def dataset_info(name: str) -> DataSet:
+    """An IDX data set of the catalogue, or SourceError."""
+    if name not in datasets.IDX:
+        raise SourceError(f"unknown dataset '{name}'; allowed: {', '.join(datasets.IDX)}")
+    return datasets.get(name)
 
 
 def checksum_match(data: bytes, spec: FileSpec) -> str | None:
@@ -142,7 +58,7 @@ def _find(directory: Path, spec: FileSpec) -> Path | None:
     return None
 
 
-def read_local(info_: DatasetInfo, directory: Path, verify: bool = True) -> dict[str, bytes]:
+def read_local(info_: DataSet, directory: Path, verify: bool = True) -> dict[str, bytes]:
     """The four files from ``directory`` (``.gz`` or uncompressed), verified unless told not to."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -169,7 +85,7 @@ def read_local(info_: DatasetInfo, directory: Path, verify: bool = True) -> dict
     return out
 
 
-def debian_available(info_: DatasetInfo) -> bool:
+def debian_available(info_: DataSet) -> bool:
     try:
         return info_.debian_dir is not None and all(_find(info_.debian_dir, s) for s in info_.files.values())
     except SourceError:
@@ -206,7 +122,7 @@ def _fetch(url: str, target: Path, timeout: float, desc: str) -> None:
         raise ConnectionError(str(e.reason)) from None
 
 
-def download(info_: DatasetInfo, dest: Path, mirrors=None, retries: int = 3, timeout: float = 30.0,
+def download(info_: DataSet, dest: Path, mirrors=None, retries: int = 3, timeout: float = 30.0,
              verify: bool = True, backoff: float = 1.0) -> dict[str, bytes]:
     """Download the four archives into ``dest``, trying each mirror in turn; return their bytes.
 

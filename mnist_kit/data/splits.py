@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mnist_kit import datasets
 from mnist_kit.data.batches import Batches, Normalization
 from mnist_kit.data.cache import DataError, Prepared
 
@@ -56,7 +57,7 @@ def val_ratio_of_rest(dcfg: dict) -> float:
 def split_train_val(x: np.ndarray, y: np.ndarray, dcfg: dict):
     """The deterministic split of the training images (x_train, y_train, x_val, y_val): ``data.val_size``
     random images for MNIST-style sets, ``data.val_ratio`` of every class for image folders."""
-    if dcfg["name"] == "image_folder":
+    if datasets.get(dcfg["name"]).kind == "folder":
         train, val = stratified_split(y, val_ratio_of_rest(dcfg), dcfg["split_seed"], salt=2)
     else:
         if dcfg["val_size"] >= len(y):
@@ -119,7 +120,7 @@ def _check_sizes(splits: Splits, cfg: dict, world: int) -> None:
         raise DataError(f"no training step: the training split has {n} images and a step takes {per}; lower "
                         "train.batch_size" + (" or use fewer processes" if world > 1 else ""))
     d = cfg["data"]
-    asked = (d["val_ratio"] if d["name"] == "image_folder" else d["val_size"]) > 0
+    asked = d[datasets.get(d["name"]).val_key] > 0
     if splits.val.num_samples == 0 and asked:  # none asked for (0): training on every image
         raise DataError(f"the validation split is empty ({n} training images): validation picks the best "
                         "checkpoint; raise data.val_ratio, or add images to the smallest classes")

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError
+from mnist_kit import UserError, datasets
 from mnist_kit.backend.runtime import versions
 from mnist_kit.data import Batches, Splits
-from mnist_kit.deploy import inference, preprocess
+from mnist_kit.deploy import inference
 from mnist_kit.evaluate import scoring
 from mnist_kit.models.networks import save_program
 from mnist_kit.runs.rundir import RunDir
@@ -126,12 +126,12 @@ def _metadata(run: RunDir, trained: scoring.Trained, classes: list) -> dict:
         "input_shape": [None, *shape],
         "input_dtype": "float32",
         "normalization": trained.splits.norm.to_dict(),
-        "preprocess": preprocess.STYLE_OF_DATASET.get(cfg["data"]["name"], "folder"),
+        "preprocess": datasets.get(cfg["data"]["name"]).photo_style,
         "classes": classes,
         "dataset": cfg["data"]["name"],
         "model": cfg["model"],
         **({"image": {k: cfg["data"][k] for k in ("image_size", "color", "resize")}}
-           if cfg["data"]["name"] == "image_folder" else {}),
+           if datasets.get(cfg["data"]["name"]).kind == "folder" else {}),
         "source": {"run": str(run.path.resolve()), "checkpoint": ckpt_path.name, "epoch": state["epoch"],
                    "step": state["step"], "checkpoint_sha256": digest(ckpt_path)},
         "exported_at": provenance.now(),

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mnist_kit.deploy.preprocess import STYLE_OF_DATASET, preprocess
+from mnist_kit import datasets
+from mnist_kit.deploy.preprocess import preprocess
 
 FORMATS = (("jpg", 0.6), ("png", 0.25), ("alpha.png", 0.15))  # kind, share
 
@@ -91,7 +92,7 @@ def photo_set(x: np.ndarray, y: np.ndarray, dataset: str, count: int, seed: int 
     images they were made from). The files go into
     ``folder`` when given (it is created; existing photos there are replaced only by name), else into a
     temporary folder that is removed."""
-    style = STYLE_OF_DATASET[dataset]
+    style = datasets.get(dataset).photo_style
     if folder is not None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         return (*_read_back(write_photos(x, y, Path(folder), count, seed), style), choose(y, count, seed))

@@ -110,9 +110,6 @@ def _otsu(x: np.ndarray) -> float:
 # "digit" (MNIST): fit the digit to a 20x20 box, centre of mass at the centre of 28x28;
 # "fill" (Fashion-MNIST): trim, longest edge to 28, object centred.
 STYLES = ("digit", "fill")
-# how a user's image is brought to the form of the training images: MNIST's digit framing, Fashion-MNIST's
-# object framing, or an image folder's resize (an export's "image" metadata says to what)
-STYLE_OF_DATASET = {"mnist": "digit", "fashion-mnist": "fill", "image_folder": "folder"}
 
 
 def mnist_style(ink: np.ndarray, style: str = "digit") -> np.ndarray:

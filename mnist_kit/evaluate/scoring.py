@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, config, data
+from mnist_kit import UserError, config, data, datasets
 from mnist_kit.backend import distributed
 from mnist_kit.backend.paddle_inference import Program, program_files
 from mnist_kit.backend.runtime import paddle, select_device
 from mnist_kit.evaluate import metrics
+from mnist_kit.models.losses import build_loss
 from mnist_kit.models.networks import build_model, load_weights, save_program
-from mnist_kit.models.optim import build_loss
 from mnist_kit.runs import checkpoint
 from mnist_kit.runs.rundir import RunDir
 from mnist_kit.util.console import info
@@ -124,7 +124,7 @@ def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, spli
     ``deploy.photos.photo_set``), on photos made from the test set, read as ``predict`` reads files, beside
     the same test images as they are (``result["photos"]``)."""
     t = load_trained(run, epoch, last, device)
-    if photos is not None and t.cfg["data"]["name"] not in config.IDX_DATASETS:
+    if photos is not None and datasets.get(t.cfg["data"]["name"]).kind != "idx":
         raise UserError(f"--photos makes photos of MNIST-style test images; {run} was trained on an image folder: "
                         "evaluate photos of your own with mnist-kit predict")
     splits, classes = t.splits, t.splits.prepared.classes

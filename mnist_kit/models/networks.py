@@ -10,8 +10,10 @@ import math
 
 import numpy as np
 
-from mnist_kit import UserError, config
+from mnist_kit import UserError
 from mnist_kit.backend.runtime import paddle
+from mnist_kit.models import registry
+from mnist_kit.models.blocks import block_output, cnn_blocks
 
 nn = paddle.nn
 F = paddle.nn.functional
@@ -67,13 +69,11 @@ class Linear(nn.Layer):
 
 
 class MLP(nn.Layer):
-    ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-
     def __init__(self, input_shape, num_classes, hidden=(256, 128), activation="relu", dropout=0.0):
         super().__init__()
         layers, width = [nn.Flatten()], int(np.prod(input_shape))
         for h in hidden:
-            layers += [nn.Linear(width, h), self.ACTIVATIONS[activation]()]
+            layers += [nn.Linear(width, h), registry.resolve(registry.ACTIVATIONS, activation)()]
             width = h
         self.body = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
@@ -89,7 +89,7 @@ class MLP(nn.Layer):
 class CNN(nn.Layer):
     """Conv blocks, then hidden linear layers with ReLU (``model.head``, none by default), dropout and the
     output layer; outside training, optionally averaged over copies of each image (``model.tta``). Each
-    block: a conv [+ batch norm], an activation and a pooling (``config.cnn_blocks``: from ``model.blocks``,
+    block: a conv [+ batch norm], an activation and a pooling (``blocks.cnn_blocks``: from ``model.blocks``,
     or from the short keys: a 'same' conv, ReLU and a 2x2 max-pool per entry of ``channels``).
 
     The default, two blocks of 20 channels with 5x5 kernels, is the classic Paddle/LeNet tutorial net.
@@ -100,15 +100,13 @@ class CNN(nn.Layer):
     order. The standard block (stride 1, 'same', ReLU, 2x2 max-pool) may run on oneDNN (``models/onednn``).
     """
 
-    ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU,
-                   "gelu": nn.GELU}
     MONOTONIC = ("relu", "sigmoid", "tanh", "leaky_relu", "none")
 
     def __init__(self, input_shape, num_classes, channels=(20, 20), kernel_size=5, batch_norm=False, dropout=0.0,
                  blocks=None, head=None, tta="none"):
         super().__init__()
-        self.specs = config.cnn_blocks({"channels": list(channels), "kernel_size": kernel_size,
-                                        "batch_norm": batch_norm, "blocks": blocks})
+        self.specs = cnn_blocks({"channels": list(channels), "kernel_size": kernel_size,
+                                 "batch_norm": batch_norm, "blocks": blocks})
         in_ch, height, width = input_shape
         layers, self._blocks = [], []  # _blocks: (conv, batch norm or None, [what follows, in order])
         for b in self.specs:
@@ -116,14 +114,14 @@ class CNN(nn.Layer):
             conv = Conv2D(in_ch, b["channels"], b["kernel"], stride=b["stride"], padding=b["padding"],
                           bias_attr=False if b["batch_norm"] else None)
             norm = nn.BatchNorm2D(b["channels"]) if b["batch_norm"] else None
-            act = self.ACTIVATIONS[b["activation"]]() if b["activation"] != "none" else None
-            pool = {"max": nn.MaxPool2D, "avg": nn.AvgPool2D}[b["pool"]](
+            act = registry.resolve(registry.BLOCK_ACTIVATIONS, b["activation"])() if b["activation"] != "none" else None
+            pool = registry.resolve(registry.POOLS, b["pool"])(
                 b["pool_size"], b["pool_stride"], b["pool_padding"]) if b["pool"] != "none" else None
             after = [pool, act] if b["pool"] == "max" and b["activation"] in self.MONOTONIC else [act, pool]
             after = [layer for layer in after if layer is not None]
             layers += [conv, *([norm] if norm is not None else []), *after]
             self._blocks.append((conv, norm, after))
-            in_ch, (height, width) = b["channels"], config.block_output(height, width, b)
+            in_ch, (height, width) = b["channels"], block_output(height, width, b)
         if height < 1 or width < 1:
             raise ValueError(f"the conv blocks shrink a {input_shape[1]}x{input_shape[2]} input to nothing")
         layers.append(nn.Flatten())
@@ -154,7 +152,7 @@ class CNN(nn.Layer):
                 odd.append("pool none" if b["pool"] == "none" else
                            f"{b['pool']} pool {b['pool_size']}/{b['pool_stride']}/{b['pool_padding']}")
             out.append((conv, norm, ", ".join(odd) or None, (h, w)))
-            h, w = config.block_output(h, w, b)
+            h, w = block_output(h, w, b)
         return out
 
     def use_fast_blocks(self, blocks) -> None:
@@ -201,12 +199,9 @@ class CNN(nn.Layer):
         return paddle.logsumexp(logp, axis=0) - float(np.log(k))
 
 
-MODELS = {"linear": Linear, "mlp": MLP, "cnn": CNN}
-
-
 def build_model(model_cfg: dict, input_shape=(1, 28, 28), num_classes: int = 10) -> nn.Layer:
     options = {k: v for k, v in model_cfg.items() if k not in ("name", "init")}
-    model = MODELS[model_cfg["name"]](tuple(input_shape), num_classes, **options)
+    model = registry.resolve(registry.MODELS, model_cfg["name"])(tuple(input_shape), num_classes, **options)
     initialize(model, model_cfg.get("init", "default"))
     return model
 

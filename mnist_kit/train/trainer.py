@@ -17,8 +17,9 @@ from mnist_kit.backend import distributed
 from mnist_kit.backend.runtime import paddle, rng_state, seed_everything, select_device, set_rng_state, versions
 from mnist_kit.data.augment import Augment
 from mnist_kit.models import onednn
+from mnist_kit.models.losses import build_loss
 from mnist_kit.models.networks import build_model, load_weights
-from mnist_kit.models.optim import build_loss, build_optimizer, build_schedule
+from mnist_kit.models.optim import build_optimizer, build_schedule
 from mnist_kit.runs import checkpoint
 from mnist_kit.train.ema import WeightAverage
 from mnist_kit.util.console import info
