@@ -20,7 +20,7 @@ from mnist_kit.util import interrupts
 class _Failure(click.ClickException):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click's is a class default, meant to be set
 
 
 # errors of the file system that the user can act on: shown as one line, with what to do, never a traceback
@@ -163,7 +163,8 @@ def _resolve_run(run_dir: Path | None, root: Path | None, root_config: Path | No
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL", help="Download from this base URL (repeatable) "
               "instead of the built-in mirror list.")
 @click.option("--retries", type=click.IntRange(1, 20), default=3, show_default=True, help="Attempts per mirror.")
-@click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True, help="Network timeout, seconds.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Network timeout, seconds.")
 @click.option("--no-verify", is_flag=True, help="Accept files that do not match the published checksums.")
 @click.option("--force", is_flag=True, help="Prepare again even if a valid cache exists.")
 @_print_config_option("config_path", "overrides")

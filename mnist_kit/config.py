@@ -94,7 +94,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "head": Field("ints", None, "widths of hidden linear layers (each followed by ReLU) between the conv blocks "
                       "and the output layer, e.g. [256]; null = none (the conv features go straight to the output)",
                       only=("cnn",), min=1, max=65536),
-        "dropout": Field("float", 0.0, "dropout probability before the last linear layer", only=("mlp", "cnn"), min=0.0, max=0.99),
+        "dropout": Field("float", 0.0, "dropout probability before the last linear layer", only=("mlp", "cnn"),
+                         min=0.0, max=0.99),
         "tta": Field("str", "none", "test-time augmentation, part of the network outside training (validation, "
                      "eval, export, predict, serve): the class probabilities of each image averaged with those "
                      "of its copies: flip = mirrored left to right (clothing; refused on digits), shift = moved "
@@ -123,7 +124,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "beta1": Field("float", 0.9, "first-moment decay", only=("adam", "adamw"), min=0.0, max=1.0),
         "beta2": Field("float", 0.999, "second-moment decay", only=("adam", "adamw"), min=0.0, max=1.0),
         "rho": Field("float", 0.95, "squared-gradient decay", only=("rmsprop",), min=0.0, max=1.0),
-        "epsilon": Field("float", 1e-8, "numerical stability term", only=("adagrad", "rmsprop", "adam", "adamw"), min=0.0,
+        "epsilon": Field("float", 1e-8, "numerical stability term", only=("adagrad", "rmsprop", "adam", "adamw"),
+                         min=0.0,
                          max=1.0),
     },
     "schedule": {
@@ -218,27 +220,6 @@ SCHEMA: dict[str, dict[str, Field]] = {
 }
 
 
-# The hyper-parameters that lead every comparison of runs (`mnist-kit runs`, the board's table), and
-# the config keys that say nothing about the model or its training (never shown as hyper-parameters).
-KEY_HPARAMS = ("model.name", "optimizer.name", "optimizer.lr", "train.batch_size")
-NOT_HPARAMS = ("output.", "log.", "checkpoint.", "train.log_every", "train.eval_batch_size", "train.device",
-               "data.root")
-
-
-def hparams_shown(cfg: dict, also=()) -> list[str]:
-    """The keys (``section.key``) a run shows as its hyper-parameters, in order: the key ones, then
-    ``also`` (a sweep's axes), then every other key whose value is not the default."""
-    base = defaults()
-    changed = [f"{s}.{k}" for s, sec in cfg.items() if isinstance(sec, dict) for k, v in sec.items()
-               if base.get(s, {}).get(k, object()) != v]
-    keys = []
-    for key in (*KEY_HPARAMS, *also, *changed):
-        section, _, name = key.partition(".")
-        if key not in keys and not key.startswith(NOT_HPARAMS) and name in cfg.get(section, {}):
-            keys.append(key)
-    return keys
-
-
 def defaults() -> dict:
     """The complete default config: configs/cnn.yaml's data and network with the classic recipe (Adam 1e-3,
     batch 64, a constant rate, no label smoothing) and no augmentation, so that a config leaves out only
@@ -275,55 +256,68 @@ def clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _as_int(path: str, field: Field, value: Any, bad: ValueError) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad
+    return value
+
+
+def _as_float(path: str, field: Field, value: Any, bad: ValueError) -> Any:
+    if field.kind == "float_or_auto" and value == "auto":
+        return "auto"
+    if isinstance(value, bool):
+        raise bad
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            value = float(value)
+        except ValueError:
+            raise bad from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise bad
+    return float(value)
+
+
+def _as_str(path: str, field: Field, value: Any, bad: ValueError) -> Any:
+    if isinstance(value, bool) and "off" in field.choices:  # YAML 1.1 reads on/off (and yes/no) as booleans
+        value = "on" if value else "off"
+    if not isinstance(value, str) or not value:
+        raise bad
+    if any(ord(c) < 32 or c == "\x7f" for c in value):  # a NUL, a newline: no name or path holds them
+        raise ValueError(f"{path} must not hold control characters (a newline, a NUL...), got {excerpt(value)}")
+    if len(value) > 4096:
+        raise ValueError(f"{path} has {len(value):,} characters; at most 4,096")
+    return value
+
+
+def _as_ints(path: str, field: Field, value: Any, bad: ValueError) -> Any:
+    if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        raise bad
+    if len(value) > MAX_LIST:
+        raise ValueError(f"{path} has {len(value)} values; at most {MAX_LIST}")
+    return list(value)
+
+
+def _as_bool(path: str, field: Field, value: Any, bad: ValueError) -> Any:
+    if not isinstance(value, bool):
+        raise bad
+    return value
+
+
+# Field.kind -> f(path, field, value, the error for a value of the wrong type) -> the value as that kind
+_KINDS = {"int": _as_int, "float": _as_float, "float_or_auto": _as_float, "str": _as_str, "path": _as_str,
+          "ints": _as_ints, "bool": _as_bool, "blocks": lambda path, field, value, bad: _blocks(path, value)}
+
+
 def _coerce(path: str, field: Field, value: Any) -> Any:
     """Return ``value`` as the field's type, or raise ValueError with a message."""
     if value is None:
         if field.default is None:
             return None
         raise ValueError(f"{path} must be {_kind_name(field)}, not null")
-    kind = field.kind
-    bad = ValueError(f"{path} must be {_kind_name(field)}, got {excerpt(value)}")
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        out = value
-    elif kind in ("float", "float_or_auto"):
-        if kind == "float_or_auto" and value == "auto":
-            return "auto"
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad
-        out = float(value)
-    elif kind in ("str", "path"):
-        if isinstance(value, bool) and "off" in field.choices:  # YAML 1.1 reads on/off (and yes/no) as booleans
-            value = "on" if value else "off"
-        if not isinstance(value, str) or not value:
-            raise bad
-        if any(ord(c) < 32 or c == "\x7f" for c in value):  # a NUL, a newline: no name or path holds them
-            raise ValueError(f"{path} must not hold control characters (a newline, a NUL...), got {excerpt(value)}")
-        if len(value) > 4096:
-            raise ValueError(f"{path} has {len(value):,} characters; at most 4,096")
-        out = value
-    elif kind == "ints":
-        if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
-            raise bad
-        if len(value) > MAX_LIST:
-            raise ValueError(f"{path} has {len(value)} values; at most {MAX_LIST}")
-        out = list(value)
-    elif kind == "blocks":
-        out = _blocks(path, value)
-    else:  # pragma: no cover - schema typo
-        raise AssertionError(kind)
+    wrong_type = ValueError(f"{path} must be {_kind_name(field)}, got {excerpt(value)}")
+    out = _KINDS[field.kind](path, field, value, wrong_type)
+    if field.kind == "bool" or (field.kind == "float_or_auto" and out == "auto"):
+        return out
     if field.choices and out not in field.choices:
         raise ValueError(f"{path} is {excerpt(out)}; allowed: {', '.join(field.choices)}"
                          f"{suggest(str(out)[:100], field.choices)}")
@@ -371,7 +365,7 @@ def _blocks(path: str, value: Any) -> list[dict]:
                                  f"keys: {', '.join(BLOCK_FIELDS)}")
         if "channels" not in block:
             raise ValueError(f"{where} needs channels (the conv's output channels)")
-        done = {}
+        done: dict[str, Any] = {}
         for key, f in BLOCK_FIELDS.items():
             v = block.get(key, f.default)
             if key == "padding" and isinstance(v, int) and not isinstance(v, bool):
@@ -404,40 +398,7 @@ def validate(raw: Any, source: str = "config") -> dict:
         if section not in SCHEMA:
             errors.append(f"unknown section {excerpt(section)}{suggest(str(section)[:100], SCHEMA)}; sections: "
                           f"{', '.join(SCHEMA)}")
-    out: dict = {}
-    for section, fields in SCHEMA.items():
-        given = raw.get(section) or {}
-        if not isinstance(given, dict):
-            errors.append(f"{section} must be a mapping of keys, got {excerpt(given)}")
-            given = {}
-        for key in given:
-            if key not in fields:
-                errors.append(f"unknown key {excerpt(f'{section}.{key}')}{suggest(str(key)[:100], fields, section + '.')}; "
-                              f"keys of {section}: {', '.join(fields)}")
-        sec: dict = {}
-        name = None
-        if "name" in fields:
-            try:
-                name = sec["name"] = _coerce(f"{section}.name", fields["name"],
-                                             given.get("name", fields["name"].default))
-            except ValueError as e:
-                errors.append(str(e))
-        for key, field in fields.items():
-            if key == "name":
-                continue
-            if field.only and name is not None and name not in field.only:
-                if key in given:
-                    errors.append(f"{section}.{key} does not apply to {section} '{name}' "
-                                  f"(it applies to: {', '.join(field.only)}); remove it, "
-                                  f"or add -o {section}.{key}=null")
-                continue
-            if field.only and name is None:
-                continue
-            try:
-                sec[key] = _coerce(f"{section}.{key}", field, given.get(key, copy.deepcopy(field.default)))
-            except ValueError as e:
-                errors.append(str(e))
-        out[section] = sec
+    out = {section: _section(section, fields, raw.get(section) or {}, errors) for section, fields in SCHEMA.items()}
     if not errors:
         errors.extend(_cross_checks(out))
     for key in ("folder", "root"):  # the same folder from any directory: recorded as an absolute path
@@ -446,6 +407,38 @@ def validate(raw: Any, source: str = "config") -> dict:
     if errors:
         raise ConfigError(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors), problems=errors)
     return out
+
+
+def _section(section: str, fields: dict[str, Field], given: Any, errors: list[str]) -> dict:
+    """One section complete with defaults; its problems appended to ``errors``. A key marked ``only`` is kept
+    for the names it applies to, and an error when given for another."""
+    if not isinstance(given, dict):
+        errors.append(f"{section} must be a mapping of keys, got {excerpt(given)}")
+        given = {}
+    for key in given:
+        if key not in fields:
+            hint = suggest(str(key)[:100], fields, section + ".")
+            errors.append(f"unknown key {excerpt(f'{section}.{key}')}{hint}; keys of {section}: {', '.join(fields)}")
+    sec: dict = {}
+    name = None
+    if "name" in fields:
+        try:
+            name = sec["name"] = _coerce(f"{section}.name", fields["name"], given.get("name", fields["name"].default))
+        except ValueError as e:
+            errors.append(str(e))
+    for key, field in fields.items():
+        if key == "name" or (field.only and name is None):
+            continue
+        if field.only and name not in field.only:
+            if key in given:
+                errors.append(f"{section}.{key} does not apply to {section} '{name}' (it applies to: "
+                              f"{', '.join(field.only)}); remove it, or add -o {section}.{key}=null")
+            continue
+        try:
+            sec[key] = _coerce(f"{section}.{key}", field, given.get(key, copy.deepcopy(field.default)))
+        except ValueError as e:
+            errors.append(str(e))
+    return sec
 
 
 def valid_device(device: str) -> bool:
@@ -464,6 +457,38 @@ def has_validation(cfg: dict) -> bool:
     return d[datasets.get(d["name"]).val_key] > 0
 
 
+def _cnn_checks(m: dict, image_size: list | None) -> list[str]:
+    """The CNN's blocks against each other and against the input (28x28, or an image folder's image_size):
+    odd kernels for 'same' padding, pooling, and nothing shrunk to nothing. Fills model.channels from
+    model.blocks, so that the written config reads true."""
+    errors: list[str] = []
+    if m["blocks"] is None and m["kernel_size"] % 2 == 0:
+        errors.append("model.kernel_size must be odd (the conv uses 'same' padding)")
+    if m["blocks"] is not None:
+        listed = [b["channels"] for b in m["blocks"]]
+        if m["channels"] not in (SCHEMA["model"]["channels"].default, listed):
+            errors.append("model.blocks and model.channels both describe the conv blocks: give one of them")
+        m["channels"] = listed  # as the blocks say, so that the written config reads true
+    h, w = image_size or (28, 28)
+    for i, b in enumerate(blocks.cnn_blocks(m)):
+        where = f"model.blocks[{i}]" if m["blocks"] is not None else f"block {i + 1} of model.channels"
+        if b["padding_given"] == "same" and b["kernel"] % 2 == 0:
+            errors.append(f"{where}: padding 'same' needs an odd kernel, got {b['kernel']}")
+            break
+        if b["pool"] != "none" and 2 * b["pool_padding"] > b["pool_size"]:
+            errors.append(f"{where}: pool_padding {b['pool_padding']} is more than half the pool_size "
+                          f"{b['pool_size']}")
+            break
+        h2, w2 = blocks.block_output(h, w, b)
+        if h2 < 1 or w2 < 1:
+            errors.append(f"{where} makes the {h}x{w} input it gets {max(h2, 0)}x{max(w2, 0)}: use fewer "
+                          "blocks, less stride or pooling" + (" or a larger data.image_size"
+                                                              if image_size else ""))
+            break
+        h, w = h2, w2
+    return errors
+
+
 def _cross_checks(cfg: dict) -> list[str]:
     errors = []
     name = cfg["output"]["name"]
@@ -474,32 +499,9 @@ def _cross_checks(cfg: dict) -> list[str]:
     if not valid_device(device):
         errors.append(f"train.device is {device!r}; allowed: cpu, gpu, gpu:N (N = 0, 1, ...), auto")
     d, m = cfg["data"], cfg["model"]
-    if m["name"] == "cnn" and m["blocks"] is None and m["kernel_size"] % 2 == 0:
-        errors.append("model.kernel_size must be odd (the conv uses 'same' padding)")
-    if m["name"] == "cnn" and m["blocks"] is not None:
-        listed = [b["channels"] for b in m["blocks"]]
-        if m["channels"] not in (SCHEMA["model"]["channels"].default, listed):
-            errors.append("model.blocks and model.channels both describe the conv blocks: give one of them")
-        m["channels"] = listed  # as the blocks say, so that the written config reads true
     folder = datasets.get(d["name"]).kind == "folder"
     if m["name"] == "cnn":
-        h, w = d["image_size"] if folder and len(d["image_size"]) == 2 else (28, 28)
-        for i, b in enumerate(blocks.cnn_blocks(m)):
-            where = f"model.blocks[{i}]" if m["blocks"] is not None else f"block {i + 1} of model.channels"
-            if b["padding_given"] == "same" and b["kernel"] % 2 == 0:
-                errors.append(f"{where}: padding 'same' needs an odd kernel, got {b['kernel']}")
-                break
-            if b["pool"] != "none" and 2 * b["pool_padding"] > b["pool_size"]:
-                errors.append(f"{where}: pool_padding {b['pool_padding']} is more than half the pool_size "
-                              f"{b['pool_size']}")
-                break
-            h2, w2 = blocks.block_output(h, w, b)
-            if h2 < 1 or w2 < 1:
-                errors.append(f"{where} makes the {h}x{w} input it gets {max(h2, 0)}x{max(w2, 0)}: use fewer "
-                              "blocks, less stride or pooling" + (" or a larger data.image_size"
-                                                                  if folder else ""))
-                break
-            h, w = h2, w2
+        errors += _cnn_checks(m, d["image_size"] if folder and len(d["image_size"]) == 2 else None)
     a = cfg["augment"]
     ds = datasets.get(d["name"])
     if m["name"] == "cnn" and "flip" in m["tta"] and ds.mirrored:
@@ -642,7 +644,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         parsed = parse_yaml(value) if value.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {excerpt(text)}: the value is not valid YAML ({getattr(e, 'problem', e)})") from None
+        raise ConfigError(f"override {excerpt(text)}: the value is not valid YAML "
+                          f"({getattr(e, 'problem', e)})") from None
     if isinstance(parsed, dict):
         raise ConfigError(f"override {excerpt(text)}: the value must be a scalar or a list")
     return parts, parsed
@@ -743,16 +746,3 @@ def dump(cfg: dict) -> str:
 
 def config_hash(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def reference_markdown() -> str:
-    """The config reference table of docs/config.md, generated from SCHEMA."""
-    lines = ["| key | default | applies to | meaning |", "|---|---|---|---|"]
-    for section, fields in SCHEMA.items():
-        for key, f in fields.items():
-            meaning = f.help + (f"; one of: {', '.join(f.choices)}" if f.choices else "")
-            if f.min is not None and f.max is not None:
-                meaning += f"; {_number(f.min)} to {_number(f.max)}" + (" each" if f.kind == "ints" else "")
-            default = "null" if f.default is None else json.dumps(f.default)
-            lines.append(f"| `{section}.{key}` | `{default}` | {', '.join(f.only) or 'all'} | {meaning} |")
-    return "\n".join(lines)

@@ -376,7 +376,8 @@ def main():
     mk1 = next(r for r in rows if r["setup"].startswith("mnist-kit cnn.yaml, train.threads=1"))
     mk_fast = next(r for r in rows if r["setup"].startswith("mnist-kit cnn_fast.yaml ["))
     if torch2:
-        print(f"\nmnist-kit cnn.yaml vs PyTorch, same network, data and batch: {mk['train_ips'] / torch2['train_ips']:.2f}x "
+        ratio = mk["train_ips"] / torch2["train_ips"]
+        print(f"\nmnist-kit cnn.yaml vs PyTorch, same network, data and batch: {ratio:.2f}x "
               f"the training images/s on {torch2['threads']} threads each"
               + (f", {mk1['train_ips'] / torch1['train_ips']:.2f}x on 1 thread each" if torch1 else ""))
         for row in (mk, mk_fast):
@@ -391,7 +392,8 @@ def main():
           f"{on['train_ips']:,.0f} vs {off['train_ips']:,.0f} img/s")
     aug = next(r for r in rows if "augment.apply=always" in r["setup"])
     print(f"augmentation (cnn.yaml's rotate 10, scale 0.1, translate 0.1, forced on Fashion-MNIST): "
-          f"{aug['train_ips']:,.0f} img/s in one epoch vs {mk['train_ips']:,.0f} without (cnn.yaml's 8-epoch mean) ({100 * (aug['train_ips'] / mk['train_ips'] - 1):+.1f}%); "
+          f"{aug['train_ips']:,.0f} img/s in one epoch vs {mk['train_ips']:,.0f} without (cnn.yaml's 8-epoch mean) "
+          f"({100 * (aug['train_ips'] / mk['train_ips'] - 1):+.1f}%); "
           f"its accuracy: scripts/bench_augment.py")
     print("eval img/s: the reference and PyTorch evaluate eagerly; mnist-kit runs Paddle Inference with oneDNN "
           "(what `mnist-kit eval` and `predict` use)")

@@ -10,7 +10,8 @@ throughput after warm-up, and per-epoch wall time and test accuracy for the time
 
 With --recipe RECIPE.json (written by scripts/bench_recipes.py from a resolved mnist-kit config) it trains
 that recipe instead, for its epochs: the conv blocks (kernel, 'same' padding, batch norm, ReLU, 2x2 max-pool),
-hidden linear layers (model.head), dropout, test-time augmentation (model.tta), Adam with the recipe's rate and betas, a linear warm-up then cosine decay stepped per batch as
+hidden linear layers (model.head), dropout, test-time augmentation (model.tta), Adam with the recipe's rate and
+betas, a linear warm-up then cosine decay stepped per batch as
 mnist-kit's (Paddle's LinearWarmup over CosineAnnealingDecay), label smoothing, the moving average of the
 weights (the same decay rule, evaluated with the average) and the same augmentation code
 (mnist_kit/data/augment.py, numpy only). Weights start from PyTorch's own default initialisation.

@@ -258,7 +258,8 @@ def check_images(page, board: Board) -> str:
     imgs = until(page, loaded, what="the pictures")
     scales = [min(w / nw, h / nh) for nw, nh, w, h in imgs]
     small = [s for s in scales if s * visuals.FONT_PX < MIN_CAPTION_PX]
-    assert not small, f"{len(small)} pictures show captions below {MIN_CAPTION_PX} px ({visuals.FONT_PX} px at x{min(scales):.2f})"
+    assert not small, (f"{len(small)} pictures show captions below {MIN_CAPTION_PX} px "
+                       f"({visuals.FONT_PX} px at x{min(scales):.2f})")
     return f"{len(imgs)} pictures; captions shown {min(scales) * visuals.FONT_PX:.1f} px high or more"
 
 

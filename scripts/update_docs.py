@@ -9,6 +9,7 @@ they are current: run this after changing a config key or a command's options.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -54,9 +55,23 @@ def commands_page() -> str:
     return "\n".join(out) + "\n"
 
 
+def config_reference() -> str:
+    """The config reference table of docs/config.md, generated from SCHEMA."""
+    lines = ["| key | default | applies to | meaning |", "|---|---|---|---|"]
+    for section, fields in config.SCHEMA.items():
+        for key, f in fields.items():
+            meaning = f.help + (f"; one of: {', '.join(f.choices)}" if f.choices else "")
+            if f.min is not None and f.max is not None:
+                each = " each" if f.kind == "ints" else ""
+                meaning += f"; {config._number(f.min)} to {config._number(f.max)}{each}"
+            default = "null" if f.default is None else json.dumps(f.default)
+            lines.append(f"| `{section}.{key}` | `{default}` | {', '.join(f.only) or 'all'} | {meaning} |")
+    return "\n".join(lines)
+
+
 def config_page(text: str) -> str:
     new, n = re.subn(r"(<!-- config-reference.*?-->\n).*?(\n<!-- /config-reference -->)",
-                     lambda m: m.group(1) + config.reference_markdown() + m.group(2), text, flags=re.S)
+                     lambda m: m.group(1) + config_reference() + m.group(2), text, flags=re.S)
     assert n == 1, "config-reference markers not found in docs/config.md"
     return new
 

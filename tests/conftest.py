@@ -216,7 +216,7 @@ def digit_export(tmp_path_factory):
     return base / "export"
 
 
-# ---------------------------------------------------------------- a hostile file: EPS, which Pillow hands to Ghostscript
+# ---------------------------------------------------------------- a hostile file: EPS (Pillow runs Ghostscript)
 
 # Pillow recognises EPS by content, whatever the file's name, and runs `gs` (no timeout) to decode it
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n{ } loop\n"

@@ -20,7 +20,14 @@ TRAINING = {"mnist_kit.train", "mnist_kit.evaluate.scoring", "mnist_kit.models.n
             "mnist_kit.models.optim", "mnist_kit.models.onednn", "mnist_kit.runs.checkpoint",
             "mnist_kit.backend.runtime", "mnist_kit.backend.distributed", "mnist_kit.board.writer",
             "mnist_kit.board.graph"}
-MAX_FUNCTION_LINES = 60
+MAX_FUNCTION_LINES = 50
+MAX_MODULE_LINES = 400
+# The modules allowed to be longer, each with its length when last measured (growing past it fails) and why
+LONG_MODULES = {
+    "mnist_kit.config": (750, "the schema (about 170 lines of one table) and its checks: one place to read "
+                              "what a config may say"),
+    "mnist_kit.cli": (550, "twelve commands, each a thin wrapper of options over one function"),
+}
 
 
 def _module_name(path: Path) -> str:
@@ -153,8 +160,8 @@ def _closure(start: str) -> set[str]:
 
 
 def test_predict_imports_no_training_code():
-    for start in ("mnist_kit.deploy.predict", "mnist_kit.deploy.serve", "mnist_kit.deploy.inference",
-                  "mnist_kit.deploy.preprocess"):
+    for start in ("mnist_kit.deploy.predict", "mnist_kit.deploy.serve", "mnist_kit.deploy.app",
+                  "mnist_kit.deploy.inference", "mnist_kit.deploy.preprocess"):
         assert not [m for m in _closure(start) if _is_training(m)], sorted(_closure(start))
     # and for real, in a fresh interpreter: paddle too is left for the moment a model is loaded
     code = ("import sys, mnist_kit.deploy.predict, mnist_kit.deploy.serve; "
@@ -203,18 +210,36 @@ def test_the_cycle_check_finds_a_cycle(monkeypatch):
     assert any("mnist_kit.runs.checkpoint" in c and "mnist_kit.train.engine" in c for c in _cycles())
 
 
-def test_functions_are_short_enough_to_read():
-    """No function over MAX_FUNCTION_LINES lines, unless a ``# long:`` comment in it says why."""
-    long = []
+def _function_lengths() -> dict[str, int]:
+    out = {}
     for name, path in MODULES.items():
-        lines = path.read_text().splitlines()
-        for node in ast.walk(ast.parse("\n".join(lines))):
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                n = node.end_lineno - node.lineno + 1
-                body = lines[node.lineno - 1:node.end_lineno]
-                if n > MAX_FUNCTION_LINES and not any("# long:" in line for line in body):
-                    long.append(f"{name}.{node.name}: {n} lines")
-    assert not long, long
+                out[f"{name}.{node.name}"] = node.end_lineno - node.lineno + 1
+    return out
+
+
+def test_modules_and_functions_are_short_enough_to_read():
+    """No module over MAX_MODULE_LINES lines and no function over MAX_FUNCTION_LINES, but the exceptions named
+    in LONG_MODULES, each with its size when it was measured: an exception that grows fails too."""
+    problems = []
+    for name, path in MODULES.items():
+        n = len(path.read_text().splitlines())
+        if n > LONG_MODULES.get(name, (MAX_MODULE_LINES, ""))[0]:
+            problems.append(f"{name}: {n} lines")
+    problems += [f"{name}: {n} lines" for name, n in _function_lengths().items() if n > MAX_FUNCTION_LINES]
+    assert not problems, problems
+    assert all(name in MODULES for name in LONG_MODULES), "an exception names a module that is gone"
+
+
+def test_the_code_passes_ruff_and_mypy():
+    """ruff (pyflakes, pycodestyle, import order; line length 120) on the package, tests and scripts, and mypy
+    on the package, with the settings in pyproject.toml."""
+    bin_ = Path(sys.executable).parent
+    for argv in ([bin_ / "ruff", "check", "--no-cache", "mnist_kit", "tests", "scripts"],
+                 [bin_ / "mypy", "--no-incremental", "--cache-dir", "/dev/null"]):
+        proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
 def _declared_minimum() -> str:

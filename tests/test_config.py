@@ -6,6 +6,7 @@ import yaml
 from conftest import REPO, run_cli, run_subprocess
 from mnist_kit import ConfigError, config
 from mnist_kit.models import registry
+from mnist_kit.runs import listing
 
 
 def test_default_config_is_configs_cnn_yaml_with_the_classic_recipe():
@@ -168,7 +169,7 @@ def test_the_hyper_parameters_a_run_shows_lead_with_what_tells_runs_apart():
     cfg = config.defaults()
     cfg["optimizer"]["weight_decay"] = 0.01  # changed from the default
     cfg["log"]["images"] = False  # not a hyper-parameter
-    keys = config.hparams_shown(cfg, also=["model.dropout"])  # a sweep's axis: shown even at its default
+    keys = listing.hparams_shown(cfg, also=["model.dropout"])  # a sweep's axis: shown even at its default
     assert keys == ["model.name", "optimizer.name", "optimizer.lr", "train.batch_size", "model.dropout",
                     "optimizer.weight_decay"]
 

@@ -14,7 +14,8 @@ from mnist_kit.data.splits import split_train_val
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 needs_debian = pytest.mark.skipif(not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
-                                  reason="Debian's dataset-fashion-mnist is not installed (scripts/setup.sh installs it)")
+                                  reason="Debian's dataset-fashion-mnist is not installed "
+                                         "(scripts/setup.sh installs it)")
 
 
 # ---------------------------------------------------------------- IDX format

@@ -207,7 +207,8 @@ def test_export_writes_a_checked_self_contained_model(exported):
     assert names in (["mnist_kit_model.json", "model.json", "model.onnx", "model.pdiparams"],
                      ["mnist_kit_model.json", "model.onnx", "model.pdiparams", "model.pdmodel"])
     meta = json.loads((exported / "mnist_kit_model.json").read_text())
-    assert meta["onnx"]["max_abs_logit_difference"] <= 1e-4 and meta["onnx"]["val_accuracy"] == meta["checks"]["val_accuracy"]
+    assert meta["onnx"]["max_abs_logit_difference"] <= 1e-4
+    assert meta["onnx"]["val_accuracy"] == meta["checks"]["val_accuracy"]
     run = json.loads(Path("checkpoints/digits/run.json").read_text())
     assert meta["normalization"] == run["normalization"] and meta["classes"] == [str(d) for d in range(10)]
     assert meta["input_shape"] == [None, 1, 28, 28] and meta["preprocess"] == "digit"
@@ -325,7 +326,8 @@ try:
     main(["predict", "--model", {str(exported)!r}, {str(img)!r}, "--json"])
 except SystemExit as e:
     assert e.code in (0, None), e.code
-loaded = [m for m in ("mnist_kit.train.engine", "mnist_kit.models.networks", "mnist_kit.models.optim", "mnist_kit.runs.checkpoint")
+loaded = [m for m in ("mnist_kit.train.engine", "mnist_kit.models.networks", "mnist_kit.models.optim",
+                      "mnist_kit.runs.checkpoint")
           if m in sys.modules]
 assert not loaded, loaded
 """

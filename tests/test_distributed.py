@@ -100,7 +100,8 @@ def test_resume_under_the_launcher_is_exact_and_on_one_process_is_allowed(prepar
     a, b = _params("checkpoints/full", 2), _params("checkpoints/part", 2)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     # the same interrupted run resumed by one process: allowed from an epoch end with a constant schedule
-    proc = _launch("train", *SMALL, "-o", "train.epochs=3", "--name", "solo", env={"MNIST_KIT_FAULT": "interrupt@epoch:0"})
+    proc = _launch("train", *SMALL, "-o", "train.epochs=3", "--name", "solo",
+                   env={"MNIST_KIT_FAULT": "interrupt@epoch:0"})
     result = run_cli("resume", "--run", "checkpoints/solo")
     assert result.exit_code == 0, result.output
     assert "resuming a 2-process run with 1 process(es)" in result.output

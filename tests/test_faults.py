@@ -214,7 +214,8 @@ def test_a_damaged_run_json_is_an_error_for_that_run_and_skipped_for_the_others(
                                                                           "zz-damaged": "unreadable"}
     newest = run_cli("eval", "--json")  # the newest run: the damaged one is skipped with a warning
     assert newest.exit_code == 0, newest.output
-    assert "warning: skipping checkpoints/zz-damaged" in newest.output and json.loads(newest.stdout)["run"].endswith("base")
+    assert "warning: skipping checkpoints/zz-damaged" in newest.output
+    assert json.loads(newest.stdout)["run"].endswith("base")
 
 
 def test_garbage_lines_in_metrics_are_left_out(trained):
@@ -253,7 +254,8 @@ def test_an_edited_config_yaml_does_not_load_other_weights(trained, tmp_path, co
 
 def test_checkpoints_of_another_model_are_refused_by_name(trained, tmp_path, monkeypatch):
     """Another run's ckpt/ copied in, its config included: the weights themselves are checked."""
-    assert run_cli("train", *FAST, "-o", "model.channels=[4,4]", "-o", "train.epochs=1", "--name", "small").exit_code == 0
+    small = run_cli("train", *FAST, "-o", "model.channels=[4,4]", "-o", "train.epochs=1", "--name", "small")
+    assert small.exit_code == 0
     shutil.rmtree(trained / "ckpt")
     shutil.copytree(tmp_path / "checkpoints" / "small" / "ckpt", trained / "ckpt")
     assert_user_error(run_cli("export", "--run", trained), "model.channels")

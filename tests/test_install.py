@@ -73,7 +73,8 @@ def test_the_sdist_and_wheel_hold_the_licence_configs_and_pad(dist):
     meta = next(zipfile.ZipFile(dist["wheel"]).read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
     assert "License-Expression: Apache-2.0" in meta and "Provides-Extra: cpu" in meta
     assert "Requires-Dist: paddlepaddle>=2.6; extra == \"cpu\"" in meta
-    assert not [line for line in meta.splitlines() if line.startswith("Requires-Dist: paddlepaddle") and "extra" not in line]
+    assert not [line for line in meta.splitlines()
+                if line.startswith("Requires-Dist: paddlepaddle") and "extra" not in line]
     from mnist_kit import __version__
     assert f"Version: {__version__}\n" in meta
     with tarfile.open(dist["sdist"]) as tar:

@@ -234,7 +234,8 @@ def test_test_time_augmentation_averages_the_probabilities_of_the_copies(tta):
     model.eval()
     x = np.random.default_rng(0).normal(size=(5, 1, 28, 28)).astype("float32")
     wide = np.pad(x, [(0, 0), (0, 0), (0, 0), (1, 1)], mode="edge")  # moved by one pixel, the edge repeated
-    views = [x] + ([x[..., ::-1]] if "flip" in tta else []) + ([wide[..., :28], wide[..., 2:]] if "shift" in tta else [])
+    views = ([x] + ([x[..., ::-1]] if "flip" in tta else [])
+             + ([wide[..., :28], wide[..., 2:]] if "shift" in tta else []))
     averaged = model(paddle.to_tensor(x)).numpy()
     model.tta = "none"
     probs = [F.softmax(model(paddle.to_tensor(np.ascontiguousarray(v)))).numpy() for v in views]

@@ -106,17 +106,3 @@ def test_a_multi_process_job_that_fails_before_training_leaves_no_run_folder(tmp
     assert proc.returncode == 1
     assert "Fashion-MNIST is not prepared" in proc.stderr and "Traceback" not in proc.stderr.split("Error:")[-1]
     assert not Path("checkpoints/never").exists()
-
-
-def test_only_the_graph_files_an_earlier_version_wrote_count_as_its_leftovers(tmp_path):
-    from mnist_kit.runs.rundir import RunDir
-
-    run = RunDir(tmp_path / "r")
-    (run.path / "graph").mkdir(parents=True)
-    run.vdl_dir.mkdir()
-    for name in ("model.pdmodel", "model.pdiparams", "model.notes"):  # the last: a file of the user's
-        (run.path / "graph" / name).write_text("x")
-    (run.vdl_dir / "vdlgraph.1700000000.log").write_text("x")
-    (run.vdl_dir / "vdlgraph-notes.txt").write_text("x")
-    assert sorted(p.name for p in run.legacy_graph_files) == ["model.pdiparams", "model.pdmodel",
-                                                              "vdlgraph.1700000000.log"]

@@ -324,9 +324,10 @@ def test_a_request_over_its_pixels_in_all_is_refused_whole(server):
 def test_pixels_being_decoded_are_bounded_for_the_whole_server(digit_export):
     """In process, on the real app and predictor: while other requests hold the server's decoding budget, an
     image is answered 503 with Retry-After at once; the budget comes back after every request, failed or not."""
-    from mnist_kit.deploy import inference, serve
+    from mnist_kit.deploy import app as serve_app
+    from mnist_kit.deploy import inference
 
-    app = serve.create_app(inference.Predictor(digit_export))
+    app = serve_app.create_app(inference.Predictor(digit_export))
     service, client = app.extensions["mnist_kit"], app.test_client()
     raw = {"content_type": "image/png"}
     assert client.post("/api/predict", data=PNG, **raw).status_code == 200
@@ -335,14 +336,14 @@ def test_pixels_being_decoded_are_bounded_for_the_whole_server(digit_export):
              "data": {"f": [(io.BytesIO(_big_png()), f"b{i}.png") for i in range(3)]}}
     assert client.post("/api/predict/batch", **batch).status_code == 413
     assert service.budget.used == 0  # given back after an answer, a decode error and a refusal
-    service.budget.take(serve.MAX_DECODING_PIXELS - 1_000_000)  # other requests decoding right now
+    service.budget.take(serve_app.MAX_DECODING_PIXELS - 1_000_000)  # other requests decoding right now
     try:
         answer = client.post("/api/predict", data=_big_png(2_000_000), **raw)
         assert answer.status_code == 503 and answer.headers["Retry-After"] == "1", answer.json
         assert "the server is decoding" in answer.json["error"] and "try again" in answer.json["error"]
         assert client.post("/api/predict", data=PNG, **raw).status_code == 200  # a small one still fits
     finally:
-        service.budget.give(serve.MAX_DECODING_PIXELS - 1_000_000)
+        service.budget.give(serve_app.MAX_DECODING_PIXELS - 1_000_000)
     assert client.post("/api/predict", data=_big_png(2_000_000), **raw).status_code in (200, 400)
     assert service.budget.used == 0
 
@@ -571,7 +572,8 @@ def test_export_without_the_onnx_tools_says_so_and_predict_uses_paddle(trained_f
     monkeypatch.setitem(sys.modules, "paddle2onnx", None)
     result = run_cli("export", "--out", "plain")
     assert result.exit_code == 0, result.output
-    assert "note: no model.onnx (paddle2onnx not installed); predict and serve will use Paddle Inference" in result.output
+    assert ("note: no model.onnx (paddle2onnx not installed); predict and serve will use Paddle Inference"
+            in result.output)
     assert not Path("plain/model.onnx").exists()
     assert json.loads(Path("plain/mnist_kit_model.json").read_text())["onnx_skipped"] == "paddle2onnx not installed"
     result = run_cli("export", "--format", "onnx", "--out", "strict")

@@ -39,7 +39,8 @@ def create_predictor(model: Path, params: Path, device: str = "cpu", threads: in
         try:
             from paddle import inference
         except ImportError as e:
-            raise ProgramError(f"Paddle Inference is needed to run {Path(model).name} but paddle cannot be imported ({e}); "
+            raise ProgramError(f"Paddle Inference is needed to run {Path(model).name} but paddle cannot be "
+                               f"imported ({e}); "
                                "install paddlepaddle, or export with --format onnx and install onnxruntime") from None
     config = inference.Config(str(model), str(params))
     if device.startswith("gpu"):

@@ -55,8 +55,6 @@ if len(builds := installed_builds()) > 1:  # the second install overwrote the fi
 # printed by BatchNorm on every training forward pass; it describes Paddle's normal behaviour
 warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
 
-PADDLE_VERSION = tuple(int(p) for p in paddle.__version__.split(".")[:2] if p.isdigit())
-
 
 def select_device(spec: str, local_rank: int = 0) -> str:
     """Set paddle's device from ``cpu``, ``gpu``, ``gpu:N`` or ``auto``; return the device used.

@@ -87,8 +87,6 @@ def _write(run: RunDir) -> None:
     old = replace_dir(tmp, run.graph_dir)
     if old is not None:  # an earlier graph of this run, swapped out
         shutil.rmtree(old)
-    for legacy in run.legacy_graph_files:  # an earlier version's layout: the board would list it too
-        legacy.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from mnist_kit.util.interrupts import stop_child
 
 def newest_graph(logdir: Path) -> Path | None:
     """The graph of the newest run under ``logdir`` (for the board's static graph page)."""
-    models = [m for run in rundir.find(logdir) for m in (run.graph_model, run.legacy_graph_model) if m.is_file()]
+    models = [run.graph_model for run in rundir.find(logdir) if run.graph_model.is_file()]
     return max(models, key=lambda p: p.stat().st_mtime) if models else None
 
 
@@ -62,7 +62,7 @@ def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path |
     argv, cwd = board_command(logdir, host, port, model)
     proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             errors="replace")
-    errors = collections.deque(maxlen=20)
+    errors: collections.deque[str] = collections.deque(maxlen=20)
     threading.Thread(target=_drain, args=(proc.stderr, errors), daemon=True).start()
     url = addresses.url(host, port)
     try:

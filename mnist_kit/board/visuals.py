@@ -22,7 +22,7 @@ def font(px: int = FONT_PX):
 
 def _text_width(draw: ImageDraw.ImageDraw, text: str, face) -> int:
     left, _, right, _ = draw.textbbox((0, 0), text, font=face)
-    return right - left
+    return int(right - left)
 
 
 def fit_text(draw: ImageDraw.ImageDraw, text: str, width: int, px: int = FONT_PX):
@@ -39,12 +39,13 @@ def fit_text(draw: ImageDraw.ImageDraw, text: str, width: int, px: int = FONT_PX
 
 def _layout(n: int, columns: int | None, label_w: int, cap: int) -> tuple[int, int, int]:
     """(tile, columns, rows) with the largest tile that keeps the grid within the thumbnail's box."""
-    best = None
+    best: tuple[int, int, int] | None = None
     for c in [columns] if columns else range(1, n + 1):
         r = -(-n // c)
         tile = min((THUMB_W - label_w - PAD) // c - PAD, (THUMB_H - PAD) // r - PAD - cap)
         if best is None or tile > best[0]:
             best = (tile, c, r)
+    assert best is not None  # n >= 1: one layout at least
     tile, c, r = best
     return max(tile, MIN_TILE), c, r  # too many images for the box: the picture grows past it
 

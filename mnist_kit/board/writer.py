@@ -94,6 +94,7 @@ class Logbook:
         return self.writer is not None
 
     def _add(self, record) -> None:
+        assert self.writer is not None
         self.writer._get_file_writer().add_record(record)
 
     # ---------------------------------------------------------------- components

@@ -211,8 +211,8 @@ def warp(x: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     dy, dx = (w if h > 1 else 0), (1 if w > 1 else 0)
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim == 4:
-        flat = x.reshape(n * h * w, -1)
-        take = lambda i: flat[i]  # noqa: E731
+        pixels = x.reshape(n * h * w, -1)
+        take = lambda i: pixels[i]  # noqa: E731
         fy, fx = fy[..., None], fx[..., None]
     else:
         flat = x.reshape(-1)

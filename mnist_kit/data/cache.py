@@ -32,7 +32,7 @@ from mnist_kit.util.console import info
 from mnist_kit.util.files import atomic_path, digest, remove_stale_partials, write_text
 
 FORMAT_VERSION = 1
-ARRAYS = re.compile(r"^arrays(-[0-9a-f]+)?\.npz$")  # the names of arrays files (arrays.npz: before 0.1.1)
+ARRAYS = re.compile(r"^arrays-[0-9a-f]+\.npz$")  # the names of arrays files
 
 
 class DataError(UserError):
@@ -94,6 +94,7 @@ def _fetch(info_: DataSet, target: Path, source: str, from_dir, mirrors, retries
                 raise SourceError(f"Debian has no package with {info_.title}; use --source download or --from-dir")
             raise SourceError(f"Debian's {info_.debian_package} is not installed "
                               f"(install it with: apt-get install {info_.debian_package})")
+        assert info_.debian_dir is not None  # debian_available says it is there
         info(f"reading {info_.title} from Debian's {info_.debian_package} in {info_.debian_dir}")
         return (read_local(info_, info_.debian_dir, verify),
                 f"Debian package {info_.debian_package} ({info_.debian_dir})")
@@ -164,14 +165,14 @@ class NotPrepared(DataError):
 
 
 def read_cache(target: Path, keys: tuple) -> tuple[dict, dict]:
-    """(meta, arrays) of the complete, undamaged cache in ``target`` (``prepared.json`` + ``arrays.npz``);
+    """(meta, arrays) of the complete, undamaged cache in ``target`` (``prepared.json`` + ``arrays-ID.npz``);
     NotPrepared if there is none, DataError if it is damaged or of another format."""
     meta_path = target / "prepared.json"
     if not meta_path.is_file():
         raise NotPrepared(f"nothing is prepared in {target}")
     try:
         meta = json.loads(meta_path.read_text())
-        expected, arrays_name = meta["arrays_sha256"], meta.get("arrays", "arrays.npz")
+        expected, arrays_name = meta["arrays_sha256"], meta["arrays"]
         assert isinstance(expected, str) and isinstance(arrays_name, str) and ARRAYS.match(arrays_name)
     except (ValueError, KeyError, OSError, TypeError, AssertionError):
         raise DataError(f"{meta_path} is damaged") from None

@@ -70,6 +70,7 @@ def read_local(info_: DataSet, directory: Path, verify: bool = True) -> dict[str
                           f"({', '.join(s.filename for s in info_.files.values())}, gzipped or not)")
     out = {}
     for role, path in found.items():
+        assert path is not None  # none is missing (above)
         try:
             if path.stat().st_size > MAX_BYTES:
                 raise SourceError(f"{path} has {path.stat().st_size:,} bytes: more than an IDX file may have "
@@ -122,6 +123,30 @@ def _fetch(url: str, target: Path, timeout: float, desc: str) -> None:
         raise ConnectionError(str(e.reason)) from None
 
 
+def _from_mirror(mirror: str, spec: FileSpec, target: Path, retries: int, timeout: float, verify: bool,
+                 backoff: float, failures: list[str]) -> bytes | None:
+    """One file from one mirror, with retries and back-off; its bytes, or None with why in ``failures``."""
+    url = mirror.rstrip("/") + "/" + spec.filename
+    for attempt in range(1, retries + 1):
+        try:
+            _fetch(url, target, timeout, f"{spec.filename} from {mirror}")
+        except _Permanent as e:
+            failures.append(f"{url}: {e}")
+            return None
+        except (ConnectionError, OSError, http.client.HTTPException) as e:
+            failures.append(f"{url}: {e} (attempt {attempt} of {retries})")
+            if attempt < retries:
+                time.sleep(backoff * 2 ** (attempt - 1))
+            continue
+        data = target.read_bytes()
+        if verify and not checksum_match(data, spec):
+            target.unlink()
+            failures.append(f"{url}: checksum mismatch (md5 {hashlib.md5(data).hexdigest()}), file discarded")
+            return None
+        return data
+    return None
+
+
 def download(info_: DataSet, dest: Path, mirrors=None, retries: int = 3, timeout: float = 30.0,
              verify: bool = True, backoff: float = 1.0) -> dict[str, bytes]:
     """Download the four archives into ``dest``, trying each mirror in turn; return their bytes.
@@ -141,28 +166,11 @@ def download(info_: DataSet, dest: Path, mirrors=None, retries: int = 3, timeout
                 out[role] = data
                 continue
             target.unlink()
-        failures = []
+        failures: list[str] = []
         for mirror in mirrors:
-            url = mirror.rstrip("/") + "/" + spec.filename
-            for attempt in range(1, retries + 1):
-                try:
-                    _fetch(url, target, timeout, f"{spec.filename} from {mirror}")
-                except _Permanent as e:
-                    failures.append(f"{url}: {e}")
-                    break
-                except (ConnectionError, OSError, http.client.HTTPException) as e:
-                    failures.append(f"{url}: {e} (attempt {attempt} of {retries})")
-                    if attempt < retries:
-                        time.sleep(backoff * 2 ** (attempt - 1))
-                    continue
-                data = target.read_bytes()
-                if verify and not checksum_match(data, spec):
-                    target.unlink()
-                    failures.append(f"{url}: checksum mismatch (md5 {hashlib.md5(data).hexdigest()}), file discarded")
-                    break
-                out[role] = data
-                break
-            if role in out:
+            got = _from_mirror(mirror, spec, target, retries, timeout, verify, backoff, failures)
+            if got is not None:
+                out[role] = got
                 break
             info(f"  {mirror} failed for {spec.filename}: {failures[-1].split(': ', 1)[1]}")
         if role not in out:

@@ -103,7 +103,8 @@ def make_splits(prepared: Prepared, cfg: dict, norm: Normalization | None = None
     if dcfg.get("balance") == "oversample":
         keep = oversample(y_tr, dcfg["split_seed"])
         x_tr, y_tr = x_tr[keep], y_tr[keep]
-    prepared = dataclasses.replace(prepared, x_train=None, y_train=None)  # the splits hold them: not kept twice
+    # the splits hold them: not kept twice (the arrays left None from here on)
+    prepared = dataclasses.replace(prepared, x_train=None, y_train=None)  # type: ignore[arg-type]
     splits = Splits(prepared, norm,
                     Batches(x_tr, y_tr, tcfg["batch_size"], norm, shuffle=True, seed=tcfg["seed"], rank=rank,
                             world=world),

@@ -5,9 +5,10 @@
     preprocess.py  people's images brought to the training images' form
     predict.py     mnist-kit predict; reading and answering one image (reader, answer)
     photos.py      photos made from a test set (eval --photos), read back as predict reads files
-    serve.py       mnist-kit serve: the drawing pad (static/) and the HTTP API
+    app.py         the HTTP API and the drawing pad (static/) as a Flask application: routes, limits, errors
+    serve.py       mnist-kit serve: that application under waitress (connections, draining, signals)
 
 May import: ``mnist_kit``, ``util``, ``data``, ``backend``, ``runs``; ``export.py`` also ``models`` and
-``evaluate`` (its checks). ``predict``, ``serve``, ``inference`` and ``preprocess`` import no training code
+``evaluate`` (its checks). ``predict``, ``app``, ``serve``, ``inference`` and ``preprocess`` import no training code
 and not paddle (tests/test_architecture.py), so predicting from an ONNX export needs no paddle.
 """

@@ -28,6 +28,7 @@ from mnist_kit.data import Batches, Splits
 from mnist_kit.deploy import inference
 from mnist_kit.evaluate import scoring
 from mnist_kit.models.networks import save_program
+from mnist_kit.runs.checkpoint import CheckpointState
 from mnist_kit.runs.rundir import RunDir
 from mnist_kit.util import faults, provenance
 from mnist_kit.util.files import digest, partial_dir, remove_stale_partials, replace_dir
@@ -56,7 +57,7 @@ def onnx_tools_missing() -> str | None:
 
 
 def export_run(run: RunDir, epoch: int | None = None, last: bool = False, out: Path | None = None,
-               fmt: str = "auto") -> dict:
+               fmt: str = "auto") -> inference.ExportMeta:
     """Export a run's checkpoint (best by default); return the metadata written. ``fmt``: see FORMATS; with
     auto, an ONNX model that cannot be written or fails its check is left out, and ``onnx_skipped`` says why."""
     run = RunDir(run)
@@ -117,7 +118,7 @@ def _followed(out: Path) -> Path:
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(out)) from None
 
 
-def _metadata(run: RunDir, trained: scoring.Trained, classes: list) -> dict:
+def _metadata(run: RunDir, trained: scoring.Trained, classes: list) -> inference.ExportMeta:
     """What the export says of itself (its checks are added once they have passed)."""
     cfg, state, ckpt_path = trained.cfg, trained.state, trained.path
     shape = trained.splits.prepared.input_shape
@@ -214,7 +215,7 @@ class Reference:
                 "split": self.split}
 
 
-def _to_pdparams(folder: Path, cfg: dict, state: dict, reference: Reference) -> dict:
+def _to_pdparams(folder: Path, cfg: dict, state: CheckpointState, reference: Reference) -> dict:
     """``model.pdparams`` and ``model.pdopt``: the state dicts of the model and of its optimizer, as Paddle
     itself saves them, keyed as a fresh process that builds the model names its parameters; checked by
     loading them back into a new model."""
@@ -236,7 +237,7 @@ def _to_pdparams(folder: Path, cfg: dict, state: dict, reference: Reference) -> 
             "pickle": True, **checks}
 
 
-def _onnx(folder: Path, reference: Reference, required: bool, missing: str | None) -> dict:
+def _onnx(folder: Path, reference: Reference, required: bool, missing: str | None) -> inference.ExportMeta:
     """``{"onnx": checks}``; or, where ONNX was not asked for and cannot be written or fails its check,
     ``{"onnx_skipped": why}`` (the export stands without it)."""
     if missing:
@@ -262,7 +263,8 @@ def _to_onnx(folder: Path, reference: Reference) -> dict:
             paddle2onnx.export(str(program), str(params), save_file=str(target), opset_version=13,
                                optimize_tool="None", verbose=False)
         except Exception as e:  # noqa: BLE001 - paddle2onnx raises assorted types for operators it lacks
-            raise UserError(f"paddle2onnx cannot convert the model: {str(e).strip()[-300:] or type(e).__name__}") from None
+            why = str(e).strip()[-300:] or type(e).__name__
+            raise UserError(f"paddle2onnx cannot convert the model: {why}") from None
     if not target.is_file():
         last = [line for line in "".join(said).splitlines() if line.strip()][-1:]
         raise UserError("paddle2onnx did not write model.onnx" + (f" ({last[0][:300]})" if last else "")

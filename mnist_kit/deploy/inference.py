@@ -9,6 +9,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -38,7 +39,31 @@ def model_files(folder: Path) -> tuple[Path, Path]:
     return found
 
 
-def read_meta(folder: Path) -> dict:
+class ExportMeta(TypedDict, total=False):
+    """``mnist_kit_model.json``: what an export says of itself. ``deploy/export.py`` writes it, the checks last;
+    ``meta_problem`` says what a reader may rely on; ``predict`` and ``serve`` read it."""
+
+    format: str  # "mnist-kit export 1"
+    input_shape: list  # [None, channels, height, width]
+    input_dtype: str  # float32
+    normalization: dict  # mean, std: applied to [0, 1] pixels before the network
+    preprocess: str  # how a person's image is framed: digit, fill or folder (datasets.DataSet.photo_style)
+    classes: list[str]
+    dataset: str  # data.name
+    model: dict  # the config's model section
+    image: dict  # an image folder's image_size, color and resize
+    source: dict  # run, checkpoint, epoch, step, checkpoint_sha256
+    exported_at: str
+    versions: dict
+    checks: dict  # the Paddle program's agreement with the checkpoint
+    onnx: dict  # model.onnx: its checks and sha256
+    onnx_skipped: str  # why there is no model.onnx
+    pdparams: dict  # --format pdparams: the files and their checks
+    path: str  # where it was written (in export's answer, not the file)
+    replaced_files: list[str]
+
+
+def read_meta(folder: Path) -> ExportMeta:
     """The export's metadata, checked against what ``mnist-kit export`` writes; ModelError if it differs."""
     path = Path(folder) / META
     if not path.is_file():
@@ -88,7 +113,7 @@ def is_export(folder: Path, checked: bool = False) -> bool:
             and (not checked or isinstance(meta.get("checks"), dict)))
 
 
-def choose_runtime(folder: Path, meta: dict, runtime: str = "auto", device: str = "cpu") -> str:
+def choose_runtime(folder: Path, meta: ExportMeta, runtime: str = "auto", device: str = "cpu") -> str:
     """"onnxruntime" or "paddle" for this export; ModelError/UserError if the one asked for cannot run it."""
     folder = Path(folder)
     has_onnx = (folder / ONNX).is_file() and isinstance(meta.get("onnx"), dict)  # written and checked by export
@@ -145,6 +170,7 @@ class Predictor:
         self.folder = Path(folder)
         self.meta = read_meta(self.folder)
         self.runtime = choose_runtime(self.folder, self.meta, runtime, device)
+        self.network: OnnxProgram | Program
         if self.runtime == "onnxruntime":
             _check_digest(self.folder / ONNX, self.meta["onnx"].get("sha256"))
             self.network = OnnxProgram(self.folder / ONNX, threads)

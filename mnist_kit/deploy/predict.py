@@ -28,7 +28,7 @@ def newest_export(root: Path) -> Path:
 
 def expand(paths: list[str]) -> list[tuple[str, Path | None, str | None]]:
     """(name, path, error) for every file named by PATHs: files, folders (their images) or globs."""
-    out = []
+    out: list[tuple[str, Path | None, str | None]] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
@@ -50,7 +50,7 @@ def expand(paths: list[str]) -> list[tuple[str, Path | None, str | None]]:
     return out
 
 
-def reader(meta: dict, max_pixels: int = MAX_PIXELS):
+def reader(meta: inference.ExportMeta, max_pixels: int = MAX_PIXELS):
     """The function that brings an image file (or its bytes) to the form of the export's training images:
     uint8 (H, W) or (H, W, 3). It raises ImageError (TooLarge beyond ``max_pixels``)."""
     style = meta.get("preprocess", "digit")
@@ -77,7 +77,8 @@ def predict_paths(paths: list[str], model_dir: Path, topk: int = 3, min_confiden
     predictor = inference.Predictor(model_dir, device=device, runtime=runtime)
     classes = predictor.meta["classes"]
     read = reader(predictor.meta)
-    results, images, slots = [], [], []
+    results: list[dict] = []
+    images, slots = [], []
     for name, path, error in expand(paths):
         result = {"file": name}
         if error is None:

@@ -40,7 +40,8 @@ def format_report(result: dict, classes) -> str:
     width = max(len(c) for c in classes) + 3
     lines = [f"{result['split']} split of {result['dataset']}: {result['samples']} images, "
              f"checkpoint {result['checkpoint']}",
-             f"loss {result['loss']:.4f}   accuracy {100 * result['accuracy']:.2f}%   macro F1 {result['macro_f1']:.4f}"]
+             f"loss {result['loss']:.4f}   accuracy {100 * result['accuracy']:.2f}%   "
+             f"macro F1 {result['macro_f1']:.4f}"]
     if "photos" in result:
         ph = result["photos"]
         formats = ", ".join(f"{k} {100 * v:.1f}%" for k, v in ph["by_format"].items())

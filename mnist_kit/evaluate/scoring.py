@@ -24,6 +24,7 @@ from mnist_kit.evaluate import metrics
 from mnist_kit.models.losses import build_loss
 from mnist_kit.models.networks import build_model, load_weights, save_program
 from mnist_kit.runs import checkpoint
+from mnist_kit.runs.checkpoint import CheckpointState
 from mnist_kit.runs.rundir import RunDir
 from mnist_kit.util.console import info
 
@@ -45,7 +46,9 @@ def traced(model, input_shape, device: str = "cpu"):
     the same kind of function as ``eager``."""
     with tempfile.TemporaryDirectory(prefix="mnist-kit-eval.") as tmp:
         save_program(model, Path(tmp) / "model", input_shape)
-        yield Program(*program_files(Path(tmp) / "model"), device=device).logits
+        files = program_files(Path(tmp) / "model")
+        assert files is not None  # just written
+        yield Program(*files, device=device).logits
 
 
 def predict(logits_of, batches: data.Batches, loss_fn=None) -> tuple[np.ndarray, float]:
@@ -91,9 +94,9 @@ class Trained:
 
     cfg: dict
     path: Path
-    state: dict
+    state: CheckpointState
     splits: data.Splits
-    model: object
+    model: paddle.nn.Layer
     device: str = "cpu"
 
 

@@ -7,6 +7,7 @@ Input shape and number of classes come from the data, so nothing is sized by han
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -38,14 +39,16 @@ class _AddChannelBias(paddle.autograd.PyLayer):
         return dy, dy.reshape([n, c, -1]).sum(axis=2).sum(axis=0)
 
 
-class Conv2D(nn.Conv2D):
+class Conv2D(paddle.nn.Conv2D):
     """``nn.Conv2D`` (same parameters, same function) that adds its bias through ``_AddChannelBias`` when
     run eagerly. A traced or exported model (static mode) is the stock layer."""
+
+    _bias_consts: tuple | None = None  # zeros and ones of the bias's size, made once
 
     def forward(self, x):
         if self.bias is None or not paddle.in_dynamic_mode():
             return super().forward(x)
-        if getattr(self, "_bias_consts", None) is None or self._bias_consts[0].shape[0] != self.bias.shape[0]:
+        if self._bias_consts is None or self._bias_consts[0].shape[0] != self.bias.shape[0]:
             c = self.bias.shape[0]
             self._bias_consts = (paddle.zeros([c]), paddle.ones([c]))
         y = F.conv2d(x, self.weight, None, self._stride, self._padding, self._dilation, self._groups,
@@ -53,7 +56,7 @@ class Conv2D(nn.Conv2D):
         return _AddChannelBias.apply(y, self.bias, *self._bias_consts)
 
 
-class Linear(nn.Layer):
+class Linear(paddle.nn.Layer):
     """Softmax regression on the raw pixels."""
 
     def __init__(self, input_shape, num_classes):
@@ -68,7 +71,7 @@ class Linear(nn.Layer):
         return self.fc(self.features(x))
 
 
-class MLP(nn.Layer):
+class MLP(paddle.nn.Layer):
     def __init__(self, input_shape, num_classes, hidden=(256, 128), activation="relu", dropout=0.0):
         super().__init__()
         layers, width = [nn.Flatten()], int(np.prod(input_shape))
@@ -86,7 +89,7 @@ class MLP(nn.Layer):
         return self.fc(self.dropout(self.features(x)))
 
 
-class CNN(nn.Layer):
+class CNN(paddle.nn.Layer):
     """Conv blocks, then hidden linear layers with ReLU (``model.head``, none by default), dropout and the
     output layer; outside training, optionally averaged over copies of each image (``model.tta``). Each
     block: a conv [+ batch norm], an activation and a pooling (``blocks.cnn_blocks``: from ``model.blocks``,
@@ -108,7 +111,8 @@ class CNN(nn.Layer):
         self.specs = cnn_blocks({"channels": list(channels), "kernel_size": kernel_size,
                                  "batch_norm": batch_norm, "blocks": blocks})
         in_ch, height, width = input_shape
-        layers, self._blocks = [], []  # _blocks: (conv, batch norm or None, [what follows, in order])
+        layers: list[Any] = []
+        self._blocks: list[tuple[Any, Any, list]] = []  # (conv, batch norm or None, [what follows, in order])
         for b in self.specs:
             # with batch norm next, a conv bias is cancelled by the mean subtraction: leave it out
             conv = Conv2D(in_ch, b["channels"], b["kernel"], stride=b["stride"], padding=b["padding"],
@@ -134,7 +138,7 @@ class CNN(nn.Layer):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(width, num_classes)
         self.tta = tta
-        self._fast = None  # per block: a oneDNN block (onednn.Block) or None (the stock layers)
+        self._fast: list[Any] | None = None  # per block: a oneDNN block (onednn.Block) or None (the stock layers)
 
     def conv_blocks(self, input_shape) -> list[tuple]:
         """Per block: (conv, batch norm or None, why it is not the standard block oneDNN runs or None,
@@ -199,14 +203,14 @@ class CNN(nn.Layer):
         return paddle.logsumexp(logp, axis=0) - float(np.log(k))
 
 
-def build_model(model_cfg: dict, input_shape=(1, 28, 28), num_classes: int = 10) -> nn.Layer:
+def build_model(model_cfg: dict, input_shape=(1, 28, 28), num_classes: int = 10) -> paddle.nn.Layer:
     options = {k: v for k, v in model_cfg.items() if k not in ("name", "init")}
     model = registry.resolve(registry.MODELS, model_cfg["name"])(tuple(input_shape), num_classes, **options)
     initialize(model, model_cfg.get("init", "default"))
     return model
 
 
-def initialize(model: nn.Layer, how: str) -> None:
+def initialize(model: paddle.nn.Layer, how: str) -> None:
     """``model.init``: the weights of every conv and linear layer drawn anew (from Paddle's seeded generator),
     their biases zero; ``torch`` draws both as PyTorch does by default (kaiming_uniform with a = sqrt(5):
     uniform in +-1/sqrt(fan_in)); ``default`` keeps Paddle's own initialisation."""
@@ -232,7 +236,7 @@ def initialize(model: nn.Layer, how: str) -> None:
                 initializer.Constant(0.0)(layer.bias)
 
 
-def load_weights(model: nn.Layer, weights: dict, source: str) -> None:
+def load_weights(model: paddle.nn.Layer, weights: dict, source: str) -> None:
     """Load ``weights`` (a state dict) into ``model`` strictly: every parameter and buffer present with its
     shape and nothing else, or UserError naming the first mismatch (Paddle would skip it with a warning)."""
     own = model.state_dict()
@@ -262,7 +266,7 @@ def _dtype_name(dtype) -> str:
     return str(dtype).rsplit(".", 1)[-1]
 
 
-def save_program(model: nn.Layer, prefix, input_shape=(1, 28, 28)) -> None:
+def save_program(model: paddle.nn.Layer, prefix, input_shape=(1, 28, 28)) -> None:
     """Trace ``model`` into a static program for any batch size: ``prefix.json`` (``.pdmodel`` with
     Paddle 2.6) and ``prefix.pdiparams``, what Paddle Inference runs."""
     model.eval()
@@ -270,7 +274,7 @@ def save_program(model: nn.Layer, prefix, input_shape=(1, 28, 28)) -> None:
     paddle.jit.save(model, str(prefix), input_spec=spec)
 
 
-def _flops(layer: nn.Layer, x, y) -> int:
+def _flops(layer: paddle.nn.Layer, x, y) -> int:
     """Multiply-adds of one call, counted as ``paddle.flops`` counts them (its table is unusable on Paddle
     3.3: it crashes with ``print_detail`` and counts subclasses, such as this module's Conv2D, as 0)."""
     out = int(np.prod(y.shape))
@@ -285,7 +289,7 @@ def _flops(layer: nn.Layer, x, y) -> int:
     return 0
 
 
-def layer_table(model: nn.Layer, input_shape) -> list[dict]:
+def layer_table(model: paddle.nn.Layer, input_shape) -> list[dict]:
     """Every leaf layer in the order one image runs through it: name, type, output shape, parameters and
     multiply-adds. Runs the model once in eval mode without gradients (no state changes, no random draws),
     on the stock layers."""
@@ -314,7 +318,7 @@ def layer_table(model: nn.Layer, input_shape) -> list[dict]:
     return rows
 
 
-def summary(model: nn.Layer, input_shape=(1, 28, 28)) -> str:
+def summary(model: paddle.nn.Layer, input_shape=(1, 28, 28)) -> str:
     """The per-layer table (``layer_table``) with totals, as ``paddle.summary`` and ``paddle.flops`` show it."""
     rows = layer_table(model, input_shape)
     width = max([len(r["layer"]) for r in rows] + [5])

@@ -20,6 +20,7 @@ import pickle
 import re
 import shutil
 from pathlib import Path
+from typing import TypedDict, cast
 
 from mnist_kit import UserError
 from mnist_kit.util import faults, provenance
@@ -29,6 +30,33 @@ from mnist_kit.util.files import atomic_path, digest, read_json, write_text
 MANIFEST = "manifest.json"
 BEST = "best.pdckpt"
 NAME = re.compile(r"^(epoch_\d{3,}|step_\d{7,}|best)\.pdckpt$")  # the only names a manifest may list
+
+
+class CheckpointState(TypedDict):
+    """What a checkpoint holds: the whole training state (``Trainer.state``), read back by resume, eval,
+    export and ``train.init_from``. Tensors are Paddle's; the rest is plain Python."""
+
+    model: dict  # the network's state dict (the stock layers' parameter names)
+    optimizer: dict  # portable_optimizer_state: keyed by parameter name, not Paddle's generated names
+    schedule: dict
+    rng: dict  # backend.runtime.rng_state
+    epoch: int  # the epoch in progress (epoch_complete False) or just completed
+    step: int  # global steps done
+    step_in_epoch: int
+    epoch_complete: bool
+    epoch_progress: dict  # the epoch's running sums so far (a mid-epoch checkpoint)
+    data_order: dict  # seed, epoch, step_in_epoch: where the shuffled order continues
+    best_val_acc: float
+    watch: dict  # train.monitor: best, best_epoch, stale
+    config: dict  # the resolved config the run trained with
+    config_hash: str
+    world_size: int  # processes that trained it
+    normalization: dict  # mean, std
+    classes: list
+    fast_conv: dict  # models.onednn.Choice.record()
+    versions: dict
+    ema: dict | None  # train.ema's averaged weights, or None
+    scaler: dict | None  # fp16's loss scale, or None
 
 
 class CheckpointError(UserError):
@@ -106,7 +134,7 @@ def local_optimizer_state(opt_state: dict, model) -> dict:
     return out
 
 
-def save(folder: Path, name: str, state: dict) -> Path:
+def save(folder: Path, name: str, state: CheckpointState) -> Path:
     """Write ``state`` as ``folder/name`` and record it in the manifest."""
     from mnist_kit.backend.runtime import (
         paddle,  # here, not at the top: listing and choosing checkpoints needs no paddle
@@ -145,10 +173,10 @@ def apply_retention(folder: Path, keep_last: int) -> list[str]:
     if keep_last > 0:
         doomed += epochs[:-keep_last] + [n for n in steps if n not in doomed][:-keep_last]
     if doomed:
-        entries = manifest(folder)
+        listed = manifest(folder)
         for n in doomed:
-            entries.pop(n, None)
-        _write_manifest(folder, entries)  # first forget them, then delete: a crash leaves only orphans
+            listed.pop(n, None)
+        _write_manifest(folder, listed)  # first forget them, then delete: a crash leaves only orphans
         for n in doomed:
             (Path(folder) / n).unlink(missing_ok=True)
     return doomed
@@ -170,7 +198,7 @@ def set_aside_after(folder: Path, step: int, dest: Path) -> list[str]:
     return later
 
 
-def load(path: Path) -> dict:
+def load(path: Path) -> CheckpointState:
     """Load a checkpoint after checking it against its run's manifest."""
     path = Path(path)
     if not path.is_file():
@@ -184,7 +212,7 @@ def load(path: Path) -> dict:
     state = _read(path, f"cannot read checkpoint {path}", CheckpointError)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a mnist-kit checkpoint")
-    return state
+    return cast(CheckpointState, state)  # as Trainer.state wrote it: the digest in the manifest matched
 
 
 def _read(path: Path, problem: str, error=UserError):
@@ -231,7 +259,7 @@ def for_use(folder: Path, epoch: int | None = None, last: bool = False) -> Path:
     return folder / BEST
 
 
-def check_processes(state: dict, path: Path, cfg: dict, world: int) -> None:
+def check_processes(state: CheckpointState, path: Path, cfg: dict, world: int) -> None:
     """A checkpoint ``state`` written by another number of processes than ``world`` resumes only where the
     global batch may change: at the end of an epoch with a constant schedule, past its warm-up."""
     was, now = state.get("world_size", 1), world
@@ -246,7 +274,7 @@ def check_processes(state: dict, path: Path, cfg: dict, world: int) -> None:
          "of the run is not what it would have been")
 
 
-def for_resume(folder: Path, epoch: int | None = None) -> tuple[Path, dict]:
+def for_resume(folder: Path, epoch: int | None = None) -> tuple[Path, CheckpointState]:
     """(path, state) to resume from: the end of epoch ``epoch`` (a damaged file is an error), or else the
     newest intact checkpoint, mid-epoch ones included (damaged ones are skipped with a warning)."""
     folder = Path(folder)
@@ -292,7 +320,7 @@ def initial_weights(path: Path) -> tuple[dict, dict]:
                     if path.exists() else f"train.init_from: {path} does not exist")
 
 
-def weights(state: dict) -> dict:
+def weights(state: CheckpointState) -> dict:
     """The weights a checkpoint is used with (eval, export, ``train.init_from``): the moving average of the
     weights when its run kept one (``train.ema``), else the trained weights (``state["model"]``, what a
     resume continues from)."""

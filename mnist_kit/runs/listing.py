@@ -10,8 +10,28 @@ import yaml
 from mnist_kit import UserError, config
 from mnist_kit.runs.rundir import RunDir
 
-KEY_COLUMNS = config.KEY_HPARAMS
-_NOT_HPARAMS = config.NOT_HPARAMS  # never shown as differing
+# The hyper-parameters that lead every comparison of runs (`mnist-kit runs`, the board's table), and
+# the config keys that say nothing about the model or its training (never shown as hyper-parameters).
+KEY_HPARAMS = ("model.name", "optimizer.name", "optimizer.lr", "train.batch_size")
+NOT_HPARAMS = ("output.", "log.", "checkpoint.", "train.log_every", "train.eval_batch_size", "train.device",
+               "data.root")
+
+
+def hparams_shown(cfg: dict, also=()) -> list[str]:
+    """The keys (``section.key``) a run shows as its hyper-parameters, in order: the key ones, then
+    ``also`` (a sweep's axes), then every other key whose value is not the default."""
+    base = config.defaults()
+    changed = [f"{s}.{k}" for s, sec in cfg.items() if isinstance(sec, dict) for k, v in sec.items()
+               if base.get(s, {}).get(k, object()) != v]
+    keys = []
+    for key in (*KEY_HPARAMS, *also, *changed):
+        section, _, name = key.partition(".")
+        if key not in keys and not key.startswith(NOT_HPARAMS) and name in cfg.get(section, {}):
+            keys.append(key)
+    return keys
+
+
+KEY_COLUMNS = KEY_HPARAMS
 
 
 def summarize(run: RunDir, root: Path | None = None) -> dict:
@@ -59,7 +79,7 @@ def differing_keys(summaries: list[dict]) -> list[str]:
     keys = []
     for s in summaries:
         keys += [k for k in s["hparams"] if k not in keys]
-    return [k for k in keys if k not in KEY_COLUMNS and not k.startswith(_NOT_HPARAMS)
+    return [k for k in keys if k not in KEY_COLUMNS and not k.startswith(NOT_HPARAMS)
             and len({json.dumps(s["hparams"].get(k)) for s in summaries}) > 1]
 
 

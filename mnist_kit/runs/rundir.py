@@ -24,6 +24,7 @@ import errno
 import json
 import os
 from pathlib import Path
+from typing import Any, TypedDict
 
 from mnist_kit import UserError, config
 from mnist_kit.util import console, provenance
@@ -35,7 +36,7 @@ class RunDir:
 
     RUN_FILE = "run.json"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
 
     def __repr__(self) -> str:
@@ -98,19 +99,6 @@ class RunDir:
         """The program file the board's static graph page reads."""
         return self.graph_dir / "model.pdmodel"
 
-    @property
-    def legacy_graph_model(self) -> Path:
-        """Where earlier versions wrote the program (still shown by the board's static graph page)."""
-        return self.path / "graph" / "model.pdmodel"
-
-    @property
-    def legacy_graph_files(self) -> list[Path]:
-        """Graph files that earlier versions wrote (``graph/model.*``, ``vdl/vdlgraph.*``): the board
-        listed them as models named "graph" and "vdl"; graph.py removes them when it writes the new ones."""
-        old = self.path / "graph"  # the names models.save_program gave them, and no other file of the folder
-        names = ("model.pdmodel", "model.json", "model.pdiparams", "model.pdiparams.info")
-        return [old / n for n in names if (old / n).is_file()] + sorted(self.vdl_dir.glob("vdlgraph.*.log"))
-
     def sweep_keys(self) -> list[str]:
         """The config keys (``section.key``) the sweep this run belongs to varies ([] outside a sweep)."""
         try:
@@ -133,7 +121,9 @@ class RunDir:
     def exports(self) -> list[Path]:
         """The export folders (not the hidden ones an export in progress, or killed, builds in)."""
         folder = self.path / "export"
-        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def new_superseded_dir(self) -> Path:
         """A fresh folder name (not created) for work set aside now."""
@@ -191,7 +181,7 @@ class RunDir:
         return locked_by_another(self.lock_file)
 
     # ---------------------------------------------------------------- records
-    def read_info(self) -> dict:
+    def read_info(self) -> RunInfo:
         """``run.json``; UserError if the folder is not a run or the file is damaged."""
         if not self.info_file.is_file():
             raise UserError(f"{self.path} is not a mnist-kit run (no {self.RUN_FILE})")
@@ -200,7 +190,7 @@ class RunDir:
             raise UserError(f"{self.info_file} is damaged: {problem}")
         return info
 
-    def write_info(self, info: dict) -> None:
+    def write_info(self, info: RunInfo) -> None:
         text = json.dumps(info, indent=2) + "\n"
         try:
             write_text(self.info_file, text)
@@ -270,22 +260,53 @@ class RunDir:
         return dest, moved
 
 
+class RunInfo(TypedDict, total=False):
+    """``run.json``: what a run is and how it went. ``train/start.py`` writes it at the start and on resume,
+    ``train/engine.py`` after every epoch and at the end; ``mnist-kit runs``, ``eval`` and ``export`` read it.
+    Every key is optional to a reader (a run killed at its start has few); ``INFO_TYPES`` checks those read."""
+
+    name: str
+    config_name: str
+    config_hash: str
+    status: str  # running, completed, interrupted, failed
+    started: float  # time.time() at the start
+    started_at: str  # the same, as text (util.provenance.now)
+    finished_at: str
+    command: list[str]  # the command line that started it
+    seed: int
+    device: str
+    versions: dict
+    normalization: dict  # mean, std
+    classes: list[str]
+    dataset: dict  # name, source, train / val / test sizes, arrays_sha256
+    input_shape: list[int]
+    world_size: int  # processes
+    fast_conv: dict  # models.onednn.Choice.record()
+    init_from: dict | None  # train.init_from: where the weights came from
+    epochs_done: int
+    best_val_acc: float
+    early_stop: dict | None  # epoch, reason
+    resumes: list[dict]  # one per resume: from, step, at, changes, set_aside, command, fast_conv
+    error: str  # why it failed
+
+
 class RunRecord:
     """``run.json`` as a dict kept in memory and written whole on every change. With ``write=False`` (every
     process but rank 0 of a multi-process job) it is only kept."""
 
-    def __init__(self, run: RunDir, data: dict, write: bool = True):
+    def __init__(self, run: RunDir, data: RunInfo, write: bool = True):
         self.run, self.data, self.write = run, data, write
 
-    def save(self, **updates) -> None:
-        self.data.update(updates)
+    def save(self, **updates: Any) -> None:
+        self.data.update(updates)  # type: ignore[typeddict-item]  # keyword names are RunInfo's
         if self.write:
             self.run.write_info(self.data)
 
 
 RESERVED_ENV = "MNIST_KIT_RESERVED_RUN"
 # the fields of run.json that are read back, and their types
-INFO_TYPES = {"status": str, "started": (int, float), "started_at": str, "dataset": dict, "normalization": dict,
+INFO_TYPES: dict[str, type | tuple[type, ...]] = {
+    "status": str, "started": (int, float), "started_at": str, "dataset": dict, "normalization": dict,
               "classes": list, "input_shape": list, "resumes": list, "world_size": int, "error": str}
 
 
@@ -306,7 +327,8 @@ def _is_row(row) -> bool:
 
 def _reserved_for_us(path: Path) -> bool:
     reserved = os.environ.get(RESERVED_ENV)
-    return bool(reserved) and Path(reserved).resolve() == path.resolve() and not any(path.iterdir())
+    return reserved is not None and bool(reserved) and Path(reserved).resolve() == path.resolve() and not any(
+        path.iterdir())
 
 
 # ---------------------------------------------------------------- finding runs
@@ -336,7 +358,7 @@ def latest(root: str | Path) -> RunDir:
             console.info(f"warning: skipping {run}: {e}")
     if not started:
         raise UserError(f"no readable run under {root}; train one with `mnist-kit train`, or pass --run DIR")
-    return max(started, key=started.get)
+    return max(started, key=lambda run: started[run])
 
 
 def resolve(run: str | Path | None, root: str | Path) -> RunDir:

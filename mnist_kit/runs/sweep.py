@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import yaml
 
@@ -44,7 +45,8 @@ class Planned:
 
 def parse_grid(overrides: list[str]) -> tuple[list[str], list[tuple[str, list]]]:
     """(-o texts shared by every run, [(key, [values])] of the grid's axes)."""
-    fixed, axes = [], []
+    fixed: list[str] = []
+    axes: list[tuple[str, list]] = []
     for text in overrides:
         config.refuse_control_characters(text)
         head, _, raw = text.partition("=")
@@ -52,7 +54,8 @@ def parse_grid(overrides: list[str]) -> tuple[list[str], list[tuple[str, list]]]
         try:
             values = config.parse_yaml("[" + raw + "]") if raw.strip() else [None]
         except yaml.YAMLError as e:
-            raise ConfigError(f"-o {config.clip(text)}: cannot read the values ({e.problem}); separate them with commas, "
+            raise ConfigError(f"-o {config.clip(text)}: cannot read the values ({getattr(e, 'problem', e)}); "
+                              "separate them with commas, "
                               f"e.g. -o optimizer.lr=0.01,0.001") from None
         if len(values) > 1:
             dotted = f"{section}.{key}"
@@ -164,7 +167,7 @@ class _Running:
     plan: Planned
     proc: subprocess.Popen
     started: float
-    log: object
+    log: IO[str]
 
 
 def _child_setup():

@@ -121,7 +121,8 @@ def launch_train(nproc: int, argv: list[str], run: RunDir, cpu: bool, devices: s
         env["PADDLE_DISTRI_BACKEND"] = "gloo"
         env.pop("CUDA_VISIBLE_DEVICES", None)
     cmd = launch_command(nproc, argv, run.name, logs, devices)
-    start, codes, ended = time.time(), {}, threading.Event()
+    start, ended = time.time(), threading.Event()
+    codes: dict[int, int] = {}
     threading.Thread(target=_scrub, args=(logs, run, ended), daemon=True).start()
     try:
         proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,

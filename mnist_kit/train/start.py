@@ -16,6 +16,7 @@ from mnist_kit.board.writer import Logbook
 from mnist_kit.data import augment
 from mnist_kit.models.networks import load_weights, summary
 from mnist_kit.runs import checkpoint
+from mnist_kit.runs.checkpoint import CheckpointState
 from mnist_kit.runs.rundir import RunDir, RunRecord
 from mnist_kit.train.engine import fit
 from mnist_kit.train.trainer import Trainer, build_trainer
@@ -128,7 +129,7 @@ def _engine(record: dict) -> str:
     return f"{record['library']} conv blocks on {record['threads']} thread(s)"
 
 
-def _resume_point(run: RunDir, epoch: int | None) -> tuple[Path, dict]:
+def _resume_point(run: RunDir, epoch: int | None) -> tuple[Path, CheckpointState]:
     """Rank 0 tidies the checkpoint folder and chooses; every process loads what it chose."""
     if distributed.is_main():
         stale = checkpoint.remove_partials(run.ckpt_dir)
@@ -148,7 +149,8 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
     main = distributed.is_main()
     with _training_lock(run):
         path, state = _resume_point(run, epoch)
-        changes = config.check_resume(config.stored(state["config"], path), cfg, state["epoch"] + int(state["epoch_complete"]))
+        done_epochs = state["epoch"] + int(state["epoch_complete"])
+        changes = config.check_resume(config.stored(state["config"], path), cfg, done_epochs)
         checkpoint.check_processes(state, path, cfg, distributed.world_size())
         t = build_trainer(cfg, data.Normalization(**state["normalization"]))
         t.restore(state, str(path))

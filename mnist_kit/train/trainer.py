@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mnist_kit import UserError, config, data
@@ -21,6 +22,7 @@ from mnist_kit.models.losses import build_loss
 from mnist_kit.models.networks import build_model, load_weights
 from mnist_kit.models.optim import build_optimizer, build_schedule
 from mnist_kit.runs import checkpoint
+from mnist_kit.runs.checkpoint import CheckpointState
 from mnist_kit.train.ema import WeightAverage
 from mnist_kit.util.console import info
 
@@ -48,15 +50,15 @@ class Trainer:
     cfg: dict
     device: str
     splits: data.Splits
-    model: object
-    loss_fn: object
-    schedule: object
-    optimizer: object
+    model: paddle.nn.Layer
+    loss_fn: Callable  # (logits, labels) -> the batch's mean loss (models/losses.py)
+    schedule: paddle.optimizer.lr.LRScheduler
+    optimizer: paddle.optimizer.Optimizer
+    net: paddle.nn.Layer  # what the training step calls: the model, or its DataParallel wrapper
     amp: str = "off"  # train.amp: off, fp16 or bf16
-    scaler: object = None  # fp16's loss scale (paddle.amp.GradScaler), or None
-    net: object = None  # what the training step calls: the model, or its DataParallel wrapper
-    fast: onednn.Choice = None  # which layers run the conv blocks
-    augment: Augment = None  # what transforms the training batches (the augment section)
+    scaler: paddle.amp.GradScaler | None = None  # fp16's loss scale, or None
+    fast: onednn.Choice = field(default_factory=lambda: onednn.Choice("stock"))  # which layers run the blocks
+    augment: Augment = field(default_factory=Augment)  # what transforms the training batches
     ema: WeightAverage | None = None  # the moving average of the weights (train.ema), or None
     epoch: int = 0  # the epoch in progress (or the next one to start)
     step: int = 0  # global steps done
@@ -108,7 +110,7 @@ class Trainer:
     def next_epoch(self) -> None:
         self.epoch, self.step_in_epoch, self.progress = self.epoch + 1, 0, _fresh_progress()
 
-    def state(self, epoch_complete: bool) -> dict:
+    def state(self, epoch_complete: bool) -> CheckpointState:
         return {"model": self.model.state_dict(),
                 "optimizer": checkpoint.portable_optimizer_state(self.optimizer.state_dict(), self.model),
                 "schedule": self.schedule.state_dict(), "rng": rng_state(),
@@ -124,7 +126,7 @@ class Trainer:
                 "ema": self.ema.state() if self.ema is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
-    def restore(self, state: dict, source: str = "the checkpoint") -> None:
+    def restore(self, state: CheckpointState, source: str = "the checkpoint") -> None:
         load_weights(self.model, state["model"], source)
         with warnings.catch_warnings():  # Paddle's LinearWarmup warns about its own nested state; it loads fine
             warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
@@ -136,9 +138,7 @@ class Trainer:
             self.scaler.load_state_dict(state.get("scaler") or {})
         set_rng_state(state["rng"])
         self.step, self.best_val_acc = state["step"], state["best_val_acc"]
-        # checkpoints from before train.monitor: their best was by validation accuracy
-        self.watch = dict(state.get("watch") or {"best": self.best_val_acc if self.best_val_acc >= 0 else None,
-                                                  "best_epoch": None, "stale": 0})
+        self.watch = dict(state["watch"])
         if state["epoch_complete"]:
             self.epoch, self.step_in_epoch = state["epoch"] + 1, 0
         else:
@@ -165,7 +165,7 @@ def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
     schedule = build_schedule(cfg["schedule"], cfg["optimizer"]["lr"], len(splits.train), tcfg["epochs"])
     optimizer = build_optimizer(cfg["optimizer"], schedule, model.parameters())
     net = paddle.DataParallel(model) if distributed.world_size() > 1 else model
-    return Trainer(cfg, device, splits, model, build_loss(cfg["loss"]), schedule, optimizer, tcfg["amp"],
-                   paddle.amp.GradScaler() if tcfg["amp"] == "fp16" else None, net, fast,
-                   Augment.from_config(cfg["augment"], cfg["data"]["name"]),
-                   WeightAverage(model, tcfg["ema"]) if tcfg["ema"] else None)
+    return Trainer(cfg, device, splits, model, build_loss(cfg["loss"]), schedule, optimizer, net, amp=tcfg["amp"],
+                   scaler=paddle.amp.GradScaler() if tcfg["amp"] == "fp16" else None, fast=fast,
+                   augment=Augment.from_config(cfg["augment"], cfg["data"]["name"]),
+                   ema=WeightAverage(model, tcfg["ema"]) if tcfg["ema"] else None)

@@ -20,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 import yaml
 
-from mnist_kit import config
 from mnist_kit.board.writer import Logbook
 from mnist_kit.evaluate import metrics
 from mnist_kit.evaluate.scoring import features
+from mnist_kit.runs import listing
 
 HPARAM_METRICS = ["val/acc", "val/loss", "train/epoch_acc", "train/epoch_loss"]
 # (tag, training's row key, validation's row key): drawn together, training by the run's writer and
@@ -53,10 +53,10 @@ def config_lines(cfg: dict) -> list[str]:
 
 
 def hparams(cfg: dict, also=()) -> dict:
-    """The hyper-parameters the board's table shows (``config.hparams_shown``), named ``section/key``: the
+    """The hyper-parameters the board's table shows (``listing.hparams_shown``), named ``section/key``: the
     table reads a dot as a nested path and shows nothing. Lists and booleans as text."""
     out = {}
-    for key in config.hparams_shown(cfg, also):
+    for key in listing.hparams_shown(cfg, also):
         section, _, name = key.partition(".")
         v = cfg[section][name]
         out[f"{section}/{name}"] = str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, list) else v

@@ -17,13 +17,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from mnist_kit import UserError
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks of this kind
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 PARTIAL = re.compile(r"^\..+\.(\d+)-[^.]+\.partial$")
 
@@ -82,7 +83,7 @@ def overwrite_in_place(target: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def read_json(path: Path, check) -> tuple[object, str | None]:
+def read_json(path: Path, check) -> tuple[Any, str | None]:
     """The JSON value in ``path`` and what is wrong with it, or None: unreadable, not JSON, or what
     ``check(value)`` (a ``*_problem`` function: a reason or None) says."""
     try:

@@ -41,12 +41,12 @@ def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS, admit=None) -
     if isinstance(source, (bytes, bytearray, memoryview)):
         if not len(source):
             raise ImageError("the image is empty (0 bytes)")
-        path = io.BytesIO(source)
+        path: io.BytesIO | Path = io.BytesIO(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise ImageError("not a regular file (a FIFO, socket or device)" if path.exists() else "no such file")
-        if path.stat().st_size == 0:
+        path = file = Path(source)
+        if not file.is_file():
+            raise ImageError("not a regular file (a FIFO, socket or device)" if file.exists() else "no such file")
+        if file.stat().st_size == 0:
             raise ImageError("the file is empty")
     # Pillow's own limit (Image.MAX_IMAGE_PIXELS, a global: serve decodes in several threads) stays as it is;
     # the size is checked here from the header, before any pixel is decoded

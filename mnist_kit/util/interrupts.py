@@ -71,7 +71,7 @@ def between_steps():
     """Yields ``check()``, which raises KeyboardInterrupt (or ``Terminated``) once Ctrl-C (SIGTERM, SIGHUP)
     has arrived; call it between steps. A second signal interrupts at once. Where a signal is ignored or
     handled by someone else (a thread other than the main one, a caller's own handler), nothing changes."""
-    received = []
+    received: list[int] = []
 
     def on_signal(signum, frame):
         if received:

@@ -42,7 +42,7 @@ class _Version(ctypes.Structure):
                 ("hash", ctypes.c_char_p), ("cpu_runtime", ctypes.c_uint), ("gpu_runtime", ctypes.c_uint)]
 
 
-def _dims(values) -> _Dims:
+def _dims(values) -> ctypes.Array:
     return _Dims(*values)
 
 

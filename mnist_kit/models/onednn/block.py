@@ -83,7 +83,8 @@ class Block:
                 from mnist_kit import UserError
 
                 raise UserError(f"the oneDNN conv block {self.cin}->{self.cout} ({self.kernel}x{self.kernel}) "
-                                f"failed on a batch of {n}x{h}x{w}: {e}; continue with: -o train.fast_conv=off") from None
+                                f"failed on a batch of {n}x{h}x{w}: {e}; continue with: "
+                                "-o train.fast_conv=off") from None
             plan.out_shape = [n, h // 2, w // 2, self.cout] if self.nhwc_out else [n, self.cout, h // 2, w // 2]
             self.plans[key] = plan
         return self.plans[key]

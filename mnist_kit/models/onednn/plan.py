@@ -122,6 +122,8 @@ class Plan:
     pool after it on the blocked layout the conv would choose, since oneDNN's NHWC batch norm is a generic
     kernel for 20 channels (14 ms vs 0.4). Paddle's tensors are NCHW, reordered at the block's edges."""
 
+    out_shape: list[int]  # the block's output as Paddle sees it (set by Block.plan)
+
     def __init__(self, lib: _Library, s: Shape, free: dict | None = None):
         self.lib, self.s = lib, s
         self.free = {} if free is None else free  # size -> spare buffers; shared by the plans of a block
@@ -274,7 +276,8 @@ class Plan:
         ``variance`` for batch norm when not training); ``p["out"]`` receives the NCHW result. Returns the
         buffers backward needs (``batch_mean``, ``batch_variance`` of batch norm among them); give them
         back with ``give(*saved.values())`` when no backward follows."""
-        s, scratch, saved = self.s, [], {}
+        s, saved = self.s, {}
+        scratch: list[np.ndarray] = []
         src = self._to(self.x_in, self.src_md, p["x"], scratch)
         if self.x_in is not None:
             saved["src"] = scratch.pop()  # the reordered input, for the weights' gradient
@@ -313,7 +316,8 @@ class Plan:
     def backward(self, saved: dict, p: dict) -> None:
         """Write the gradients (pointers ``dw``, and ``db``, ``dscale``, ``dshift``, ``dx`` where present)
         from ``p["dout"]``, the NCHW gradient of the output; gives ``saved``'s buffers back."""
-        s, scratch = self.s, []
+        s = self.s
+        scratch: list[np.ndarray] = []
         d = self._to(self.dout_in, self.p_dst_md, p["dout"], scratch)
         drelu = self.take(self.r_dsrc_md)
         self.relu_bw(dst=saved["pooled"].ctypes.data, diff_dst=d, diff_src=drelu.ctypes.data)
