@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 PACKAGE = REPO / "mnist_kit"
 DOC = REPO / "docs" / "architecture.md"
@@ -240,6 +240,21 @@ def test_the_code_passes_ruff_and_mypy():
                  [bin_ / "mypy", "--no-incremental", "--cache-dir", "/dev/null"]):
         proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, cwd=REPO)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_no_test_module_imports_another_or_changes_sys_path():
+    """What tests share is in tests/helpers.py (and fixtures in conftest.py); scripts are loaded by path."""
+    problems = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            problems += [f"{path.name} imports {n}" for n in names if n.startswith(("test_", "conftest"))]
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("insert", "append") and ast.unparse(node.func.value) == "sys.path"):
+                problems.append(f"{path.name} changes sys.path")
+    assert not problems, problems
 
 
 def _declared_minimum() -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from conftest import FAST, run_cli
+from helpers import FAST, run_cli
 from mnist_kit import config
 from mnist_kit.board.writer import read_records
 from mnist_kit.data import augment

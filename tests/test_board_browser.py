@@ -4,16 +4,13 @@ loaded in headless Chromium, waiting in real time, with its rendered content che
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, run_subprocess, synthetic_arrays, write_idx_folder
+from helpers import run_cli, run_subprocess, script, synthetic_arrays, write_idx_folder
 
-sys.path.insert(0, str(REPO / "scripts"))
-import board_check  # noqa: E402
-import browser  # noqa: E402
+board_check, browser = script("board_check"), script("browser")
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(bool(browser.missing()), reason=f"no browser here: {browser.missing()}")]

@@ -1,9 +1,10 @@
 import os
+from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, run_cli, run_subprocess
+from helpers import FAST, REPO, assert_user_error, run_cli, run_subprocess, snapshot
 from mnist_kit import ConfigError, config
 from mnist_kit.models import registry
 from mnist_kit.runs import listing
@@ -243,3 +244,72 @@ def test_sweep_print_config_prints_every_run_of_the_grid():
     runs = list(yaml.safe_load_all(result.stdout))
     assert [r["optimizer"]["lr"] for r in runs] == [0.1, 0.01] and {r["train"]["epochs"] for r in runs} == {1}
     assert not os.listdir(".")  # nothing trained, no sweep folder made
+
+
+# ---------------------------------------------------------------- every number has a range; YAML is bounded
+
+@pytest.mark.parametrize("args,phrase", [
+    (["--seed", "-1"], "train.seed must be >= 0"),
+    (["--seed", "99999999999999999999999"], "train.seed must be <= 4294967295, got 99999999999999999999999"),
+    (["-o", "data.split_seed=-5"], "data.split_seed must be >= 0"),
+    (["-o", "train.batch_size=99999999999999999999"], "train.batch_size must be <= 65536"),
+    (["-o", "model.channels=[100000,100000]"], "model.channels must be <= 1024"),
+    (["-o", "model.kernel_size=100001"], "model.kernel_size must be <= 31"),
+    (["-o", "data.name=image_folder", "-o", "data.folder=x", "-o", "data.image_size=[30000,30000]"],
+     "data.image_size must be <= 4096"),
+    (["-o", "model.channels=[" + ",".join(["8"] * 1000) + "]"], "model.channels has 1000 values; at most 64"),
+])
+def test_numbers_out_of_range_are_refused(args, phrase):
+    result = run_cli("train", *args, "--print-config")
+    assert_user_error(result, phrase)
+    assert result.exit_code == 2 and len(result.output) < 2000
+
+
+def test_every_number_in_the_schema_has_a_range():
+    from mnist_kit.config import SCHEMA
+
+    unbounded = [f"{s}.{k}" for s, fields in SCHEMA.items() for k, f in fields.items()
+                 if f.kind in ("int", "float", "ints", "float_or_auto") and (f.min is None or f.max is None)]
+    assert unbounded == []
+
+
+@pytest.mark.parametrize("text,phrase", [
+    ("train:\n  epochs: " + "[" * 20000 + "\n", "nested more than 8 levels deep"),
+    ("a: &a [1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+     "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+     "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nmodel:\n  channels: *g\n", "aliases (*name) are not allowed"),
+    ("train:\n  epochs: 3\n  epochs: 5\n", "'epochs' is given twice"),
+])
+def test_hostile_yaml_is_refused_quickly_with_a_short_message(tmp_path, text, phrase):
+    import time
+
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    start = time.perf_counter()
+    result = run_cli("train", "--config", path, "--print-config")
+    assert time.perf_counter() - start < 10
+    assert_user_error(result, phrase)
+    assert len(result.output) < 2000
+
+
+@pytest.mark.parametrize("name", ["a\nb", " ", "~", "-o", ".hidden", "x" * 300, "a/b", ".."])
+def test_run_names_are_plain_folder_names(trained, tmp_path, name):
+    before = snapshot(tmp_path)
+    assert_user_error(run_cli("train", *FAST, "--name", name), "output.name",
+                      "control characters" if "\n" in name else "a run name is a plain folder name")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_relative_data_root_is_recorded_as_an_absolute_path(trained, tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.delenv("MNIST_KIT_DATA")
+    result = run_cli("train", *FAST, "-o", "data.root=data", "-o", "train.epochs=1", "--name", "rel")
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load(Path("checkpoints/rel/config.yaml").read_text())
+    assert saved["data"]["root"] == str(tmp_path / "data")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    evaluated = run_cli("eval", "--run", tmp_path / "checkpoints" / "rel")  # the same data from another folder
+    assert evaluated.exit_code == 0 and "prepared again" not in evaluated.output, evaluated.output

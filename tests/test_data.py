@@ -1,22 +1,28 @@
 import gzip
 import hashlib
 import json
+import os
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import FILES, run_cli, run_subprocess, synthetic_arrays, write_idx_folder
+from helpers import (
+    DEBIAN,
+    FILES,
+    assert_user_error,
+    needs_debian,
+    peak_rss_mib,
+    run_cli,
+    run_subprocess,
+    synthetic_arrays,
+    write_idx_folder,
+)
 from mnist_kit import data, datasets
 from mnist_kit.data import idx, sources
 from mnist_kit.data.splits import split_train_val
-
-DEBIAN = Path("/usr/share/datasets/fashion-mnist")
-needs_debian = pytest.mark.skipif(not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
-                                  reason="Debian's dataset-fashion-mnist is not installed "
-                                         "(scripts/setup.sh installs it)")
-
 
 # ---------------------------------------------------------------- IDX format
 
@@ -254,3 +260,105 @@ def test_debian_source_for_mnist_is_a_clear_error():
     result = run_cli("prepare", "--dataset", "mnist", "--source", "debian")
     assert result.exit_code == 1
     assert "Debian has no package with MNIST" in result.output
+
+
+# ---------------------------------------------------------------- data files
+
+def _bomb(path: Path, shape=(60000, 28, 28), expands_to=1 << 31) -> None:
+    """A valid-looking gzip IDX archive of ~2 MB whose content goes on far beyond what its header declares."""
+    import struct
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    with open(path, "wb") as f:
+        f.write(packer.compress(struct.pack(f">HBB{len(shape)}I", 0, 8, len(shape), *shape)))
+        zeros = b"\0" * (1 << 24)
+        for _ in range(expands_to >> 24):
+            f.write(packer.compress(zeros))
+        f.write(packer.flush())
+
+
+
+
+@pytest.fixture(scope="module")
+def bomb_folder(tmp_path_factory):
+    folder = write_idx_folder(tmp_path_factory.mktemp("bomb"), synthetic_arrays())
+    _bomb(folder / "train-images-idx3-ubyte.gz")
+    assert (folder / "train-images-idx3-ubyte.gz").stat().st_size < 3 << 20
+    return folder
+
+
+@pytest.mark.parametrize("verify,message", [(True, "does not match the published MNIST checksums"),
+                                            (False, "has trailing bytes")])
+def test_a_decompression_bomb_is_refused_without_expanding_it(bomb_folder, verify, message):
+    args = ["prepare", "--dataset", "mnist", "--from-dir", bomb_folder] + ([] if verify else ["--no-verify"])
+    done, peak = peak_rss_mib(args)
+    done.exit_code = done.returncode
+    assert_user_error(done, message)
+    assert peak < 400, f"peak memory {peak:.0f} MiB for a 2 GiB bomb"  # 4.2 GB before the fix
+
+
+def test_a_decompression_bomb_from_a_mirror_is_discarded(bomb_folder, http_server, tmp_path):
+    mirror = http_server(bomb_folder)
+    done, peak = peak_rss_mib(["prepare", "--dataset", "mnist", "--source", "download", "--mirror", mirror,
+                                "--retries", "1"], env={**os.environ, "MNIST_KIT_DATA": str(tmp_path / "data")})
+    done.exit_code = done.returncode
+    assert_user_error(done, "checksum mismatch", "file discarded")
+    assert peak < 400, f"peak memory {peak:.0f} MiB"
+    assert not list((tmp_path / "data" / "mnist" / "raw").iterdir())
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_an_idx_header_declaring_an_enormous_shape_is_refused(tmp_path, gz):
+    import gzip
+    import struct
+
+    folder = write_idx_folder(tmp_path / "idx", synthetic_arrays(), gz=gz)
+    header = struct.pack(">HBB3I", 0, 8, 3, 2 ** 31, 2 ** 31, 4) + b"\0" * 100
+    name = "train-images-idx3-ubyte" + (".gz" if gz else "")
+    (folder / name).write_bytes(gzip.compress(header) if gz else header)
+    assert_user_error(run_cli("prepare", "--dataset", "mnist", "--from-dir", folder, "--no-verify"),
+                      "the header declares shape (2147483648, 2147483648, 4)", "more than the 1,073,741,824 bytes")
+
+
+def test_an_idx_set_without_training_images_is_refused(tmp_path):
+    import numpy as np
+
+    arrays = synthetic_arrays()
+    arrays["train_images"], arrays["train_labels"] = np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8)
+    folder = write_idx_folder(tmp_path / "idx", arrays)
+    assert_user_error(run_cli("prepare", "--dataset", "mnist", "--from-dir", folder, "--no-verify"),
+                      "training set has no images")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_fifo_or_device_instead_of_an_idx_file_is_named(tmp_path, kind):
+    folder = write_idx_folder(tmp_path / "idx", synthetic_arrays())
+    (folder / "train-images-idx3-ubyte.gz").unlink()
+    if kind == "fifo":
+        os.mkfifo(folder / "train-images-idx3-ubyte.gz")
+    else:
+        (folder / "train-images-idx3-ubyte.gz").symlink_to("/dev/zero")
+    assert_user_error(run_cli("prepare", "--dataset", "mnist", "--from-dir", folder, "--no-verify"),
+                      "is not a regular file")
+
+
+def test_prepare_force_killed_at_the_switch_keeps_a_usable_cache(prepared, tmp_path):
+    from mnist_kit import data
+
+    before = data.load("mnist", prepared).x_train
+    other = write_idx_folder(tmp_path / "other", synthetic_arrays(seed=7))
+    killed = run_subprocess("prepare", "--from-dir", other, "--no-verify", "--force",
+                            env={"MNIST_KIT_FAULT": "kill@prepare-switch:0"})
+    assert killed.returncode == -9
+    assert (data.load("mnist", prepared).x_train == before).all()  # the old cache, intact
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    partial = prepared / "mnist" / f".arrays-0123.npz.{dead.pid}-abcd.partial"  # as a kill while writing leaves
+    partial.write_bytes(b"half")
+    mine = prepared / "mnist" / "my-notes.txt"
+    mine.write_text("mine\n")
+    assert run_cli("prepare", "--from-dir", other, "--no-verify", "--force").exit_code == 0
+    assert not (data.load("mnist", prepared).x_train == before).all()  # the new one
+    left = sorted(p.name for p in (prepared / "mnist").iterdir())
+    assert len([n for n in left if n.startswith("arrays")]) == 1 and not partial.exists() and mine.exists(), left

@@ -8,39 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image
 
-from conftest import EPS, run_cli, run_subprocess
+from helpers import EPS, VARIANTS, photo, render_digit, run_cli, run_subprocess
 from mnist_kit.data.idx import write_idx
 from mnist_kit.deploy import preprocess as pp
 
 FONT_SIZES = (60, 90, 140)
 
 
-def render_digit(d: int, size: int = 120, angle: float = 0.0, dx: int = 0, dy: int = 0) -> np.ndarray:
-    """A white digit on black (float, any size), from Pillow's scalable default font."""
-    font = ImageFont.load_default(size=size)
-    img = Image.new("L", (int(size * 1.6), int(size * 1.6)), 0)
-    ImageDraw.Draw(img).text((size * 0.4 + dx, size * 0.15 + dy), str(d), fill=255, font=font)
-    return np.asarray(img.rotate(angle, resample=Image.Resampling.BILINEAR), dtype=np.float64)
 
 
-def photo(digit_white: np.ndarray, paper=(235, 228, 210), ink=(35, 35, 60), canvas=(640, 480), at=(0.7, 0.3),
-          noise=8.0, blur=1.2, seed=0) -> Image.Image:
-    """Dark ink on (tinted) paper, off-centre in a larger picture, with blur, noise and uneven light."""
-    rng = np.random.default_rng(seed)
-    h, w = digit_white.shape
-    W, H = canvas
-    a = np.zeros((H, W))
-    y0, x0 = int(at[1] * (H - h)), int(at[0] * (W - w))
-    a[y0:y0 + h, x0:x0 + w] = digit_white / 255.0
-    a = np.asarray(Image.fromarray((a * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(blur)),
-                   dtype=np.float64) / 255.0
-    light = 1.0 - 0.15 * np.linspace(0, 1, W)[None, :]  # a shadow across the page
-    rgb = np.empty((H, W, 3))
-    for c in range(3):
-        rgb[..., c] = (paper[c] * (1 - a) + ink[c] * a) * light + rng.normal(0, noise, (H, W))
-    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
 
 
 def reference(d: int) -> np.ndarray:
@@ -60,24 +38,8 @@ def _check_mnist_like(out: np.ndarray, ref: np.ndarray):
     assert corr >= 0.8, corr
 
 
-def _save(img: Image.Image, path: Path, **kw) -> Path:
-    img.save(path, **kw)
-    return path
 
 
-VARIANTS = {
-    "jpeg dark ink on tinted paper": lambda d, p: _save(photo(render_digit(d)), p / "a.jpg", quality=85),
-    "png light ink on dark": lambda d, p: _save(Image.fromarray(255 - np.asarray(photo(render_digit(d)))), p / "b.png"),
-    "small and blurred": lambda d, p: _save(photo(render_digit(d, 40), canvas=(90, 80), blur=1.5), p / "c.png"),
-    "large, far off-centre, noisy": lambda d, p: _save(photo(render_digit(d, 300), canvas=(1600, 1200), at=(0.05, 0.9),
-                                                            noise=20), p / "d.jpg", quality=70),
-    "rgba ink only in alpha": lambda d, p: _save(Image.fromarray(np.dstack(
-        [np.zeros((192, 192, 3), np.uint8), render_digit(d).astype(np.uint8)]), "RGBA"), p / "e.png"),
-    "palette": lambda d, p: _save(photo(render_digit(d)).convert("P", palette=Image.Palette.ADAPTIVE), p / "f.png"),
-    "16-bit grayscale": lambda d, p: _save(Image.fromarray((np.asarray(photo(render_digit(d)).convert("L"),
-                                                                       np.uint16) * 257)), p / "g.png"),
-    "cmyk jpeg": lambda d, p: _save(photo(render_digit(d)).convert("CMYK"), p / "h.jpg"),
-}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

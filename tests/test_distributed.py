@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FAST, run_cli, run_subprocess
+from helpers import FAST, run_cli, run_subprocess
 from mnist_kit.runs import checkpoint
 
 SMALL = [*FAST, "-o", "train.log_every=5"]  # 500 training images

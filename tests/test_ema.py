@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import FAST, run_cli
+from helpers import FAST, run_cli
 from mnist_kit.backend.runtime import paddle
 from mnist_kit.board.writer import read_records
 from mnist_kit.runs import checkpoint

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import EPS, FOLDER_CLASSES, folder_image, run_cli, run_subprocess, write_image_folder
+from helpers import EPS, FOLDER_CLASSES, folder_image, run_cli, run_subprocess, write_image_folder
 from mnist_kit import config, data
 from mnist_kit.data.splits import oversample, stratified_split
 from mnist_kit.util.images import fit, load_image

@@ -11,9 +11,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from test_faults import snapshot
 
-from conftest import FAST, run_cli, synthetic_arrays, write_idx_folder
+from helpers import FAST, run_cli, snapshot, synthetic_arrays, write_idx_folder
 
 CASES = 40  # per kind
 

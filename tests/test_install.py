@@ -11,14 +11,11 @@ Both install from PyPI or pip's cache, with the tested versions (constraints.txt
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
 import tarfile
-import threading
-import urllib.request
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -26,7 +23,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from conftest import REPO, synthetic_arrays, wait_for, write_idx_folder
+from helpers import REPO, Server, synthetic_arrays, write_idx_folder
 
 
 def _run(args, cwd=None, env=None, timeout=900, check=True):
@@ -120,29 +117,13 @@ def test_installed_without_paddle_predict_and_serve_run_onnx_and_train_says_how_
                                    outside / "export", "--json", outside / "digit.png"], cwd=outside).stdout)
     assert read == with_paddle
 
-    serve = subprocess.Popen([mk, "serve", "--model", outside / "export", "--port", "0"], cwd=outside,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines, url = [], []
-
-    def follow():
-        for line in serve.stderr:
-            lines.append(line)
-            if " at http://" in line and not url:
-                url.append(line.split(" at ", 1)[1].split(";")[0].strip().rstrip("/"))
-
-    threading.Thread(target=follow, daemon=True).start()
+    server = Server("--model", outside / "export", command=[mk], cwd=outside)
     try:
-        wait_for(lambda: url or serve.poll() is not None, 120, lambda: f"serve to listen: {lines}")
-        assert url, lines
-        png = io.BytesIO((outside / "digit.png").read_bytes()).getvalue()
-        request = urllib.request.Request(url[0] + "/api/predict", data=png, headers={"Content-Type": "image/png"})
-        with urllib.request.urlopen(request, timeout=60) as r:
-            answer = json.loads(r.read())
-        with urllib.request.urlopen(url[0] + "/healthz", timeout=60) as r:
-            assert json.loads(r.read())["runtime"] == "onnxruntime"
+        status, _, answer = server.post_image((outside / "digit.png").read_bytes())
+        assert status == 200, answer
+        assert server.request("GET", "/healthz")[2]["runtime"] == "onnxruntime"
     finally:
-        serve.terminate()
-        serve.wait(30)
+        server.stop()
     assert answer["class"] == read["class"] and answer["probability"] == pytest.approx(read["probability"], abs=1e-6)
 
     train = _run([mk, "train", "-o", "train.epochs=1"], cwd=outside, check=False)

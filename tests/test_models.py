@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import FAST, REPO, run_cli, write_image_folder
 from mnist_kit.backend.runtime import paddle
 from mnist_kit.models import blocks as block_geometry
 from mnist_kit.models.networks import CNN, Conv2D, build_model
@@ -68,7 +69,6 @@ def test_model_init_draws_the_named_initial_weights(prepared, how):
     import json
     from pathlib import Path
 
-    from conftest import FAST, run_cli
     from mnist_kit.runs import checkpoint
 
     # a rate of 0 keeps the initial weights in the first checkpoint
@@ -91,7 +91,6 @@ def test_model_init_draws_the_named_initial_weights(prepared, how):
 
 
 def test_the_layer_summary_gives_shapes_parameters_and_flops(prepared):
-    from conftest import run_cli
     from mnist_kit.models.networks import layer_table
 
     r = run_cli("train", "--summary")  # the default CNN: two 5x5 blocks of 20, then one linear layer
@@ -174,7 +173,6 @@ def test_short_keys_are_the_blocks_they_stand_for():
 
 @pytest.mark.parametrize("name", ["folder_sigmoid_avg", "folder_strided", "folder_padded_pool"])
 def test_the_image_folder_tutorials_networks_train_export_and_predict(tmp_path, name):
-    from conftest import REPO, run_cli, write_image_folder
 
     folder = write_image_folder(tmp_path / "cards", corrupt=False)
     common = ["--config", REPO / "configs" / f"{name}.yaml", "-o", f"data.folder={folder}"]
@@ -191,7 +189,6 @@ def test_the_image_folder_tutorials_networks_train_export_and_predict(tmp_path, 
 
 
 def test_a_standard_block_runs_on_onednn_beside_a_stock_one(prepared):
-    from conftest import FAST, run_cli
 
     blocks = "[{channels: 8}, {channels: 8, pool: avg}]"  # the first is the standard block, the second not
     r = run_cli("train", *FAST, "-o", f"model.blocks={blocks}", "--name", "mixed")
@@ -202,7 +199,6 @@ def test_a_standard_block_runs_on_onednn_beside_a_stock_one(prepared):
 
 
 def test_a_hidden_head_sits_between_the_conv_blocks_and_the_output(prepared):
-    from conftest import FAST, run_cli
     from mnist_kit import config
     from mnist_kit.runs import checkpoint
 
@@ -246,7 +242,6 @@ def test_test_time_augmentation_averages_the_probabilities_of_the_copies(tta):
 
 
 def test_test_time_augmentation_is_exported_and_predicts(prepared, tmp_path):
-    from conftest import FAST, run_cli
 
     r = run_cli("train", *FAST, "-o", "model.tta=shift", "-o", "train.epochs=1", "--name", "tta")
     assert r.exit_code == 0, r.output
@@ -265,7 +260,6 @@ def test_test_time_augmentation_is_exported_and_predicts(prepared, tmp_path):
 def test_mirrored_test_time_augmentation_is_exported_to_paddle_and_onnx(tmp_path):
     """An image folder (RGB, 32x48) with model.tta flip+shift: the export's own checks compare the traced
     program, and the ONNX model where paddle2onnx and onnxruntime are installed, with the eager network."""
-    from conftest import REPO, run_cli, write_image_folder
     from mnist_kit.deploy import export
 
     folder = write_image_folder(tmp_path / "cards", corrupt=False)

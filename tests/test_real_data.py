@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data import needs_debian
 
-from conftest import REPO, run_subprocess
+from helpers import REPO, needs_debian, run_subprocess
 
 
 @pytest.mark.slow

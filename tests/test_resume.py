@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FAST, REPO, checkpoints_of, run_cli, run_subprocess, wait_for
+from helpers import FAST, REPO, checkpoints_of, run_cli, run_subprocess, wait_for
 from mnist_kit.board.writer import read_records
 from mnist_kit.runs import checkpoint
 from mnist_kit.train import trainer

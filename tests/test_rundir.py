@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import FAST, run_cli, run_subprocess
+from helpers import FAST, assert_user_error, metrics_rows, run_cli, run_subprocess
 from mnist_kit import UserError
 from mnist_kit.runs import rundir
 from mnist_kit.runs.rundir import RESERVED_ENV, RunDir
@@ -106,3 +107,39 @@ def test_a_multi_process_job_that_fails_before_training_leaves_no_run_folder(tmp
     assert proc.returncode == 1
     assert "Fashion-MNIST is not prepared" in proc.stderr and "Traceback" not in proc.stderr.split("Error:")[-1]
     assert not Path("checkpoints/never").exists()
+
+
+# ---------------------------------------------------------------- edited run files
+
+@pytest.mark.parametrize("content,reason", [("[1]", "it holds a JSON list, not an object"),
+                                            ('{"started": "yesterday"}', 'started is "yesterday", not a number'),
+                                            ("{", "Expecting")])
+def test_a_damaged_run_json_is_an_error_for_that_run_and_skipped_for_the_others(trained, content, reason):
+    shutil.copytree(trained, trained.parent / "zz-damaged")
+    (trained.parent / "zz-damaged" / "run.json").write_text(content)
+    assert_user_error(run_cli("eval", "--run", trained.parent / "zz-damaged"), "run.json is damaged", reason)
+    listed = run_cli("runs", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert {r["run"]: r["status"] for r in json.loads(listed.stdout)} == {"base": "completed",
+                                                                          "zz-damaged": "unreadable"}
+    newest = run_cli("eval", "--json")  # the newest run: the damaged one is skipped with a warning
+    assert newest.exit_code == 0, newest.output
+    assert "warning: skipping checkpoints/zz-damaged" in newest.output
+    assert json.loads(newest.stdout)["run"].endswith("base")
+
+
+def test_garbage_lines_in_metrics_are_left_out(trained):
+    with open(trained / "metrics.jsonl", "a") as f:
+        f.write('garbage\n{"epoch": "x", "step": 5}\n[1, 2]\n{"epoch": 1, "step": 20, "val_acc": "high"}\n')
+    listed = run_cli("runs", "--json")
+    assert listed.exit_code == 0 and json.loads(listed.stdout)[0]["epochs_done"] == 2, listed.output
+    result = run_cli("resume", "-o", "train.epochs=3")
+    assert result.exit_code == 0, result.output
+    assert [r["epoch"] for r in metrics_rows(trained)] == [0, 1, 2]
+
+
+def test_ctrl_c_before_the_first_checkpoint_does_not_suggest_resume(trained, monkeypatch):
+    monkeypatch.setenv("MNIST_KIT_FAULT", "interrupt@step:3")
+    result = run_cli("train", *FAST, "--name", "early")
+    assert result.exit_code == 130
+    assert "nothing to resume; train it again" in result.output and "mnist-kit resume" not in result.output

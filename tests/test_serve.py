@@ -9,79 +9,15 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_deploy import VARIANTS, photo, render_digit
 
-from conftest import EPS, run_cli, run_subprocess, wait_for
-
-
-class Server:
-    """``mnist-kit serve ARGS --port 0`` as a process; ``url`` once it listens."""
-
-    def __init__(self, *args, env=None):
-        self.proc = subprocess.Popen([sys.executable, "-m", "mnist_kit", "serve", "--port", "0", *map(str, args)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
-        self.lines, self.url = [], None
-        started = threading.Event()
-
-        def read():
-            for line in self.proc.stderr:
-                self.lines.append(line.rstrip())
-                if " at http://" in line and self.url is None:
-                    self.url = line.split(" at ", 1)[1].split(";")[0].strip()
-                    started.set()
-            started.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        started.wait(60)
-        assert self.url, f"serve did not start: {self.lines}"
-        self.host, port = self.url[len("http://"):].rstrip("/").rsplit(":", 1)
-        self.port = int(port)
-
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-        """(status, headers, parsed JSON or text) of one request on a new connection."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            r = conn.getresponse()
-            data = r.read()
-        finally:
-            conn.close()
-        kind = r.getheader("Content-Type", "")
-        return r.status, dict(r.getheaders()), json.loads(data) if kind.startswith("application/json") else data
-
-    def post_image(self, data: bytes, content_type: str = "image/png", query: str = ""):
-        return self.request("POST", "/api/predict" + query, data, {"Content-Type": content_type})
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-
-
-def multipart(files: list[tuple[str, str, bytes]]) -> tuple[bytes, dict]:
-    """A multipart/form-data body of (field, file name, bytes) files, and its Content-Type header."""
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for field, name, data in files:
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
-                  f"Content-Type: application/octet-stream\r\n\r\n".encode())
-        out.write(data + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+from helpers import EPS, FAST, VARIANTS, Server, multipart, photo, render_digit, run_cli, run_subprocess, wait_for
 
 
 def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -583,7 +519,6 @@ def test_export_without_the_onnx_tools_says_so_and_predict_uses_paddle(trained_f
 
 @pytest.fixture
 def trained_for_serve(prepared):
-    from conftest import FAST
 
     result = run_cli("train", *FAST, "-o", "output.visualdl=false")
     assert result.exit_code == 0, result.output

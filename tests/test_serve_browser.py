@@ -4,23 +4,17 @@ events on a phone-sized page too."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+from helpers import Server, photo, render_digit, script
 
-from browser import missing  # noqa: E402
-from test_deploy import photo, render_digit  # noqa: E402
-from test_serve import Server  # noqa: E402
+missing = script("browser").missing
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(missing() is not None, reason=missing() or "")]
 
 
 def test_digits_drawn_on_the_pad_are_read_correctly(digit_export, tmp_path):
-    from pad_check import check_pad
+    check_pad = script("pad_check").check_pad
 
     shot, dropped = tmp_path / "shot.jpg", tmp_path / "dropped.png"
     photo(render_digit(4)).save(shot, quality=90)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, run_cli, run_subprocess, wait_for
+from helpers import FAST, free_port, run_cli, run_subprocess, visualdl_api, wait_for
 from mnist_kit import ConfigError, UserError
 from mnist_kit.board.writer import read_records
 from mnist_kit.runs import listing
@@ -135,25 +135,24 @@ def test_the_board_overlays_a_sweeps_runs_and_ranks_their_hyper_parameters(prepa
     import subprocess
     import sys
 
-    from test_visualdl import _api, _free_port
 
     r = run_subprocess("sweep", "-o", "optimizer.lr=0.05,0.001", "-o", "model.name=linear", *SMALL, "--name", "s")
     assert r.returncode == 0, r.stderr
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "mnist_kit", "board", "--logdir", "checkpoints/s", "--port",
                              str(port)], env={**os.environ, "HOME": str(tmp_path)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stderr.readline()
         assert f"http://127.0.0.1:{port}/" in line, line + proc.stderr.read()
-        names = _api(port, "runs")  # each run, and the writer of its validation lines
+        names = visualdl_api(port, "runs")  # each run, and the writer of its validation lines
         assert sorted(names) == ["lr=0.001", "lr=0.001 · val", "lr=0.05", "lr=0.05 · val"], names
         for name in ("lr=0.001", "lr=0.05"):  # one val/acc chart per run, overlaid on the scalar page
-            assert len(_api(port, "scalar/list", run=name, tag="val/acc")) == 1
+            assert len(visualdl_api(port, "scalar/list", run=name, tag="val/acc")) == 1
             # training's loss and validation's in one chart
-            assert len(_api(port, "scalar/list", run=name, tag="train_and_val/loss")) == 1
-            assert len(_api(port, "scalar/list", run=f"{name} · val", tag="train_and_val/loss")) == 1
-        hparams = _api(port, "hparams/list")
+            assert len(visualdl_api(port, "scalar/list", run=name, tag="train_and_val/loss")) == 1
+            assert len(visualdl_api(port, "scalar/list", run=f"{name} · val", tag="train_and_val/loss")) == 1
+        hparams = visualdl_api(port, "hparams/list")
         assert sorted(h["hparams"]["optimizer/lr"] for h in hparams) == [0.001, 0.05]  # each run's values ...
         assert all(0 <= h["metrics"]["val/acc"] <= 1 for h in hparams)  # ... and the metric that ranks them
     finally:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import FAST, REPO, run_cli, run_subprocess
+from helpers import FAST, REPO, assert_user_error, run_cli, run_subprocess, write_image_folder
 from mnist_kit import config
 from mnist_kit.evaluate import scoring
 from mnist_kit.models.optim import build_schedule
@@ -436,3 +436,31 @@ def test_train_steps_sets_the_run_length_in_whole_epochs(prepared):
     again = run_cli("resume", "--run", "checkpoints/steps", "--epoch", "1")  # the same length, from its config
     assert again.exit_code == 0, again.output
     assert len(Path("checkpoints/steps/metrics.jsonl").read_text().splitlines()) == 3
+
+
+# ---------------------------------------------------------------- configs that cannot train
+
+def test_a_config_that_yields_no_training_step_is_an_error(trained):
+    assert_user_error(run_cli("train", "--nproc", 2, *FAST, "-o", "train.batch_size=1000", "--name", "big"),
+                      "no training step: the training split has 500 images and a step takes 2 processes x 1000",
+                      "train.batch_size")
+    assert not Path("checkpoints/big").exists()
+
+
+def test_a_sweep_run_that_fails_before_its_folder_exists_is_reported(trained):
+    proc = run_subprocess("sweep", *FAST, "-o", "train.device=cpu,gpu", "--name", "devices")
+    assert proc.returncode == 1, proc.stderr
+    table = proc.stdout.splitlines()
+    assert any(line.startswith("device=gpu") and "failed" in line for line in table), proc.stdout
+    assert any(line.startswith("device=cpu") and "completed" in line for line in table), proc.stdout
+    assert "1 run(s) failed: device=gpu" in proc.stderr
+
+
+def test_an_image_folder_too_small_to_validate_says_so(tmp_path):
+
+    folder = write_image_folder(tmp_path / "cards", counts={"box": 2, "hbar": 2}, corrupt=False)
+    args = ["-o", "data.name=image_folder", "-o", f"data.folder={folder}", "-o", "data.image_size=[16,32]"]
+    prepared = run_cli("prepare", *args)
+    assert prepared.exit_code == 0 and "warning: the validation split is empty" in prepared.output
+    assert_user_error(run_cli("train", *args, "-o", "train.epochs=1"), "the validation split is empty",
+                      "data.val_ratio")

@@ -3,7 +3,6 @@
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,16 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import FAST, run_cli, synthetic_arrays, write_idx_folder
+from helpers import (
+    FAST,
+    free_port,
+    peak_rss_mib,
+    run_cli,
+    synthetic_arrays,
+    visualdl_api,
+    visualdl_get,
+    write_idx_folder,
+)
 from mnist_kit import config, data
 from mnist_kit.board import visuals, writer
 from mnist_kit.board.writer import read_records
@@ -55,7 +63,7 @@ def values(run):
     return out
 
 
-def _rows(run):
+def metrics_rows(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -64,7 +72,7 @@ def test_scalars(run, values):
     assert [v.id for v in s["train/loss"]] == [5, 10, 15, 20]
     assert {"train/acc", "train/lr", "train/epoch_loss", "train/epoch_acc", "val/loss", "val/acc",
             "speed/images_per_sec"} <= set(s)
-    rows = _rows(run)
+    rows = metrics_rows(run)
     assert [v.id for v in s["val/acc"]] == [r["step"] for r in rows]
     assert np.allclose([v.value for v in s["val/acc"]], [r["val_acc"] for r in rows])
     assert all(0.0 <= v.value <= 1.0 for v in s["train/acc"])
@@ -189,7 +197,7 @@ def test_validation_lines_are_drawn_with_trainings(run, values):
     for record in read_records(val_file):
         for v in record.values:
             val[v.tag].append(v)
-    rows = _rows(run)
+    rows = metrics_rows(run)
     for tag, train_key, val_key in trainlog.TRAIN_AND_VAL:
         assert [v.id for v in values["value"][tag]] == [v.id for v in val[tag]] == [r["step"] for r in rows]
         assert np.allclose([v.value for v in values["value"][tag]], [r[train_key] for r in rows])
@@ -197,32 +205,14 @@ def test_validation_lines_are_drawn_with_trainings(run, values):
     assert set(val) - {"meta_data_tag"} == {"train_and_val/loss", "train_and_val/acc"}  # no other page lists it
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _get(port, path, **params) -> bytes:
-    url = f"http://127.0.0.1:{port}/app/api/{path}"
-    if params:
-        url += "?" + urllib.parse.urlencode(params)
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return r.read()
 
 
-def _api(port, path, **params):
-    raw = _get(port, path, **params)
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise AssertionError(f"{path}: not JSON: {raw[:60]!r}") from None
-    assert body["status"] == 0, body
-    return body["data"]
 
 
 def test_the_real_server_serves_every_component(run, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HOME": str(tmp_path)}  # importing visualdl writes under ~/.visualdl
     proc = subprocess.Popen([sys.executable, "-m", "mnist_kit", "board", "--logdir", run.parent, "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -230,28 +220,28 @@ def test_the_real_server_serves_every_component(run, tmp_path):
         line = proc.stderr.readline()
         assert f"at http://127.0.0.1:{port}/app/scalar" in line, line + proc.stderr.read()
         assert "graph/r/model.pdmodel" in line
-        tabs = _api(port, "component_tabs")
+        tabs = visualdl_api(port, "component_tabs")
         for tab in ("scalar", "image", "histogram", "pr_curve", "roc_curve", "text", "hyper_parameters",
                     "embeddings", "static_graph", "dynamic_graph"):
             assert tab in tabs, (tab, tabs)
-        runs = _api(port, "runs")
+        runs = visualdl_api(port, "runs")
         assert sorted(runs) == ["r", "r · val"], runs  # the run, and its validation lines' writer
         name = "r"
-        points = _api(port, "scalar/list", run=name, tag="val/acc")
+        points = visualdl_api(port, "scalar/list", run=name, tag="val/acc")
         assert [p[1] for p in points] == [10, 20]
-        assert len(_api(port, "image/list", run=name, tag="val/confusion_matrix")) == 2
-        assert _get(port, "image/image", run=name, tag="input/train_samples", index=0)[:4] == b"\x89PNG"
-        assert _api(port, "histogram/list", run=name, tag="params/fc.weight")
-        assert _api(port, "pr-curve/list", run=name, tag="pr/0_0")
-        assert _api(port, "roc-curve/list", run=name, tag="roc/0_0")
-        assert _api(port, "text/list", run=name, tag="config")
-        assert _api(port, "hparams/list")
-        assert _api(port, "embedding/list")
-        model = _get(port, "graph/static_graph")  # the .pdmodel the board renders
+        assert len(visualdl_api(port, "image/list", run=name, tag="val/confusion_matrix")) == 2
+        assert visualdl_get(port, "image/image", run=name, tag="input/train_samples", index=0)[:4] == b"\x89PNG"
+        assert visualdl_api(port, "histogram/list", run=name, tag="params/fc.weight")
+        assert visualdl_api(port, "pr-curve/list", run=name, tag="pr/0_0")
+        assert visualdl_api(port, "roc-curve/list", run=name, tag="roc/0_0")
+        assert visualdl_api(port, "text/list", run=name, tag="config")
+        assert visualdl_api(port, "hparams/list")
+        assert visualdl_api(port, "embedding/list")
+        model = visualdl_get(port, "graph/static_graph")  # the .pdmodel the board renders
         assert model == (run / "graph" / "r" / "model.pdmodel").read_bytes()
-        graph_runs = _api(port, "graph_runs")  # the dynamic graph page: one model per run, named by folder
+        graph_runs = visualdl_api(port, "graph_runs")  # the dynamic graph page: one model per run, named by folder
         assert [r.rsplit("/", 1)[-1] for r in graph_runs] == ["r"], graph_runs
-        assert _api(port, "graph/graph", run=graph_runs[0], expand_all="false", refresh="true")
+        assert visualdl_api(port, "graph/graph", run=graph_runs[0], expand_all="false", refresh="true")
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -286,3 +276,30 @@ def test_prepare_logs_samples_and_class_counts(prepared):
     assert "600 training and 200 test images" in found["data/class_counts"].text.encoded_text_string
     counts = [v.value for r in read_records(f) for v in r.values if v.tag == "data/train_count"]
     assert counts == [60.0] * 10
+
+
+# ---------------------------------------------------------------- what is drawn is bounded
+
+def test_thousands_of_classes_are_drawn_within_bounds(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from mnist_kit.board import visuals
+
+    picture = visuals.confusion_image(np.ones((10000, 10000), np.int32), [str(i) for i in range(10000)])
+    assert picture.shape[0] * picture.shape[1] < 4000 * 4000
+    assert visuals.grid(np.zeros((100000, 28, 28), np.uint8), ["x"] * 100000).shape[0] < 10000
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "many"
+    for k in range(1000):  # 1,000 classes of 5 images: 1 for validation, 1 for test
+        (folder / f"c{k:04d}").mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 255, (8, 8)).astype(np.uint8)).save(folder / f"c{k:04d}" / f"{i}.png")
+    args = ["-o", "data.name=image_folder", "-o", f"data.folder={folder}", "-o", "data.image_size=[8,8]",
+            "-o", "data.val_ratio=0.2", "-o", "data.test_ratio=0.2", "-o", "model.channels=[4]"]
+    done, peak = peak_rss_mib(["prepare", *args])
+    assert done.returncode == 0 and peak < 1500, (peak, done.stderr[-2000:])
+    done, peak = peak_rss_mib(["train", *args, "-o", "train.epochs=1", "-o", "log.embeddings=0", "--name", "many"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert peak < 2000, f"peak memory {peak:.0f} MiB"
