@@ -111,6 +111,21 @@ def digit_export(tmp_path_factory):
     return base / "export"
 
 
+@pytest.fixture(scope="session")
+def small_export(tmp_path_factory):
+    """An export (Paddle program and model.onnx) of the default CNN trained 2 epochs on the synthetic digits:
+    enough for the serve application to answer in this process. Made once per session, in a few seconds."""
+    base = tmp_path_factory.mktemp("small_export")
+    env = {"MNIST_KIT_DATA": str(base / "data")}
+    idx = write_idx_folder(base / "idx", synthetic_arrays())
+    for args in (["prepare", "--dataset", "mnist", "--from-dir", idx, "--no-verify"],
+                 ["train", *FAST, "-o", "output.visualdl=false", "-o", f"output.root={base / 'runs'}", "--name", "s"],
+                 ["export", "--run", base / "runs" / "s", "--out", base / "export"]):
+        done = run_subprocess(*args, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    return base / "export"
+
+
 # ---------------------------------------------------------------- a hostile file: EPS (Pillow runs Ghostscript)
 
 

@@ -12,6 +12,8 @@ import pytest
 
 from helpers import assert_user_error, child_pids, free_port, run_cli
 
+pytestmark = pytest.mark.slow  # starts VisualDL servers
+
 # ---------------------------------------------------------------- the board
 
 

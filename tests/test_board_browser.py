@@ -12,7 +12,7 @@ from helpers import run_cli, run_subprocess, script, synthetic_arrays, write_idx
 
 board_check, browser = script("board_check"), script("browser")
 
-pytestmark = [pytest.mark.browser,
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(bool(browser.missing()), reason=f"no browser here: {browser.missing()}")]
 
 

@@ -3,14 +3,89 @@ resumed from, and weights never load into another network."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import FAST, assert_user_error, metrics_rows, run_cli, run_subprocess, snapshot
 from mnist_kit import UserError
+from mnist_kit.runs import checkpoint
+
+# ---------------------------------------------------------------- the checkpoint folder, in this process
+
+def _state(epoch: int, step: int, complete: bool = True) -> dict:
+    """A small state of the shape Trainer.state writes (what the folder's functions read of it)."""
+    return {"model": {"w": np.full((2, 3), float(step), np.float32)}, "epoch": epoch, "step": step,
+            "epoch_complete": complete, "step_in_epoch": 0 if complete else step % 10}
+
+
+def _saved(folder: Path, *states) -> Path:
+    for name, state in states:
+        checkpoint.save(folder, name, state)
+    return folder
+
+
+def test_a_saved_checkpoint_is_listed_with_its_digest_and_loads_back(tmp_path):
+    path = checkpoint.save(tmp_path, checkpoint.epoch_file(0), _state(0, 10))
+    entry = checkpoint.manifest(tmp_path)[path.name]
+    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and entry["bytes"] == path.stat().st_size
+    assert (entry["epoch"], entry["step"], entry["complete_epoch"]) == (0, 10, True)
+    loaded = checkpoint.load(path)
+    assert loaded["step"] == 10 and np.array_equal(np.asarray(loaded["model"]["w"]), np.full((2, 3), 10.0))
+
+
+def test_load_refuses_a_file_the_manifest_does_not_list_or_that_changed(tmp_path):
+    path = checkpoint.save(tmp_path, checkpoint.epoch_file(0), _state(0, 10))
+    shutil.copy(path, tmp_path / "epoch_009.pdckpt")
+    with pytest.raises(checkpoint.CheckpointError, match="is not listed in"):
+        checkpoint.load(tmp_path / "epoch_009.pdckpt")
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(checkpoint.CheckpointError, match="is damaged"):
+        checkpoint.load(path)
+
+
+def test_retention_keeps_the_newest_epochs_and_step_checkpoints_and_the_best(tmp_path):
+    folder = _saved(tmp_path, *[(checkpoint.epoch_file(e), _state(e, 10 * (e + 1))) for e in range(4)],
+                    (checkpoint.step_file(35), _state(3, 35, complete=False)),  # before epoch 3 ended: stale
+                    (checkpoint.step_file(45), _state(4, 45, complete=False)),
+                    (checkpoint.BEST, _state(1, 20)))
+    removed = checkpoint.apply_retention(folder, keep_last=2)
+    assert sorted(removed) == ["epoch_000.pdckpt", "epoch_001.pdckpt", "step_0000035.pdckpt"]
+    assert sorted(checkpoint.manifest(folder)) == ["best.pdckpt", "epoch_002.pdckpt", "epoch_003.pdckpt",
+                                                   "step_0000045.pdckpt"]
+    assert sorted(p.name for p in folder.glob("*.pdckpt")) == sorted(checkpoint.manifest(folder))
+
+
+def test_choosing_a_checkpoint_to_use_or_to_resume_from(tmp_path, capsys):
+    folder = _saved(tmp_path, *[(checkpoint.epoch_file(e), _state(e, 10 * (e + 1))) for e in range(3)],
+                    (checkpoint.step_file(35), _state(3, 35, complete=False)), (checkpoint.BEST, _state(1, 20)))
+    assert checkpoint.for_use(folder).name == "best.pdckpt"
+    assert checkpoint.for_use(folder, last=True).name == "epoch_002.pdckpt"
+    assert checkpoint.for_use(folder, epoch=1).name == "epoch_001.pdckpt"
+    with pytest.raises(checkpoint.CheckpointError, match="epoch 7"):
+        checkpoint.for_use(folder, epoch=7)
+    path, state = checkpoint.for_resume(folder)
+    assert path.name == "step_0000035.pdckpt" and state["step"] == 35  # the newest, mid-epoch ones included
+    (folder / "step_0000035.pdckpt").write_bytes(b"torn")
+    path, state = checkpoint.for_resume(folder)  # a damaged newest one is passed over, with a warning
+    assert path.name == "epoch_002.pdckpt" and "step_0000035.pdckpt" in capsys.readouterr().err
+    assert checkpoint.for_resume(folder, epoch=0)[1]["step"] == 10
+
+
+def test_a_manifest_naming_a_file_outside_the_folder_is_refused(tmp_path):
+    checkpoint.save(tmp_path, checkpoint.epoch_file(0), _state(0, 10))
+    entries = json.loads((tmp_path / checkpoint.MANIFEST).read_text())
+    entries["../../etc/passwd"] = entries["epoch_000.pdckpt"]
+    (tmp_path / checkpoint.MANIFEST).write_text(json.dumps(entries))
+    with pytest.raises(checkpoint.CheckpointError, match="is not the name of a checkpoint mnist-kit writes"):
+        checkpoint.manifest(tmp_path)
+
 
 # ---------------------------------------------------------------- a manifest names only mnist-kit's checkpoints
 
@@ -65,6 +140,7 @@ def test_a_torn_metrics_row_is_dropped_and_resume_repairs_the_file(trained, monk
     assert metrics_rows(run) == metrics_rows(trained)  # as if the disk had never been full
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_records_the_failure_and_resumes(trained, small_disk):
     filler = small_disk / "filler"
     args = ("train", *FAST, "-o", f"output.root={small_disk}", "--name", "full")

@@ -288,6 +288,7 @@ def bomb_folder(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verify,message", [(True, "does not match the published MNIST checksums"),
                                             (False, "has trailing bytes")])
 def test_a_decompression_bomb_is_refused_without_expanding_it(bomb_folder, verify, message):
@@ -298,6 +299,7 @@ def test_a_decompression_bomb_is_refused_without_expanding_it(bomb_folder, verif
     assert peak < 400, f"peak memory {peak:.0f} MiB for a 2 GiB bomb"  # 4.2 GB before the fix
 
 
+@pytest.mark.slow
 def test_a_decompression_bomb_from_a_mirror_is_discarded(bomb_folder, http_server, tmp_path):
     mirror = http_server(bomb_folder)
     done, peak = peak_rss_mib(["prepare", "--dataset", "mnist", "--source", "download", "--mirror", mirror,

@@ -13,6 +13,8 @@ import pytest
 from helpers import FAST, run_cli, run_subprocess
 from mnist_kit.runs import checkpoint
 
+pytestmark = pytest.mark.slow  # launches real multi-process jobs
+
 SMALL = [*FAST, "-o", "train.log_every=5"]  # 500 training images
 
 

@@ -54,6 +54,7 @@ def test_symbolic_link_loops_are_one_line_for_export_and_eval(trained):
     assert Path("loop").is_symlink()  # and nothing else happened to it
 
 
+@pytest.mark.slow
 def test_export_on_a_full_disk_names_where_at_every_fill_level(trained, small_disk):
     """The disk fills at another write at each level (the program, its parameters, ONNX, the metadata, the
     check's temporary files): every failure is one line naming the export folder; the earlier export stays."""
@@ -87,6 +88,7 @@ def test_a_plain_export_over_a_pdparams_export_says_what_it_replaced(trained):
     assert "note:" not in run_cli("export", "--out", "ex").output  # nothing more to say the next time
 
 
+@pytest.mark.slow
 def test_eval_photo_options_are_checked_and_a_short_test_split_is_said(trained):
     bad = run_cli("eval", "--photos", "5", "--photo-seed", "-1")
     assert bad.exit_code == 2 and "--photo-seed" in bad.output and "Traceback" not in bad.output, bad.output
@@ -144,14 +146,3 @@ def test_a_run_without_config_yaml_says_so(trained):
     assert_user_error(run_cli("eval", "--run", trained), "has no config.yaml", "not a complete mnist-kit run")
 
 
-def test_eval_names_the_classes_in_its_confusion_matrix():
-    import numpy as np
-
-    from mnist_kit.evaluate import metrics
-
-    classes = ["T-shirt/top", "Trouser", "Pullover"]
-    y = np.array([0, 1, 2, 2])
-    result = metrics.report(y, np.array([0, 1, 2, 1]), 3)
-    result.update(split="test", dataset="fashion-mnist", samples=4, checkpoint="best.pdckpt", loss=0.1)
-    text = metrics.format_report(result, classes).split("confusion matrix")[1]
-    assert "0 T-shirt/top" in text and "Trouse" in text and "2 Pullover" in text

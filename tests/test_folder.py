@@ -134,6 +134,7 @@ def test_a_changed_folder_is_noticed(tmp_path, capsys):
     assert meta["counts"]["all"] == sum(FOLDER_CLASSES.values()) + 1
 
 
+@pytest.mark.slow
 def test_evaluating_a_run_after_its_folder_was_prepared_again_warns(tmp_path):
     folder = write_image_folder(tmp_path / "cards", counts={"box": 10, "hbar": 10}, corrupt=False)
     common = ["-o", "data.name=image_folder", "-o", f"data.folder={folder}", *SIZE]
@@ -170,6 +171,7 @@ def test_a_folder_that_is_not_a_class_tree_is_explained(tmp_path):
     assert r.returncode == 1 and "needs at least 2" in r.stderr and "<class name>/<image files>" in r.stderr
 
 
+@pytest.mark.slow
 def test_training_before_prepare_says_what_to_run(tmp_path):
     folder = write_image_folder(tmp_path / "cards", corrupt=False)
     r = run_subprocess("train", "-o", "data.name=image_folder", "-o", f"data.folder={folder}", *SIZE)
@@ -190,6 +192,7 @@ def test_a_tree_of_other_folders_is_refused_with_a_short_list(tmp_path):
 # ---------------------------------------------------------------- the whole pipeline
 
 
+@pytest.mark.slow
 def test_prepare_train_eval_export_predict_on_an_image_folder(tmp_path):
     folder = write_image_folder(tmp_path / "cards")
     common = ["-o", "data.name=image_folder", "-o", f"data.folder={folder}", *SIZE, "-o", "data.bad_files=skip",
@@ -236,6 +239,7 @@ def test_prepare_train_eval_export_predict_on_an_image_folder(tmp_path):
     assert Image.open(next((tmp_path / "seen").iterdir())).size == (32, 16)
 
 
+@pytest.mark.slow
 def test_rgb_folders_train_with_three_channel_input(tmp_path):
     folder = write_image_folder(tmp_path / "cards", counts={"box": 10, "hbar": 10}, corrupt=False)
     common = ["-o", "data.name=image_folder", "-o", f"data.folder={folder}", "-o", "data.image_size=[12,24]",

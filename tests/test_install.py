@@ -25,6 +25,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from helpers import REPO, Server, synthetic_arrays, write_idx_folder
 
+pytestmark = pytest.mark.slow  # builds the package and installs it into fresh environments
+
 
 def _run(args, cwd=None, env=None, timeout=900, check=True):
     done = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout,

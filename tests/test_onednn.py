@@ -14,6 +14,8 @@ from mnist_kit.models import onednn
 from mnist_kit.models.networks import build_model
 from mnist_kit.models.onednn import binding, choose
 
+pytestmark = pytest.mark.slow  # trains on the oneDNN blocks
+
 try:
     onednn.self_check(1)
     MISSING = None

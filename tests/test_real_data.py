@@ -11,8 +11,9 @@ import pytest
 
 from helpers import REPO, needs_debian, run_subprocess
 
+pytestmark = pytest.mark.slow  # trains on real data
 
-@pytest.mark.slow
+
 @needs_debian
 def test_default_cnn_one_epoch_on_fashion_mnist_reaches_85_percent(tmp_path):
     proc = run_subprocess("prepare", "--dataset", "fashion-mnist")
@@ -29,7 +30,6 @@ def test_default_cnn_one_epoch_on_fashion_mnist_reaches_85_percent(tmp_path):
     assert result["accuracy"] >= 0.85
 
 
-@pytest.mark.slow
 @needs_debian
 def test_fashion_mnist_as_an_image_folder_learns_like_the_idx_data(tmp_path):
     """Real photos of clothing, not drawn shapes: 6,000 Fashion-MNIST images written out as PNG and JPEG,
@@ -83,7 +83,6 @@ def real_digits(tmp_path_factory):
     return out
 
 
-@pytest.mark.slow
 def test_real_handwritten_digits_train_through_the_cli(real_digits):
     """8,000 real training digits and 2,000 test digits, split as scripts/real_digits.py documents."""
     from mnist_kit import data

@@ -13,6 +13,8 @@ from mnist_kit.board.writer import read_records
 from mnist_kit.runs import checkpoint
 from mnist_kit.train import trainer
 
+pytestmark = pytest.mark.slow  # trains, interrupts and resumes runs
+
 E3 = [*FAST, "-o", "train.epochs=3", "-o", "train.log_every=1"]  # 3 epochs x 10 steps, loss logged every step
 
 

@@ -19,6 +19,8 @@ from PIL import Image
 
 from helpers import EPS, FAST, VARIANTS, Server, multipart, photo, render_digit, run_cli, run_subprocess, wait_for
 
+pytestmark = pytest.mark.slow  # starts real servers
+
 
 def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
     buffer = io.BytesIO()

@@ -10,7 +10,7 @@ from helpers import Server, photo, render_digit, script
 
 missing = script("browser").missing
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(missing() is not None, reason=missing() or "")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(missing() is not None, reason=missing() or "")]
 
 
 def test_digits_drawn_on_the_pad_are_read_correctly(digit_export, tmp_path):

@@ -14,6 +14,8 @@ import pytest
 
 from helpers import FAST, checkpoints_of, run_cli, run_subprocess, wait_for
 
+pytestmark = pytest.mark.slow  # sends signals to training processes
+
 # ---------------------------------------------------------------- SIGTERM and kill -9 of train
 
 def _as_in_a_terminal():

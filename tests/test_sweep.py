@@ -13,6 +13,8 @@ from mnist_kit.board.writer import read_records
 from mnist_kit.runs import listing
 from mnist_kit.runs.sweep import parse_grid, plan
 
+pytestmark = pytest.mark.slow  # runs sweeps as processes
+
 SMALL = [*FAST, "-o", "train.epochs=1", "-o", "log.histogram_every=0", "-o", "log.curves=false",
          "-o", "log.embeddings=0"]
 

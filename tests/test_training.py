@@ -10,6 +10,8 @@ from mnist_kit import config
 from mnist_kit.evaluate import scoring
 from mnist_kit.models.optim import build_schedule
 
+pytestmark = pytest.mark.slow  # trains runs end to end
+
 
 def _train(*args):
     result = run_cli("train", *FAST, *args)

@@ -280,6 +280,7 @@ def test_prepare_logs_samples_and_class_counts(prepared):
 
 # ---------------------------------------------------------------- what is drawn is bounded
 
+@pytest.mark.slow
 def test_thousands_of_classes_are_drawn_within_bounds(tmp_path):
     import numpy as np
     from PIL import Image

@@ -136,9 +136,8 @@ def local_optimizer_state(opt_state: dict, model) -> dict:
 
 def save(folder: Path, name: str, state: CheckpointState) -> Path:
     """Write ``state`` as ``folder/name`` and record it in the manifest."""
-    from mnist_kit.backend.runtime import (
-        paddle,  # here, not at the top: listing and choosing checkpoints needs no paddle
-    )
+    # here, not at the top: listing and choosing checkpoints needs no paddle
+    from mnist_kit.backend.runtime import paddle
 
     target = Path(folder) / name
     try:
