@@ -115,7 +115,7 @@ def test_pr_and_roc_curves_use_true_labels_and_softmax_probabilities(run, values
 
     model = build_model(cfg["model"], splits.prepared.input_shape, 10)
     model.set_state_dict(state["model"])
-    logits, _ = scoring.predict(scoring.eager(model), splits.val)
+    logits, _ = scoring.batch_logits(scoring.eager(model), splits.val)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     y = splits.val.y

@@ -192,7 +192,7 @@ class Reference:
         self.sample = splits.norm.apply(x[:PARITY_IMAGES])
         trained = scoring.eager(model)
         self.sample_logits = trained(self.sample)
-        logits, _ = scoring.predict(trained, Batches(x, self.y, 1000, splits.norm))
+        logits, _ = scoring.batch_logits(trained, Batches(x, self.y, 1000, splits.norm))
         self.accuracy = float((logits.argmax(1) == self.y).mean())
 
     def compare(self, what: str, logits_of) -> dict:

@@ -51,7 +51,7 @@ def traced(model, input_shape, device: str = "cpu"):
         yield Program(*files, device=device).logits
 
 
-def predict(logits_of, batches: data.Batches, loss_fn=None) -> tuple[np.ndarray, float]:
+def batch_logits(logits_of, batches: data.Batches, loss_fn=None) -> tuple[np.ndarray, float]:
     """Logits for every image of ``batches`` in order, and the mean loss (when ``loss_fn`` is given)."""
     outputs, loss_sum = [], 0.0
     for xb, yb in batches.epoch():
@@ -72,7 +72,7 @@ def validation_pass(model, batches: data.Batches, loss_fn) -> dict:
         return {"loss": None, "accuracy": None, "logits": np.zeros((0, 0), np.float32)}
     index = np.arange(n)[distributed.rank()::world]
     mine = data.Batches(batches.x[index], batches.y[index], batches.batch_size, batches.norm)
-    logits, loss = predict(eager(model), mine, loss_fn)
+    logits, loss = batch_logits(eager(model), mine, loss_fn)
     loss = float(distributed.sum_([loss * len(index)])[0]) / n
     logits = distributed.gather_rows(logits, index, n)
     return {"loss": loss, "accuracy": float((logits.argmax(axis=1) == batches.y).mean()), "logits": logits}
@@ -126,11 +126,11 @@ def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, spli
     (a function (x_test, y_test, dataset) -> (inputs, labels, kinds, test indices),
     ``deploy.photos.photo_set``), on photos made from the test set, read as ``predict`` reads files, beside
     the same test images as they are (``result["photos"]``)."""
-    t = load_trained(run, epoch, last, device)
-    if photos is not None and datasets.get(t.cfg["data"]["name"]).kind != "idx":
+    trained = load_trained(run, epoch, last, device)
+    if photos is not None and datasets.get(trained.cfg["data"]["name"]).kind != "idx":
         raise UserError(f"--photos makes photos of MNIST-style test images; {run} was trained on an image folder: "
                         "evaluate photos of your own with mnist-kit predict")
-    splits, classes = t.splits, t.splits.prepared.classes
+    splits, classes = trained.splits, trained.splits.prepared.classes
     if split == "test":
         x, y = splits.prepared.x_test, splits.prepared.y_test
         if len(y) == 0:
@@ -140,33 +140,36 @@ def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, spli
         if len(y) == 0:
             raise UserError(f"{run} has no validation split (it trained on every training image); evaluate on "
                             "the test split")
-    batches = data.Batches(x, y, t.cfg["train"]["eval_batch_size"], splits.norm)
+    batches = data.Batches(x, y, trained.cfg["train"]["eval_batch_size"], splits.norm)
     start = time.perf_counter()
-    with (traced(t.model, splits.prepared.input_shape) if t.device == "cpu"  # the GPU runs the eager model fast
-          else contextlib.nullcontext(eager(t.model))) as logits_of:
-        logits, loss = predict(logits_of, batches, build_loss(t.cfg["loss"]))
+    # on the CPU through Paddle Inference (oneDNN); the GPU runs the eager model fast
+    with (traced(trained.model, splits.prepared.input_shape) if trained.device == "cpu"
+          else contextlib.nullcontext(eager(trained.model))) as logits_of:
+        logits, loss = batch_logits(logits_of, batches, build_loss(trained.cfg["loss"]))
         seconds = time.perf_counter() - start
-        photo_report = photo_accuracy(t, logits_of, photos) if photos is not None else None
+        photo_report = photo_accuracy(trained, logits_of, photos) if photos is not None else None
     result = metrics.report(y, logits.argmax(axis=1), len(classes))
-    result.update({"run": str(run), "checkpoint": t.path.name, "epoch": t.state["epoch"], "split": split,
-                   "dataset": t.cfg["data"]["name"], "samples": int(len(y)), "loss": loss, "classes": list(classes),
-                   "engine": "Paddle Inference (oneDNN)" if t.device == "cpu" else f"eager ({t.device})",
+    result.update({"run": str(run), "checkpoint": trained.path.name, "epoch": trained.state["epoch"],
+                   "split": split, "dataset": trained.cfg["data"]["name"], "samples": int(len(y)), "loss": loss,
+                   "classes": list(classes),
+                   "engine": "Paddle Inference (oneDNN)" if trained.device == "cpu" else f"eager ({trained.device})",
                    "seconds": seconds})
     if photo_report is not None:
         result["photos"] = photo_report
     return result
 
 
-def photo_accuracy(t: Trained, logits_of, photos) -> dict:
+def photo_accuracy(trained: Trained, logits_of, photos) -> dict:
     """Accuracy on the photos ``photos`` makes of test images, overall and per file format, and on the
     same test images as they are."""
-    test = t.splits.prepared
-    px, py, kinds, made_from = photos(test.x_test, test.y_test, t.cfg["data"]["name"])
+    test = trained.splits.prepared
+    px, py, kinds, made_from = photos(test.x_test, test.y_test, trained.cfg["data"]["name"])
     if not len(py):
         return {"count": 0, "accuracy": 0.0, "same_test_images_accuracy": 0.0, "by_format": {}}
-    batch = t.cfg["train"]["eval_batch_size"]
-    right = predict(logits_of, data.Batches(px, py, batch, t.splits.norm))[0].argmax(axis=1) == py
-    same = predict(logits_of, data.Batches(test.x_test[made_from], py, batch, t.splits.norm))[0].argmax(axis=1) == py
+    batch = trained.cfg["train"]["eval_batch_size"]
+    right = batch_logits(logits_of, data.Batches(px, py, batch, trained.splits.norm))[0].argmax(axis=1) == py
+    as_they_are = data.Batches(test.x_test[made_from], py, batch, trained.splits.norm)
+    same = batch_logits(logits_of, as_they_are)[0].argmax(axis=1) == py
     kinds = np.array(kinds)
     return {"count": int(len(py)), "accuracy": float(right.mean()), "same_test_images_accuracy": float(same.mean()),
             "by_format": {k: float(right[kinds == k].mean()) for k in sorted(set(kinds.tolist()))}}

@@ -34,147 +34,151 @@ class _Diverged(Exception):
         super().__init__(f"training diverged: the loss is {value} at step {step} (epoch {epoch})")
 
 
-def train_step(t: Trainer, x, y) -> StepResult:
+def train_step(trainer: Trainer, x, y) -> StepResult:
     """One update on batch ``(x, y)``. A non-finite loss stops training (``train.on_nonfinite: stop``) or
     skips the update (``skip``); every process decides on the same mean loss."""
-    t.optimizer.clear_grad()  # here, not after the update: the gradients stay readable for the histograms
-    with (paddle.amp.auto_cast(dtype=AMP_DTYPES[t.amp]) if t.amp != "off" else contextlib.nullcontext()):
-        logits = t.net(x)
-        loss = t.loss_fn(logits, y)
+    trainer.optimizer.clear_grad()  # here, not after the update: the gradients stay readable for the histograms
+    with (paddle.amp.auto_cast(dtype=AMP_DTYPES[trainer.amp]) if trainer.amp != "off" else contextlib.nullcontext()):
+        logits = trainer.net(x)
+        loss = trainer.loss_fn(logits, y)
     value = float(distributed.sum_([float(loss)])[0]) / distributed.world_size()
     correct = None
     if math.isfinite(value):
-        if t.scaler is not None:  # fp16: backward through the scaled loss; minimize unscales the gradients,
-            scaled = t.scaler.scale(loss)  # skips the update when one is not finite and adjusts the scale
+        if trainer.scaler is not None:  # fp16: backward through the scaled loss; minimize unscales the gradients,
+            scaled = trainer.scaler.scale(loss)  # skips the update when one is not finite and adjusts the scale
             scaled.backward()
-            t.scaler.minimize(t.optimizer, scaled)
+            trainer.scaler.minimize(trainer.optimizer, scaled)
         else:
             loss.backward()
-            t.optimizer.step()
-        if t.ema is not None:
-            t.ema.update(t.model)
+            trainer.optimizer.step()
+        if trainer.ema is not None:
+            trainer.ema.update(trainer.model)
         # in numpy: 64x10 logits copied out cost less than four Paddle ops (measured 0.21 -> 0.03 ms a step)
         correct = int((logits.numpy().argmax(axis=-1) == y.numpy()).sum())
-    elif t.cfg["train"]["on_nonfinite"] == "stop":
-        raise _Diverged(value, t.step + 1, t.epoch)
-    lr = t.optimizer.get_lr()
-    t.schedule.step()
-    t.step, t.step_in_epoch = t.step + 1, t.step_in_epoch + 1
+    elif trainer.cfg["train"]["on_nonfinite"] == "stop":
+        raise _Diverged(value, trainer.step + 1, trainer.epoch)
+    lr = trainer.optimizer.get_lr()
+    trainer.schedule.step()
+    trainer.step, trainer.step_in_epoch = trainer.step + 1, trainer.step_in_epoch + 1
     return StepResult(value, correct, len(y), lr)
 
 
-def run_epoch(t: Trainer, run: RunDir, log: TrainLog, check_interrupt) -> float:
-    """Train the rest of epoch ``t.epoch``; return its training time in seconds (with the part before a
+def run_epoch(trainer: Trainer, run: RunDir, log: TrainLog, check_interrupt) -> float:
+    """Train the rest of epoch ``trainer.epoch``; return its training time in seconds (with the part before a
     resume)."""
-    log_every = t.cfg["train"]["log_every"]
-    t.model.train()
-    start = time.perf_counter() - t.progress["seconds"]
-    bar = Progress(t.steps_per_epoch, f"epoch {t.epoch + 1}/{t.cfg['train']['epochs']}", unit="step",
+    log_every = trainer.cfg["train"]["log_every"]
+    trainer.model.train()
+    start = time.perf_counter() - trainer.progress["seconds"]
+    bar = Progress(trainer.steps_per_epoch, f"epoch {trainer.epoch + 1}/{trainer.cfg['train']['epochs']}", unit="step",
                    every=log_every)
-    bar.update(t.step_in_epoch)
-    for x, y in t.batches():
-        step = train_step(t, x, y)
+    bar.update(trainer.step_in_epoch)
+    for x, y in trainer.batches():
+        step = train_step(trainer, x, y)
         if step.correct is None:
-            t.progress["skipped"] += 1
-            info(f"warning: the loss is {step.loss} at step {t.step}; that batch's update is skipped")
+            trainer.progress["skipped"] += 1
+            info(f"warning: the loss is {step.loss} at step {trainer.step}; that batch's update is skipped")
         else:
-            t.count(step)
-            log.after_step(t, step.loss, step.correct, step.size, step.lr)
-            if due(t.step, log_every):
+            trainer.count(step)
+            log.after_step(trainer, step.loss, step.correct, step.size, step.lr)
+            if due(trainer.step, log_every):
                 bar.set_postfix(f"loss {step.loss:.4f}")
         bar.update(1)
-        faults.hit("step", t.step)
+        faults.hit("step", trainer.step)
         check_interrupt()
-        if _mid_epoch_checkpoint_due(t):
-            t.progress["seconds"] = time.perf_counter() - start
+        if _mid_epoch_checkpoint_due(trainer):
+            trainer.progress["seconds"] = time.perf_counter() - start
             log.flush()
-            checkpoint.save(run.ckpt_dir, checkpoint.step_file(t.step), t.state(epoch_complete=False))
-            checkpoint.apply_retention(run.ckpt_dir, t.cfg["checkpoint"]["keep_last"])
+            checkpoint.save(run.ckpt_dir, checkpoint.step_file(trainer.step), trainer.state(epoch_complete=False))
+            checkpoint.apply_retention(run.ckpt_dir, trainer.cfg["checkpoint"]["keep_last"])
     bar.close()
     return time.perf_counter() - start
 
 
-def _mid_epoch_checkpoint_due(t: Trainer) -> bool:
+def _mid_epoch_checkpoint_due(trainer: Trainer) -> bool:
     """``checkpoint.every_steps``, except at an epoch's last step (its epoch checkpoint follows); rank 0 only."""
-    return (due(t.step, t.cfg["checkpoint"]["every_steps"]) and t.step_in_epoch < t.steps_per_epoch
-            and distributed.is_main())
+    return (due(trainer.step, trainer.cfg["checkpoint"]["every_steps"])
+            and trainer.step_in_epoch < trainer.steps_per_epoch and distributed.is_main())
 
 
-def _validate(t: Trainer) -> tuple[dict, dict | None]:
+def _validate(trainer: Trainer) -> tuple[dict, dict | None]:
     """The validation pass of the weights in use (the moving average with ``train.ema``), and that of the
     trained weights when they differ (else None)."""
-    val = scoring.validation_pass(t.model, t.splits.val, t.loss_fn)
-    if t.ema is None or not t.splits.val.num_samples:
+    val = scoring.validation_pass(trainer.model, trainer.splits.val, trainer.loss_fn)
+    if trainer.ema is None or not trainer.splits.val.num_samples:
         return val, None
-    with t.ema.applied(t.model):
-        return scoring.validation_pass(t.model, t.splits.val, t.loss_fn), val
+    with trainer.ema.applied(trainer.model):
+        return scoring.validation_pass(trainer.model, trainer.splits.val, trainer.loss_fn), val
 
 
-def end_epoch(t: Trainer, run: RunDir, record: RunRecord, log: TrainLog, seconds: float, job_start: float) -> None:
+def end_epoch(trainer: Trainer, run: RunDir, record: RunRecord, log: TrainLog, seconds: float,
+              job_start: float) -> None:
     """Validate, then record the epoch in the order that loses nothing (see the module's docstring)."""
     main = distributed.is_main()
-    loss_sum, correct, seen = distributed.sum_([t.progress["loss_sum"], t.progress["correct"], t.progress["seen"]])
+    progress = trainer.progress
+    loss_sum, correct, seen = distributed.sum_([progress["loss_sum"], progress["correct"], progress["seen"]])
     seen = max(seen, 1)
-    val, raw = _validate(t)
-    row = {"epoch": t.epoch, "step": t.step, "train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
-           "val_loss": val["loss"], "val_acc": val["accuracy"], "lr": float(t.optimizer.get_lr()),
-           "skipped_batches": t.progress["skipped"], "images_per_sec": float(seen) / seconds,
+    val, raw = _validate(trainer)
+    row = {"epoch": trainer.epoch, "step": trainer.step, "train_loss": float(loss_sum) / seen,
+           "train_acc": float(correct) / seen,
+           "val_loss": val["loss"], "val_acc": val["accuracy"], "lr": float(trainer.optimizer.get_lr()),
+           "skipped_batches": trainer.progress["skipped"], "images_per_sec": float(seen) / seconds,
            "epoch_seconds": seconds,
            "elapsed_seconds": time.perf_counter() - job_start}  # this job's, validation included
     if raw is not None:  # train.ema: the row's val_* are the average's; these, the trained weights'
         row.update(val_loss_raw=raw["loss"], val_acc_raw=raw["accuracy"])
     if main:
         run.append_metrics(row)
-    log.after_epoch(t, row, val)
-    is_best = t.monitor(row)  # by train.monitor (default: validation accuracy)
+    log.after_epoch(trainer, row, val)
+    is_best = trainer.monitor(row)  # by train.monitor (default: validation accuracy)
     if val["accuracy"] is not None:
-        t.best_val_acc = max(t.best_val_acc, val["accuracy"])
-    t.step_in_epoch = t.steps_per_epoch
+        trainer.best_val_acc = max(trainer.best_val_acc, val["accuracy"])
+    trainer.step_in_epoch = trainer.steps_per_epoch
     if main:
-        state = t.state(epoch_complete=True)
+        state = trainer.state(epoch_complete=True)
         if is_best:
             checkpoint.save(run.ckpt_dir, checkpoint.BEST, state)
-        checkpoint.save(run.ckpt_dir, checkpoint.epoch_file(t.epoch), state)
-        checkpoint.apply_retention(run.ckpt_dir, t.cfg["checkpoint"]["keep_last"])
-    skipped = t.progress["skipped"]
+        checkpoint.save(run.ckpt_dir, checkpoint.epoch_file(trainer.epoch), state)
+        checkpoint.apply_retention(run.ckpt_dir, trainer.cfg["checkpoint"]["keep_last"])
+    skipped = trainer.progress["skipped"]
     validated = (f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%" if val["accuracy"] is not None
                  else "no validation")
-    info(f"epoch {t.epoch}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}% | "
+    info(f"epoch {trainer.epoch}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}% | "
          f"{validated} | lr {row['lr']:.3g} | "
-         f"{row['images_per_sec']:.0f} img/s, {seconds:.1f} s | saved {checkpoint.epoch_file(t.epoch)}"
+         f"{row['images_per_sec']:.0f} img/s, {seconds:.1f} s | saved {checkpoint.epoch_file(trainer.epoch)}"
          + (" (best)" if is_best else "") + (f" | {skipped} batch(es) skipped" if skipped else ""))
-    record.save(epochs_done=t.epoch + 1, best_val_acc=t.best_val_acc)
+    record.save(epochs_done=trainer.epoch + 1, best_val_acc=trainer.best_val_acc)
 
 
-def fit(t: Trainer, run: RunDir, record: RunRecord, log: TrainLog) -> None:
-    """Train from ``t``'s position to ``train.epochs``; ``run.json``'s status says how it ended."""
+def fit(trainer: Trainer, run: RunDir, record: RunRecord, log: TrainLog) -> None:
+    """Train from ``trainer``'s position to ``train.epochs``; ``run.json``'s status says how it ended."""
     job_start = time.perf_counter()
     try:
         with interrupts.between_steps() as check_interrupt:
-            while t.epoch < t.cfg["train"]["epochs"]:
-                seconds = run_epoch(t, run, log, check_interrupt)
-                end_epoch(t, run, record, log, seconds, job_start)
-                faults.hit("epoch", t.epoch)
+            while trainer.epoch < trainer.cfg["train"]["epochs"]:
+                seconds = run_epoch(trainer, run, log, check_interrupt)
+                end_epoch(trainer, run, record, log, seconds, job_start)
+                faults.hit("epoch", trainer.epoch)
                 check_interrupt()
-                if t.stopped_early:  # every process decides alike: the epoch's values are all-reduced
+                if trainer.stopped_early:  # every process decides alike: the epoch's values are all-reduced
                     break
-                t.next_epoch()
+                trainer.next_epoch()
     except BaseException as e:  # noqa: BLE001 - every ending is recorded; _ended_by says what to raise
         raise _ended_by(e, run, record) from None
     finally:
         log.close()
-    early = {"epoch": t.epoch, "reason": t.stopped_early} if t.stopped_early else None
+    early = {"epoch": trainer.epoch, "reason": trainer.stopped_early} if trainer.stopped_early else None
     if early:
-        info(f"early stop after epoch {t.epoch} ({t.epoch + 1} of {t.cfg['train']['epochs']} epochs trained): "
-             f"{t.stopped_early}")
+        info(f"early stop after epoch {trainer.epoch} ({trainer.epoch + 1} of {trainer.cfg['train']['epochs']} epochs "
+             "trained): "
+             f"{trainer.stopped_early}")
     record.save(status="completed", finished_at=provenance.now(), early_stop=early)
-    monitor, best = t.cfg["train"]["monitor"], t.watch["best"]
-    if t.best_val_acc >= 0:
-        result = f"best validation accuracy {100 * t.best_val_acc:.2f}%"
+    monitor, best = trainer.cfg["train"]["monitor"], trainer.watch["best"]
+    if trainer.best_val_acc >= 0:
+        result = f"best validation accuracy {100 * trainer.best_val_acc:.2f}%"
     elif monitor.startswith("val/") or best is None:
         result = "no validation split, so the best checkpoint is the last epoch's"
     else:
-        result = f"best {monitor} {best:.4g} at epoch {t.watch['best_epoch']}"
+        result = f"best {monitor} {best:.4g} at epoch {trainer.watch['best_epoch']}"
     info(f"done: {result}; evaluate with: mnist-kit eval --run {run}")
 
 

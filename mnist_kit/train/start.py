@@ -30,81 +30,84 @@ def _training_lock(run: RunDir):
     return run.lock() if distributed.is_main() else contextlib.nullcontext()
 
 
-def _init_from(t: Trainer) -> dict | None:
+def _init_from(trainer: Trainer) -> dict | None:
     """``train.init_from``: load those weights into the new model (strictly: every parameter, its shape);
     return where they came from, for ``run.json``."""
-    path = t.cfg["train"]["init_from"]
+    path = trainer.cfg["train"]["init_from"]
     if path is None:
         return None
     weights, source = checkpoint.initial_weights(Path(path))
-    load_weights(t.model, weights, f"train.init_from {path}")
+    load_weights(trainer.model, weights, f"train.init_from {path}")
     info(f"starting from the weights of {source['path']} ({source['kind']}"
          + (f", epoch {source['epoch']}" if source.get("epoch") is not None else "") + ")")
     return source
 
 
-def _open_log(t: Trainer, run: RunDir, resume_step: int | None = None, superseded: Path | None = None) -> TrainLog:
+def _open_log(trainer: Trainer, run: RunDir, resume_step: int | None = None,
+              superseded: Path | None = None) -> TrainLog:
     """The run's VisualDL log (on rank 0, when it is on): its writer, and the second writer that draws the
     validation lines beside training's."""
-    if not (t.cfg["output"]["visualdl"] and distributed.is_main()):
-        return TrainLog(Logbook(None), t.cfg)
+    if not (trainer.cfg["output"]["visualdl"] and distributed.is_main()):
+        return TrainLog(Logbook(None), trainer.cfg)
     book = Logbook(run.vdl_dir, display_name=run.name, resume_step=resume_step, superseded=superseded)
     val_book = Logbook(run.vdl_val_dir, display_name=f"{run.name} · val", resume_step=resume_step,
                        superseded=superseded / "vdl-val" if superseded is not None else None)
-    return TrainLog(book, t.cfg, val_book=val_book, sweep_keys=run.sweep_keys())
+    return TrainLog(book, trainer.cfg, val_book=val_book, sweep_keys=run.sweep_keys())
 
 
 def train(cfg: dict, config_name: str = "config") -> Path:
     """Train a new run described by ``cfg``; return its run directory."""
-    t = build_trainer(cfg)
-    init = _init_from(t)  # before the run folder exists: a bad train.init_from leaves nothing behind
+    trainer = build_trainer(cfg)
+    init = _init_from(trainer)  # before the run folder exists: a bad train.init_from leaves nothing behind
     main = distributed.is_main()
     run = RunDir.create(cfg["output"]["root"], cfg["output"]["name"], config_name) if main else None
     run = RunDir(distributed.from_main(str(run)))  # rank 0 alone writes; the others need the name
     with _training_lock(run):
         if main:
             run.write_config(cfg)
-        prepared = t.splits.prepared
+        prepared = trainer.splits.prepared
         record = RunRecord(run, {
             "name": run.name, "config_name": config_name, "config_hash": config.config_hash(cfg),
             "status": "running", "started": time.time(), "started_at": provenance.now(),
-            "command": provenance.command(), "seed": cfg["train"]["seed"], "device": t.device, "versions": versions(),
-            "normalization": t.splits.norm.to_dict(), "classes": list(prepared.classes),
+            "command": provenance.command(), "seed": cfg["train"]["seed"], "device": trainer.device,
+            "versions": versions(),
+            "normalization": trainer.splits.norm.to_dict(), "classes": list(prepared.classes),
             "dataset": {"name": cfg["data"]["name"], "source": prepared.meta.get("source"),
-                        "train": t.splits.train.num_samples, "val": t.splits.val.num_samples,
+                        "train": trainer.splits.train.num_samples, "val": trainer.splits.val.num_samples,
                         "test": int(prepared.y_test.size), "arrays_sha256": prepared.meta.get("arrays_sha256")},
             "input_shape": list(prepared.input_shape), "world_size": distributed.world_size(),
-            "fast_conv": t.fast.record(), "init_from": init}, write=main)
+            "fast_conv": trainer.conv_layers.record(), "init_from": init}, write=main)
         record.save()
-        info(f"training on {t.device}: {t.fast.describe()}")
+        info(f"training on {trainer.device}: {trainer.conv_layers.describe()}")
         info(f"run directory: {run}")
-        info(f"seed {cfg['train']['seed']}; {cfg['data']['name']}: {t.splits.train.num_samples} "
-             f"train / {t.splits.val.num_samples} validation images"
-             + ("" if t.splits.val.num_samples else " (none asked for: training on every training image)")
-             + f"; normalisation mean {t.splits.norm.mean} "
-             f"std {t.splits.norm.std}")
+        info(f"seed {cfg['train']['seed']}; {cfg['data']['name']}: {trainer.splits.train.num_samples} "
+             f"train / {trainer.splits.val.num_samples} validation images"
+             + ("" if trainer.splits.val.num_samples else " (none asked for: training on every training image)")
+             + f"; normalisation mean {trainer.splits.norm.mean} "
+             f"std {trainer.splits.norm.std}")
         if cfg["train"]["steps"]:
-            info(f"train.steps {cfg['train']['steps']}: {cfg['train']['epochs']} epochs of {len(t.splits.train)} steps")
-        if t.augment.active:
-            info(f"augmentation of the training batches: {t.augment.describe()}")
+            info(f"train.steps {cfg['train']['steps']}: {cfg['train']['epochs']} epochs of "
+                 f"{len(trainer.splits.train)} steps")
+        if trainer.augment.active:
+            info(f"augmentation of the training batches: {trainer.augment.describe()}")
         elif reason := augment.skipped(cfg["augment"], cfg["data"]["name"]):
             info(f"no augmentation: {reason}")
-        info(summary(t.model, t.splits.prepared.input_shape))
-        log = _open_log(t, run)
-        log.start(t)
-        with _graph(t, run, log):
-            fit(t, run, record, log)
+        info(summary(trainer.model, trainer.splits.prepared.input_shape))
+        log = _open_log(trainer, run)
+        log.start(trainer)
+        with _graph(trainer, run, log):
+            fit(trainer, run, record, log)
     return run.path
 
 
 @contextlib.contextmanager
-def _graph(t: Trainer, run: RunDir, log: TrainLog):
+def _graph(trainer: Trainer, run: RunDir, log: TrainLog):
     """The model's graph for VisualDL (``graph.py``'s child process, about 2 s of one core): beside training
     on a GPU, where the CPU is free; after the last epoch on the CPU, where it would take a core from the
     training steps (measured on cnn.yaml: epoch 1 at about 6,000 img/s beside it, 6,950 without). A run
     gets it once: a resume writes it when the run has none yet (a CPU run interrupted before its end)."""
-    wanted = log.book.enabled and t.cfg["log"]["graph"] and not run.graph_model.exists()
-    proc = graph.start(run) if wanted and t.device != "cpu" else None
+    wanted = log.book.enabled and trainer.cfg["log"]["graph"] and not run.graph_model.exists()
+    proc = graph.start(run) if wanted and trainer.device != "cpu" else None
     try:
         yield
     except BaseException:
@@ -122,7 +125,7 @@ def _graph(t: Trainer, run: RunDir, log: TrainLog):
         info(f"warning: the model graph for VisualDL could not be written: {problem}")
 
 
-def _engine(record: dict) -> str:
+def _conv_layers_text(record: dict) -> str:
     """How a run's conv blocks ran, from ``Choice.record()``: 'oneDNN 3.6.2 on 2 threads' or 'Paddle's stock layers'."""
     if record["path"] == "stock":
         return "Paddle's stock conv layers"
@@ -152,24 +155,25 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
         done_epochs = state["epoch"] + int(state["epoch_complete"])
         changes = config.check_resume(config.stored(state["config"], path), cfg, done_epochs)
         checkpoint.check_processes(state, path, cfg, distributed.world_size())
-        t = build_trainer(cfg, data.Normalization(**state["normalization"]))
-        t.restore(state, str(path))
-        if t.epoch >= cfg["train"]["epochs"]:
+        trainer = build_trainer(cfg, data.Normalization(**state["normalization"]))
+        trainer.restore(state, str(path))
+        if trainer.epoch >= cfg["train"]["epochs"]:
             raise UserError(f"{run} has already finished its {cfg['train']['epochs']} epochs; to train longer: "
                             f"mnist-kit resume --run {run} -o train.epochs=N")
-        if t.stopped_early:
-            raise UserError(f"{run} stopped early after epoch {state['epoch']}: {t.stopped_early}. To train on "
+        if trainer.stopped_early:
+            raise UserError(f"{run} stopped early after epoch {state['epoch']}: {trainer.stopped_early}. To train on "
                             f"anyway: mnist-kit resume --run {run} -o train.patience=N (more than "
-                            f"{t.watch['stale']}, or 0 for no early stopping)")
+                            f"{trainer.watch['stale']}, or 0 for no early stopping)")
         superseded, moved = run.set_aside_after(state["step"]) if main else (None, [])  # rank 0 alone writes
         where = (f"the end of epoch {state['epoch']}" if state["epoch_complete"]
                  else f"step {state['step_in_epoch']} of epoch {state['epoch']}")
         info(f"resuming {run} from {path.name}: {where} (global step {state['step']})")
-        info(f"training on {t.device}: {t.fast.describe()}")
+        info(f"training on {trainer.device}: {trainer.conv_layers.describe()}")
         before = state.get("fast_conv")
-        if before and (before["path"], before["threads"]) != (t.fast.path, t.fast.threads):
-            info(f"warning: the checkpoint was trained with {_engine(before)}, and training continues with "
-                 f"{_engine(t.fast.record())}: the same training within float rounding, not bit for bit")
+        if before and (before["path"], before["threads"]) != (trainer.conv_layers.path, trainer.conv_layers.threads):
+            info(f"warning: the checkpoint was trained with {_conv_layers_text(before)}, and training continues "
+                 f"with {_conv_layers_text(trainer.conv_layers.record())}: the same training within float rounding, "
+                 "not bit for bit")
         for k, (a, b) in changes.items():
             info(f"  changed on resume: {k}: {a!r} -> {b!r}")
         if moved:
@@ -180,9 +184,9 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
         record.save(status="running", config_hash=config.config_hash(cfg), resumes=meta.get("resumes", []) + [{
             "from": path.name, "step": state["step"], "at": provenance.now(),
             "changes": {k: list(v) for k, v in changes.items()}, "set_aside": moved, "command": provenance.command(),
-            "fast_conv": t.fast.record()}])
-        log = _open_log(t, run, resume_step=state["step"], superseded=superseded)
-        log.engine(t)
-        with _graph(t, run, log):
-            fit(t, run, record, log)
+            "fast_conv": trainer.conv_layers.record()}])
+        log = _open_log(trainer, run, resume_step=state["step"], superseded=superseded)
+        log.training_setup(trainer)
+        with _graph(trainer, run, log):
+            fit(trainer, run, record, log)
     return run.path

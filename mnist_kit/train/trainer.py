@@ -57,7 +57,7 @@ class Trainer:
     net: paddle.nn.Layer  # what the training step calls: the model, or its DataParallel wrapper
     amp: str = "off"  # train.amp: off, fp16 or bf16
     scaler: paddle.amp.GradScaler | None = None  # fp16's loss scale, or None
-    fast: onednn.Choice = field(default_factory=lambda: onednn.Choice("stock"))  # which layers run the blocks
+    conv_layers: onednn.Choice = field(default_factory=lambda: onednn.Choice("stock"))  # which layers run the blocks
     augment: Augment = field(default_factory=Augment)  # what transforms the training batches
     ema: WeightAverage | None = None  # the moving average of the weights (train.ema), or None
     epoch: int = 0  # the epoch in progress (or the next one to start)
@@ -122,7 +122,7 @@ class Trainer:
                 "config": self.cfg, "config_hash": config.config_hash(self.cfg),
                 "world_size": distributed.world_size(),
                 "normalization": self.splits.norm.to_dict(), "classes": list(self.splits.prepared.classes),
-                "fast_conv": self.fast.record(), "versions": versions(),
+                "fast_conv": self.conv_layers.record(), "versions": versions(),
                 "ema": self.ema.state() if self.ema is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
@@ -166,6 +166,6 @@ def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
     optimizer = build_optimizer(cfg["optimizer"], schedule, model.parameters())
     net = paddle.DataParallel(model) if distributed.world_size() > 1 else model
     return Trainer(cfg, device, splits, model, build_loss(cfg["loss"]), schedule, optimizer, net, amp=tcfg["amp"],
-                   scaler=paddle.amp.GradScaler() if tcfg["amp"] == "fp16" else None, fast=fast,
+                   scaler=paddle.amp.GradScaler() if tcfg["amp"] == "fp16" else None, conv_layers=fast,
                    augment=Augment.from_config(cfg["augment"], cfg["data"]["name"]),
                    ema=WeightAverage(model, tcfg["ema"]) if tcfg["ema"] else None)

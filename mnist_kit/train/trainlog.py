@@ -3,7 +3,7 @@
     start          the config as text (one line per section: the board's text page shows no line
                    breaks), the hyper-parameters that tell runs apart, a grid of input samples (step 0),
                    and the same images augmented as the first step sees them (when augmentation is on)
-    engine         what trains the run (device, conv blocks on oneDNN or stock), at the start and each resume
+    training_setup what trains the run (device, conv blocks on oneDNN or stock), at the start and each resume
     after_step     every ``train.log_every`` steps: loss, accuracy, learning rate;
                    every ``log.histogram_every`` steps: every parameter and gradient (and at the end of
                    every epoch, so that a short run has them too)
@@ -71,66 +71,68 @@ class TrainLog:
         self.val_book = val_book if val_book is not None else Logbook(None)
         self.sweep_keys = list(sweep_keys)
 
-    def start(self, t) -> None:
+    def start(self, trainer) -> None:
         """What the log shows from the start of a run: config, hyper-parameters, a grid of input samples."""
         if self.lcfg["config_text"]:
             for line in config_lines(self.cfg):  # one text each: the board shows no line breaks in a text
                 self.book.text("config", line)
-        self.engine(t)
+        self.training_setup(trainer)
         if self.lcfg["hparams"]:
             self.book.hparams(hparams(self.cfg, self.sweep_keys), HPARAM_METRICS)
         if self.lcfg["images"]:
-            train = t.splits.train
+            train = trainer.splits.train
             first = train.order(0)[:64]
-            self.book.sample_grid("input/train_samples", train.x[first], train.y[first], t.splits.prepared.classes)
-            if t.augment.active:  # the first batch as the model sees it (up to 64 of its images)
+            classes = trainer.splits.prepared.classes
+            self.book.sample_grid("input/train_samples", train.x[first], train.y[first], classes)
+            if trainer.augment.active:  # the first batch as the model sees it (up to 64 of its images)
                 g = train.batch_size * train.world
                 shown = first[:g]
-                seen = t.augment.apply(train.x[shown], train.seed, 0, 0, 0, min(g, train.num_samples))
+                seen = trainer.augment.apply(train.x[shown], train.seed, 0, 0, 0, min(g, train.num_samples))
                 self.book.sample_grid("input/train_samples_augmented", np.round(seen).astype(np.uint8),
-                                      train.y[shown], t.splits.prepared.classes)
+                                      train.y[shown], trainer.splits.prepared.classes)
 
-    def engine(self, t) -> None:
+    def training_setup(self, trainer) -> None:
         """What trains the run from this step on: the device and the conv blocks' layers (at a resume too)."""
         if self.lcfg["config_text"]:
-            self.book.text("training", f"{t.device}: {t.fast.describe()}", t.step)
+            self.book.text("training", f"{trainer.device}: {trainer.conv_layers.describe()}", trainer.step)
 
-    def after_step(self, t, loss: float, correct: int, n: int, lr: float) -> None:
-        """After the update of global step ``t.step`` (``n`` images, ``correct`` of them right, at rate ``lr``)."""
-        if due(t.step, self.cfg["train"]["log_every"]):
-            self.book.scalar("train/loss", loss, t.step)
-            self.book.scalar("train/acc", correct / n, t.step)
-            self.book.scalar("train/lr", lr, t.step)
-        if self.book.enabled and due(t.step, self.lcfg["histogram_every"]):
-            self._histograms(t)
+    def after_step(self, trainer, loss: float, correct: int, n: int, lr: float) -> None:
+        """After the update of global step ``trainer.step`` (``n`` images, ``correct`` of them right, at rate
+        ``lr``)."""
+        if due(trainer.step, self.cfg["train"]["log_every"]):
+            self.book.scalar("train/loss", loss, trainer.step)
+            self.book.scalar("train/acc", correct / n, trainer.step)
+            self.book.scalar("train/lr", lr, trainer.step)
+        if self.book.enabled and due(trainer.step, self.lcfg["histogram_every"]):
+            self._histograms(trainer)
 
-    def _histograms(self, t) -> None:
-        for name, p in t.model.named_parameters():
-            self.book.histogram(f"params/{name}", p.numpy(), t.step)
+    def _histograms(self, trainer) -> None:
+        for name, p in trainer.model.named_parameters():
+            self.book.histogram(f"params/{name}", p.numpy(), trainer.step)
             if p.grad is not None:
-                self.book.histogram(f"grads/{name}", p.grad.numpy(), t.step)
+                self.book.histogram(f"grads/{name}", p.grad.numpy(), trainer.step)
 
-    def after_epoch(self, t, row: dict, val: dict) -> None:
+    def after_epoch(self, trainer, row: dict, val: dict) -> None:
         """After the validation that ends epoch ``row["epoch"]``: its scalars, images, curves, embeddings."""
         for tag, key in EPOCH_SCALARS:
             if row.get(key) is not None:  # None: no validation split; absent: no train.ema
-                self.book.scalar(tag, row[key], t.step)
+                self.book.scalar(tag, row[key], trainer.step)
         for tag, train_key, val_key in TRAIN_AND_VAL:
-            self.book.scalar(tag, row[train_key], t.step)
+            self.book.scalar(tag, row[train_key], trainer.step)
             if row[val_key] is not None:
-                self.val_book.scalar(tag, row[val_key], t.step)
+                self.val_book.scalar(tag, row[val_key], trainer.step)
         if self.book.enabled:
-            if t.splits.val.num_samples:
-                self._validation_pictures(t, val, row["epoch"])
-            if self.lcfg["histogram_every"] and not due(t.step, self.lcfg["histogram_every"]):
-                self._histograms(t)  # every epoch has some, however short
+            if trainer.splits.val.num_samples:
+                self._validation_pictures(trainer, val, row["epoch"])
+            if self.lcfg["histogram_every"] and not due(trainer.step, self.lcfg["histogram_every"]):
+                self._histograms(trainer)  # every epoch has some, however short
         self.flush()
 
-    def _validation_pictures(self, t, val: dict, epoch: int) -> None:
-        classes, step = t.splits.prepared.classes, t.step
-        y, predicted = t.splits.val.y, val["logits"].argmax(axis=1)
+    def _validation_pictures(self, trainer, val: dict, epoch: int) -> None:
+        classes, step = trainer.splits.prepared.classes, trainer.step
+        y, predicted = trainer.splits.val.y, val["logits"].argmax(axis=1)
         if self.lcfg["images"]:
-            self.book.misclassified("val/misclassified", t.splits.val.x, y, predicted, step)
+            self.book.misclassified("val/misclassified", trainer.splits.val.x, y, predicted, step)
             self.book.confusion("val/confusion_matrix", metrics.confusion_matrix(y, predicted, len(classes)),
                                 classes, step)
         if self.lcfg["curves"]:
@@ -138,7 +140,7 @@ class TrainLog:
         if self.lcfg["embeddings"] and epoch == self.cfg["train"]["epochs"] - 1:
             n = self.lcfg["embeddings"]
             right = predicted[:n] == y[:n]
-            self.book.embeddings("val/features", features(t.model, t.splits.val.x[:n], t.splits.norm),
+            self.book.embeddings("val/features", features(trainer.model, trainer.splits.val.x[:n], trainer.splits.norm),
                                  {"class": [classes[k] for k in y[:n]],
                                   "predicted": [classes[k] for k in predicted[:n]],
                                   "correct": ["yes" if r else "no" for r in right]}, step)
