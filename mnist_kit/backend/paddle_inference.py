@@ -1,4 +1,4 @@
-"""Run a saved static program (``models.save_program``) with Paddle Inference: normalised float32 batches
+"""Run a saved static program (``networks.save_program``) with Paddle Inference: normalised float32 batches
 in, logits out. Evaluation uses it on a program traced from a checkpoint, prediction on an export.
 Imports no training code and unpickles nothing; paddle is imported only when a program is loaded."""
 

@@ -91,7 +91,7 @@ class RunDir:
 
     @property
     def graph_prefix(self) -> Path:
-        """Where graph.py saves the model's program (``models.save_program``'s prefix)."""
+        """Where graph.py saves the model's program (``networks.save_program``'s prefix)."""
         return self.graph_dir / "model"
 
     @property

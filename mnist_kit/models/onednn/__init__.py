@@ -13,7 +13,7 @@ count; the layouts inside a block are chosen per primitive (``Plan``). Results a
 a fixed thread count, and equal to the stock layers within float rounding (not bitwise).
 
 A block is ``relu`` (conv with bias, then max-pool with the ReLU as its post-op) or ``bn`` (conv without
-bias, batch norm, then the same pool): the two shapes ``models.CNN`` builds.
+bias, batch norm, then the same pool): the two shapes ``networks.CNN`` builds.
 
 Threads: oneDNN's OpenMP calls go to Intel's ``libiomp5``, which Paddle loads first (so ``libgomp``'s
 ``omp_set_num_threads`` does nothing); ``_OpenMP`` sets its thread count around this module's work and
