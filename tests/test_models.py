@@ -271,3 +271,15 @@ def test_mirrored_test_time_augmentation_is_exported_to_paddle_and_onnx(tmp_path
     assert r.exit_code == 0, r.output
     assert run_cli("export", "--run", "checkpoints/mirror").exit_code == 0
     assert (Path("checkpoints/mirror/export/best/model.onnx").is_file()) == (export.onnx_tools_missing() is None)
+
+
+def test_the_legacy_programs_average_of_views_is_the_same_log_mean_exp():
+    """The board's graph child builds a legacy static program, where test-time augmentation's average takes
+    another form (networks.log_mean_exp): the same numbers."""
+    from mnist_kit.models.networks import log_mean_exp
+
+    logp = paddle.nn.functional.log_softmax(paddle.to_tensor(
+        np.random.default_rng(0).normal(scale=5, size=(4, 6, 10)).astype("float32")), axis=-1)
+    expected = np.log(np.exp(logp.numpy()).mean(axis=0))
+    assert np.allclose(log_mean_exp(logp, legacy=False).numpy(), expected, atol=1e-5)
+    assert np.allclose(log_mean_exp(logp, legacy=True).numpy(), expected, atol=1e-5)

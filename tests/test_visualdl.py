@@ -163,6 +163,18 @@ def test_pca_keeps_the_geometry_of_low_rank_features():
     assert np.allclose(d(y[:50]), d(x[:50]), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.slow
+def test_the_graph_of_a_network_with_test_time_augmentation_is_written(tmp_path):
+    """The graph child builds a legacy static program, where Paddle 3.3's logsumexp (test-time augmentation's
+    average) takes no legacy variables: before the fix the board had no graph of such a run, only a warning."""
+    data.prepare("mnist", tmp_path / "data", from_dir=write_idx_folder(tmp_path / "idx", synthetic_arrays()),
+                 verify=False)
+    result = run_cli("train", *FAST, "-o", "train.epochs=1", "-o", "log.graph=true", "-o", "model.tta=shift",
+                     "-o", "output.visualdl=true", "--name", "tta")
+    assert result.exit_code == 0 and "could not be written" not in result.output, result.output
+    assert (tmp_path / "checkpoints" / "tta" / "graph" / "tta" / "model.pdmodel").is_file()
+
+
 def test_embeddings_hparams_text_and_graph(run, values):
     (emb,) = values["embeddings"]["val/features"]
     rows = emb.embeddings.embeddings

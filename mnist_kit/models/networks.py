@@ -20,6 +20,26 @@ nn = paddle.nn
 F = paddle.nn.functional
 
 
+def _in_pir_mode() -> bool:
+    """Whether a static program being built is a PIR program (Paddle 3's default; Paddle 2.6 has none)."""
+    in_pir = getattr(paddle.framework, "in_pir_mode", None)
+    return bool(in_pir and in_pir())
+
+
+def log_mean_exp(logp, legacy: bool | None = None):
+    """``log(mean(exp(logp)))`` over axis 0 (the views of test-time augmentation): the log of the mean
+    probability. ``legacy`` (default: whether a legacy static program is being built, as the board's graph
+    child does with FLAGS_enable_pir_api=0): Paddle 3.3's logsumexp, exp, log and sum take only PIR values
+    there, while log_softmax works, and ``logp - log_softmax(logp)`` over the views is the same log-sum-exp in
+    every view."""
+    k = float(np.log(logp.shape[0]))
+    if legacy is None:
+        legacy = not (paddle.in_dynamic_mode() or _in_pir_mode())
+    if legacy:
+        return logp[0] - F.log_softmax(logp, axis=0)[0] - k
+    return paddle.logsumexp(logp, axis=0) - k
+
+
 class _AddChannelBias(paddle.autograd.PyLayer):
     """``x + b[None, :, None, None]``, the conv bias, computed fast.
 
@@ -200,7 +220,7 @@ class CNN(paddle.nn.Layer):
         k = len(views)
         logits = self.fc(self.dropout(self.features(paddle.concat(views, axis=0))))
         logp = F.log_softmax(logits, axis=-1).reshape([k, -1, logits.shape[-1]])
-        return paddle.logsumexp(logp, axis=0) - float(np.log(k))
+        return log_mean_exp(logp)
 
 
 def build_model(model_cfg: dict, input_shape=(1, 28, 28), num_classes: int = 10) -> paddle.nn.Layer:
