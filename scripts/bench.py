@@ -6,11 +6,11 @@ cache `mnist-kit prepare --dataset fashion-mnist` made) and is scored on its 10,
 setup in a fresh process (so peak memory is its own):
 
 - reference: the Paddle tutorial loop (Dataset + DataLoader, stock nn.Conv2D, Adam 1e-3, batch 64);
-- PyTorch: the identical network and recipe (scripts/bench_torch.py) on 2 threads and on 1, when a Python
-  with torch is found: --torch-python, else this Python if it imports torch, else .venv-bench/bin/python
-  (scripts/bench_env.sh makes it; torch is never a dependency of mnist-kit);
+- PyTorch: the identical network and recipe (scripts/bench_torch.py) on 2 threads and on 1, and at batch 256 on
+  2 threads, when a Python with torch is found: --torch-python, else this Python if it imports torch, else
+  .venv-bench/bin/python (scripts/bench_env.sh makes it; torch is never a dependency of mnist-kit);
 - mnist-kit: cnn.yaml's network with the reference's recipe (CLASSIC: its own recipe is compared by
-  scripts/bench_recipes.py) on the oneDNN conv blocks with the default threads, with
+  scripts/bench_recipes.py) on the oneDNN conv blocks with the default threads, at batch 256, with
   1 thread, on Paddle's stock layers (train.fast_conv=off), with --nproc 2 and without VisualDL;
   cnn_fast.yaml on oneDNN, on the stock layers and with --nproc 2; folder.yaml on a synthetic image folder
   (scripts/bench_folder.py's cards) on oneDNN and on the stock layers; mlp.yaml and linear.yaml.
@@ -305,11 +305,14 @@ def main():
                                                                             str(args.target)]))
         torch_python = find_torch(args.torch_python)
         if torch_python:
-            for threads, epochs in ((2, ref_epochs), (1, 0)):
+            for threads, epochs, batch in ((2, ref_epochs, 64), (1, 0, 64), (2, 0, 256)):
                 r = run_worker(torch_python, [str(npz), "--epochs", str(epochs), "--target", str(args.target),
-                                              "--steps", str(args.steps), "--threads", str(threads)],
+                                              "--steps", str(args.steps), "--threads", str(threads),
+                                              "--batch-size", str(batch)],
                                REPO / "scripts" / "bench_torch.py")
-                add(f"PyTorch {r['torch']}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}", r)
+                r["batch"] = batch
+                add(f"PyTorch {r['torch']}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+                    + (f", batch {batch}" if batch != 64 else ""), r)
         else:
             print("  (no Python with torch found: bash scripts/bench_env.sh makes one)", file=sys.stderr)
         cards = tmp / "cards"
@@ -325,6 +328,7 @@ def main():
         # (label, config, epochs (0: the config's own, None: --max-epochs), processes, overrides, same network)
         plan = [("cnn.yaml", "cnn", full, 1, classic, True),
                 ("cnn.yaml, train.threads=1", "cnn", 1, 1, [*classic, "train.threads=1"], True),
+                ("cnn.yaml, batch 256", "cnn", 1, 1, [*classic, "train.batch_size=256"], True),
                 ("cnn.yaml, fast_conv=off", "cnn", 1, 1, [*classic, "train.fast_conv=off"], True),
                 ("cnn.yaml, --nproc 2 x batch 32", "cnn", 1, 2, classic, True),
                 ("cnn.yaml, VisualDL off", "cnn", 1, 1, [*classic, "output.visualdl=false"], True),
@@ -370,7 +374,9 @@ def main():
     for row in table:
         print("| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
               + " |")
-    torch2 = next((r for r in rows if r["setup"].startswith("PyTorch") and r["threads"] > 1), None)
+    torch2 = next((r for r in rows if r["setup"].startswith("PyTorch") and r["threads"] > 1 and r["batch"] == 64), None)
+    torch256 = next((r for r in rows if r["setup"].startswith("PyTorch") and r.get("batch") == 256), None)
+    mk256 = next(r for r in rows if r["setup"].startswith("mnist-kit cnn.yaml, batch 256"))
     torch1 = next((r for r in rows if r["setup"].startswith("PyTorch") and r["threads"] == 1), None)
     mk = next(r for r in rows if r["setup"].startswith("mnist-kit cnn.yaml ["))
     mk1 = next(r for r in rows if r["setup"].startswith("mnist-kit cnn.yaml, train.threads=1"))
@@ -380,6 +386,9 @@ def main():
         print(f"\nmnist-kit cnn.yaml vs PyTorch, same network, data and batch: {ratio:.2f}x "
               f"the training images/s on {torch2['threads']} threads each"
               + (f", {mk1['train_ips'] / torch1['train_ips']:.2f}x on 1 thread each" if torch1 else ""))
+        if torch256:
+            print(f"at batch 256: {mk256['train_ips'] / torch256['train_ips']:.2f}x ({mk256['train_ips']:,.0f} "
+                  f"against {torch256['train_ips']:,.0f} images/s, 2 threads each)")
         for row in (mk, mk_fast):
             ours, theirs = _seconds_to(row["epochs"], args.target), _seconds_to(torch2["epochs"], args.target)
             if ours and theirs:
