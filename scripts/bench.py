@@ -42,7 +42,7 @@ DATASET = "fashion-mnist"
 # cnn.yaml's network trained with the reference's recipe (Adam 1e-3, batch 64, constant rate, no label
 # smoothing), so that images/s and time-to-accuracy compare the same network, data, recipe and batch
 CLASSIC = ("optimizer.lr=0.001", "optimizer.beta1=0.9", "optimizer.beta2=0.999", "train.batch_size=64",
-           "schedule.name=constant", "schedule.warmup_epochs=0", "loss.label_smoothing=0")
+           "schedule.name=constant", "schedule.end_lr=null", "schedule.warmup_epochs=0", "loss.label_smoothing=0")
 PHOTOS = 500  # photos made from test images per run (the photo accuracy column; mnist-kit eval --photos)
 
 
