@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import FAST, REPO, assert_user_error, run_cli, run_subprocess, snapshot
+from helpers import FAST, REPO, assert_user_error, run_cli, run_subprocess, script, snapshot
 from mnist_kit import ConfigError, config
 from mnist_kit.models import registry
 from mnist_kit.runs import listing
@@ -313,3 +313,13 @@ def test_a_relative_data_root_is_recorded_as_an_absolute_path(trained, tmp_path,
     monkeypatch.chdir(elsewhere)
     evaluated = run_cli("eval", "--run", tmp_path / "checkpoints" / "rel")  # the same data from another folder
     assert evaluated.exit_code == 0 and "prepared again" not in evaluated.output, evaluated.output
+
+
+def test_the_benchmarks_overrides_are_a_valid_config():
+    """scripts/bench.py trains cnn.yaml's network with the classic recipe by overrides; a config change that
+    refuses them stops the benchmark at its first mnist-kit row (it did once: schedule.end_lr)."""
+    bench = script("bench")
+    for batch in ("64", "256"):
+        cfg = config.load(REPO / "configs" / "cnn.yaml", [*bench.CLASSIC, f"data.name={bench.DATASET}",
+                                                          f"train.batch_size={batch}"])
+        assert cfg["schedule"]["name"] == "constant" and cfg["optimizer"]["lr"] == 0.001
