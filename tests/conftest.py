@@ -38,14 +38,6 @@ def prepared(idx_folder, tmp_path):
     return tmp_path / "data"
 
 
-
-
-
-
-
-
-
-
 # ---------------------------------------------------------------- a mirror on 127.0.0.1
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -127,7 +119,6 @@ def small_export(tmp_path_factory):
 
 
 # ---------------------------------------------------------------- a hostile file: EPS (Pillow runs Ghostscript)
-
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ pytestmark = pytest.mark.slow  # starts VisualDL servers
 # ---------------------------------------------------------------- the board
 
 
-
 def _visualdl_servers() -> set[int]:
     done = subprocess.run(["pgrep", "-f", "visualdl.server.app"], capture_output=True, text=True)
     return {int(p) for p in done.stdout.split()}

@@ -122,9 +122,6 @@ def test_an_edited_manifest_is_a_clear_error(trained, tmp_path, edit, reason, co
 # ---------------------------------------------------------------- full disks
 
 
-
-
-
 def test_a_torn_metrics_row_is_dropped_and_resume_repairs_the_file(trained, monkeypatch):
     """A full disk cut epoch 1's row short (the page the file had room in) and its checkpoint failed."""
     monkeypatch.setenv("MNIST_KIT_FAULT", "enospc@checkpoint-write:20")

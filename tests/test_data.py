@@ -278,8 +278,6 @@ def _bomb(path: Path, shape=(60000, 28, 28), expands_to=1 << 31) -> None:
         f.write(packer.flush())
 
 
-
-
 @pytest.fixture(scope="module")
 def bomb_folder(tmp_path_factory):
     folder = write_idx_folder(tmp_path_factory.mktemp("bomb"), synthetic_arrays())

@@ -24,8 +24,6 @@ def read_only(small_disk, trained):
     subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
 
 
-
-
 @pytest.mark.parametrize("case", ["train", "prepare", "resume", "export", "predict", "long-name"])
 def test_read_only_and_unusable_folders_are_one_line_with_what_to_do(read_only, trained, tmp_path, case):
     ro = read_only
@@ -115,7 +113,7 @@ def test_an_image_file_name_that_is_not_utf8(tmp_path):
     assert result.exit_code == 0 and "skipped 1 unreadable file(s)" in result.output, result.output
 
 
-# ---------------------------------------------------------------- confusing messages
+# ---------------------------------------------------------------- odd inputs, and a run missing its config
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
 def test_a_fifo_or_device_as_an_input_is_named(trained, tmp_path, kind):

@@ -33,8 +33,6 @@ def _start_training(name: str, *extra) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal)
 
 
-
-
 def _graph_children(pid: int) -> list[int]:
     """The children of ``pid`` that are the VisualDL graph writer (``python -m mnist_kit.board.graph``)."""
     done = subprocess.run(["pgrep", "-P", str(pid), "-f", "mnist_kit.board.graph"], capture_output=True, text=True)

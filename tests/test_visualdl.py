@@ -217,12 +217,6 @@ def test_validation_lines_are_drawn_with_trainings(run, values):
     assert set(val) - {"meta_data_tag"} == {"train_and_val/loss", "train_and_val/acc"}  # no other page lists it
 
 
-
-
-
-
-
-
 def test_the_real_server_serves_every_component(run, tmp_path):
     port = free_port()
     env = {**os.environ, "HOME": str(tmp_path)}  # importing visualdl writes under ~/.visualdl
