@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from mnist_kit.cli import cli
 from mnist_kit.data.idx import write_idx
+from mnist_kit.runs.rundir import TIMING_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -353,12 +354,11 @@ def dark_bar_image(path: Path) -> Path:
     return path
 
 
-TIMING = ("images_per_sec", "epoch_seconds", "elapsed_seconds")
 
 
 def metrics_rows(run: Path) -> list[dict]:
     """A run's metrics rows without the timings (what two equal runs share)."""
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS}
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 

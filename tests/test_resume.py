@@ -10,8 +10,7 @@ import pytest
 
 from helpers import FAST, REPO, checkpoints_of, run_cli, run_subprocess, wait_for
 from mnist_kit.board.writer import read_records
-from mnist_kit.runs import checkpoint
-from mnist_kit.train import trainer
+from mnist_kit.runs import checkpoint, rundir
 
 pytestmark = pytest.mark.slow  # trains, interrupts and resumes runs
 
@@ -53,7 +52,7 @@ def _history(run):
     losses = [(v.id, v.value) for r in read_records(files[0]) for v in r.values if v.tag == "train/loss"]
     rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
     for r in rows:
-        for key in trainer.TIMING_KEYS:
+        for key in rundir.TIMING_KEYS:
             r.pop(key)
     return losses, rows
 

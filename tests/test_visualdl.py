@@ -63,7 +63,7 @@ def values(run):
     return out
 
 
-def metrics_rows(run):
+def _rows(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -72,7 +72,7 @@ def test_scalars(run, values):
     assert [v.id for v in s["train/loss"]] == [5, 10, 15, 20]
     assert {"train/acc", "train/lr", "train/epoch_loss", "train/epoch_acc", "val/loss", "val/acc",
             "speed/images_per_sec"} <= set(s)
-    rows = metrics_rows(run)
+    rows = _rows(run)
     assert [v.id for v in s["val/acc"]] == [r["step"] for r in rows]
     assert np.allclose([v.value for v in s["val/acc"]], [r["val_acc"] for r in rows])
     assert all(0.0 <= v.value <= 1.0 for v in s["train/acc"])
@@ -209,7 +209,7 @@ def test_validation_lines_are_drawn_with_trainings(run, values):
     for record in read_records(val_file):
         for v in record.values:
             val[v.tag].append(v)
-    rows = metrics_rows(run)
+    rows = _rows(run)
     for tag, train_key, val_key in trainlog.TRAIN_AND_VAL:
         assert [v.id for v in values["value"][tag]] == [v.id for v in val[tag]] == [r["step"] for r in rows]
         assert np.allclose([v.value for v in values["value"][tag]], [r[train_key] for r in rows])

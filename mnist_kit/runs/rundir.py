@@ -303,6 +303,8 @@ class RunRecord:
             self.run.write_info(self.data)
 
 
+# the only values of a metrics row that differ between identical runs (what a bit-for-bit comparison leaves out)
+TIMING_KEYS = ("images_per_sec", "epoch_seconds", "elapsed_seconds")
 RESERVED_ENV = "MNIST_KIT_RESERVED_RUN"
 # the fields of run.json that are read back, and their types
 INFO_TYPES: dict[str, type | tuple[type, ...]] = {

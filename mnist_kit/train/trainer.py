@@ -26,8 +26,6 @@ from mnist_kit.runs.checkpoint import CheckpointState
 from mnist_kit.train.ema import WeightAverage
 from mnist_kit.util.console import info
 
-TIMING_KEYS = ("images_per_sec", "epoch_seconds", "elapsed_seconds")  # the only metrics that vary between
-# identical runs
 AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # train.amp -> paddle.amp.auto_cast's dtype
 
 
