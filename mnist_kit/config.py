@@ -499,11 +499,11 @@ def _cross_checks(cfg: dict) -> list[str]:
     if not valid_device(device):
         errors.append(f"train.device is {device!r}; allowed: cpu, gpu, gpu:N (N = 0, 1, ...), auto")
     d, m = cfg["data"], cfg["model"]
-    folder = datasets.get(d["name"]).kind == "folder"
+    ds = datasets.get(d["name"])
+    folder = ds.kind == "folder"
     if m["name"] == "cnn":
         errors += _cnn_checks(m, d["image_size"] if folder and len(d["image_size"]) == 2 else None)
     a = cfg["augment"]
-    ds = datasets.get(d["name"])
     if m["name"] == "cnn" and "flip" in m["tta"] and ds.mirrored:
         errors.append(f"model.tta is {m['tta']} on {ds.noun} (data.name {ds.name}): {ds.mirrored}. "
                       "Use model.tta shift, or mirror clothing (fashion-mnist) or image folders")
@@ -512,7 +512,7 @@ def _cross_checks(cfg: dict) -> list[str]:
                       "Mirror clothing (fashion-mnist) or image folders, or set augment.flip 0")
     t = cfg["train"]
     if not has_validation(cfg) and t["patience"] and t["monitor"].startswith("val/"):
-        which = f"data.{datasets.get(d['name']).val_key}"
+        which = f"data.{ds.val_key}"
         errors.append(f"{which} 0 leaves no validation split for train.monitor {t['monitor']} to watch: set "
                       "train.monitor to train/loss or train/acc, or train.patience to 0")
     if folder:
