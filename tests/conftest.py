@@ -104,17 +104,15 @@ def digit_export(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def small_export(tmp_path_factory):
-    """An export (Paddle program and model.onnx) of the default CNN trained 2 epochs on the synthetic digits:
-    enough for the serve application to answer in this process. Made once per session, in a few seconds."""
+def small_export(trained_template, tmp_path_factory):
+    """An export (Paddle program and model.onnx) of the session's trained run (the default CNN, 2 epochs on
+    the synthetic digits), exported from a copy: enough for the serve application to answer in this process."""
     base = tmp_path_factory.mktemp("small_export")
-    env = {"MNIST_KIT_DATA": str(base / "data")}
-    idx = write_idx_folder(base / "idx", synthetic_arrays())
-    for args in (["prepare", "--dataset", "mnist", "--from-dir", idx, "--no-verify"],
-                 ["train", *FAST, "-o", "output.visualdl=false", "-o", f"output.root={base / 'runs'}", "--name", "s"],
-                 ["export", "--run", base / "runs" / "s", "--out", base / "export"]):
-        done = run_subprocess(*args, env=env)
-        assert done.returncode == 0, done.stdout + done.stderr
+    shutil.copytree(trained_template / "data", base / "data")
+    shutil.copytree(trained_template / "checkpoints", base / "checkpoints")
+    done = run_subprocess("export", "--run", base / "checkpoints" / "base", "--out", base / "export",
+                          env={"MNIST_KIT_DATA": str(base / "data")})
+    assert done.returncode == 0, done.stdout + done.stderr
     return base / "export"
 
 
