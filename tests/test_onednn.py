@@ -45,6 +45,31 @@ def test_a_block_equals_the_stock_layers(kind, kernel, cin, n, h, w):
 
 
 @needs_onednn
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("k,o,hwc", [(980, 10, (20, 7, 7)), (980, 10, None), (45, 3, (5, 3, 3)), (7, 4, None)])
+@pytest.mark.parametrize("n", [1, 5, 64])
+def test_the_output_layer_equals_the_stock_one(threads, k, o, hwc, n):
+    # training and evaluation output, the gradients of the input, weight and bias; with hwc the input arrives
+    # channels last and the stock weight is permuted
+    assert onednn.compare_dense(k, o, threads, n, hwc) <= 2e-5
+
+
+@needs_onednn
+def test_the_output_layer_reads_the_last_block_channels_last_only_with_nothing_between():
+    for dropout, head, hwc in ((0.0, None, (20, 7, 7)), (0.3, None, None), (0.0, [32], None)):
+        model = build_model({"name": "cnn", "channels": [20, 20], "kernel_size": 5, "dropout": dropout, "head": head})
+        assert onednn.enable(model, "on", "cpu", 1, (1, 28, 28)).output == "onednn"
+        assert model._output.hwc == hwc and model._fast[-1].nhwc_out == (hwc is not None)
+        x = paddle.to_tensor(np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype("float32"))
+        model.eval()
+        fast, fast_features = model(x).numpy(), model.conv_features(x).numpy()
+        model.use_fast_blocks(None)
+        assert np.allclose(fast, model(x).numpy(), rtol=1e-5, atol=1e-5)
+        # the features (embeddings) in the stock (channels, rows, columns) order, whatever the layout
+        assert np.allclose(fast_features, model.conv_features(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
 @pytest.mark.parametrize("kind", ["relu", "bn"])
 def test_two_threads_equal_the_stock_layers_too_and_repeat_bit_for_bit(kind):
     assert onednn.compare(20, 20, 5, kind, 2, 64, 14, 14) <= 2e-5
@@ -92,10 +117,11 @@ def _rows(run):
 
 
 @needs_onednn
-@pytest.mark.parametrize("batch_norm", [False, True])
-def test_hundreds_of_training_steps_match_the_stock_layers(prepared, batch_norm):
+@pytest.mark.parametrize("batch_norm, dropout", [(False, 0.2), (True, 0.2), (False, 0.0)])
+def test_hundreds_of_training_steps_match_the_stock_layers(prepared, batch_norm, dropout):
+    # without dropout the output layer reads the last block's output channels last; with it, in the stock order
     args = [*FAST, "-o", "train.epochs=10", "-o", "train.batch_size=16", "-o", "output.visualdl=false",
-            "-o", f"model.batch_norm={str(batch_norm).lower()}", "-o", "model.dropout=0.2"]
+            "-o", f"model.batch_norm={str(batch_norm).lower()}", "-o", f"model.dropout={dropout}"]
     for path in ("on", "off"):
         result = run_cli("train", *args, "-o", f"train.fast_conv={path}", "--name", path)
         assert result.exit_code == 0, result.output
@@ -106,7 +132,8 @@ def test_hundreds_of_training_steps_match_the_stock_layers(prepared, batch_norm)
         assert abs(a["val_acc"] - b["val_acc"]) <= 0.03
     assert json.loads(Path("checkpoints/on/run.json").read_text())["fast_conv"]["path"] == "onednn"
     assert json.loads(Path("checkpoints/off/run.json").read_text())["fast_conv"] == {
-        "path": "stock", "threads": 1, "library": "", "blocks": [], "reason": "train.fast_conv is off"}
+        "path": "stock", "threads": 1, "library": "", "blocks": [], "output": "stock",
+        "reason": "train.fast_conv is off"}
 
 
 @needs_onednn
@@ -115,11 +142,11 @@ def test_the_path_is_said_first_and_recorded(prepared):
     assert result.exit_code == 0, result.output
     cores = len(os.sched_getaffinity(0))
     lib = onednn.library().name
-    assert result.output.splitlines()[0] == f"training on cpu: conv blocks on {lib}, {cores} thread" + \
-        ("s" if cores > 1 else "")
+    assert result.output.splitlines()[0] == f"training on cpu: conv blocks and output layer on {lib}, {cores} " \
+        f"thread{'s' if cores > 1 else ''}"
     info = json.loads(Path("checkpoints/r/run.json").read_text())
     assert info["fast_conv"] == {"path": "onednn", "threads": cores, "library": lib, "blocks": ["onednn", "onednn"],
-                                 "reason": ""}
+                                 "output": "onednn", "reason": ""}
 
 
 def _train_fails(*args):

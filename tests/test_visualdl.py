@@ -197,7 +197,7 @@ def test_embeddings_hparams_text_and_graph(run, values):
     assert [line.split(":")[0] for line in lines] == list(config.load(run / "config.yaml"))
     assert yaml.safe_load("\n".join(lines)) == config.load(run / "config.yaml")
     (training,) = values["text"]["training"]
-    assert training.text.encoded_text_string.startswith("cpu: conv blocks on oneDNN 3.")
+    assert training.text.encoded_text_string.startswith("cpu: conv blocks and output layer on oneDNN 3.")
     graph = run / "graph" / "r"  # named after the run: the board's graph page labels models by folder
     assert (graph / "model.pdmodel").is_file() and len(list(graph.glob("vdlgraph*"))) == 1
     assert not list((run / "vdl").glob("vdlgraph*"))

@@ -159,6 +159,7 @@ class CNN(paddle.nn.Layer):
         self.fc = nn.Linear(width, num_classes)
         self.tta = tta
         self._fast: list[Any] | None = None  # per block: a oneDNN block (onednn.Block) or None (the stock layers)
+        self._output: Any = None  # the output layer on oneDNN (onednn.Dense), or None
 
     def conv_blocks(self, input_shape) -> list[tuple]:
         """Per block: (conv, batch norm or None, why it is not the standard block oneDNN runs or None,
@@ -179,20 +180,27 @@ class CNN(paddle.nn.Layer):
             h, w = block_output(h, w, b)
         return out
 
-    def use_fast_blocks(self, blocks) -> None:
-        """Run block i on ``blocks[i]`` (an ``onednn.Block``, or None for the stock layers) in eager mode;
-        ``None`` for all stock. Tracing and export always use the stock layers."""
+    def use_fast_blocks(self, blocks, output=None) -> None:
+        """Run block i on ``blocks[i]`` (an ``onednn.Block``, or None for the stock layers) and the output
+        layer on ``output`` (an ``onednn.Dense``, or None) in eager mode; ``None`` for all stock. Tracing and
+        export always use the stock layers."""
         self._fast = list(blocks) if blocks is not None and any(b is not None for b in blocks) else None
+        self._output = output if self._fast is not None else None
 
     def features(self, x):
         x = self.conv_features(x)
         return self.head(x) if self.head is not None else x
 
     def conv_features(self, x):
-        """The conv blocks' output, flattened."""
+        """The conv blocks' output, flattened (channels, rows, columns)."""
         if self._fast is None or not paddle.in_dynamic_mode():
             return self.body(x)
-        for fast, (conv, norm, after) in zip(self._fast, self._blocks):
+        x = self._run_blocks(x)
+        return (x.transpose([0, 3, 1, 2]) if self._fast[-1] is not None and self._fast[-1].nhwc_out else x).flatten(1)
+
+    def _run_blocks(self, x):
+        """The last block's output: channels last when it runs on oneDNN and feeds the oneDNN output layer."""
+        for fast, (conv, norm, after) in zip(self._fast or [None] * len(self._blocks), self._blocks):
             if fast is None:
                 x = conv(x)
                 x = norm(x) if norm is not None else x
@@ -200,12 +208,18 @@ class CNN(paddle.nn.Layer):
                     x = layer(x)
             else:
                 x = fast(x, conv)
-        return x.flatten(1)
+        return x
 
     def forward(self, x):
         if self.training or self.tta == "none":
-            return self.fc(self.dropout(self.features(x)))
+            return self._logits(x)
         return self._averaged(x)
+
+    def _logits(self, x):
+        if self._output is None or not paddle.in_dynamic_mode():
+            return self.fc(self.dropout(self.features(x)))
+        features = self._run_blocks(x).flatten(1) if self._output.hwc is not None else self.features(x)
+        return self._output(self.dropout(features), self.fc)
 
     def _averaged(self, x):
         """``model.tta``: log of the mean class probabilities of ``x`` and its copies (mirrored; moved one
@@ -218,7 +232,7 @@ class CNN(paddle.nn.Layer):
             padded = F.pad(x, [1, 1, 0, 0], mode="replicate", data_format="NCHW")
             views += [padded[:, :, :, :width], padded[:, :, :, 2:]]  # moved right, moved left
         k = len(views)
-        logits = self.fc(self.dropout(self.features(paddle.concat(views, axis=0))))
+        logits = self._logits(paddle.concat(views, axis=0))
         logp = F.log_softmax(logits, axis=-1).reshape([k, -1, logits.shape[-1]])
         return log_mean_exp(logp)
 
@@ -324,15 +338,16 @@ def layer_table(model: paddle.nn.Layer, input_shape) -> list[dict]:
     was_training, fast = model.training, getattr(model, "_fast", None)
     try:
         model.eval()
-        if fast is not None:
-            model._fast = None  # the oneDNN blocks call no sublayer: count the stock ones, the same network
+        if fast is not None:  # the oneDNN layers call no sublayer: count the stock ones, the same network
+            fast = model._fast, model._output
+            model.use_fast_blocks(None)
         with paddle.no_grad():
             model(paddle.zeros([1, *input_shape], "float32"))
     finally:
         for h in hooks:
             h.remove()
         if fast is not None:
-            model._fast = fast
+            model.use_fast_blocks(*fast)
         if was_training:
             model.train()
     return rows

@@ -34,8 +34,8 @@ blocks) and ``train.trainer`` (which calls ``enable``).
 
 from mnist_kit.models.onednn.binding import EVAL_CHUNK, Unavailable, library
 from mnist_kit.models.onednn.block import Block
-from mnist_kit.models.onednn.check import compare, self_check
+from mnist_kit.models.onednn.check import compare, compare_dense, self_check
 from mnist_kit.models.onednn.choose import Choice, chain, enable, threads_for
 
-__all__ = ["EVAL_CHUNK", "Block", "Choice", "Unavailable", "chain", "compare", "enable", "library", "self_check",
-           "threads_for"]
+__all__ = ["EVAL_CHUNK", "Block", "Choice", "Unavailable", "chain", "compare", "compare_dense", "enable", "library",
+           "self_check", "threads_for"]

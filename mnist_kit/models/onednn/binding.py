@@ -12,7 +12,7 @@ from mnist_kit.backend.runtime import paddle
 
 # oneDNN 3.x C API values (oneapi/dnnl/dnnl_types.h, dnnl_common_types.h)
 F32, CPU, IN_ORDER = 3, 1, 1
-TAG_ANY, TAG_X, TAG_NCHW, TAG_NHWC, TAG_OIHW = 1, 2, 5, 22, 5
+TAG_ANY, TAG_X, TAG_AB, TAG_NCHW, TAG_NHWC, TAG_OIHW = 1, 2, 3, 5, 22, 5
 FORWARD_TRAINING, FORWARD_INFERENCE, BACKWARD = 64, 96, 128
 CONV_DIRECT, RELU, RELU_USE_DST, POOL_MAX = 0x1, 0x20, 0x100, 0x1FF
 Q_SRC, Q_DIFF_SRC, Q_WEIGHTS, Q_DIFF_WEIGHTS, Q_DST, Q_DIFF_DST, Q_WORKSPACE = 129, 130, 131, 132, 133, 134, 135

@@ -8,6 +8,7 @@ import numpy as np
 from mnist_kit.backend.runtime import paddle
 from mnist_kit.models.onednn.binding import Unavailable, _state, library
 from mnist_kit.models.onednn.block import Block
+from mnist_kit.models.onednn.dense import Dense
 
 
 def compare(cin: int, cout: int, kernel: int, kind: str, threads: int, n: int, h: int, w: int,
@@ -109,6 +110,51 @@ def check_shape(cin: int, cout: int, kernel: int, kind: str, threads: int, h: in
         try:
             diff = compare(cin, cout, kernel, kind, threads, 2, h, w)
             _state[key] = None if diff <= TOLERANCE else f"differs from the stock layers by {diff:.2g} (relative)"
+        except Unavailable as e:
+            _state[key] = str(e)
+    return _state[key]
+
+
+def compare_dense(k: int, o: int, threads: int, n: int, hwc: tuple[int, int, int] | None = None,
+                  seed: int = 0) -> float:
+    """The largest difference between ``Dense`` and the stock ``Linear`` (output in training and evaluation, and
+    every gradient), each relative to its largest magnitude, on random data of that shape."""
+    rng_state = paddle.get_rng_state()
+    try:
+        rng = np.random.default_rng(seed)
+        x0 = rng.standard_normal((n, k)).astype("float32")
+        w0, b0 = (rng.standard_normal((k, o)) / np.sqrt(k)).astype("float32"), rng.standard_normal(o).astype("float32")
+        g = rng.standard_normal((n, o)).astype("float32")
+        results = []
+        for fast in (False, True):
+            linear = paddle.nn.Linear(k, o)
+            linear.weight.set_value(w0)
+            linear.bias.set_value(b0)
+            dense = Dense(k, o, threads, hwc)
+            x = paddle.to_tensor(x0, stop_gradient=False)
+            y = dense(x, linear) if fast else dense.reference(x, linear)
+            (y * paddle.to_tensor(g)).sum().backward()
+            with paddle.no_grad():
+                y_eval = dense(x, linear) if fast else dense.reference(x, linear)
+            results.append([y.numpy(), x.grad.numpy(), linear.weight.grad.numpy(), linear.bias.grad.numpy(),
+                            y_eval.numpy()])
+    finally:
+        paddle.set_rng_state(rng_state)
+    worst = 0.0
+    for stock, fast in zip(*results):
+        if fast.shape != stock.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(fast - stock).max()) / max(float(np.abs(stock).max()), 1e-12))
+    return worst if np.isfinite(worst) else float("inf")
+
+
+def check_dense(k: int, o: int, threads: int, hwc: tuple[int, int, int] | None) -> str | None:
+    """Why this output layer cannot run on oneDNN (checked on a batch of 2 at its real size), or None."""
+    key = ("dense", k, o, threads, hwc)
+    if key not in _state:
+        try:
+            diff = compare_dense(k, o, threads, 2, hwc)
+            _state[key] = None if diff <= TOLERANCE else f"differs from the stock layer by {diff:.2g} (relative)"
         except Unavailable as e:
             _state[key] = str(e)
     return _state[key]

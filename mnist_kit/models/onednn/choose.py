@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from mnist_kit.models.onednn.binding import Unavailable, library
 from mnist_kit.models.onednn.block import Block
-from mnist_kit.models.onednn.check import check_shape, self_check
+from mnist_kit.models.onednn.check import check_dense, check_shape, self_check
+from mnist_kit.models.onednn.dense import Dense
 
 
 def threads_for(requested: int, processes: int) -> tuple[int, str | None]:
@@ -31,11 +32,13 @@ class Choice:
     reason: str = ""  # why a block or all of them run on the stock layers
     library: str = ""
     blocks: tuple = ()  # per block: "onednn" or "stock"
+    output: str = "stock"  # the output layer: "onednn" or "stock"
 
     def describe(self) -> str:
         if self.path == "stock":
             return f"Paddle's stock layers ({self.reason})"
-        text = f"conv blocks on {self.library}, {self.threads} thread{'s' if self.threads > 1 else ''}"
+        layers = "conv blocks and output layer" if self.output == "onednn" else "conv blocks"
+        text = f"{layers} on {self.library}, {self.threads} thread{'s' if self.threads > 1 else ''}"
         if "stock" in self.blocks:
             text += f"; block(s) {', '.join(str(i + 1) for i, b in enumerate(self.blocks) if b == 'stock')} on " \
                     f"the stock layers ({self.reason})"
@@ -43,7 +46,7 @@ class Choice:
 
     def record(self) -> dict:
         return {"path": self.path, "threads": self.threads, "library": self.library, "blocks": list(self.blocks),
-                "reason": self.reason}
+                "output": self.output, "reason": self.reason}
 
 
 def enable(model, mode: str, device: str, threads: int, input_shape) -> Choice:
@@ -68,7 +71,8 @@ def enable(model, mode: str, device: str, threads: int, input_shape) -> Choice:
     except Unavailable as e:
         return stock(f"oneDNN cannot be used: {e}")
     blocks, notes = [], []
-    for i, (conv, norm, other, (h, w)) in enumerate(model.conv_blocks(input_shape)):
+    shapes = model.conv_blocks(input_shape)
+    for i, (conv, norm, other, (h, w)) in enumerate(shapes):
         kind = "bn" if norm is not None else "relu"
         cout, cin, kernel = conv.weight.shape[:3]
         if other:  # the oneDNN block is a 'same' conv, ReLU and a 2x2 max-pool
@@ -85,9 +89,34 @@ def enable(model, mode: str, device: str, threads: int, input_shape) -> Choice:
     if notes and mode == "on":
         raise UserError(f"train.fast_conv is on, but {'; '.join(notes)}; set train.fast_conv=auto or off")
     chain(blocks)
-    model.use_fast_blocks(blocks)
+    conv, _, _, (h, w) = shapes[-1]
+    output = _output_layer(model, blocks[-1], threads, (conv.weight.shape[0], h // 2, w // 2), notes)
+    model.use_fast_blocks(blocks, output)
     return Choice("onednn", threads, "; ".join(notes), library().name,
-                  tuple("stock" if b is None else "onednn" for b in blocks))
+                  tuple("stock" if b is None else "onednn" for b in blocks), "stock" if output is None else "onednn")
+
+
+def _output_layer(model, last: Block | None, threads: int, last_shape: tuple, notes: list) -> Dense | None:
+    """The model's output layer on oneDNN, when it passes its check. It reads the last block's output channels
+    last when that block runs on oneDNN and nothing comes between (``last_shape``: its channels, rows and
+    columns)."""
+    fc = getattr(model, "fc", None)
+    if fc is None or fc.bias is None:
+        return None
+    k, o = fc.weight.shape
+    # dropout draws its mask in memory order: with one between, the stock (channels, rows, columns) order keeps
+    # the stock layers' masks
+    between = getattr(model, "head", None) is not None or bool(getattr(getattr(model, "dropout", None), "p", 0))
+    hwc = last_shape if last is not None and not between else None
+    if hwc is not None and hwc[0] * hwc[1] * hwc[2] != k:
+        hwc = None
+    problem = check_dense(k, o, threads, hwc)
+    if problem:
+        notes.append(f"output layer: {problem}")
+        return None
+    if hwc is not None and last is not None:
+        last.nhwc_out = True
+    return Dense(k, o, threads, hwc)
 
 
 def chain(blocks: list) -> None:

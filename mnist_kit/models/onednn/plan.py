@@ -120,7 +120,11 @@ class Plan:
     Layouts, measured on the default CNN (AVX-512): the convolutions run on NHWC (channels last), since
     oneDNN's blocked layouts pad 20 channels to 32 (the 20->20 conv: 3.0 vs 4.8 ms); batch norm and the
     pool after it on the blocked layout the conv would choose, since oneDNN's NHWC batch norm is a generic
-    kernel for 20 channels (14 ms vs 0.4). Paddle's tensors are NCHW, reordered at the block's edges."""
+    kernel for 20 channels (14 ms vs 0.4). A conv of one input channel (the first) runs on the layouts
+    oneDNN itself prefers on this CPU (on AVX-512: channels in blocks of 16), unless that choice is a
+    reference kernel: at batch 64 its forward took 0.24 ms instead of 0.32 on NHWC, its weight gradient 0.23
+    instead of 0.42, for 0.06 ms more of pool and reorders. Paddle's tensors are NCHW, reordered at the
+    block's edges."""
 
     out_shape: list[int]  # the block's output as Paddle sees it (set by Block.plan)
 
@@ -140,12 +144,15 @@ class Plan:
         lib, s = self.lib, self.s
         pad = s.kernel // 2
         geometry = (_dims([1, 1]), _dims([0, 0]), _dims([pad, pad]), _dims([pad, pad]))
-        src, dst = lib.md([s.n, s.cin, s.h, s.w], TAG_NHWC), lib.md([s.n, s.cout, s.h, s.w], TAG_NHWC)
         weights = lib.md([s.cout, s.cin, s.kernel, s.kernel], TAG_ANY)
-        fwd = _vp()
-        lib.call("dnnl_convolution_forward_primitive_desc_create", ctypes.byref(fwd), lib.engine,
-                 FORWARD_TRAINING if s.training else FORWARD_INFERENCE, CONV_DIRECT, src, weights, self.b_md, dst,
-                 *geometry, None)
+        for tag in (TAG_ANY, TAG_NHWC) if s.cin == 1 else (TAG_NHWC,):
+            src, dst = lib.md([s.n, s.cin, s.h, s.w], tag), lib.md([s.n, s.cout, s.h, s.w], tag)
+            fwd = _vp()
+            lib.call("dnnl_convolution_forward_primitive_desc_create", ctypes.byref(fwd), lib.engine,
+                     FORWARD_TRAINING if s.training else FORWARD_INFERENCE, CONV_DIRECT, src, weights, self.b_md,
+                     dst, *geometry, None)
+            if not lib.implementation(fwd).startswith("ref"):
+                break
         self.src_md, self.cw_md, self.dst_md = lib.query(fwd, Q_SRC), lib.query(fwd, Q_WEIGHTS), lib.query(fwd, Q_DST)
         args = {A_SRC: self.src_md, A_WEIGHTS: self.cw_md, A_DST: self.dst_md}
         if self.b_md is not None:
