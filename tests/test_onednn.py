@@ -71,6 +71,16 @@ def test_the_output_layer_reads_the_last_block_channels_last_only_with_nothing_b
 
 @needs_onednn
 @pytest.mark.parametrize("kind", ["relu", "bn"])
+def test_a_batch_over_the_training_piece_equals_the_stock_layers(kind):
+    # relu blocks train a batch of 150 in pieces of 64, 64 and 22, their parameter gradients added up
+    assert binding.TRAIN_CHUNK < 150
+    block = onednn.Block(3, 6, 5, kind, 1)
+    assert block.pieces(150, True) == ([(0, 64), (64, 64), (128, 22)] if kind == "relu" else [(0, 150)])
+    assert onednn.compare(3, 6, 5, kind, 2, 150, 12, 10) <= 2e-5
+
+
+@needs_onednn
+@pytest.mark.parametrize("kind", ["relu", "bn"])
 def test_two_threads_equal_the_stock_layers_too_and_repeat_bit_for_bit(kind):
     assert onednn.compare(20, 20, 5, kind, 2, 64, 14, 14) <= 2e-5
     x = paddle.to_tensor(np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype("float32"))

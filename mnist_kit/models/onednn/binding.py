@@ -22,6 +22,7 @@ A_MEAN, A_VARIANCE, A_SCALE, A_SHIFT, A_DIFF_SCALE, A_DIFF_SHIFT = 49, 50, 51, 5
 BN_GLOBAL_STATS, BN_SCALE, BN_SHIFT = 0x1, 0x2, 0x4
 Q_IMPL = 8
 EVAL_CHUNK = 64  # the largest batch a block runs at once without gradients before it has trained (memory)
+TRAIN_CHUNK = 64  # the largest piece of a batch a block without batch norm trains on at once (the cache)
 BN_LAYOUTS = (78, 102, TAG_NHWC)  # aBcd16b, aBcd8b (channels in blocks of 16 or 8), channels last
 MAJOR = 3  # the ABI these values belong to
 

@@ -3,10 +3,13 @@ stock layers' parameters (``Block``)."""
 
 from __future__ import annotations
 
+import ctypes
+import math
+
 import numpy as np
 
 from mnist_kit.backend.runtime import paddle
-from mnist_kit.models.onednn.binding import EVAL_CHUNK, Unavailable, library, openmp
+from mnist_kit.models.onednn.binding import EVAL_CHUNK, TRAIN_CHUNK, Unavailable, library, openmp
 from mnist_kit.models.onednn.plan import Plan, Shape
 
 
@@ -26,17 +29,20 @@ class _BlockFunction(paddle.autograd.PyLayer):
     def forward(ctx, x, weight, *params, block, training, backward):
         x, weight = _contiguous(x), _contiguous(weight)
         n, h, w = (x.shape[0], *x.shape[1:3]) if block.nhwc_in else (x.shape[0], *x.shape[2:])
-        plan = block.plan(n, h, w, training)
-        out = paddle.empty(plan.out_shape, "float32")
-        p = {"x": _pointer(x), "w": _pointer(weight), "out": _pointer(out), **block.pointers(params, training)}
+        pieces = block.pieces(n, training)
+        plans = [block.plan(m, h, w, training) for _, m in pieces]
+        out = paddle.empty([n, *plans[0].out_shape[1:]], "float32")
+        x_at, out_at = _at(x), _at(out)
+        p = {"w": _pointer(weight), **block.pointers(params, training)}
         with openmp().threads(block.threads):
-            saved = plan.forward(p)
-        if block.kind == "bn" and training:
-            block.update_statistics(saved["batch_mean"], saved["batch_variance"])
+            saved = [plan.forward({**p, "x": x_at(i), "out": out_at(i)}) for (i, _), plan in zip(pieces, plans)]
+        if block.kind == "bn" and training:  # (one piece)
+            block.update_statistics(saved[0]["batch_mean"], saved[0]["batch_variance"])
         if not backward:  # (PyLayer.forward itself always runs without gradients: the caller says)
-            plan.give(*saved.values())
+            for plan, piece in zip(plans, saved):
+                plan.give(*piece.values())
             return out
-        ctx.plan, ctx.saved, ctx.block, ctx.x_grad = plan, saved, block, not x.stop_gradient
+        ctx.plans, ctx.pieces, ctx.saved, ctx.block, ctx.x_grad = plans, pieces, saved, block, not x.stop_gradient
         ctx.save_for_backward(x, weight, *params)  # x: read in place when no reorder was needed
         return out
 
@@ -46,16 +52,36 @@ class _BlockFunction(paddle.autograd.PyLayer):
         dout = _contiguous(dout)
         grads = [paddle.empty(x.shape, "float32") if ctx.x_grad else None, paddle.empty(weight.shape, "float32")]
         grads += [paddle.empty(q.shape, "float32") for q in params]
-        names = ("db",) if ctx.block.kind != "bn" else ("dscale", "dshift")
-        p = {"x": _pointer(x), "w": _pointer(weight), "dout": _pointer(dout), "dw": _pointer(grads[1]),
-             "dx": _pointer(grads[0]) if grads[0] is not None else None,
-             **{k: _pointer(g) for k, g in zip(names, grads[2:])}}
+        names = ("dw", "db") if ctx.block.kind != "bn" else ("dw", "dscale", "dshift")
+        p = {"w": _pointer(weight), **{k: _pointer(g) for k, g in zip(names, grads[1:])}}
         if ctx.block.kind == "bn":
             p["scale"] = _pointer(params[0])
+        x_at, dout_at = _at(x), _at(dout)
+        dx_at = _at(grads[0]) if grads[0] is not None else lambda i: None
+        # the pieces after the first write their parameter gradients aside, then add them (in piece order)
+        aside = [np.empty(math.prod(g.shape), np.float32) for g in grads[1:]] if len(ctx.pieces) > 1 else []
         with openmp().threads(ctx.block.threads):
-            ctx.plan.backward(ctx.saved, p)
+            for k, ((i, _), plan, saved) in enumerate(zip(ctx.pieces, ctx.plans, ctx.saved)):
+                q = {**p, "x": x_at(i), "dout": dout_at(i), "dx": dx_at(i)}
+                if k:
+                    q.update({name: a.ctypes.data for name, a in zip(names, aside)})
+                plan.backward(saved, q)
+                if k:
+                    for g, a in zip(grads[1:], aside):
+                        _view(g)[:] += a
         ctx.saved = None
         return tuple(grads)
+
+
+def _at(t):
+    """The address of image ``i`` of the batch ``t`` (images are its outermost axis in every layout here)."""
+    start, size = _pointer(t), 4 * math.prod(t.shape[1:])
+    return lambda i: start + i * size
+
+
+def _view(t) -> np.ndarray:
+    """A float32 tensor's memory as a flat numpy array (no copy)."""
+    return np.ctypeslib.as_array((ctypes.c_float * math.prod(t.shape)).from_address(_pointer(t)))
 
 
 class Block:
@@ -88,6 +114,15 @@ class Block:
             plan.out_shape = [n, h // 2, w // 2, self.cout] if self.nhwc_out else [n, self.cout, h // 2, w // 2]
             self.plans[key] = plan
         return self.plans[key]
+
+    def pieces(self, n: int, training: bool) -> list[tuple[int, int]]:
+        """(first image, images) of each piece a batch runs in: one piece, unless a ``relu`` block trains on
+        more than ``TRAIN_CHUNK`` images. Then pieces of that many, whose activations stay in the cache from
+        one primitive to the next (the default CNN at batch 256, Zen 5: 17.2 -> 16.0 ms per training step);
+        batch norm needs its whole batch at once."""
+        if not training or self.kind == "bn" or n <= TRAIN_CHUNK:
+            return [(0, n)]
+        return [(i, min(TRAIN_CHUNK, n - i)) for i in range(0, n, TRAIN_CHUNK)]
 
     def params(self, conv) -> list:
         """The Paddle parameters this block reads besides the conv weight."""
