@@ -121,10 +121,11 @@ class Plan:
     oneDNN's blocked layouts pad 20 channels to 32 (the 20->20 conv: 3.0 vs 4.8 ms); batch norm and the
     pool after it on the blocked layout the conv would choose, since oneDNN's NHWC batch norm is a generic
     kernel for 20 channels (14 ms vs 0.4). A conv of one input channel (the first) runs on the layouts
-    oneDNN itself prefers on this CPU (on AVX-512: channels in blocks of 16), unless that choice is a
-    reference kernel: at batch 64 its forward took 0.24 ms instead of 0.32 on NHWC, its weight gradient 0.23
-    instead of 0.42, for 0.06 ms more of pool and reorders. Paddle's tensors are NCHW, reordered at the
-    block's edges."""
+    oneDNN itself prefers when its kernels are AVX-512 ones (channels in blocks of 16): at batch 64 its
+    forward took 0.21-0.24 ms instead of 0.29-0.32 on NHWC, its weight gradient 0.22-0.26 instead of 0.39-0.42,
+    for 0.06 ms more of pool and reorders. On AVX2 (the same CPU with ONEDNN_MAX_CPU_ISA=AVX2) that choice's
+    weight gradient took 2.5 ms against 0.55 on NHWC, so there it stays NHWC. Paddle's tensors are NCHW,
+    reordered at the block's edges."""
 
     out_shape: list[int]  # the block's output as Paddle sees it (set by Block.plan)
 
@@ -151,7 +152,7 @@ class Plan:
             lib.call("dnnl_convolution_forward_primitive_desc_create", ctypes.byref(fwd), lib.engine,
                      FORWARD_TRAINING if s.training else FORWARD_INFERENCE, CONV_DIRECT, src, weights, self.b_md,
                      dst, *geometry, None)
-            if not lib.implementation(fwd).startswith("ref"):
+            if tag == TAG_NHWC or "avx512" in lib.implementation(fwd):
                 break
         self.src_md, self.cw_md, self.dst_md = lib.query(fwd, Q_SRC), lib.query(fwd, Q_WEIGHTS), lib.query(fwd, Q_DST)
         args = {A_SRC: self.src_md, A_WEIGHTS: self.cw_md, A_DST: self.dst_md}
