@@ -19,7 +19,13 @@ Columns: training images/s (and the ratio to the reference), time-to-accuracy (w
 until the test accuracy first reaches --target, evaluation included), evaluation images/s, peak RSS;
 then prediction latency and cold start from an export of the cnn_fast run.
 
+Last, the headline against PyTorch: cnn.yaml (classic recipe, one epoch as a user trains it) and PyTorch
+at batch 64 and 256, --repeats alternating runs each (one run varies by up to +-12% here), the ratio of the
+medians, the achieved GFLOP/s against this machine's oneDNN matmul peak, the CPU's instruction set and the
+oneDNN kernels that ran (ONEDNN_VERBOSE).
+
     .venv/bin/python scripts/bench.py [--quick] [--target 0.90] [--max-epochs 8] [--torch-python PATH]
+                                      [--repeats 3]
 """
 
 from __future__ import annotations
@@ -231,16 +237,132 @@ def worker_predict(run: str, runs: int) -> dict:
             "cold_s": statistics.median(cold), "peak_mib": peak_mib(resource.RUSAGE_CHILDREN)}
 
 
+def worker_machine() -> dict:
+    """The oneDNN matmul peak on this machine (the threads the conv blocks use), and a few training steps of
+    cnn.yaml at batch 64 and 256 (run with ONEDNN_VERBOSE=1 by the driver, which reads the kernels' names)."""
+    import ctypes
+
+    import numpy as np
+
+    from mnist_kit import config
+    from mnist_kit.models.onednn import binding, threads_for
+    from mnist_kit.models.onednn.plan import _Step
+    from mnist_kit.train import engine, trainer
+
+    lib, threads = binding.library(), threads_for(0, 1)[0]
+    n, best = 2048, float("inf")
+    with binding.openmp().threads(threads):
+        a = lib.md([n, n], binding.TAG_AB)
+        pd = binding._vp()
+        lib.call("dnnl_matmul_primitive_desc_create", ctypes.byref(pd), lib.engine, a, a, None, a, None)
+        step = _Step(lib, pd, {binding.A_SRC: a, binding.A_WEIGHTS: a, binding.A_DST: a})
+        m = [np.random.default_rng(i).random((n, n), np.float32) for i in range(3)]
+        for _ in range(7):
+            t0 = time.perf_counter()
+            step(src=m[0].ctypes.data, weights=m[1].ctypes.data, dst=m[2].ctypes.data)
+            best = min(best, time.perf_counter() - t0)
+    flops = {}
+    for batch in (64, 256):
+        cfg = config.load(REPO / "configs" / "cnn.yaml", [f"data.name={DATASET}", *CLASSIC,
+                                                           f"train.batch_size={batch}", "output.visualdl=false"])
+        t = trainer.build_trainer(cfg)
+        batches = t.batches()
+        for _ in range(3):
+            engine.train_step(t, *next(batches))
+        flops = train_flops_per_image(cfg["model"], t.splits.prepared.input_shape)
+    return {"peak_gflops": 2 * n ** 3 / best / 1e9, "threads": threads, "flops_per_image": flops}
+
+
+def train_flops_per_image(model_cfg: dict, input_shape) -> float:
+    """Multiply-adds x 2 of one training image through the CNN: every conv and linear layer forward, its
+    weight gradient, and its input gradient (none for the first layer)."""
+    from mnist_kit.models.blocks import block_output, cnn_blocks
+
+    c, h, w = input_shape
+    layers = []  # forward FLOPs per layer
+    for b in cnn_blocks(model_cfg):
+        layers.append(2 * h * w * b["channels"] * c * b["kernel"] ** 2)  # 'same' conv, stride 1
+        c, (h, w) = b["channels"], block_output(h, w, b)
+    layers.append(2 * c * h * w * 10)
+    return float(sum(layers) * 3 - layers[0])
+
+
+def kernels(verbose: str) -> tuple[str, list[str]]:
+    """The CPU's instruction set as oneDNN reports it, and each primitive kind's kernels (ONEDNN_VERBOSE)."""
+    isa, seen = "", {}
+    for line in verbose.splitlines():
+        f = line.split(",")
+        if line.startswith("onednn_verbose") and ",info,cpu,isa:" in line:
+            isa = line.split("isa:", 1)[1].strip()
+        elif line.startswith("onednn_verbose") and "exec" in f and f[f.index("exec") + 1] == "cpu":
+            i, problem = f.index("exec"), f[-2]
+            # not the peak's matmul, nor the checks against the stock layers (a batch of 2)
+            if f[i + 2] != "matmul" and not problem.startswith(("mb2_", "mb2ic", "2x")):
+                seen.setdefault(f"{f[i + 2]} {f[i + 4]}", set()).add(f[i + 3])
+    return isa, [f"{k}: {', '.join(sorted(v))}" for k, v in sorted(seen.items())]
+
+
 # ---------------------------------------------------------------- driver
 
-def run_worker(python: str, args: list[str], script: Path = Path(__file__)) -> dict:
+def run_worker(python: str, args: list[str], script: Path = Path(__file__), extra_env: dict | None = None,
+               keep_stdout: bool = False) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     if USER_OMP is not None:
         env["OMP_NUM_THREADS"] = USER_OMP
+    env.update(extra_env or {})
     proc = subprocess.run([python, str(script), *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark worker {args[:3]} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if keep_stdout:
+        result["stdout"] = proc.stdout
+    return result
+
+
+def versus_torch(torch_python: str, npz: Path, tmp: Path, threads: int, repeats: int, steps: int) -> dict:
+    """Training images/s of cnn.yaml (the classic recipe, one epoch, trained as a user does, VisualDL on) and of
+    PyTorch at batch 64 and 256 on ``threads`` threads each, ``repeats`` times, alternating: one run's
+    throughput varies by up to +-12% on these shared machines, so the ratio is of the medians."""
+    runs: dict = {(who, b): [] for who in ("PyTorch", "mnist-kit") for b in (64, 256)}
+    for i in range(repeats):
+        for b in (64, 256):
+            r = run_worker(torch_python, [str(npz), "--epochs", "0", "--steps", str(steps), "--threads", str(threads),
+                                          "--batch-size", str(b)], REPO / "scripts" / "bench_torch.py")
+            runs["PyTorch", b].append(r["train_ips"])
+            out = tmp / f"versus-{i}-{b}"
+            argv = [sys.executable, "-m", "mnist_kit", "train", "--config", str(REPO / "configs" / "cnn.yaml"),
+                    "-o", f"output.root={out}", "--name", "run", "-o", "train.epochs=1", "-o", f"train.batch_size={b}"]
+            for o in (f"data.name={DATASET}", *CLASSIC):
+                argv += ["-o", o]
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
+            row = json.loads((out / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+            runs["mnist-kit", b].append(row["images_per_sec"])
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"  done: PyTorch and mnist-kit at batch {b}, round {i + 1} of {repeats}", file=sys.stderr,
+                  flush=True)
+    return runs
+
+
+def print_versus(runs: dict, machine: dict, threads: int) -> None:
+    peak, flops = machine["peak_gflops"], machine["flops_per_image"]
+    print(f"\nTraining throughput against PyTorch: cnn.yaml's network, the classic recipe, {threads} threads each; "
+          f"median of {len(runs['PyTorch', 64])} alternating runs (each run in brackets)")
+    print(f"| batch | PyTorch img/s | mnist-kit img/s | ratio | mnist-kit GFLOP/s (of the {peak:,.0f} GFLOP/s "
+          "matmul peak) |\n|---:|---|---|---:|---|")
+    for b in (64, 256):
+        theirs, ours = statistics.median(runs["PyTorch", b]), statistics.median(runs["mnist-kit", b])
+
+        def each(values):
+            return " ".join(f"{v:,.0f}" for v in values)
+
+        print(f"| {b} | {theirs:,.0f} ({each(runs['PyTorch', b])}) | {ours:,.0f} ({each(runs['mnist-kit', b])}) | "
+              f"{ours / theirs:.2f}x | {ours * flops / 1e9:,.0f} ({100 * ours * flops / 1e9 / peak:.0f}%) |")
+    isa, names = kernels(machine["stdout"])
+    print(f"CPU: {_cpu_name()}; oneDNN: {isa or 'no ISA line'}; peak: oneDNN's f32 matmul, 2048^3, {threads} threads, "
+          f"best of 7; {flops / 1e6:.1f} MFLOP per training image (forward, weight and input gradients)")
+    print("oneDNN kernels (ONEDNN_VERBOSE) of cnn.yaml's training at batch 64 and 256: " + "; ".join(names))
 
 
 def find_torch(explicit: str | None) -> str | None:
@@ -273,6 +395,8 @@ def main():
     ap.add_argument("--steps", type=int, default=300, help="timed steps of the references' throughput")
     ap.add_argument("--torch-python", help="a Python that imports torch (default: see above)")
     ap.add_argument("--cold-runs", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="alternating runs of PyTorch and cnn.yaml at batch 64 and 256 for the ratio (0 = none)")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -281,6 +405,8 @@ def main():
             result = worker_tutorial(a[0], int(a[1]), int(a[2]), float(a[3]))
         elif kind == "mnist-kit":
             result = worker_mnist_kit(a[0], int(a[1]), int(a[2]), *a[3:])
+        elif kind == "machine":
+            result = worker_machine()
         else:
             result = worker_predict(a[0], int(a[1]))
         print(json.dumps(result))
@@ -350,6 +476,10 @@ def main():
             add(f"mnist-kit {label} [{engine}{' each' if nproc > 1 else ''}]", r, same_net=same_net)
         fast = next(r for r in rows if r["setup"].startswith("mnist-kit cnn_fast.yaml ["))
         pred = run_worker(sys.executable, ["--worker", "predict", fast["run"], str(args.cold_runs)])
+        machine = run_worker(sys.executable, ["--worker", "machine"], extra_env={"ONEDNN_VERBOSE": "1"},
+                             keep_stdout=True)
+        versus = versus_torch(torch_python, npz, tmp, machine["threads"], args.repeats, args.steps) \
+            if torch_python and args.repeats else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -409,6 +539,8 @@ def main():
     print(f"predict (export of cnn_fast.yaml): one image {pred['latency_ms']:.2f} ms median "
           f"(p90 {pred['latency_p90_ms']:.2f} ms) in process; `mnist-kit predict IMAGE` from a cold start "
           f"{pred['cold_s']:.2f} s (median of {args.cold_runs}); its peak RSS {pred['peak_mib']:,.0f} MiB")
+    if versus:
+        print_versus(versus, machine, machine["threads"])
 
 
 def _cpu_name() -> str:

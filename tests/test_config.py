@@ -323,3 +323,16 @@ def test_the_benchmarks_overrides_are_a_valid_config():
         cfg = config.load(REPO / "configs" / "cnn.yaml", [*bench.CLASSIC, f"data.name={bench.DATASET}",
                                                           f"train.batch_size={batch}"])
         assert cfg["schedule"]["name"] == "constant" and cfg["optimizer"]["lr"] == 0.001
+
+
+def test_the_benchmarks_flops_per_training_image_are_the_hand_count():
+    # cnn.yaml: conv 1->20 5x5 on 28x28 (784,000 forward), conv 20->20 5x5 on 14x14 (3,920,000), linear 980->10
+    # (19,600); forward, weight gradient and input gradient each, less the first conv's input gradient
+    bench = script("bench")
+    cfg = config.load(REPO / "configs" / "cnn.yaml", [])
+    assert bench.train_flops_per_image(cfg["model"], (1, 28, 28)) == 3 * (784_000 + 3_920_000 + 19_600) - 784_000
+    kernels = ("onednn_verbose,v1,info,cpu,isa:Intel AVX2\n"
+               "onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,backward_weights,src,,,mb64_ic1oc20,0.5\n"
+               "onednn_verbose,v1,primitive,exec,cpu,convolution,ref:any,backward_weights,src,,,mb2_ic1oc4,0.1\n"
+               "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx2,undef,src,,,2048x2048:2048x2048,9\n")
+    assert bench.kernels(kernels) == ("Intel AVX2", ["convolution backward_weights: jit:avx2"])
