@@ -13,7 +13,9 @@ count; the layouts inside a block are chosen per primitive (``Plan``). Results a
 a fixed thread count, and equal to the stock layers within float rounding (not bitwise).
 
 A block is ``relu`` (conv with bias, then max-pool with the ReLU as its post-op) or ``bn`` (conv without
-bias, batch norm, then the same pool): the two shapes ``networks.CNN`` builds.
+bias, batch norm, then the same pool): the two shapes ``networks.CNN`` builds. The CNN's output layer (a
+``Linear``) runs on oneDNN's inner product (``Dense``), reading the last block's output channels last when
+nothing comes between them.
 
 Threads: oneDNN's OpenMP calls go to Intel's ``libiomp5``, which Paddle loads first (so ``libgomp``'s
 ``omp_set_num_threads`` does nothing); ``_OpenMP`` sets its thread count around this module's work and
@@ -25,6 +27,7 @@ own shape against the stock layers (``compare``); ``Choice`` says what was chose
     binding.py  the C API through ctypes, the library, OpenMP threads
     plan.py     one block's primitives for one shape and mode (Plan)
     block.py    a block in Paddle's autograd (Block)
+    dense.py    the output layer on oneDNN's inner product (Dense)
     check.py    the self-check and each shape's check against the stock layers
     choose.py   what trains the conv blocks (enable, Choice)
 
