@@ -1,7 +1,9 @@
 """The blocks checked against Paddle's stock layers: once per process (``self_check``) and at each block's
-own shape (``check_shape``); a block that differs is not used."""
+own shape (``check_shape``), the output layer at its own (``check_dense``); a layer that differs is not used."""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -20,11 +22,29 @@ def compare(cin: int, cout: int, kernel: int, kind: str, threads: int, n: int, h
     Where the function has a kink -- a pool window whose largest pre-activation is within float rounding
     of 0 (the ReLU) or of the second largest (the max) -- the two paths may rightly send that output's
     gradient different ways; the output gradient is set to 0 there, so that only real differences count."""
-    rng_state = paddle.get_rng_state()  # the layers made here must not move training's random numbers
-    try:
+    with _training_rng_kept():
         return _compare(cin, cout, kernel, kind, threads, n, h, w, seed)
+
+
+@contextmanager
+def _training_rng_kept():
+    """The layers made inside must not move training's random numbers."""
+    rng_state = paddle.get_rng_state()
+    try:
+        yield
     finally:
         paddle.set_rng_state(rng_state)
+
+
+def _worst_difference(results: list) -> float:
+    """The largest difference between the stock results (``results[0]``) and the fast ones, each array's
+    relative to its largest magnitude; inf when a shape differs or a value is not finite."""
+    worst = 0.0
+    for stock, fast in zip(*results):
+        if fast.shape != stock.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(fast - stock).max()) / max(float(np.abs(stock).max()), 1e-12))
+    return worst if np.isfinite(worst) else float("inf")
 
 
 def _compare(cin, cout, kernel, kind, threads, n, h, w, seed) -> float:
@@ -58,12 +78,7 @@ def _compare(cin, cout, kernel, kind, threads, n, h, w, seed) -> float:
         with paddle.no_grad():
             out.append((block(x, conv) if fast else block.reference(x, conv)).numpy())
         results.append(out)
-    worst = 0.0
-    for stock, fast in zip(*results):
-        if fast.shape != stock.shape:
-            return float("inf")
-        worst = max(worst, float(np.abs(fast - stock).max()) / max(float(np.abs(stock).max()), 1e-12))
-    return worst if np.isfinite(worst) else float("inf")
+    return _worst_difference(results)
 
 
 def _away_from_kinks(block: Block, conv, x0: np.ndarray, margin: float = 1e-4) -> np.ndarray:
@@ -105,11 +120,17 @@ def self_check(threads: int) -> None:
 
 def check_shape(cin: int, cout: int, kernel: int, kind: str, threads: int, h: int, w: int) -> str | None:
     """Why this block shape cannot run on oneDNN (checked on a batch of 2 at its real size), or None."""
-    key = ("shape", cin, cout, kernel, kind, threads, h, w)
+    return _why_not(("shape", cin, cout, kernel, kind, threads, h, w), "the stock layers",
+                    lambda: compare(cin, cout, kernel, kind, threads, 2, h, w))
+
+
+def _why_not(key: tuple, stock: str, difference) -> str | None:
+    """Once per process and ``key``: why the layer cannot run on oneDNN (``difference()`` over TOLERANCE,
+    or the library's complaint), or None."""
     if key not in _state:
         try:
-            diff = compare(cin, cout, kernel, kind, threads, 2, h, w)
-            _state[key] = None if diff <= TOLERANCE else f"differs from the stock layers by {diff:.2g} (relative)"
+            diff = difference()
+            _state[key] = None if diff <= TOLERANCE else f"differs from {stock} by {diff:.2g} (relative)"
         except Unavailable as e:
             _state[key] = str(e)
     return _state[key]
@@ -119,8 +140,7 @@ def compare_dense(k: int, o: int, threads: int, n: int, hwc: tuple[int, int, int
                   seed: int = 0) -> float:
     """The largest difference between ``Dense`` and the stock ``Linear`` (output in training and evaluation, and
     every gradient), each relative to its largest magnitude, on random data of that shape."""
-    rng_state = paddle.get_rng_state()
-    try:
+    with _training_rng_kept():
         rng = np.random.default_rng(seed)
         x0 = rng.standard_normal((n, k)).astype("float32")
         w0, b0 = (rng.standard_normal((k, o)) / np.sqrt(k)).astype("float32"), rng.standard_normal(o).astype("float32")
@@ -138,23 +158,9 @@ def compare_dense(k: int, o: int, threads: int, n: int, hwc: tuple[int, int, int
                 y_eval = dense(x, linear) if fast else dense.reference(x, linear)
             results.append([y.numpy(), x.grad.numpy(), linear.weight.grad.numpy(), linear.bias.grad.numpy(),
                             y_eval.numpy()])
-    finally:
-        paddle.set_rng_state(rng_state)
-    worst = 0.0
-    for stock, fast in zip(*results):
-        if fast.shape != stock.shape:
-            return float("inf")
-        worst = max(worst, float(np.abs(fast - stock).max()) / max(float(np.abs(stock).max()), 1e-12))
-    return worst if np.isfinite(worst) else float("inf")
+    return _worst_difference(results)
 
 
 def check_dense(k: int, o: int, threads: int, hwc: tuple[int, int, int] | None) -> str | None:
     """Why this output layer cannot run on oneDNN (checked on a batch of 2 at its real size), or None."""
-    key = ("dense", k, o, threads, hwc)
-    if key not in _state:
-        try:
-            diff = compare_dense(k, o, threads, 2, hwc)
-            _state[key] = None if diff <= TOLERANCE else f"differs from the stock layer by {diff:.2g} (relative)"
-        except Unavailable as e:
-            _state[key] = str(e)
-    return _state[key]
+    return _why_not(("dense", k, o, threads, hwc), "the stock layer", lambda: compare_dense(k, o, threads, 2, hwc))

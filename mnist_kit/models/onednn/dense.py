@@ -7,7 +7,8 @@ oneDNN's inner product on 2 threads (Zen 5, AVX-512).
 ``hwc``: the layer reads the last conv block's output channels last (``(channels, rows, columns)`` of it),
 so that no reorder to NCHW is needed in between. The stock weight's rows are in (channel, row, column)
 order; a permuted copy (39 KB for the default CNN, against 250 KB of activations a reorder would move at
-batch 64) is made for each forward and backward, and the weight gradient is permuted back.
+batch 64) is made at each forward and read again by its backward, and the weight gradient is permuted
+back.
 """
 
 from __future__ import annotations
@@ -90,23 +91,23 @@ class DensePlan:
         self.bwd_d = _Step(lib, bwd_d, {A_DIFF_SRC: src, A_WEIGHTS: weights, A_DIFF_DST: dst})
         self.bwd_w = _Step(lib, bwd_w, {A_SRC: src, A_DIFF_WEIGHTS: weights, A_DIFF_BIAS: bias, A_DIFF_DST: dst})
 
-    def _weights(self, w: int, keep: list) -> int:
-        """The weight as the primitives read it: ``w`` itself, or its permuted copy."""
+    def weights(self, w: int) -> np.ndarray | None:
+        """The permuted copy of the weight at ``w`` that the primitives read with ``hwc``, else None (they read
+        ``w`` itself); made once per forward, kept for the backward."""
         if self.permute is None:
-            return w
+            return None
         buf = np.empty(self.s.k * self.s.o, np.float32)
         self.permute(src=w, dst=buf.ctypes.data)
-        keep.append(buf)
-        return buf.ctypes.data
+        return buf
 
     def forward(self, x: int, w: int, b: int, out: int) -> None:
-        keep: list = []
-        self.fwd(src=x, weights=self._weights(w, keep), bias=b, dst=out)
+        """``w``: the weight as the primitives read it (``weights``)."""
+        self.fwd(src=x, weights=w, bias=b, dst=out)
 
     def backward(self, x: int, w: int, dout: int, dx: int | None, dw: int, db: int) -> None:
-        keep: list = []
+        """``w`` as in ``forward``; ``dw`` receives the gradient of the stock weight."""
         if dx is not None:
-            self.bwd_d(diff_dst=dout, weights=self._weights(w, keep), diff_src=dx)
+            self.bwd_d(diff_dst=dout, weights=w, diff_src=dx)
         if self.unpermute is None:
             self.bwd_w(src=x, diff_dst=dout, diff_weights=dw, diff_bias=db)
             return
@@ -122,9 +123,11 @@ class _DenseFunction(paddle.autograd.PyLayer):
         plan = dense.plan(x.shape[0], backward)
         out = paddle.empty([x.shape[0], dense.o], "float32")
         with openmp().threads(dense.threads):
-            plan.forward(_pointer(x), _pointer(weight), _pointer(bias), _pointer(out))
+            permuted = plan.weights(_pointer(weight))
+            read = permuted.ctypes.data if permuted is not None else _pointer(weight)
+            plan.forward(_pointer(x), read, _pointer(bias), _pointer(out))
         if backward:
-            ctx.plan, ctx.x_grad, ctx.threads = plan, not x.stop_gradient, dense.threads
+            ctx.plan, ctx.x_grad, ctx.threads, ctx.permuted = plan, not x.stop_gradient, dense.threads, permuted
             ctx.save_for_backward(x, weight)
         return out
 
@@ -134,9 +137,11 @@ class _DenseFunction(paddle.autograd.PyLayer):
         dout = _contiguous(dout)
         dx = paddle.empty(x.shape, "float32") if ctx.x_grad else None
         dw, db = paddle.empty(weight.shape, "float32"), paddle.empty([weight.shape[1]], "float32")
+        read = ctx.permuted.ctypes.data if ctx.permuted is not None else _pointer(weight)
         with openmp().threads(ctx.threads):
-            ctx.plan.backward(_pointer(x), _pointer(weight), _pointer(dout), _pointer(dx) if dx is not None else None,
+            ctx.plan.backward(_pointer(x), read, _pointer(dout), _pointer(dx) if dx is not None else None,
                               _pointer(dw), _pointer(db))
+        ctx.permuted = None
         return dx, dw, db
 
 
