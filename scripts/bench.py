@@ -150,6 +150,21 @@ def _test_accuracies(run: Path, epochs: int) -> list[float]:
     return [scoring.evaluate_run(run, epoch=e)["accuracy"] for e in range(epochs)]
 
 
+def train_argv(name: str, out, overrides) -> list[str]:
+    """`mnist-kit train` of configs/NAME.yaml into OUT/run, as a user types it, with ``overrides``."""
+    argv = [sys.executable, "-m", "mnist_kit", "train", "--config", str(REPO / "configs" / f"{name}.yaml"),
+            "-o", f"output.root={out}", "--name", "run", "-o", "checkpoint.keep_last=0"]
+    for o in overrides:
+        argv += ["-o", o]
+    return argv
+
+
+def run_or_exit(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
+
+
 def worker_mnist_kit(name: str, epochs: int, nproc: int, out: str, *overrides: str) -> dict:
     """`mnist-kit train` as a user runs it (a subprocess, so --nproc works the same way)."""
     import numpy as np
@@ -157,10 +172,7 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, out: str, *overrides: s
     from mnist_kit.evaluate import scoring
 
     run = Path(out) / "run"
-    argv = [sys.executable, "-m", "mnist_kit", "train", "--config", str(REPO / "configs" / f"{name}.yaml"),
-            "-o", f"output.root={out}", "--name", "run", "-o", "checkpoint.keep_last=0"]
-    for o in overrides:
-        argv += ["-o", o]
+    argv = train_argv(name, out, overrides)
     if epochs:
         argv += ["-o", f"train.epochs={epochs}"]
     if nproc > 1:  # the same global batch: the config's batch split over the processes
@@ -169,10 +181,8 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, out: str, *overrides: s
         batch = config.load(REPO / "configs" / f"{name}.yaml", list(overrides))["train"]["batch_size"]
         argv += ["--nproc", str(nproc), "-o", f"train.batch_size={batch // nproc}"]
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    run_or_exit(argv)
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
     peak = peak_mib(resource.RUSAGE_CHILDREN)  # the largest process of the job (one rank, or the trainer)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     fast = json.loads((run / "run.json").read_text())["fast_conv"]
@@ -330,13 +340,8 @@ def versus_torch(torch_python: str, npz: Path, tmp: Path, threads: int, repeats:
                                           "--batch-size", str(b)], REPO / "scripts" / "bench_torch.py")
             runs["PyTorch", b].append(r["train_ips"])
             out = tmp / f"versus-{i}-{b}"
-            argv = [sys.executable, "-m", "mnist_kit", "train", "--config", str(REPO / "configs" / "cnn.yaml"),
-                    "-o", f"output.root={out}", "--name", "run", "-o", "train.epochs=1", "-o", f"train.batch_size={b}"]
-            for o in (f"data.name={DATASET}", *CLASSIC):
-                argv += ["-o", o]
-            proc = subprocess.run(argv, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
+            run_or_exit(train_argv("cnn", out, [f"data.name={DATASET}", *CLASSIC, "train.epochs=1",
+                                                f"train.batch_size={b}"]))
             row = json.loads((out / "run" / "metrics.jsonl").read_text().splitlines()[-1])
             runs["mnist-kit", b].append(row["images_per_sec"])
             shutil.rmtree(out, ignore_errors=True)
