@@ -200,7 +200,8 @@ class CNN(paddle.nn.Layer):
 
     def _run_blocks(self, x):
         """The last block's output: channels last when it runs on oneDNN and feeds the oneDNN output layer."""
-        for fast, (conv, norm, after) in zip(self._fast or [None] * len(self._blocks), self._blocks):
+        assert self._fast is not None  # (called only with oneDNN blocks in use)
+        for fast, (conv, norm, after) in zip(self._fast, self._blocks):
             if fast is None:
                 x = conv(x)
                 x = norm(x) if norm is not None else x
