@@ -122,6 +122,30 @@ def test_a_whole_cnn_equals_the_stock_layers(batch_norm, input_shape, channels, 
         assert float(np.abs(fast - stock).max()) <= 2e-5 * max(float(np.abs(stock).max()), 1e-6)
 
 
+@needs_onednn
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_evaluation_pads_its_last_piece_and_batch_norm_runs_in_place(batch_norm):
+    # evaluation in pieces of the training batch: the last one padded to that size, so no plan (and no
+    # buffers kept for the rest of the run) of its own size; batch norm's gradient overwrites the one it reads
+    paddle.seed(7)
+    model = build_model({"name": "cnn", "channels": [6, 6], "kernel_size": 5, "batch_norm": batch_norm,
+                         "dropout": 0.0})
+    assert onednn.enable(model, "on", "cpu", 2, (1, 28, 28)).blocks == ("onednn", "onednn")
+    rng = np.random.default_rng(5)
+    model(paddle.to_tensor(rng.standard_normal((4, 1, 28, 28)).astype("float32"))).sum().backward()
+    model.eval()
+    x = paddle.to_tensor(rng.standard_normal((10, 1, 28, 28)).astype("float32"))  # pieces of 4, 4 and 2 (+2)
+    with paddle.no_grad():
+        fast = model(x).numpy()
+    plans = {key: plan for block in model._fast for key, plan in block.plans.items()}
+    assert {(n, training) for n, _, _, training, _ in plans} == {(4, True), (4, False)}
+    assert [p.bn_in_place for (*_, training, _), p in plans.items() if training] == [batch_norm] * 2
+    model.use_fast_blocks(None)
+    with paddle.no_grad():
+        stock = model(x).numpy()
+    assert float(np.abs(fast - stock).max()) <= 2e-5 * float(np.abs(stock).max())
+
+
 def _rows(run):
     return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
 
