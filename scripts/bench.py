@@ -255,13 +255,14 @@ def worker_machine() -> dict:
     import numpy as np
 
     from mnist_kit import config
+    from mnist_kit.backend.openmp import openmp
     from mnist_kit.models.onednn import binding, threads_for
     from mnist_kit.models.onednn.plan import _Step
     from mnist_kit.train import engine, trainer
 
     lib, threads = binding.library(), threads_for(0, 1)[0]
     n, best = 2048, float("inf")
-    with binding.openmp().threads(threads):
+    with openmp().threads(threads):
         a = lib.md([n, n], binding.TAG_AB)
         pd = binding._vp()
         lib.call("dnnl_matmul_primitive_desc_create", ctypes.byref(pd), lib.engine, a, a, None, a, None)

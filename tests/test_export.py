@@ -114,3 +114,22 @@ def test_another_models_parameters_in_an_export_are_refused(trained, tmp_path):
         result = run_cli("predict", "--model", "exp", "--runtime", runtime, dark_bar_image(tmp_path / "one.png"))
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
         assert "model.onnx is not the file export checked" in result.output, result.output
+
+
+def test_a_paddle_inference_predictor_leaves_the_process_threads_as_they_were(small_export):
+    # making one set the process's OpenMP threads to its own count (1 -> 2), and Paddle's eager kernels in the
+    # same process then ran on 2 threads, which changed their float rounding (an order-dependent test failure)
+    import numpy as np
+
+    from mnist_kit.backend import paddle_inference
+    from mnist_kit.backend.openmp import openmp
+    from mnist_kit.backend.runtime import paddle  # noqa: F401 - loads the OpenMP runtime that is looked up
+    from mnist_kit.deploy.inference import PROGRAM
+
+    omp = openmp()
+    assert omp.lib is not None
+    with omp.threads(1):
+        program = paddle_inference.Program(*paddle_inference.program_files(small_export / PROGRAM), threads=2)
+        assert omp.get() == 1
+        assert program.logits(np.zeros((3, 1, 28, 28), np.float32)).shape == (3, 10)
+        assert omp.get() == 1

@@ -4,6 +4,7 @@
                          seeds and RNG state, versions
     distributed.py       rank, world size, sharding and reductions under paddle.distributed.launch
     paddle_inference.py  running a saved static program with Paddle Inference (evaluation, prediction)
+    openmp.py            the process's OpenMP thread count, set around work that wants its own and restored
 
 May import: ``mnist_kit``, ``util``. Importing ``paddle_inference`` does not import paddle: it is loaded when
 a program is run, so prediction from an ONNX export never loads it.

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_kit import UserError
+from mnist_kit.backend.openmp import openmp
 from mnist_kit.util.interrupts import keep_handlers
 
 
@@ -58,7 +59,8 @@ def create_predictor(model: Path, params: Path, device: str = "cpu", threads: in
     config.disable_glog_info()
     # not config.enable_memory_optim(): it breaks Paddle 3's .json programs
     try:
-        return inference.create_predictor(config)
+        with openmp().kept():  # making it sets the process's OpenMP threads to the count above (measured)
+            return inference.create_predictor(config)
     except Exception as e:  # noqa: BLE001 - Paddle raises assorted types for unreadable programs
         raise ProgramError(f"Paddle Inference cannot load {model}: {str(e).strip().splitlines()[-1]}") from None
 

@@ -18,7 +18,7 @@ bias, batch norm, then the same pool): the two shapes ``networks.CNN`` builds. T
 nothing comes between them.
 
 Threads: oneDNN's OpenMP calls go to Intel's ``libiomp5``, which Paddle loads first (so ``libgomp``'s
-``omp_set_num_threads`` does nothing); ``_OpenMP`` sets its thread count around this module's work and
+``omp_set_num_threads`` does nothing); ``backend.openmp`` sets its thread count around this module's work and
 restores Paddle's afterwards.
 
 Choosing: ``enable`` (called by ``trainer.build_trainer``) runs ``self_check`` and checks each block at its

@@ -1,11 +1,10 @@
 """oneDNN's C API through ctypes: the enum values of the 3.x ABI, the library (``libdnnl.so.3`` in
-Paddle's wheel) loaded once, its calls, and the OpenMP thread count around them."""
+Paddle's wheel) loaded once, and its calls (the OpenMP thread count around them: ``backend.openmp``)."""
 
 from __future__ import annotations
 
 import ctypes
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 from mnist_kit.backend.runtime import paddle
@@ -124,40 +123,6 @@ class _Library:
         return mem
 
 
-class _OpenMP:
-    """The thread count of the ``libiomp5`` that Paddle loaded (and oneDNN uses)."""
-
-    def __init__(self):
-        self.lib = None
-        try:
-            loaded = [line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()]
-        except OSError:
-            loaded = []
-        for name in ("/libiomp5.so", "/libgomp.so.1"):  # Intel's first: it is the one oneDNN calls here
-            path = next((p for p in loaded if p.endswith(name)), None)
-            if path:
-                try:
-                    self.lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD)
-                    return
-                except OSError:
-                    continue
-
-    def get(self) -> int:
-        return int(self.lib.omp_get_max_threads()) if self.lib else 1
-
-    @contextmanager
-    def threads(self, n: int):
-        if self.lib is None or n == self.get():
-            yield
-            return
-        before = self.get()
-        self.lib.omp_set_num_threads(n)
-        try:
-            yield
-        finally:
-            self.lib.omp_set_num_threads(before)
-
-
 _state: dict = {}
 
 
@@ -171,9 +136,3 @@ def library() -> _Library:
     if isinstance(_state["lib"], Unavailable):
         raise _state["lib"]
     return _state["lib"]
-
-
-def openmp() -> _OpenMP:
-    if "omp" not in _state:
-        _state["omp"] = _OpenMP()
-    return _state["omp"]

@@ -8,8 +8,9 @@ import math
 
 import numpy as np
 
+from mnist_kit.backend.openmp import openmp
 from mnist_kit.backend.runtime import paddle
-from mnist_kit.models.onednn.binding import EVAL_CHUNK, TRAIN_CHUNK, Unavailable, library, openmp
+from mnist_kit.models.onednn.binding import EVAL_CHUNK, TRAIN_CHUNK, Unavailable, library
 from mnist_kit.models.onednn.plan import Plan, Shape
 
 

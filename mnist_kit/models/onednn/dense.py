@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mnist_kit.backend.openmp import openmp
 from mnist_kit.backend.runtime import paddle
 from mnist_kit.models.onednn.binding import (
     A_BIAS,
@@ -38,7 +39,6 @@ from mnist_kit.models.onednn.binding import (
     _Library,
     _vp,
     library,
-    openmp,
 )
 from mnist_kit.models.onednn.block import _contiguous, _pointer
 from mnist_kit.models.onednn.plan import _reorder, _Step
