@@ -140,10 +140,16 @@ def test_evaluation_pads_its_last_piece_and_batch_norm_runs_in_place(batch_norm)
     plans = {key: plan for block in model._fast for key, plan in block.plans.items()}
     assert {(n, training) for n, _, _, training, _ in plans} == {(4, True), (4, False)}
     assert [p.bn_in_place for (*_, training, _), p in plans.items() if training] == [batch_norm] * 2
+    fast_layers = model._fast, model._output
     model.use_fast_blocks(None)
     with paddle.no_grad():
         stock = model(x).numpy()
-    assert float(np.abs(fast - stock).max()) <= 2e-5 * float(np.abs(stock).max())
+        model.train()  # without gradients but on batch statistics (batch norm): the whole batch at once
+        stock_training = model(x).numpy()
+        model.use_fast_blocks(*fast_layers)
+        fast_training = model(x).numpy()
+    for a, b in ((fast, stock), (fast_training, stock_training)):
+        assert float(np.abs(a - b).max()) <= 2e-5 * float(np.abs(b).max())
 
 
 def _rows(run):

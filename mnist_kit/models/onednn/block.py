@@ -153,8 +153,8 @@ class Block:
             return self._stock(x, conv)
         if grad:
             self.chunk = x.shape[0] if self.chunk == EVAL_CHUNK else max(self.chunk, x.shape[0])
-        elif x.shape[0] > self.chunk:  # evaluation: in training-sized pieces, which reuse training's buffers
-            return self._in_pieces(x, conv)
+        elif x.shape[0] > self.chunk and not batch_statistics:  # evaluation: in training-sized pieces, which
+            return self._in_pieces(x, conv)  # reuse training's buffers (batch norm's batch statistics: at once)
         return _BlockFunction.apply(x, conv.weight, *self.params(conv), block=self, training=batch_statistics,
                                     backward=grad)
 
