@@ -243,13 +243,21 @@ VARIANTS = {
 }
 
 
+def as_in_a_terminal() -> None:
+    """A ``preexec_fn``: the default dispositions of the signals a terminal sends. A test run under nohup or
+    in a shell's background job inherits SIGINT (and SIGHUP) ignored, mnist-kit rightly leaves ignored
+    signals ignored, and a child sent Ctrl-C by a test would then never stop."""
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 class Server:
     """``mnist-kit serve ARGS --port 0`` as a process; ``url`` once it listens."""
 
     def __init__(self, *args, env=None, command=(sys.executable, "-m", "mnist_kit"), cwd=None):
         self.proc = subprocess.Popen([*map(str, command), "serve", "--port", "0", *map(str, args)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})}, cwd=cwd)
+                                     env={**os.environ, **(env or {})}, cwd=cwd, preexec_fn=as_in_a_terminal)
         self.lines, self.url = [], None
         started = threading.Event()
 

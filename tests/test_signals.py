@@ -12,25 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FAST, checkpoints_of, run_cli, run_subprocess, wait_for
+from helpers import FAST, as_in_a_terminal, checkpoints_of, run_cli, run_subprocess, wait_for
 
 pytestmark = pytest.mark.slow  # sends signals to training processes
 
 # ---------------------------------------------------------------- SIGTERM and kill -9 of train
 
-def _as_in_a_terminal():
-    """Default dispositions for the signals a terminal sends: a test run under nohup or in a background job
-    inherits SIGHUP and SIGINT ignored, and mnist-kit rightly leaves ignored signals ignored."""
-    import signal
-
-    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_DFL)
-
-
 def _start_training(name: str, *extra) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "mnist_kit", "train", *FAST, "-o", "train.epochs=500",
                              "-o", "log.images=false", "--name", name, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_in_a_terminal)
 
 
 def _graph_children(pid: int) -> list[int]:
@@ -104,8 +95,13 @@ def test_ctrl_c_while_the_graph_child_starts_leaves_no_child(tmp_path, monkeypat
         return proc
 
     monkeypatch.setattr(graph.subprocess, "Popen", popen_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        graph.start(tmp_path / "run")
+    # Ctrl-C raises, as in a terminal, even where this test runs as a background job (SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            graph.start(tmp_path / "run")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert started and started[0].returncode is not None  # killed and reaped by start itself
 
 
