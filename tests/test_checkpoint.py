@@ -124,9 +124,9 @@ def test_an_edited_manifest_is_a_clear_error(trained, tmp_path, edit, reason, co
 
 def test_a_torn_metrics_row_is_dropped_and_resume_repairs_the_file(trained):
     """A full disk cut epoch 1's row short (the page the file had room in) and its checkpoint failed. Training
-    and resuming run as processes, as the run they are compared with was made: in this process, an earlier
-    test's Paddle Inference predictor can leave OpenMP on another thread count, and the rows then differ in
-    the last digits."""
+    and resuming run as processes, as the run they are compared with was made (an earlier test's Paddle
+    Inference predictor once left this process's OpenMP on another thread count; backend/openmp.py now keeps
+    the count)."""
     args = ("train", *FAST, "-o", "output.visualdl=false", "--name", "torn")
     assert_user_error(run_subprocess(*args, env={"MNIST_KIT_FAULT": "enospc@checkpoint-write:20"}),
                       "No space left on device")

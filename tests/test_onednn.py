@@ -152,10 +152,6 @@ def test_evaluation_pads_its_last_piece_and_batch_norm_runs_in_place(batch_norm)
         assert float(np.abs(a - b).max()) <= 2e-5 * float(np.abs(b).max())
 
 
-def _rows(run):
-    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-
-
 @needs_onednn
 @pytest.mark.parametrize("batch_norm, dropout", [(False, 0.2), (True, 0.2), (False, 0.0)])
 def test_hundreds_of_training_steps_match_the_stock_layers(prepared, batch_norm, dropout):
@@ -165,7 +161,7 @@ def test_hundreds_of_training_steps_match_the_stock_layers(prepared, batch_norm,
     for path in ("on", "off"):
         result = run_cli("train", *args, "-o", f"train.fast_conv={path}", "--name", path)
         assert result.exit_code == 0, result.output
-    fast, stock = _rows("checkpoints/on"), _rows("checkpoints/off")
+    fast, stock = metrics_rows(Path("checkpoints/on")), metrics_rows(Path("checkpoints/off"))
     assert fast[-1]["step"] == 320  # 500 images / 16 = 32 steps x 10 epochs
     for a, b in zip(fast, stock):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.02, abs=0.01)

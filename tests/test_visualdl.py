@@ -1,7 +1,6 @@
 """The VisualDL log of a short real run, read back component by component, and served by the real server."""
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from PIL import Image
 from helpers import (
     FAST,
     free_port,
+    metrics_rows,
     peak_rss_mib,
     run_cli,
     synthetic_arrays,
@@ -63,16 +63,12 @@ def values(run):
     return out
 
 
-def _rows(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_scalars(run, values):
     s = values["value"]
     assert [v.id for v in s["train/loss"]] == [5, 10, 15, 20]
     assert {"train/acc", "train/lr", "train/epoch_loss", "train/epoch_acc", "val/loss", "val/acc",
             "speed/images_per_sec"} <= set(s)
-    rows = _rows(run)
+    rows = metrics_rows(run)
     assert [v.id for v in s["val/acc"]] == [r["step"] for r in rows]
     assert np.allclose([v.value for v in s["val/acc"]], [r["val_acc"] for r in rows])
     assert all(0.0 <= v.value <= 1.0 for v in s["train/acc"])
@@ -209,7 +205,7 @@ def test_validation_lines_are_drawn_with_trainings(run, values):
     for record in read_records(val_file):
         for v in record.values:
             val[v.tag].append(v)
-    rows = _rows(run)
+    rows = metrics_rows(run)
     for tag, train_key, val_key in trainlog.TRAIN_AND_VAL:
         assert [v.id for v in values["value"][tag]] == [v.id for v in val[tag]] == [r["step"] for r in rows]
         assert np.allclose([v.value for v in values["value"][tag]], [r[train_key] for r in rows])
