@@ -272,7 +272,6 @@ def worker_machine() -> dict:
             t0 = time.perf_counter()
             step(src=m[0].ctypes.data, weights=m[1].ctypes.data, dst=m[2].ctypes.data)
             best = min(best, time.perf_counter() - t0)
-    flops = {}
     for batch in (64, 256):
         cfg = config.load(REPO / "configs" / "cnn.yaml", [f"data.name={DATASET}", *CLASSIC,
                                                            f"train.batch_size={batch}", "output.visualdl=false"])
@@ -280,8 +279,8 @@ def worker_machine() -> dict:
         batches = t.batches()
         for _ in range(3):
             engine.train_step(t, *next(batches))
-        flops = train_flops_per_image(cfg["model"], t.splits.prepared.input_shape)
-    return {"peak_gflops": 2 * n ** 3 / best / 1e9, "threads": threads, "flops_per_image": flops}
+    return {"peak_gflops": 2 * n ** 3 / best / 1e9, "threads": threads,
+            "flops_per_image": train_flops_per_image(cfg["model"], t.splits.prepared.input_shape)}
 
 
 def train_flops_per_image(model_cfg: dict, input_shape) -> float:
@@ -351,8 +350,8 @@ def versus_torch(torch_python: str, npz: Path, tmp: Path, threads: int, repeats:
     return runs
 
 
-def print_versus(runs: dict, machine: dict, threads: int) -> None:
-    peak, flops = machine["peak_gflops"], machine["flops_per_image"]
+def print_versus(runs: dict, machine: dict) -> None:
+    peak, flops, threads = machine["peak_gflops"], machine["flops_per_image"], machine["threads"]
     print(f"\nTraining throughput against PyTorch: cnn.yaml's network, the classic recipe, {threads} threads each; "
           f"median of {len(runs['PyTorch', 64])} alternating runs (each run in brackets)")
     print(f"| batch | PyTorch img/s | mnist-kit img/s | ratio | mnist-kit GFLOP/s (of the {peak:,.0f} GFLOP/s "
@@ -546,7 +545,7 @@ def main():
           f"(p90 {pred['latency_p90_ms']:.2f} ms) in process; `mnist-kit predict IMAGE` from a cold start "
           f"{pred['cold_s']:.2f} s (median of {args.cold_runs}); its peak RSS {pred['peak_mib']:,.0f} MiB")
     if versus:
-        print_versus(versus, machine, machine["threads"])
+        print_versus(versus, machine)
 
 
 def _cpu_name() -> str:
