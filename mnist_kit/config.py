@@ -22,6 +22,7 @@ import yaml
 
 from mnist_kit import ConfigError, UserError, datasets
 from mnist_kit.models import blocks, registry
+from mnist_kit.util import readback
 
 
 @dataclass(frozen=True)
@@ -587,41 +588,14 @@ def check_resume(saved: dict, cfg: dict, done_epochs: int) -> dict:
     return changes
 
 
-MAX_DEPTH = 8  # nesting of a config: sections, keys, lists; far more than any config needs
-MAX_FILE = 1 << 20  # bytes of a config file
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """YAML as a config needs it: no aliases (a few lines of them expand to gigabytes), bounded nesting
-    (20,000 ``[`` exhaust the stack), and a key given twice is an error, not silently the last one."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.events.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a config; write the "
-                                              "value out", event.start_mark)
-        self._depth = getattr(self, "_depth", 0) + 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
-                                                  self.peek_event().start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"{excerpt(key)} is given twice",
-                                                        key_node.start_mark)
-            seen.add(key if isinstance(key, (str, int, float, bool)) else id(key_node))
-        return super().construct_mapping(node, deep)
+MAX_DEPTH = readback.MAX_YAML_DEPTH  # nesting of a config: sections, keys, lists
+MAX_FILE = readback.MAX_YAML  # bytes of a config file
 
 
 def parse_yaml(text: str):
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    """A config's YAML (``readback.StrictLoader``: no aliases, bounded nesting, no key twice); ValueError
+    (one line) if it is not valid."""
+    return readback.parse_yaml(text)
 
 
 def refuse_control_characters(text: str) -> None:
@@ -643,9 +617,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {excerpt(text)}: the key must be section.key, e.g. optimizer.lr")
     try:
         parsed = parse_yaml(value) if value.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {excerpt(text)}: the value is not valid YAML "
-                          f"({getattr(e, 'problem', e)})") from None
+    except ValueError as e:
+        raise ConfigError(f"override {excerpt(text)}: the value {e}") from None
     if isinstance(parsed, dict):
         raise ConfigError(f"override {excerpt(text)}: the value must be a scalar or a list")
     return parts, parsed
@@ -695,14 +668,12 @@ def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] 
     if path is not None:
         p, _ = locate(path)
         source = str(p)
-        if not p.is_file():
-            raise ConfigError(f"{p} is not a regular file (a folder, FIFO or device); --config takes a YAML file")
-        if p.stat().st_size > MAX_FILE:
-            raise ConfigError(f"{p} has {p.stat().st_size:,} bytes; a config has at most {MAX_FILE:,}")
         try:
-            raw = parse_yaml(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
-            raise ConfigError(f"{p} is not valid YAML: {e}") from None
+            raw = parse_yaml(readback.read_text(p, MAX_FILE))
+        except readback.Unreadable as e:
+            raise ConfigError(f"{e.path}: {e.reason}; --config takes a YAML file") from None
+        except ValueError as e:
+            raise ConfigError(f"{p}: {e}") from None
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):

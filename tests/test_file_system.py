@@ -122,7 +122,7 @@ def test_a_fifo_or_device_as_an_input_is_named(trained, tmp_path, kind):
     assert run_cli("export").exit_code == 0
     result = run_cli("predict", special)
     assert result.exit_code == 1 and "not a regular file" in result.output, result.output
-    assert_user_error(run_cli("train", "--config", special), "is not a regular file")
+    assert_user_error(run_cli("train", "--config", special), "not a regular file")
 
 
 def test_a_small_png_of_enormous_size_is_predicted_in_bounded_memory(trained, tmp_path):

@@ -22,7 +22,9 @@ import numpy as np
 
 from mnist_kit.board import visuals
 from mnist_kit.evaluate import metrics
+from mnist_kit.util import readback
 
+MAX_RECORDS = 4 << 30  # bytes of one VisualDL records file read back (on resume)
 NUM_THRESHOLDS = 127  # the most visualdl's PR/ROC pages take
 EMBEDDING_LIMIT, EMBEDDING_DIMS = 200, 64  # wider features than the limit are reduced to EMBEDDING_DIMS
 
@@ -31,7 +33,7 @@ def read_records(path: Path) -> list:
     """The ``Record`` protos of a VisualDL records file; a frame cut short by a crash ends the list."""
     from visualdl.proto.record_pb2 import Record
 
-    blob = Path(path).read_bytes()
+    blob = readback.read_bytes(path, MAX_RECORDS)
     out, pos = [], 0
     while pos + 8 <= len(blob):
         (length,) = struct.unpack("<Q", blob[pos:pos + 8])

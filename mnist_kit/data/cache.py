@@ -27,7 +27,7 @@ from mnist_kit import UserError
 from mnist_kit.data.idx import decompress, parse_idx
 from mnist_kit.data.sources import SourceError, dataset_info, debian_available, download, read_local
 from mnist_kit.datasets import DataSet
-from mnist_kit.util import faults, provenance
+from mnist_kit.util import faults, provenance, readback
 from mnist_kit.util.console import info
 from mnist_kit.util.files import atomic_path, digest, remove_stale_partials, write_text
 
@@ -115,8 +115,7 @@ def prepare(name: str, root: Path, source: str = "auto", from_dir: Path | None =
         source = "dir"
     if not force and source == "auto" and meta_path.is_file():
         try:
-            load(name, root)
-            meta = json.loads(meta_path.read_text())
+            meta = load(name, root).meta
             info(f"{info_.title} is already prepared in {target} (from {meta['source']}); --force prepares it again")
             return meta
         except DataError as e:
@@ -164,20 +163,31 @@ class NotPrepared(DataError):
     pass
 
 
-def read_cache(target: Path, keys: tuple) -> tuple[dict, dict]:
+# what prepared.json holds (the shape every reader may rely on; data/folder.py adds its own keys)
+META_SHAPE = {"format": int, "dataset": str, "source": str, "arrays": str, "arrays_sha256": str, "classes": [str],
+              "counts": readback.Each(int), "class_counts": readback.Each([int]), "prepared_at": str}
+IDX_SHAPE = {**META_SHAPE, "verified": bool, "counts": {"train": int, "test": int},
+             "class_counts": {"train": [int], "test": [int]}}
+
+
+def read_cache(target: Path, keys: tuple, shape=None) -> tuple[dict, dict]:
     """(meta, arrays) of the complete, undamaged cache in ``target`` (``prepared.json`` + ``arrays-ID.npz``);
-    NotPrepared if there is none, DataError if it is damaged or of another format."""
+    NotPrepared if there is none, DataError if it is damaged or of another format. ``shape``: what
+    ``prepared.json`` must hold (``readback.shape_problem``; default ``META_SHAPE``)."""
+    shape = shape if shape is not None else META_SHAPE
     meta_path = target / "prepared.json"
     if not meta_path.is_file():
         raise NotPrepared(f"nothing is prepared in {target}")
-    try:
-        meta = json.loads(meta_path.read_text())
-        expected, arrays_name = meta["arrays_sha256"], meta["arrays"]
-        assert isinstance(expected, str) and isinstance(arrays_name, str) and ARRAYS.match(arrays_name)
-    except (ValueError, KeyError, OSError, TypeError, AssertionError):
-        raise DataError(f"{meta_path} is damaged") from None
-    if meta.get("format") != FORMAT_VERSION:
+    meta, problem = readback.read_json(meta_path, lambda m: readback.shape_problem(m, {"format": int}))
+    if problem:
+        raise DataError(f"{meta_path} is damaged ({problem})")
+    if meta["format"] != FORMAT_VERSION:
         raise DataError(f"{target} was prepared by another version of mnist-kit")
+    problem = readback.shape_problem(meta, shape)
+    if problem or not ARRAYS.match(meta["arrays"]) or not re.fullmatch(r"[0-9a-f]{64}", meta["arrays_sha256"]):
+        problem = problem or "its arrays file or checksum is not one mnist-kit writes"
+        raise DataError(f"{meta_path} is damaged ({problem})")
+    expected, arrays_name = meta["arrays_sha256"], meta["arrays"]
     arrays_path = target / arrays_name
     if not arrays_path.is_file():
         raise DataError(f"{arrays_path}, which {meta_path} names, is missing")
@@ -197,13 +207,30 @@ def load(name: str, root: Path) -> Prepared:
     target = Path(root) / name
     how = f"run: mnist-kit prepare --dataset {name}" + (f" --root {root}" if root != data_root() else "")
     try:
-        meta, arrays = read_cache(target, ("x_train", "y_train", "x_test", "y_test"))
+        meta, arrays = read_cache(target, ("x_train", "y_train", "x_test", "y_test"), IDX_SHAPE)
     except NotPrepared:
         raise DataError(f"{info_.title} is not prepared in {target}; {how}") from None
     except DataError as e:
         raise DataError(f"{e}; {how} --force") from None
+    try:
+        check_arrays(target, meta, arrays["x_train"], arrays["y_train"], (28, 28))
+        check_arrays(target, meta, arrays["x_test"], arrays["y_test"], (28, 28))
+        if any(len(c) != len(meta["classes"]) for c in meta["class_counts"].values()):
+            raise DataError(f"{target / 'prepared.json'} is damaged (its class counts do not match its classes)")
+    except DataError as e:
+        raise DataError(f"{e}; {how} --force") from None
     return Prepared(name, info_.classes, arrays["x_train"], arrays["y_train"].astype(np.int64),
                     arrays["x_test"], arrays["y_test"].astype(np.int64), meta)
+
+
+def check_arrays(target: Path, meta: dict, x: np.ndarray, y: np.ndarray, image_shape: tuple) -> None:
+    """DataError unless ``x`` holds uint8 images of ``image_shape`` (and any channels) and ``y`` as many
+    labels of ``meta``'s classes: what a cache mnist-kit wrote holds, whoever wrote this one."""
+    if not (x.dtype == np.uint8 and x.ndim in (3, 4) and tuple(x.shape[1:3]) == tuple(image_shape)
+            and (x.ndim == 3 or x.shape[3] == 3) and y.ndim == 1 and y.dtype.kind in "iu" and len(x) == len(y)
+            and (y.size == 0 or 0 <= int(y.min()) and int(y.max()) < len(meta["classes"]))):
+        raise DataError(f"the arrays in {target} are damaged (not {len(meta['classes'])}-class uint8 images of "
+                        f"{'x'.join(map(str, image_shape))} with as many labels)")
 
 
 def describe(meta: dict) -> str:

@@ -22,7 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit.data.cache import FORMAT_VERSION, DataError, NotPrepared, Prepared, read_cache, write_cache
+from mnist_kit.data.cache import (
+    FORMAT_VERSION,
+    META_SHAPE,
+    DataError,
+    NotPrepared,
+    Prepared,
+    check_arrays,
+    read_cache,
+    write_cache,
+)
 from mnist_kit.data.splits import stratified_split
 from mnist_kit.datasets import IMAGE_FOLDER
 from mnist_kit.util import provenance
@@ -31,6 +40,11 @@ from mnist_kit.util.images import COLORS, IMAGE_SUFFIXES, ImageError, load_image
 
 DECODE_KEYS = ("image_size", "color", "resize", "bad_files")
 LIST_LIMIT = 20  # bad files listed by name in an error message
+# what an image folder's prepared.json holds (beyond every cache's META_SHAPE)
+FOLDER_SHAPE = {**META_SHAPE, "folder": str, "input_shape": [int], "listing_sha256": str, "files": [str],
+                "ignored": [str], "skipped": [{"file": str, "reason": str}], "counts": {"all": int},
+                "class_counts": {"all": [int]},
+                "settings": {"image_size": [int], "color": str, "resize": str, "bad_files": str}}
 
 
 def _folder(dcfg: dict) -> Path:
@@ -118,7 +132,7 @@ def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
     listing = _listing_digest(folder, sorted(rel for rel, _ in files))
     if not force and (target / "prepared.json").is_file():
         try:
-            meta, _ = read_cache(target, ())
+            meta, _ = read_cache(target, (), FOLDER_SHAPE)
             if meta["listing_sha256"] == listing and meta["classes"] == classes:
                 info(f"{folder} is already prepared in {target} and has not changed; --force decodes it again")
                 return meta
@@ -162,7 +176,7 @@ def load_folder(dcfg: dict, root: Path, warn_if_changed: bool = True) -> Prepare
     target = cache_dir(dcfg, root)
     how = "run `mnist-kit prepare` with the same config and -o options"
     try:
-        meta, arrays = read_cache(target, ("x", "y"))
+        meta, arrays = read_cache(target, ("x", "y"), FOLDER_SHAPE)
     except NotPrepared:
         if not folder.is_dir():
             raise DataError(f"data.folder {folder} is not a folder (and nothing was prepared from it); set "
@@ -179,6 +193,13 @@ def load_folder(dcfg: dict, root: Path, warn_if_changed: bool = True) -> Prepare
         if changed:
             info(f"warning: {folder} changed since it was prepared ({meta['prepared_at']}); using the prepared copy. "
                  f"To include the changes, {how} and --force")
+    shape = meta["input_shape"]
+    try:
+        if len(shape) != 3 or shape[0] != (3 if arrays["x"].ndim == 4 else 1):
+            raise DataError(f"{target / 'prepared.json'} is damaged (input_shape {shape} does not match its arrays)")
+        check_arrays(target, meta, arrays["x"], arrays["y"], tuple(shape[1:]))
+    except DataError as e:
+        raise DataError(f"{e}; {how} and --force") from None
     x, y = arrays["x"], arrays["y"].astype(np.int64)
     rest, test = stratified_split(y, dcfg["test_ratio"], dcfg["split_seed"], salt=1)
     return Prepared(IMAGE_FOLDER, tuple(meta["classes"]), x[rest], y[rest], x[test], y[test], meta,

@@ -18,6 +18,7 @@ from pathlib import Path
 from mnist_kit import UserError, datasets
 from mnist_kit.data.idx import MAX_BYTES, decompress
 from mnist_kit.datasets import DataSet, FileSpec
+from mnist_kit.util import readback
 from mnist_kit.util.console import Progress, info
 from mnist_kit.util.files import atomic_path
 
@@ -75,7 +76,9 @@ def read_local(info_: DataSet, directory: Path, verify: bool = True) -> dict[str
             if path.stat().st_size > MAX_BYTES:
                 raise SourceError(f"{path} has {path.stat().st_size:,} bytes: more than an IDX file may have "
                                   f"here ({MAX_BYTES:,})")
-            data = path.read_bytes()
+            data = readback.read_bytes(path, MAX_BYTES)
+        except readback.Unreadable as e:
+            raise SourceError(str(e)) from None
         except OSError as e:
             raise SourceError(f"cannot read {path}: {e.strerror}") from None
         if verify and not checksum_match(data, info_.files[role]):
@@ -138,7 +141,7 @@ def _from_mirror(mirror: str, spec: FileSpec, target: Path, retries: int, timeou
             if attempt < retries:
                 time.sleep(backoff * 2 ** (attempt - 1))
             continue
-        data = target.read_bytes()
+        data = readback.read_bytes(target, MAX_BYTES)
         if verify and not checksum_match(data, spec):
             target.unlink()
             failures.append(f"{url}: checksum mismatch (md5 {hashlib.md5(data).hexdigest()}), file discarded")
@@ -161,7 +164,10 @@ def download(info_: DataSet, dest: Path, mirrors=None, retries: int = 3, timeout
     for role, spec in info_.files.items():
         target = dest / spec.filename
         if target.is_file():
-            data = target.read_bytes()
+            try:
+                data = readback.read_bytes(target, MAX_BYTES)
+            except readback.Unreadable as e:
+                raise SourceError(f"{e}; delete it and prepare again") from None
             if not verify or checksum_match(data, spec):
                 out[role] = data
                 continue

@@ -17,7 +17,8 @@ from mnist_kit import UserError
 from mnist_kit.backend.paddle_inference import Program, ProgramError, program_files
 from mnist_kit.data.batches import Normalization  # numpy only: prediction imports no training code
 from mnist_kit.evaluate.metrics import softmax
-from mnist_kit.util.files import digest, read_json
+from mnist_kit.util import readback
+from mnist_kit.util.files import digest
 
 META = "mnist_kit_model.json"
 PROGRAM = "model"  # the prefix of the program's files in an export folder
@@ -68,7 +69,7 @@ def read_meta(folder: Path) -> ExportMeta:
     path = Path(folder) / META
     if not path.is_file():
         raise ModelError(f"{folder} is not a mnist-kit export (no {META}); make one with: mnist-kit export")
-    meta, problem = read_json(path, meta_problem)
+    meta, problem = readback.read_json(path, meta_problem)
     if problem:
         raise ModelError(f"{path} is damaged or was edited: {problem}; export the run again")
     return meta
@@ -108,7 +109,7 @@ def meta_problem(meta) -> str | None:
 def is_export(folder: Path, checked: bool = False) -> bool:
     """Whether ``folder`` holds an mnist-kit export's metadata (with ``checked``: of a complete export that
     passed its checks)."""
-    meta, problem = read_json(Path(folder) / META, lambda m: None if isinstance(m, dict) else "not an object")
+    meta, problem = readback.read_json(Path(folder) / META, lambda m: None if isinstance(m, dict) else "not an object")
     return (not problem and str(meta.get("format", "")).startswith("mnist-kit export")
             and (not checked or isinstance(meta.get("checks"), dict)))
 

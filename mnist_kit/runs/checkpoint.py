@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import TypedDict, cast
 
 from mnist_kit import UserError
-from mnist_kit.util import faults, provenance
+from mnist_kit.util import faults, provenance, readback
 from mnist_kit.util.console import info
-from mnist_kit.util.files import atomic_path, digest, read_json, write_text
+from mnist_kit.util.files import atomic_path, digest, write_text
 
 MANIFEST = "manifest.json"
 BEST = "best.pdckpt"
@@ -77,7 +77,7 @@ def manifest(folder: Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return {}
-    entries, problem = read_json(path, _manifest_problem)
+    entries, problem = readback.read_json(path, _manifest_problem)
     if problem:
         raise CheckpointError(f"{path} is damaged ({problem}); the checkpoints of this run cannot be trusted")
     return entries
@@ -342,12 +342,15 @@ def _export_weights(folder: Path) -> tuple[dict, dict]:
             raise UserError(f"train.init_from: {folder / 'model.pdparams'} is not a state dict")
         return weights, {"path": str(folder.resolve()), "kind": "export", "file": "model.pdparams",
                          "sha256": digest(folder / "model.pdparams")}
-    try:
-        source = json.loads((folder / EXPORT_META).read_text())["source"]
-        ckpt = Path(source["run"]) / "ckpt" / source["checkpoint"]
-        sha = source["checkpoint_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"train.init_from: {folder / EXPORT_META} cannot be read") from None
+    meta, problem = readback.read_json(folder / EXPORT_META, lambda m: readback.shape_problem(
+        m, {"source": {"run": str, "checkpoint": str, "checkpoint_sha256": str}}))
+    if problem:
+        raise UserError(f"train.init_from: {folder / EXPORT_META} cannot be read: {problem}")
+    source = meta["source"]
+    ckpt, sha = Path(source["run"]) / "ckpt" / source["checkpoint"], source["checkpoint_sha256"]
+    if not NAME.match(source["checkpoint"]):
+        raise UserError(f"train.init_from: {folder / EXPORT_META} names {source['checkpoint'][:80]!r}, not a "
+                        "checkpoint mnist-kit writes")
     if not ckpt.is_file() or digest(ckpt) != sha:
         raise UserError(f"train.init_from: the export {folder} holds no model.pdparams and the checkpoint it was "
                         f"made from ({ckpt}) is gone or changed; export it with --format pdparams, or start "

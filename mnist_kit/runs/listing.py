@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-
-import yaml
 
 from mnist_kit import UserError, config
 from mnist_kit.runs.rundir import RunDir
+from mnist_kit.util import readback
 
 # The hyper-parameters that lead every comparison of runs (`mnist-kit runs`, the board's table), and
 # the config keys that say nothing about the model or its training (never shown as hyper-parameters).
@@ -34,36 +34,52 @@ def hparams_shown(cfg: dict, also=()) -> list[str]:
 KEY_COLUMNS = KEY_HPARAMS
 
 
+def _config_problem(cfg) -> str | None:
+    """What makes a run's config.yaml unusable for listing (read, not validated: ``config.load`` would refuse
+    a config an older version wrote, still worth listing)."""
+    if not isinstance(cfg, dict):
+        return f"its top level is {type(cfg).__name__}, not a mapping of sections"
+    bad = next((s for s, sec in cfg.items() if not isinstance(sec, dict)), None)
+    return f"its section {bad[:40]!r} is not a mapping" if bad is not None else None
+
+
 def summarize(run: RunDir, root: Path | None = None) -> dict:
-    """One run in a few numbers: status, epochs, best validation accuracy, training time, hyper-parameters."""
+    """One run in a few numbers: status, epochs, best validation accuracy, training time, hyper-parameters.
+    A run whose files cannot be read is "unreadable", with the reason in ``error``."""
     run = RunDir(run)
     name = str(run.path.relative_to(root)) if root is not None and run.path != Path(root) else run.name
     out = {"run": name, "path": str(run.path), "status": "unreadable", "epochs_done": 0, "epochs": None,
            "best_val_acc": None, "train_seconds": 0.0, "started_at": None, "hparams": {}}
     try:
         info = run.read_info()
-        # read, not validated (config.load would refuse a config an older version wrote: still worth listing)
-        cfg = yaml.safe_load(run.config_file.read_text())
-    except (UserError, OSError, yaml.YAMLError) as e:
+        cfg = readback.load_yaml(run.config_file, _config_problem) or {}
+        rows = run.read_metrics()
+        status = info.get("status", "unknown")
+        if status == "running" and not run.alive():
+            status = "stopped"  # killed without a chance to say so; `mnist-kit resume` continues it
+    except (UserError, OSError) as e:
         out["error"] = str(e)
         return out
-    status = info.get("status", "unknown")
-    if status == "running" and not run.alive():
-        status = "stopped"  # killed without a chance to say so; `mnist-kit resume` continues it
-    rows = run.read_metrics()
+    epochs = cfg.get("train", {}).get("epochs")
+    dataset = info.get("dataset", {}).get("name")
     out.update({
-        "status": status, "epochs_done": len(rows), "epochs": cfg.get("train", {}).get("epochs"),
-        "best_val_acc": max((r["val_acc"] for r in rows if r.get("val_acc") is not None), default=None),
-        "last_val_acc": rows[-1]["val_acc"] if rows else None,
-        "train_seconds": round(sum(r.get("epoch_seconds", 0.0) for r in rows), 1),
+        "status": status, "epochs_done": len(rows), "epochs": epochs if isinstance(epochs, int) else None,
+        "best_val_acc": max((r["val_acc"] for r in rows if _finite(r.get("val_acc"))), default=None),
+        "last_val_acc": rows[-1].get("val_acc") if rows else None,
+        "train_seconds": round(sum(r.get("epoch_seconds") or 0.0 for r in rows if _finite(r.get("epoch_seconds"))),
+                               1),
         "started_at": info.get("started_at"), "started": info.get("started", 0.0),
-        "dataset": info.get("dataset", {}).get("name"),
+        "dataset": dataset if isinstance(dataset, str) else None,
         "early_stop": info.get("early_stop") if isinstance(info.get("early_stop"), dict) else None,
-        "hparams": {f"{s}.{k}": v for s, sec in cfg.items() if isinstance(sec, dict) for k, v in sec.items()},
+        "hparams": {f"{s}.{k}": v for s, sec in cfg.items() for k, v in sec.items()},
     })
     if "error" in info:
         out["error"] = info["error"]
     return out
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _short(value) -> str:
@@ -99,7 +115,9 @@ def sort_runs(summaries: list[dict], key: str = "started", reverse: bool = False
              "time": s["train_seconds"], "status": s["status"], "epochs": s["epochs_done"]}.get(key)
         if v is None and key not in ("acc",):
             v = s["hparams"].get(key)
-        return (v is None, json.dumps(v) if isinstance(v, (list, dict)) else v if v is not None else 0)
+        if isinstance(v, (int, float)) and _finite(v):  # numbers before text, whatever a config.yaml holds
+            return (False, 0, float(v), "")
+        return (v is None, 1, 0.0, json.dumps(v) if not isinstance(v, str) else v)
 
     return sorted(summaries, key=value, reverse=reverse)
 

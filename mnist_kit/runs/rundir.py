@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from mnist_kit import UserError, config
-from mnist_kit.util import console, provenance
-from mnist_kit.util.files import locked_by_another, overwrite_in_place, read_json, try_lock, write_text
+from mnist_kit.util import console, provenance, readback
+from mnist_kit.util.files import locked_by_another, overwrite_in_place, try_lock, write_text
 
 
 class RunDir:
@@ -101,10 +101,8 @@ class RunDir:
 
     def sweep_keys(self) -> list[str]:
         """The config keys (``section.key``) the sweep this run belongs to varies ([] outside a sweep)."""
-        try:
-            grid = json.loads((self.path.parent / "sweep.json").read_text()).get("grid", {})
-        except (OSError, ValueError, AttributeError):
-            return []
+        sweep, problem = readback.read_json(self.path.parent / "sweep.json")
+        grid = sweep.get("grid") if not problem and isinstance(sweep, dict) else None
         return [k for k in grid if isinstance(k, str)] if isinstance(grid, dict) else []
 
     @property
@@ -178,14 +176,17 @@ class RunDir:
         """Whether a process holds the training lock right now."""
         if not self.lock_file.is_file():
             return False
-        return locked_by_another(self.lock_file)
+        try:
+            return locked_by_another(self.lock_file)
+        except OSError:  # not a file that can be locked (a link to a folder, no permission): no trainer holds it
+            return False
 
     # ---------------------------------------------------------------- records
     def read_info(self) -> RunInfo:
         """``run.json``; UserError if the folder is not a run or the file is damaged."""
         if not self.info_file.is_file():
             raise UserError(f"{self.path} is not a mnist-kit run (no {self.RUN_FILE})")
-        info, problem = read_json(self.info_file, _info_problem)
+        info, problem = readback.read_json(self.info_file, _info_problem)
         if problem:
             raise UserError(f"{self.info_file} is damaged: {problem}")
         return info
@@ -217,10 +218,12 @@ class RunDir:
 
     def _metrics_lines(self) -> list[tuple[str, dict | None]]:
         """Each line of ``metrics.jsonl`` with its row, or None for a line that is not one (cut short by a crash)."""
-        out = []
-        for line in self.metrics_file.read_text().splitlines() if self.metrics_file.is_file() else []:
+        out: list[tuple[str, dict | None]] = []
+        if not self.metrics_file.exists() and not self.metrics_file.is_symlink():
+            return out
+        for line in readback.read_text(self.metrics_file, readback.MAX_METRICS).splitlines():
             try:
-                row = json.loads(line)
+                row = readback.parse_json(line)
             except ValueError:
                 row = None
             if line.strip():

@@ -24,12 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import yaml
-
 from mnist_kit import ConfigError, UserError, config, data
 from mnist_kit.runs import checkpoint, listing
 from mnist_kit.runs.rundir import RunDir
-from mnist_kit.util import interrupts, provenance
+from mnist_kit.util import interrupts, provenance, readback
 from mnist_kit.util.console import info
 from mnist_kit.util.files import try_lock, write_text
 
@@ -53,8 +51,8 @@ def parse_grid(overrides: list[str]) -> tuple[list[str], list[tuple[str, list]]]
         (section, key), _ = config.parse_override(f"{head}=" if "=" in text else text)  # checks section.key
         try:
             values = config.parse_yaml("[" + raw + "]") if raw.strip() else [None]
-        except yaml.YAMLError as e:
-            raise ConfigError(f"-o {config.clip(text)}: cannot read the values ({getattr(e, 'problem', e)}); "
+        except ValueError as e:
+            raise ConfigError(f"-o {config.clip(text)}: cannot read the values ({e}); "
                               "separate them with commas, "
                               f"e.g. -o optimizer.lr=0.01,0.001") from None
         if len(values) > 1:
@@ -157,7 +155,7 @@ def _command(config_path, fixed, p: Planned, sweep_dir: Path, state: str) -> lis
 
 
 def _last_line(log: Path) -> str:
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+    lines = [line for line in readback.tail_text(log).splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("Error:")]
     return (errors or lines or ["no output"])[-1]
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from mnist_kit import UserError
 from mnist_kit.runs.rundir import RESERVED_ENV, RunDir
+from mnist_kit.util import readback
 from mnist_kit.util.files import process_alive
 from mnist_kit.util.interrupts import die_with_parent
 
@@ -56,7 +57,7 @@ def _failure(logs: list[Path], codes: dict[int, int]) -> str:
             return f"rank {rank} was killed by {signal.Signals(-code).name}"
     found = []
     for log in logs:
-        lines = log.read_text(errors="replace").strip().splitlines()
+        lines = readback.tail_text(log, 1 << 20).strip().splitlines()
         errors = [line for line in lines if EXCEPTION.match(line)
                   and not line.startswith("Error Message Summary")]
         aborted = any(line.startswith("Error Message Summary") for line in lines)

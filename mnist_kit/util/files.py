@@ -10,14 +10,12 @@ import contextlib
 import ctypes
 import errno
 import hashlib
-import json
 import os
 import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from mnist_kit import UserError
 
@@ -81,16 +79,6 @@ def overwrite_in_place(target: Path, data: bytes) -> None:
         f.truncate()
         f.flush()
         os.fsync(f.fileno())
-
-
-def read_json(path: Path, check) -> tuple[Any, str | None]:
-    """The JSON value in ``path`` and what is wrong with it, or None: unreadable, not JSON, or what
-    ``check(value)`` (a ``*_problem`` function: a reason or None) says."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except (ValueError, OSError) as e:
-        return None, str(e)
-    return value, check(value)
 
 
 def digest(path: Path, algorithm: str = "sha256") -> str:
