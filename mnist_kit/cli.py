@@ -513,6 +513,9 @@ def list_runs(root, root_config, sort_key, reverse, as_json):
     if not root.exists():
         raise UserError(f"{root} does not exist; runs are written under output.root (default: checkpoints)")
     summaries = listing.sort_runs([listing.summarize(r, root) for r in rundir.find(root)], sort_key, reverse)
+    for s in summaries:
+        if s["status"] == "unreadable":
+            click.echo(f"warning: run {s['run']} cannot be read: {s.get('error')}", err=True)
     if as_json:
         click.echo(json.dumps(summaries, indent=2))
     else:

@@ -222,3 +222,89 @@ def test_hostile_images(arena, monkeypatch):
             Image.new("L", (50, 50), rng.randint(0, 255)).save(path)  # blank: no digit to find
         result = run_cli("predict", "--model", arena / "checkpoints" / "base" / "export" / "best", path)
         _check(result, arena, before, predict=True)
+
+
+# ---------------------------------------------------------------- the files mnist-kit wrote, damaged (issue 40)
+
+def _damage(path: Path, kind: str) -> None:
+    import os
+
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    if kind == "/dev/zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "a FIFO":
+        os.mkfifo(path)
+    elif kind == "a link loop":
+        path.symlink_to(path.name)
+    elif kind == "nested 2,000 deep":
+        path.write_text("[" * 2000 + "]" * 2000 + "\n")
+    elif kind == "not UTF-8":
+        path.write_bytes(b"\xff\xfe\x00{")
+    elif kind == "a list":
+        path.write_text("[1, 2]\n")
+
+
+CONTENTS = ["nested 2,000 deep", "not UTF-8", "a list"]
+DAMAGE = ["/dev/zero", "a FIFO", "a link loop", *CONTENTS]
+# each file a run or the data cache holds, and the commands that read it
+READ_BY = {"run.json": ["runs", "eval", "export", "resume"], "ckpt/manifest.json": ["eval", "export", "resume"],
+           "metrics.jsonl": ["runs", "resume --epoch 0"], "config.yaml": ["runs", "eval", "export", "resume"],
+           "export/best/mnist_kit_model.json": ["predict", "serve"], "prepared.json": ["train", "prepare"]}
+
+
+@pytest.mark.parametrize("name", list(READ_BY))
+def test_damaged_files_mnist_kit_wrote(arena, monkeypatch, name):
+    """Every command that reads a file back is given it as /dev/zero, a FIFO, a link loop, nested 2,000 deep, not
+    UTF-8 or of the wrong type: one Error line (``runs``: the run listed as unreadable; ``prepare``: the cache made
+    again), no traceback, nothing else changed. Each case ends within its timeout instead of hanging on a FIFO
+    or filling memory from /dev/zero."""
+    from helpers import free_port, run_subprocess
+
+    monkeypatch.chdir(arena / "scratch")
+    before = _before(arena)
+    for i, kind in enumerate(DAMAGE):
+        for command in READ_BY[name]:
+            run = arena / "scratch" / f"{i}-{command.replace(' ', '')}" / "r"  # beside a good copy, for runs
+            shutil.copytree(arena / "checkpoints" / "base", run)
+            shutil.copytree(arena / "checkpoints" / "base", run.parent / "good")
+            data = arena / "scratch" / f"data{i}-{command}"
+            shutil.copytree(arena / "data", data)
+            monkeypatch.setenv("MNIST_KIT_DATA", str(data))
+            _damage(data / "mnist" / name if name == "prepared.json" else run / name, kind)
+            export = run / "export" / "best"
+            args = {"runs": ["runs", run.parent], "eval": ["eval", "--run", run],
+                    "export": ["export", "--run", run, "--out", run.parent / "e"],
+                    "resume": ["resume", "--run", run, "-o", "train.epochs=3"],
+                    "resume --epoch 0": ["resume", "--run", run, "--epoch", "0", "-o", "train.epochs=3"],
+                    "predict": ["predict", "--model", export, arena / "idx"],
+                    "train": ["train", *FAST, "-o", f"output.root={run.parent / 'new'}"],
+                    "prepare": ["prepare", "--dataset", "mnist", "--from-dir", arena / "idx", "--no-verify"]}
+            where = f"{name} as {kind}, {command}"
+            if command == "serve":  # a process: it must refuse to start, not serve
+                done = run_subprocess("serve", "--model", export, "--port", free_port(), timeout=120)
+                assert done.returncode == 1 and "Traceback" not in done.stderr, (where, done.stderr[-2000:])
+                assert [line for line in done.stderr.splitlines() if line.startswith("Error:")], (where, done.stderr)
+                continue
+            result = run_cli(*args[command])
+            if command == "runs":
+                assert result.exit_code == 0 and "Traceback" not in result.output, (where, result.output[-2000:])
+                rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
+                if name == "metrics.jsonl" and kind in CONTENTS:  # a line that is not a row is left out (as a torn one)
+                    assert " 0/2 " in rows["r"] and "2/2" in rows["good"], (where, result.output)
+                    continue
+                assert f"warning: run r cannot be read: {run / name}" in result.output, (where, result.output)
+                assert "unreadable" in rows["r"] and "completed" in rows["good"], (where, result.output)
+            elif name == "metrics.jsonl" and kind in CONTENTS:  # set aside with the later work, as a torn line is
+                assert result.exit_code == 0, (where, result.output[-2000:])
+                kept = [p.read_bytes() for p in (run / "superseded").glob("*/metrics.jsonl")]
+                assert len(kept) == 1 and kept[0].startswith((b"[", b"\xff")), (where, kept)
+            elif command == "prepare":
+                from mnist_kit.data import cache
+
+                assert result.exit_code == 0, (where, result.output)
+                assert cache.load("mnist", data).x_train.shape == (600, 28, 28), where  # made again, usable
+            else:
+                _check(result, arena, before)
+                assert "mnist_kit_model.json" in result.output or name.rsplit("/", 1)[-1] in result.output \
+                    or name == "ckpt/manifest.json" and "manifest.json" in result.output, (where, result.output)

@@ -113,7 +113,7 @@ def prepare(name: str, root: Path, source: str = "auto", from_dir: Path | None =
     meta_path = target / "prepared.json"
     if from_dir is not None:
         source = "dir"
-    if not force and source == "auto" and meta_path.is_file():
+    if not force and source == "auto" and os.path.lexists(meta_path):
         try:
             meta = load(name, root).meta
             info(f"{info_.title} is already prepared in {target} (from {meta['source']}); --force prepares it again")
@@ -176,7 +176,7 @@ def read_cache(target: Path, keys: tuple, shape=None) -> tuple[dict, dict]:
     ``prepared.json`` must hold (``readback.shape_problem``; default ``META_SHAPE``)."""
     shape = shape if shape is not None else META_SHAPE
     meta_path = target / "prepared.json"
-    if not meta_path.is_file():
+    if not os.path.lexists(meta_path):
         raise NotPrepared(f"nothing is prepared in {target}")
     meta, problem = readback.read_json(meta_path, lambda m: readback.shape_problem(m, {"format": int}))
     if problem:

@@ -130,7 +130,7 @@ def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
     classes, files, ignored = scan(folder)
     target = cache_dir(dcfg, root)
     listing = _listing_digest(folder, sorted(rel for rel, _ in files))
-    if not force and (target / "prepared.json").is_file():
+    if not force and os.path.lexists(target / "prepared.json"):
         try:
             meta, _ = read_cache(target, (), FOLDER_SHAPE)
             if meta["listing_sha256"] == listing and meta["classes"] == classes:

@@ -75,7 +75,7 @@ def manifest(folder: Path) -> dict:
     """The manifest's entries, each checked to name a file mnist-kit writes, inside ``folder``, with the
     fields it writes; CheckpointError if one does not."""
     path = Path(folder) / MANIFEST
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return {}
     entries, problem = readback.read_json(path, _manifest_problem)
     if problem:

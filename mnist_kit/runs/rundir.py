@@ -28,7 +28,7 @@ from typing import Any, TypedDict
 
 from mnist_kit import UserError, config
 from mnist_kit.util import console, provenance, readback
-from mnist_kit.util.files import locked_by_another, overwrite_in_place, try_lock, write_text
+from mnist_kit.util.files import locked_by_another, overwrite_in_place, try_lock, write_bytes, write_text
 
 
 class RunDir:
@@ -184,7 +184,7 @@ class RunDir:
     # ---------------------------------------------------------------- records
     def read_info(self) -> RunInfo:
         """``run.json``; UserError if the folder is not a run or the file is damaged."""
-        if not self.info_file.is_file():
+        if not self.info_file.exists() and not self.info_file.is_symlink():
             raise UserError(f"{self.path} is not a mnist-kit run (no {self.RUN_FILE})")
         info, problem = readback.read_json(self.info_file, _info_problem)
         if problem:
@@ -221,7 +221,8 @@ class RunDir:
         out: list[tuple[str, dict | None]] = []
         if not self.metrics_file.exists() and not self.metrics_file.is_symlink():
             return out
-        for line in readback.read_text(self.metrics_file, readback.MAX_METRICS).splitlines():
+        raw = readback.read_bytes(self.metrics_file, readback.MAX_METRICS)
+        for line in raw.decode("utf-8", errors="surrogateescape").split("\n"):  # a line not UTF-8 is no row
             try:
                 row = readback.parse_json(line)
             except ValueError:
@@ -241,7 +242,7 @@ class RunDir:
         keep = [line for line, row in lines if row is not None and row["step"] <= step]
         if len(keep) != len(lines):
             dest.mkdir(parents=True, exist_ok=True)
-            write_text(dest / "metrics.jsonl", "".join(line + "\n" for line, _ in lines))
+            write_bytes(dest / "metrics.jsonl", readback.read_bytes(self.metrics_file, readback.MAX_METRICS))
             write_text(self.metrics_file, "".join(line + "\n" for line in keep))
         return len(lines) - len(keep)
 
@@ -338,20 +339,35 @@ def _reserved_for_us(path: Path) -> bool:
 
 # ---------------------------------------------------------------- finding runs
 
+def _folders(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` ([] if it cannot be listed)."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return []
+
+
+def _holds_run(folder: Path) -> bool:
+    """Whether ``folder`` has a ``run.json``: any file of that name, a damaged one or a broken link too (listed
+    as unreadable rather than not at all)."""
+    return os.path.lexists(folder / RunDir.RUN_FILE)
+
+
 def find(root: str | Path) -> list[RunDir]:
     """The runs under ``root``: its sub-folders that are runs, and theirs (a sweep's runs); ``root`` itself
     if it is a run. Work set aside in ``superseded/`` is not a run."""
     root = Path(root)
-    if (root / RunDir.RUN_FILE).is_file():
+    if _holds_run(root):
         return [RunDir(root)]
-    found = list(root.glob(f"*/{RunDir.RUN_FILE}")) + list(root.glob(f"*/*/{RunDir.RUN_FILE}")) if root.is_dir() else []
-    return [RunDir(p) for p in sorted(p.parent for p in found if p.parent.parent.name != "superseded")]
+    children = _folders(root)
+    found = [p for p in children if _holds_run(p)] + [p for c in children for p in _folders(c) if _holds_run(p)]
+    return [RunDir(p) for p in sorted(p for p in found if p.parent.name != "superseded")]
 
 
 def latest(root: str | Path) -> RunDir:
     """The run under ``root`` (not a sweep's) started last."""
     root = Path(root)
-    candidates = [RunDir(p.parent) for p in root.glob(f"*/{RunDir.RUN_FILE}")] if root.is_dir() else []
+    candidates = [RunDir(p) for p in _folders(root) if _holds_run(p)]
     if not candidates:
         raise UserError(f"no runs found under {root}; train one with `mnist-kit train`, or pass --run DIR")
 

@@ -63,11 +63,14 @@ def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
             raise Unreadable(path, "it is a symbolic link that leads nowhere (a loop)") from None
         raise Unreadable(path, f"cannot open it: {e.strerror or e}") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise Unreadable(path, f"it is {_kind(mode)}, not a regular file")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Unreadable(path, f"it is {_kind(st.st_mode)}, not a regular file")
+        too_big = Unreadable(path, f"it is larger than the {limit:,} bytes such a file may have")
+        if st.st_size > limit:
+            raise too_big
         chunks, size = [], 0
-        while size <= limit:
+        while size <= limit:  # bounded also for a file that grows while it is read
             chunk = os.read(fd, min(1 << 20, limit + 1 - size))
             if not chunk:
                 break
@@ -78,7 +81,7 @@ def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
     finally:
         os.close(fd)
     if size > limit:
-        raise Unreadable(path, f"it is larger than the {limit:,} bytes such a file may have")
+        raise too_big
     return b"".join(chunks)
 
 
