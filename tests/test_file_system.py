@@ -144,3 +144,29 @@ def test_a_run_without_config_yaml_says_so(trained):
     assert_user_error(run_cli("eval", "--run", trained), "has no config.yaml", "not a complete mnist-kit run")
 
 
+
+
+def test_save_preprocessed_writes_only_new_files_and_never_through_a_link(small_export, tmp_path):
+    """An existing file of a name it would write, or a link there to a file elsewhere, is refused before anything
+    is written (issue 40: it replaced the file, and wrote PNG bytes through the link); a new folder is written."""
+    image = dark_bar_image(tmp_path / "t0.png")
+    seen = tmp_path / "seen"
+    assert run_cli("predict", "--model", small_export, image, "--save-preprocessed", seen).exit_code == 0
+    first = (seen / "0000_t0.png").read_bytes()
+    assert first.startswith(b"\x89PNG")
+    assert_user_error(run_cli("predict", "--model", small_export, image, "--save-preprocessed", seen),
+                      "already holds 0000_t0.png", "new or empty folder")
+    assert (seen / "0000_t0.png").read_bytes() == first  # the earlier file, untouched
+    outside = tmp_path / "precious.txt"
+    outside.write_text("the user's own file\n")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "0000_t0.png").symlink_to(outside)
+    assert_user_error(run_cli("predict", "--model", small_export, image, "--save-preprocessed", linked),
+                      "already holds 0000_t0.png")
+    assert outside.read_text() == "the user's own file\n" and sorted(os.listdir(linked)) == ["0000_t0.png"]
+    (linked / "0000_t0.png").unlink()
+    (linked / "0000_t0.png").symlink_to(tmp_path / "nowhere")  # a dangling link: not created through either
+    assert_user_error(run_cli("predict", "--model", small_export, image, "--save-preprocessed", linked),
+                      "already holds 0000_t0.png")
+    assert not (tmp_path / "nowhere").exists()

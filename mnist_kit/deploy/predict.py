@@ -6,10 +6,12 @@ from __future__ import annotations
 import functools
 import glob
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
+from mnist_kit import UserError
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.preprocess import ImageError, preprocess
 from mnist_kit.runs import rundir
@@ -91,16 +93,34 @@ def predict_paths(paths: list[str], model_dir: Path, topk: int = 3, min_confiden
             result["error"] = error
         results.append(result)
     if save_preprocessed is not None and images:
-        from PIL import Image
-
-        save_preprocessed.mkdir(parents=True, exist_ok=True)
-        for i, img in zip(slots, images):
-            target = save_preprocessed / f"{i:04d}_{Path(results[i]['file']).stem}.png"
-            Image.fromarray(img, "L" if img.ndim == 2 else "RGB").save(target)
+        save_new_pngs(save_preprocessed, [(f"{i:04d}_{Path(results[i]['file']).stem}.png", img)
+                                          for i, img in zip(slots, images)])
     probs = predictor.probabilities(np.stack(images)) if images else np.zeros((0, len(classes)))
     for i, p in zip(slots, probs):
         results[i].update(answer(p, classes, topk, min_confidence))
     return results
+
+
+def save_new_pngs(folder: Path, named: list[tuple[str, np.ndarray]]) -> None:
+    """Write each image as a new PNG file in ``folder`` (made if missing): refuse, before writing any, if a
+    file (or a link) of one of these names is there already; never write through a link."""
+    from PIL import Image
+
+    folder = Path(folder)
+    taken = [name for name, _ in named if os.path.lexists(folder / name)]
+    if taken:
+        raise UserError(f"--save-preprocessed {folder} already holds {taken[0]}"
+                        + (f" and {len(taken) - 1} more of the files it would write" if len(taken) > 1 else "")
+                        + "; mnist-kit writes only new files there: name a new or empty folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, img in named:
+        target = folder / name
+        with open(target, "xb") as f:  # O_EXCL: a file or link that appeared meanwhile is not written through
+            try:
+                Image.fromarray(img, "L" if img.ndim == 2 else "RGB").save(f, format="PNG")
+            except BaseException:
+                target.unlink(missing_ok=True)  # ours: made by this open
+                raise
 
 
 def format_result(r: dict) -> str:
