@@ -618,7 +618,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         parsed = parse_yaml(value) if value.strip() else None
     except ValueError as e:
-        raise ConfigError(f"override {excerpt(text)}: the value {e}") from None
+        raise ConfigError(f"override {excerpt(text)}: the value is {e}") from None
     if isinstance(parsed, dict):
         raise ConfigError(f"override {excerpt(text)}: the value must be a scalar or a list")
     return parts, parsed
@@ -673,7 +673,7 @@ def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] 
         except readback.Unreadable as e:
             raise ConfigError(f"{e.path}: {e.reason}; --config takes a YAML file") from None
         except ValueError as e:
-            raise ConfigError(f"{p}: {e}") from None
+            raise ConfigError(f"{p} is {e}") from None
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):

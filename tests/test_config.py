@@ -336,3 +336,28 @@ def test_the_benchmarks_flops_per_training_image_are_the_hand_count():
                "onednn_verbose,v1,primitive,exec,cpu,convolution,ref:any,backward_weights,src,,,mb2_ic1oc4,0.1\n"
                "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx2,undef,src,,,2048x2048:2048x2048,9\n")
     assert bench.kernels(kernels) == ("Intel AVX2", ["convolution backward_weights: jit:avx2"])
+
+
+LONG = "9" * 4301  # one digit over Python's int() limit: int(LONG) raises ValueError
+
+
+@pytest.mark.parametrize("where", ["-o", "config file", "sweep grid", "sweep grid in a list", "hex"])
+def test_an_integer_longer_than_pythons_limit_is_one_line(tmp_path, where):
+    """Issue 40: an integer of more than 4,300 digits ended in a traceback wherever YAML is read."""
+    args = {"-o": ["train", "-o", f"train.epochs={LONG}"],
+            "config file": ["train", "--config", tmp_path / "c.yaml"],
+            "sweep grid": ["sweep", "-o", f"train.epochs=1,{LONG}", "--print-config"],
+            "sweep grid in a list": ["sweep", "-o", f"model.channels=[8,{LONG}],[8,16]", "--print-config"],
+            "hex": ["train", "-o", f"train.epochs=0x{LONG}"]}[where]
+    (tmp_path / "c.yaml").write_text(f"train:\n  epochs: {LONG}\n")
+    result = run_cli(*args)
+    assert_user_error(result, "an integer of")
+    assert result.exit_code == 2 and len(result.output) < 2000, result.output
+
+
+def test_a_yaml_error_is_one_line_that_says_where(tmp_path):
+    """PyYAML's own message is four lines (a mark, a snippet, a caret): one line, with the line and column."""
+    (tmp_path / "c.yaml").write_text("train:\n  epochs: 3\n  lr: [1, 2\nmodel: {}\n")
+    result = run_cli("train", "--config", tmp_path / "c.yaml")
+    assert_user_error(result, "is not valid YAML", "line 4, column 6")
+    assert len(result.output.strip().splitlines()) == 1, result.output

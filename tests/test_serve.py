@@ -120,6 +120,8 @@ BAD = [  # (what, method, path, body, headers, status, words in the error)
      {"Transfer-Encoding": "gzip, chunked", "Content-Type": "image/png"}, 501, "not supported"),
     ("bad Content-Length", "POST", "/api/predict", None, {"Content-Length": "x", "Content-Type": "image/png"}, 400,
      "Content-Length"),
+    ("a Content-Length of 4,301 digits", "POST", "/api/predict", None,  # over Python's int() limit
+     {"Content-Length": "9" * 4301, "Content-Type": "image/png"}, 400, "Content-Length"),
 ]
 
 

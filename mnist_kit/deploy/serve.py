@@ -26,6 +26,7 @@ def _json_errors(server) -> None:
     request) are answered in JSON like every other error, not in waitress's plain text. Uses waitress's
     ``channel_class`` and ``error_task_class`` hooks; where a version lacks them, its plain text stays."""
     try:
+        from waitress.parser import ParsingError
         from waitress.task import ErrorTask
     except ImportError:  # pragma: no cover - another waitress
         return
@@ -43,7 +44,18 @@ def _json_errors(server) -> None:
             self.content_length = len(body)
             self.write(body)
 
-    server.channel_class = type("JsonErrorChannel", (server.channel_class,), {"error_task_class": JsonErrorTask})
+    members = {"error_task_class": JsonErrorTask}
+    parser = getattr(server.channel_class, "parser_class", None)
+    if parser is not None and hasattr(parser, "parse_header"):
+        class Parser(parser):  # type: ignore[misc, valid-type]
+            def parse_header(self, header_plus):
+                try:
+                    return super().parse_header(header_plus)
+                except ValueError:  # int() of a Content-Length over Python's 4,300 digits: it dropped the connection
+                    raise ParsingError("Content-Length is invalid") from None
+
+        members["parser_class"] = Parser
+    server.channel_class = type("JsonErrorChannel", (server.channel_class,), members)
 
 
 def _evict_idle(server) -> None:

@@ -198,9 +198,9 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node):
-        digits = sum(c.isdigit() for c in str(node.value))
-        if digits > MAX_DIGITS:
-            raise yaml.constructor.ConstructorError(None, None, f"an integer of {digits:,} digits is longer than any "
+        size = len(str(node.value))
+        if size > MAX_DIGITS:
+            raise yaml.constructor.ConstructorError(None, None, f"an integer of {size:,} digits is longer than any "
                                                     f"setting takes ({MAX_DIGITS})", node.start_mark)
         return super().construct_yaml_int(node)
 
@@ -224,15 +224,15 @@ def yaml_problem(error: yaml.YAMLError) -> str:
 
 
 def parse_yaml(text: str) -> Any:
-    """The value of a YAML text under ``StrictLoader``; ValueError (one line) if it is not valid."""
+    """The value of a YAML text under ``StrictLoader``; ValueError ("not valid YAML: why, where") if it is not."""
     try:
         return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
     except yaml.YAMLError as e:
-        raise ValueError(f"it is not valid YAML: {yaml_problem(e)}") from None
+        raise ValueError(f"not valid YAML: {yaml_problem(e)}") from None
     except RecursionError:  # pragma: no cover - compose_node bounds the depth first
-        raise ValueError(f"it is not valid YAML: nested more than {MAX_YAML_DEPTH} levels deep") from None
+        raise ValueError(f"not valid YAML: nested more than {MAX_YAML_DEPTH} levels deep") from None
     except ValueError as e:  # an integer in another base beyond Python's limit, say
-        raise ValueError(f"it is not valid YAML: {str(e).splitlines()[0][:200]}") from None
+        raise ValueError(f"not valid YAML: {str(e).splitlines()[0][:200]}") from None
 
 
 def load_yaml(path: str | os.PathLike[str], check=None, limit: int = MAX_YAML) -> Any:
@@ -242,7 +242,7 @@ def load_yaml(path: str | os.PathLike[str], check=None, limit: int = MAX_YAML) -
     try:
         value = parse_yaml(text)
     except ValueError as e:
-        raise Unreadable(path, str(e)) from None
+        raise Unreadable(path, f"it is {e}") from None
     problem = plain_problem(value) or (check(value) if check is not None else None)
     if problem:
         raise Unreadable(path, problem)
