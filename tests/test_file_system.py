@@ -170,3 +170,31 @@ def test_save_preprocessed_writes_only_new_files_and_never_through_a_link(small_
     assert_user_error(run_cli("predict", "--model", small_export, image, "--save-preprocessed", linked),
                       "already holds 0000_t0.png")
     assert not (tmp_path / "nowhere").exists()
+
+
+def _fill(disk: Path, leave_kib: int) -> Path:
+    """Fill ``disk`` until about ``leave_kib`` KiB are free; return the filler file."""
+    filler = disk / "filler"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(filler, "ab") as f:
+        f.write(b"\0" * max(0, free - leave_kib * 1024))
+    return filler
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "prepare"])
+def test_a_full_disk_at_the_start_names_the_file_and_leaves_nothing_behind(prepared, idx_folder, small_disk, command):
+    """Issue 40: "cannot use: No space left on device" named no file, and a sweep left its folder behind. With
+    the disk full at the start (0 and 4 KiB free), each is one line naming the file it could not write, and no
+    run or sweep folder is left."""
+    root = small_disk / "runs"
+    args = {"train": ["train", *FAST, "-o", f"output.root={root}"],
+            "sweep": ["sweep", *FAST, "-o", "optimizer.lr=0.1,0.01", "-o", f"output.root={root}"],
+            "prepare": ["prepare", "--dataset", "mnist", "--from-dir", idx_folder, "--no-verify",
+                        "--root", small_disk / "data"]}[command]
+    for kib in (0, 4):
+        filler = _fill(small_disk, kib)
+        result = run_cli(*args)
+        filler.unlink()
+        assert_user_error(result, f"cannot use {small_disk}/", "No space left on device")
+        left = sorted(str(p.relative_to(small_disk)) for p in small_disk.rglob("*"))
+        assert left in ([], ["runs"], ["data"], ["data", "data/mnist"]), (kib, left)

@@ -28,7 +28,7 @@ from typing import Any, TypedDict
 
 from mnist_kit import UserError, config
 from mnist_kit.util import console, provenance, readback
-from mnist_kit.util.files import locked_by_another, overwrite_in_place, try_lock, write_bytes, write_text
+from mnist_kit.util.files import PARTIAL, locked_by_another, overwrite_in_place, try_lock, write_bytes, write_text
 
 
 class RunDir:
@@ -211,10 +211,30 @@ class RunDir:
 
     def append_metrics(self, row: dict) -> None:
         """Add one epoch's row, on disk before this returns."""
-        with open(self.metrics_file, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.metrics_file, "a") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            e.filename = e.filename or str(self.metrics_file)  # a write's ENOSPC names no file
+            raise
+
+    def remove_if_unstarted(self) -> bool:
+        """Delete this run's folder if it holds nothing but what starting it writes (``.lock``, ``config.yaml``,
+        ``run.json`` and their temporary files): a run that failed to start (a full disk) leaves nothing behind.
+        Anything else in it, and the folder stays."""
+        ours = {self.lock_file.name, self.config_file.name, self.info_file.name}
+        try:
+            entries = list(self.path.iterdir())
+            if any(p.name not in ours and not PARTIAL.match(p.name) or p.is_dir() for p in entries):
+                return False
+            for p in entries:
+                p.unlink()
+            self.path.rmdir()
+        except OSError:
+            return False
+        return True
 
     def _metrics_lines(self) -> list[tuple[str, dict | None]]:
         """Each line of ``metrics.jsonl`` with its row, or None for a line that is not one (cut short by a crash)."""

@@ -13,6 +13,7 @@ it, ``kill -9`` included, and a signal that stops it (Ctrl-C, SIGTERM, SIGHUP) i
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -165,7 +166,7 @@ class _Running:
     plan: Planned
     proc: subprocess.Popen
     started: float
-    log: IO[str]
+    log: IO[bytes]
 
 
 def _child_setup():
@@ -190,9 +191,14 @@ def _start(sweep_dir: Path, config_path, fixed, p: Planned, state: str, say) -> 
         aside.parent.mkdir(exist_ok=True)
         (sweep_dir / p.name).rename(aside)
         say(f"  {p.name}: set aside an unfinished run without a checkpoint in {aside}")
-    log = open(sweep_dir / "logs" / f"{p.name}.log", "a")
-    log.write(f"\n=== {provenance.now()} {state} ===\n")
-    log.flush()
+    path = sweep_dir / "logs" / f"{p.name}.log"
+    log = open(path, "ab", buffering=0)  # unbuffered: a full disk fails this write, not a later close
+    try:
+        log.write(f"\n=== {provenance.now()} {state} ===\n".encode())
+    except OSError as e:
+        log.close()
+        e.filename = e.filename or str(path)  # a write's ENOSPC names no file
+        raise
     # a session of its own: Ctrl-C reaches the sweep alone, which passes it on once (_run_all)
     proc = subprocess.Popen(_command(config_path, fixed, p, sweep_dir, state), stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -258,13 +264,33 @@ def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None 
             data.load_dataset(dcfg)  # raises the error that says what to prepare, before any run starts
     root = Path(root or planned[0].cfg["output"]["root"])
     sweep_dir = root / (name or f"sweep-{Path(config_path).stem if config_path else 'defaults'}")
+    made = not sweep_dir.exists()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     held = try_lock(sweep_dir / LOCK)
     if held is None:
         raise UserError(f"another sweep is running in {sweep_dir} right now; wait for it to end (or stop it), "
                         "or give this one its own --name")
     with held:
-        return _run_locked(sweep_dir, config_path, fixed, axes, planned, jobs, say)
+        try:
+            return _run_locked(sweep_dir, config_path, fixed, axes, planned, jobs, say)
+        except BaseException:
+            if made:  # a sweep that started no run (a full disk) leaves nothing behind
+                _remove_unstarted(sweep_dir)
+            raise
+
+
+def _remove_unstarted(sweep_dir: Path) -> None:
+    """Delete a sweep folder this sweep made if no run wrote to it: it holds only its lock, sweep.json and
+    logs/ with empty logs."""
+    with contextlib.suppress(OSError):
+        logs = list((sweep_dir / "logs").iterdir()) if (sweep_dir / "logs").is_dir() else []
+        if {p.name for p in sweep_dir.iterdir()} <= {LOCK, "logs", "sweep.json"} and all(
+                p.is_file() and not p.is_symlink() and p.stat().st_size == 0 for p in logs):
+            for p in [*logs, sweep_dir / "sweep.json", sweep_dir / LOCK]:
+                p.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                (sweep_dir / "logs").rmdir()
+            sweep_dir.rmdir()
 
 
 def _run_locked(sweep_dir: Path, config_path, fixed, axes, planned: list[Planned], jobs: int,

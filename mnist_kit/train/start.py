@@ -63,21 +63,12 @@ def train(cfg: dict, config_name: str = "config") -> Path:
     run = RunDir.create(cfg["output"]["root"], cfg["output"]["name"], config_name) if main else None
     run = RunDir(distributed.from_main(str(run)))  # rank 0 alone writes; the others need the name
     with _training_lock(run):
-        if main:
-            run.write_config(cfg)
-        prepared = trainer.splits.prepared
-        record = RunRecord(run, {
-            "name": run.name, "config_name": config_name, "config_hash": config.config_hash(cfg),
-            "status": "running", "started": time.time(), "started_at": provenance.now(),
-            "command": provenance.command(), "seed": cfg["train"]["seed"], "device": trainer.device,
-            "versions": versions(),
-            "normalization": trainer.splits.norm.to_dict(), "classes": list(prepared.classes),
-            "dataset": {"name": cfg["data"]["name"], "source": prepared.meta.get("source"),
-                        "train": trainer.splits.train.num_samples, "val": trainer.splits.val.num_samples,
-                        "test": int(prepared.y_test.size), "arrays_sha256": prepared.meta.get("arrays_sha256")},
-            "input_shape": list(prepared.input_shape), "world_size": distributed.world_size(),
-            "fast_conv": trainer.conv_layers.record(), "init_from": init}, write=main)
-        record.save()
+        try:
+            record = _start_record(trainer, run, config_name, init, main)
+        except BaseException:  # a full disk, say: a run that could not start leaves no folder behind
+            if main:
+                run.remove_if_unstarted()
+            raise
         info(f"training on {trainer.device}: {trainer.conv_layers.describe()}")
         info(f"run directory: {run}")
         info(f"seed {cfg['train']['seed']}; {cfg['data']['name']}: {trainer.splits.train.num_samples} "
@@ -98,6 +89,27 @@ def train(cfg: dict, config_name: str = "config") -> Path:
         with _graph(trainer, run, log):
             fit(trainer, run, record, log)
     return run.path
+
+
+def _start_record(trainer: Trainer, run: RunDir, config_name: str, init: dict | None, main: bool) -> RunRecord:
+    """Write a new run's config.yaml and run.json (rank 0); return its record."""
+    cfg = trainer.cfg
+    if main:
+        run.write_config(cfg)
+    prepared = trainer.splits.prepared
+    record = RunRecord(run, {
+        "name": run.name, "config_name": config_name, "config_hash": config.config_hash(cfg),
+        "status": "running", "started": time.time(), "started_at": provenance.now(),
+        "command": provenance.command(), "seed": cfg["train"]["seed"], "device": trainer.device,
+        "versions": versions(),
+        "normalization": trainer.splits.norm.to_dict(), "classes": list(prepared.classes),
+        "dataset": {"name": cfg["data"]["name"], "source": prepared.meta.get("source"),
+                    "train": trainer.splits.train.num_samples, "val": trainer.splits.val.num_samples,
+                    "test": int(prepared.y_test.size), "arrays_sha256": prepared.meta.get("arrays_sha256")},
+        "input_shape": list(prepared.input_shape), "world_size": distributed.world_size(),
+        "fast_conv": trainer.conv_layers.record(), "init_from": init}, write=main)
+    record.save()
+    return record
 
 
 @contextlib.contextmanager

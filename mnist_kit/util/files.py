@@ -41,9 +41,11 @@ def atomic_path(target: Path):
             os.fsync(f.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a write's ENOSPC names no file: name the target
+            e.filename = str(target)
         raise
 
 
