@@ -144,9 +144,9 @@ def _run_options(epoch_help: str | None = None, last_help: str | None = None):
 
 
 def _resolve_run(run_dir: Path | None, root: Path | None, root_config: Path | None):
-    from mnist_kit.runs import rundir
+    from mnist_kit.runs import listing
 
-    return rundir.resolve(run_dir, _root(root, root_config))
+    return listing.resolve(run_dir, _root(root, root_config))
 
 
 @cli.command()
@@ -507,12 +507,12 @@ def configs_show(name):
 def list_runs(root, root_config, sort_key, reverse, as_json):
     """List the runs under ROOT (default: output.root of --config, else checkpoints), sweeps' runs included:
     key hyper-parameters and those that differ, epochs, best validation accuracy, training time and status."""
-    from mnist_kit.runs import listing, rundir
+    from mnist_kit.runs import listing
 
     root = _root(root, root_config)
     if not root.exists():
         raise UserError(f"{root} does not exist; runs are written under output.root (default: checkpoints)")
-    summaries = listing.sort_runs([listing.summarize(r, root) for r in rundir.find(root)], sort_key, reverse)
+    summaries = listing.sort_runs([listing.summarize(r, root) for r in listing.find(root)], sort_key, reverse)
     for s in summaries:
         if s["status"] == "unreadable":
             click.echo(f"warning: run {s['run']} cannot be read: {s.get('error')}", err=True)

@@ -32,15 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import chromium, missing  # noqa: E402
 
 from mnist_kit.board import server as board_server  # noqa: E402
 from mnist_kit.board import visuals
-from mnist_kit.runs import rundir
+from mnist_kit.runs import listing
 from mnist_kit.train import trainlog
+from mnist_kit.util import readback
 
 WINDOW = {"width": 1400, "height": 1000}
 MIN_CAPTION_PX = 9  # captions at least this high on screen, in the thumbnail
@@ -70,10 +70,10 @@ class Board:
     @classmethod
     def of(cls, logdir: Path) -> "Board":
         board = cls()
-        for run in rundir.find(logdir):
+        for run in listing.find(logdir):
             if not any(run.vdl_dir.glob("vdlrecords*")):
                 continue
-            cfg = yaml.safe_load(run.config_file.read_text())
+            cfg = readback.load_yaml(run.config_file)
             board.runs.append(Run(run.name, cfg, trainlog.hparams(cfg, run.sweep_keys()),
                                   cfg["log"]["embeddings"] and min(cfg["log"]["embeddings"], cfg["data"]["val_size"])))
         return board

@@ -13,7 +13,7 @@ import yaml
 
 from helpers import FAST, assert_user_error, metrics_rows, run_cli, run_subprocess
 from mnist_kit import UserError
-from mnist_kit.runs import rundir
+from mnist_kit.runs import listing
 from mnist_kit.runs.rundir import RESERVED_ENV, RunDir
 
 
@@ -63,17 +63,17 @@ def test_records_metrics_rows_and_setting_aside(tmp_path):
 
 
 def test_find_and_latest(tmp_path):
-    assert rundir.find(tmp_path / "nothing") == []
+    assert listing.find(tmp_path / "nothing") == []
     with pytest.raises(UserError, match="no runs found"):
-        rundir.latest(tmp_path)
+        listing.latest(tmp_path)
     for name, started in (("old", 1.0), ("new", 2.0)):
         RunDir.create(tmp_path, name, "x").write_info({"started": started})
     sweep = RunDir.create(tmp_path / "sweep-cnn", "lr=0.1", "x")
     sweep.write_info({"started": 3.0})
     aside = RunDir.create(tmp_path / "old" / "superseded", "r", "x")
     aside.write_info({})
-    assert [r.name for r in rundir.find(tmp_path)] == ["new", "old", "lr=0.1"]
-    assert rundir.latest(tmp_path).name == "new"  # a sweep's runs are not "the newest run"
+    assert [r.name for r in listing.find(tmp_path)] == ["new", "old", "lr=0.1"]
+    assert listing.latest(tmp_path).name == "new"  # a sweep's runs are not "the newest run"
 
 
 def test_commands_look_for_runs_under_the_configs_output_root(prepared, tmp_path):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mnist_kit.runs import rundir
+from mnist_kit.runs import listing
 from mnist_kit.util import addresses
 from mnist_kit.util.interrupts import stop_child
 
 
 def newest_graph(logdir: Path) -> Path | None:
     """The graph of the newest run under ``logdir`` (for the board's static graph page)."""
-    models = [run.graph_model for run in rundir.find(logdir) if run.graph_model.is_file()]
+    models = [run.graph_model for run in listing.find(logdir) if run.graph_model.is_file()]
     return max(models, key=lambda p: p.stat().st_mtime) if models else None
 
 

@@ -14,13 +14,13 @@ import numpy as np
 from mnist_kit import UserError
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.preprocess import ImageError, preprocess
-from mnist_kit.runs import rundir
+from mnist_kit.runs import listing
 from mnist_kit.util.images import IMAGE_SUFFIXES, MAX_PIXELS, load_image
 
 
 def newest_export(root: Path) -> Path:
     """The complete, checked export written last by any run under ``root``."""
-    metas = [folder / inference.META for run in rundir.find(root) for folder in run.exports()
+    metas = [folder / inference.META for run in listing.find(root) for folder in run.exports()
              if inference.is_export(folder, checked=True)]
     if not metas:
         raise inference.ModelError(f"no exported model under {root}; make one with `mnist-kit export`, "

@@ -4,7 +4,7 @@
                    run.json, metrics rows, setting later work aside
     checkpoint.py  the checkpoint folder: saving, loading, the manifest, retention, choosing a checkpoint,
                    the weights of a run, checkpoint or export (train.init_from)
-    listing.py     mnist-kit runs: runs in a few numbers, compared side by side
+    listing.py     finding runs (--run DIR, the newest, all under a root); mnist-kit runs: runs in a few numbers
     sweep.py       mnist-kit sweep: the grid, its folder and lock, its runs as processes
 
 May import: ``mnist_kit``, ``util``, ``config``, ``data`` (a sweep checks the data set once), ``backend``

@@ -1,14 +1,17 @@
-"""``mnist-kit runs``: every run under an output root in a few numbers, compared side by side."""
+"""Finding runs (``find``, ``latest``, ``resolve``: ``--run DIR`` or the newest) and ``mnist-kit runs``: every run
+under an output root in a few numbers, compared side by side."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from mnist_kit import UserError, config
 from mnist_kit.runs.rundir import RunDir
 from mnist_kit.util import readback
+from mnist_kit.util.console import info
 
 # The hyper-parameters that lead every comparison of runs (`mnist-kit runs`, the board's table), and
 # the config keys that say nothing about the model or its training (never shown as hyper-parameters).
@@ -32,6 +35,64 @@ def hparams_shown(cfg: dict, also=()) -> list[str]:
 
 
 KEY_COLUMNS = KEY_HPARAMS
+
+
+# ---------------------------------------------------------------- finding runs
+
+def _folders(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` ([] if it cannot be listed)."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return []
+
+
+def _holds_run(folder: Path) -> bool:
+    """Whether ``folder`` has a ``run.json``: any file of that name, a damaged one or a broken link too (listed
+    as unreadable rather than not at all)."""
+    return os.path.lexists(folder / RunDir.RUN_FILE)
+
+
+def find(root: str | Path) -> list[RunDir]:
+    """The runs under ``root``: its sub-folders that are runs, and theirs (a sweep's runs); ``root`` itself
+    if it is a run. Work set aside in ``superseded/`` is not a run."""
+    root = Path(root)
+    if _holds_run(root):
+        return [RunDir(root)]
+    children = _folders(root)
+    found = [p for p in children if _holds_run(p)] + [p for c in children for p in _folders(c) if _holds_run(p)]
+    return [RunDir(p) for p in sorted(p for p in found if p.parent.name != "superseded")]
+
+
+def latest(root: str | Path) -> RunDir:
+    """The run under ``root`` (not a sweep's) started last."""
+    root = Path(root)
+    candidates = [RunDir(p) for p in _folders(root) if _holds_run(p)]
+    if not candidates:
+        raise UserError(f"no runs found under {root}; train one with `mnist-kit train`, or pass --run DIR")
+
+    started = {}
+    for run in candidates:
+        try:
+            started[run] = float(run.read_info().get("started", 0.0)), run.name
+        except UserError as e:
+            info(f"warning: skipping {run}: {e}")
+    if not started:
+        raise UserError(f"no readable run under {root}; train one with `mnist-kit train`, or pass --run DIR")
+    return max(started, key=lambda run: started[run])
+
+
+def resolve(run: str | Path | None, root: str | Path) -> RunDir:
+    """``--run DIR`` checked to be a run, or the newest run under ``root``."""
+    if run is None:
+        return latest(root)
+    path = Path(run)
+    if not path.is_dir():
+        raise UserError(f"run directory not found: {path}")
+    found = RunDir(path)
+    found.read_info()
+    return found
+
 
 
 def _config_problem(cfg) -> str | None:
