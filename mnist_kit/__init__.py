@@ -14,6 +14,12 @@ class UserError(Exception):
     exit_code = 1
 
 
+class UsageError(UserError):
+    """An option or argument given a value the command does not take (click's usage-error code, 2)."""
+
+    exit_code = 2
+
+
 class ConfigError(UserError):
     """An invalid config or override (click's usage-error code). ``problems`` lists what is wrong, one
     item each, for callers that report them their own way (``mnist-kit sweep``)."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import math
 from pathlib import Path
 
 import click
 
-from mnist_kit import UserError, __version__, config, datasets
+from mnist_kit import UsageError, UserError, __version__, config, datasets
 from mnist_kit.util import interrupts
 
 
@@ -61,6 +62,16 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="mnist-kit")
 def cli():
     """Train, evaluate and use MNIST models with PaddlePaddle, from a YAML config."""
+
+
+class _Number(click.FloatRange):
+    """A float in a range, and a number: click's FloatRange lets nan through (every comparison with it is false)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class _ConfigFile(click.ParamType):
@@ -163,7 +174,7 @@ def _resolve_run(run_dir: Path | None, root: Path | None, root_config: Path | No
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL", help="Download from this base URL (repeatable) "
               "instead of the built-in mirror list.")
 @click.option("--retries", type=click.IntRange(1, 20), default=3, show_default=True, help="Attempts per mirror.")
-@click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
+@click.option("--timeout", type=_Number(0.1), default=30.0, show_default=True,
               help="Network timeout, seconds.")
 @click.option("--no-verify", is_flag=True, help="Accept files that do not match the published checksums.")
 @click.option("--force", is_flag=True, help="Prepare again even if a valid cache exists.")
@@ -374,7 +385,7 @@ _runtime_option = click.option(
               help="Exported model folder (default: the newest export under --root).")
 @_root_options("the newest export")
 @click.option("--topk", type=click.IntRange(1), default=3, show_default=True)
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+@click.option("--min-confidence", type=_Number(0, 1), default=0.6, show_default=True,
               help="Flag predictions below this probability as low confidence.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image (errors included).")
 @click.option("--save-preprocessed", type=click.Path(file_okay=False, path_type=Path),
@@ -416,6 +427,7 @@ def serve(model_dir, root, root_config, host, port, threads, device, runtime, co
     from mnist_kit.deploy import predict as p
     from mnist_kit.deploy import serve as s
 
+    s.check_origin(cors)  # a usage error, before looking for a model
     model_dir = model_dir or p.newest_export(_root(root, root_config))
     s.serve(model_dir, host=host, port=port, threads=threads, device=device, runtime=runtime, cors=cors,
             say=lambda m: click.echo(m, err=True))
@@ -490,7 +502,7 @@ def configs_show(name):
     path = config.shipped_named(name)
     if path is None:
         found = config.shipped()
-        raise UserError(f"no shipped config is called {name!r}; they are: {', '.join(found)}, and defaults"
+        raise UsageError(f"no shipped config is called {name!r}; they are: {', '.join(found)}, and defaults"
                         f"{config.suggest(name, [*found, 'defaults'])}")
     click.echo(path.read_text(encoding="utf-8"), nl=False)
 

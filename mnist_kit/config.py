@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -645,16 +646,26 @@ def purpose(path: Path) -> str:
 
 def locate(path: str | Path) -> tuple[Path, str | None]:
     """The file that ``--config PATH`` means, and a line that says which one when a name chose it: a file at
-    PATH wins; else a bare name (``cnn`` or ``cnn.yaml``) means the shipped config of that name."""
+    PATH wins; else a bare name (text without a ``/``: ``cnn`` or ``cnn.yaml``) means the shipped config of that
+    name. A path (``./cnn``, ``../configs/cnn``) is only ever a path, and a symbolic link to nothing an error."""
     p = Path(path)
+    text = str(path)
+    is_name = isinstance(path, str) and "/" not in text and os.sep not in text
     name = p.stem if p.suffix in (".yaml", ".yml") else p.name
-    ours = shipped_named(str(p)) if len(p.parts) == 1 else None
+    ours = shipped_named(text) if is_name else None
+    if p.is_symlink() and not p.exists():
+        raise ConfigError(f"--config {p} is a symbolic link to nothing (a loop, or its target is gone); fix or "
+                          "remove it")
     if p.exists():
         if ours is not None and p.resolve() != ours:
             return p, f"config: {p} (the file in this folder, not the shipped {name}: {ours})"
         return p, None
     if ours is not None:
         return ours, f"config: the shipped {name} ({ours})"
+    if not is_name:
+        near = [c for c in (Path(text + ".yaml"), Path(text + ".yml")) if c.is_file()]
+        raise ConfigError(f"config file not found: {text}" + (f"; did you mean {near[0]}?" if near else "")
+                          + " (a bare name such as cnn takes a shipped config: mnist-kit configs lists them)")
     names = shipped()
     raise ConfigError(f"config file not found: {p}; the shipped configs, by name: {', '.join(names)}"
                       f"{suggest(name, names)} (mnist-kit configs lists them)")

@@ -26,7 +26,7 @@ MAX_MODULE_LINES = 400
 LONG_MODULES = {
     "mnist_kit.config": (750, "the schema (about 170 lines of one table) and its checks: one place to read "
                               "what a config may say"),
-    "mnist_kit.cli": (550, "twelve commands, each a thin wrapper of options over one function"),
+    "mnist_kit.cli": (560, "twelve commands, each a thin wrapper of options over one function"),
 }
 
 

@@ -198,7 +198,7 @@ def test_configs_lists_every_shipped_config_with_its_purpose_and_show_prints_one
     defaults = run_cli("configs", "show", "defaults")
     assert yaml.safe_load(defaults.stdout) == config.defaults()
     wrong = run_cli("configs", "show", "cnn_fats")
-    assert wrong.exit_code == 1 and wrong.stdout == ""
+    assert wrong.exit_code == 2 and wrong.stdout == ""
     assert wrong.output.strip().splitlines() == [wrong.output.strip()]  # one line
     assert "no shipped config is called 'cnn_fats'" in wrong.output and "did you mean 'cnn_fast'" in wrong.output
 
@@ -361,3 +361,27 @@ def test_a_yaml_error_is_one_line_that_says_where(tmp_path):
     result = run_cli("train", "--config", tmp_path / "c.yaml")
     assert_user_error(result, "is not valid YAML", "line 4, column 6")
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_path_is_only_ever_a_path_and_a_broken_link_is_an_error(tmp_path, monkeypatch):
+    """Issue 40: ``--config ./cnn`` took the shipped cnn (``Path`` drops the ``./``); a dangling link cnn.yaml in
+    the current folder fell back to the shipped one. A bare name (no ``/``) names a shipped config; a path is a
+    file, suggested with .yaml when that is what exists."""
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("train", "--config", "cnn", "--print-config").exit_code == 0
+    assert_user_error(run_cli("train", "--config", "./cnn", "--print-config"), "config file not found: ./cnn")
+    (tmp_path / "mine.yaml").write_text("train:\n  epochs: 2\n")
+    assert_user_error(run_cli("train", "--config", "./mine", "--print-config"), "did you mean mine.yaml?")
+    (tmp_path / "cnn.yaml").symlink_to(tmp_path / "gone.yaml")
+    result = run_cli("train", "--config", "cnn.yaml", "--print-config")
+    assert_user_error(result, "cnn.yaml is a symbolic link to nothing")
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize("args", [["configs", "show", "nosuch"], ["serve", "--cors", "bad origin"],
+                                  ["predict", "--min-confidence", "nan", "x.png"],
+                                  ["prepare", "--timeout", "nan"]])
+def test_usage_errors_exit_2(args):
+    result = run_cli(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("Error:")]) == 1, result.output

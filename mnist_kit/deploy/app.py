@@ -28,7 +28,7 @@ import numpy as np
 from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from mnist_kit import UserError
+from mnist_kit import UsageError
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.predict import answer, reader
 from mnist_kit.util.images import ImageError, TooLarge
@@ -301,7 +301,7 @@ def check_origin(cors: str | None) -> None:
     """``--cors`` must be ``*`` or one origin (``scheme://host[:port]``): it is sent as a header on every API
     answer, where a line break would break every one of them (checked at start, not per request)."""
     if cors is not None and cors != "*" and not ORIGIN.fullmatch(cors):
-        raise UserError(f"--cors {cors!r} is not an origin; give * (any page) or one origin such as "
+        raise UsageError(f"--cors {cors!r} is not an origin; give * (any page) or one origin such as "
                         "http://localhost:3000 (scheme, host and port only)")
 
 
