@@ -9,7 +9,10 @@ on 127.0.0.1 (default --threads 4) answers single images, a 280x280 PNG each as 
   - the wall time of one cold `mnist-kit predict --model M one.png` (median of --runs);
   - the attack on decoding (onnxruntime server): 4 clients at once each POST a batch of 12 PNGs of 5000x5000
     16-bit RGBA (about 200 KB each, under the per-image limit), while a probe asks /healthz every 0.1 s:
-    each batch's status and time, the slowest /healthz, and the server's memory before and at its peak.
+    each batch's status and time, the slowest /healthz, and the server's memory before and at its peak;
+  - giant images beside drawings (issue 40): drawings posted alone (the reference), then while two clients post
+    5000x5000 RGBA PNGs one after another: how many are answered, and how fast; the memory, idle, at the peak
+    and after two giants at once (--giants-only: this part alone).
 The clients run on the same 2 cores as the server, so the numbers are what one machine does with both.
 
     .venv/bin/python scripts/bench_serve.py [--model DIR] [--requests 3000] [--seconds 15] [--runs 5]
@@ -161,6 +164,72 @@ def attack(server: Server, clients: int = 4, images: int = 12) -> dict:
             "rss_before": before, "peak": server.memory()[1]}
 
 
+def giant_rgba_png(side: int = 5000) -> bytes:
+    """A white 8-bit RGBA PNG of side x side with a dark stroke (about 120 KB; 100 MB decoded)."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGBA", (side, side), (255, 255, 255, 255))
+    ImageDraw.Draw(img).line([(side // 3, side // 4), (side // 2, 3 * side // 4)], fill=(0, 0, 0, 255),
+                             width=side // 20)
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _post(port: int, body: bytes) -> tuple[int, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    t0 = time.perf_counter()
+    conn.request("POST", "/api/predict", body, {"Content-Type": "image/png"})
+    status = conn.getresponse()
+    status.read()
+    conn.close()
+    return status.status, time.perf_counter() - t0
+
+
+def giants_and_drawings(server: Server, drawing: bytes, drawings: int = 40) -> dict:
+    """Issue 40's starvation and memory: ``drawings`` drawings posted one after another, first alone (the
+    reference, in the same run), then while two clients post 5000x5000 RGBA PNGs one after another; then two
+    giants at once. The server's memory: idle, the peak, and after the giants."""
+    giant = giant_rgba_png()
+    alone = [_post(server.port, drawing) for _ in range(drawings)]
+    idle = server.memory()[0]
+    done, giants = threading.Event(), []
+
+    def giant_client() -> None:
+        while not done.is_set():
+            giants.append(_post(server.port, giant))
+
+    clients = [threading.Thread(target=giant_client) for _ in range(2)]
+    for c in clients:
+        c.start()
+    while not giants:  # both clients are under way once one giant is answered
+        time.sleep(0.05)
+    during = [_post(server.port, drawing) for _ in range(drawings)]
+    done.set()
+    for c in clients:
+        c.join()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        pair = list(pool.map(lambda _: _post(server.port, giant), range(2)))
+    rss, peak = server.memory()
+    return {"alone": alone, "during": during, "giants": giants + pair, "idle": idle, "peak": peak, "after": rss,
+            "giant_kb": len(giant) / 1024}
+
+
+def report_giants(g: dict, threads: int) -> None:
+    print(f"\ngiant images beside drawings: 2 clients post 5000x5000 RGBA PNGs ({g['giant_kb']:.0f} KB, 100 MB "
+          f"decoded) one after another while a third posts {len(g['during'])} drawings; then 2 giants at once; "
+          f"--threads {threads}")
+    print(f"{'drawings':<24} {'answered 200':>12} {'503':>5} {'p50 ms':>8} {'max ms':>8}")
+    for name, rows in (("alone (reference)", g["alone"]), ("beside the giants", g["during"])):
+        times = sorted(1000 * t for _, t in rows)
+        print(f"{name:<24} {sum(s == 200 for s, _ in rows):>12} {sum(s == 503 for s, _ in rows):>5} "
+              f"{statistics.median(times):>8.1f} {times[-1]:>8.1f}")
+    statuses = [s for s, _ in g["giants"]]
+    print(f"giants: {statuses.count(200)} answered 200, {statuses.count(503)} 503, median "
+          f"{statistics.median(t for _, t in g['giants']):.2f} s; server memory: idle {g['idle']:.0f} MiB, "
+          f"peak {g['peak']:.0f} MiB, after {g['after']:.0f} MiB")
+
+
 def cold_predict(model: Path, runtime: str, image: Path, runs: int) -> float:
     argv = [str(Path(sys.executable).with_name("mnist-kit")), "predict", "--model", str(model), "--runtime", runtime,
             str(image)]
@@ -178,12 +247,21 @@ def main() -> int:
     ap.add_argument("--memory-requests", type=int, default=10_000)
     ap.add_argument("--threads", type=int, default=4, help="the server's --threads")
     ap.add_argument("--runs", type=int, default=5, help="cold predicts to time")
+    ap.add_argument("--giants-only", action="store_true", help="only the giant images beside drawings")
     args = ap.parse_args()
     model = args.model or predict.newest_export(args.root)
     meta = inference.read_meta(model)
     if not (model / inference.ONNX).is_file():
         raise SystemExit(f"{model} holds no model.onnx; export it again (mnist-kit export writes it by default)")
     images = canvas_pngs(meta)
+    server = Server(model, "onnxruntime", args.threads)
+    try:
+        giants = giants_and_drawings(server, images[0])
+    finally:
+        server.stop()
+    if args.giants_only:
+        report_giants(giants, args.threads)
+        return 0
     rows, memory, cold = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         one = Path(tmp) / "one.png"
@@ -230,6 +308,7 @@ def main() -> int:
         print(f"  {status} after {seconds:.1f} s: {text}")
     print(f"  slowest of {a['healthz_n']} /healthz meanwhile: {1000 * a['healthz_max']:.0f} ms; server memory "
           f"{a['rss_before']:.0f} MiB before, peak {a['peak']:.0f} MiB")
+    report_giants(giants, args.threads)
     return 0
 
 

@@ -57,6 +57,35 @@ def test_exif_orientation_is_honoured(tmp_path):
     _check_mnist_like(pp.preprocess(path), reference(7))
 
 
+@pytest.mark.parametrize("fmt,mode,orientation", [("JPEG", "RGB", 6), ("JPEG", "L", 1), ("PNG", "RGBA", 1),
+                                                    ("PNG", "LA", 6), ("PNG", "P", 1), ("PNG", "I;16", 1),
+                                                    ("PNG", "1", 1), ("TIFF", "RGB", 8)])
+def test_a_large_photo_is_reduced_while_read_and_framed_as_a_small_one(tmp_path, fmt, mode, orientation):
+    """Issue 40: a photo with a side over MAX_SIDE is reduced while it is read (a JPEG by its decoder, others a
+    strip at a time, transparency premultiplied), in every mode, after its EXIF orientation: it is framed as the
+    same photo at a quarter of its size, and its digit upright."""
+    upright = photo(render_digit(7, size=800), canvas=(2600, 1950), blur=4.0)  # 5 megapixels: a phone photo
+    transpose = {1: None, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}[orientation]
+    stored = upright.transpose(transpose) if transpose else upright
+    if mode == "I;16":
+        stored = Image.fromarray(np.asarray(stored.convert("L"), np.uint16) * 257)
+    else:  # a black-and-white scan thresholded, not dithered
+        stored = stored.convert(mode, dither=Image.Dither.NONE)
+    if mode in ("RGBA", "LA"):  # the paper transparent, the ink opaque, its soft edges partly
+        darkness = 235.0 - np.asarray(stored.convert("L"), dtype=np.float64)
+        stored.putalpha(Image.fromarray(np.clip(darkness * 2, 0, 255).astype(np.uint8)))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"big.{fmt.lower()}"
+    stored.save(path, format=fmt, exif=exif.tobytes(), **({"quality": 90} if fmt == "JPEG" else {}))
+    assert max(Image.open(path).size) > pp.MAX_SIDE
+    big = pp.preprocess(path)
+    _check_mnist_like(big, reference(7))
+    small = tmp_path / f"small.{fmt.lower()}"
+    upright.resize((650, 488), Image.Resampling.BOX).save(small, format="PNG")
+    assert np.abs(big.astype(int) - pp.preprocess(small).astype(int)).mean() < 12  # the same framing
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda p: p.write_bytes(b""), "the file is empty"),
     (lambda p: p.write_text("not a picture"), "not an image"),

@@ -42,8 +42,14 @@ MAX_BATCH = 64  # images in one batch request
 # such images held every thread for 11 s (/healthz waited 10.5 s) and the server grew to 1.3 GB
 # (scripts/bench_serve.py). So the pixels are bounded per request (413 beyond) and being decoded at once by
 # the whole server (503 beyond, at once: a thread that waited would be one that /healthz and small images need).
+# Since images are reduced while they are read (util/images.MAX_SIDE), a 5000x5000 RGBA PNG costs about its
+# decoded size, 100 MB (250 MB before). An image of at most SMALL_PIXELS (a drawing, a scan, a 4-megapixel
+# photo) is decoded outside the budget: drawing-sized requests neither wait behind giant ones nor are refused
+# for them (two clients posting 5000x5000 PNGs got 37 of 40 drawings answered 503). Each thread decodes one
+# image at a time, so these cost at most --threads x SMALL_PIXELS.
 MAX_REQUEST_PIXELS = 2 * MAX_PIXELS  # pixels decoded for one request, all its images together
-MAX_DECODING_PIXELS = 2 * MAX_PIXELS  # pixels being decoded at any moment, all requests together
+MAX_DECODING_PIXELS = 2 * MAX_PIXELS  # pixels of images over SMALL_PIXELS being decoded at once, all requests
+SMALL_PIXELS = 4_000_000
 MAX_FORM_PARTS = 1000  # parts of a multipart form (Werkzeug's default, said in the error)
 MAX_FORM_MEMORY = 500_000  # bytes of a form's text field or a part's headers (Werkzeug's default)
 # Connections: at its limit waitress stops accepting until one closes (idle ones after 120 s by default), so
@@ -94,7 +100,8 @@ class PixelBudget:
 
 
 class _Tally:
-    """One request's pixels: decoded in all (``MAX_REQUEST_PIXELS``), and held from the budget right now."""
+    """One request's pixels: decoded in all (``MAX_REQUEST_PIXELS``), and held from the budget right now (an
+    image over ``SMALL_PIXELS``)."""
 
     def __init__(self, budget: PixelBudget):
         self.budget, self.total, self.held = budget, 0, 0
@@ -105,8 +112,9 @@ class _Tally:
         if self.total > MAX_REQUEST_PIXELS:
             raise _OverBudget(f"the images of this request hold more than {MAX_REQUEST_PIXELS:,} pixels in all; "
                               "send them in several requests, or smaller", 413)
-        self.budget.take(pixels)
-        self.held += pixels
+        if pixels > SMALL_PIXELS:
+            self.budget.take(pixels)
+            self.held += pixels
 
     def release(self) -> None:
         self.budget.give(self.held)
@@ -125,6 +133,7 @@ def model_facts(predictor: inference.Predictor) -> dict:
     meta["runtime"] = predictor.runtime
     meta["limits"] = {"max_body_bytes": MAX_BODY, "max_pixels": MAX_PIXELS, "max_batch": MAX_BATCH,
                       "max_request_pixels": MAX_REQUEST_PIXELS, "max_decoding_pixels": MAX_DECODING_PIXELS,
+                      "small_pixels": SMALL_PIXELS,
                       "max_connections": MAX_CONNECTIONS, "idle_timeout_seconds": IDLE_TIMEOUT}
     return meta
 

@@ -142,17 +142,13 @@ def mnist_style(ink: np.ndarray, style: str = "digit") -> np.ndarray:
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-MAX_SIDE = 2048  # larger photos are reduced first: the digit is found as well, in a fraction of the memory
+MAX_SIDE = 1024  # a photo's longer side is reduced to this while it is read: the digit is found as well
 
 
 def preprocess(source: Path | bytes, style: str = "digit", max_pixels: int = MAX_PIXELS, admit=None) -> np.ndarray:
     """A file (or its bytes) -> uint8 (28, 28), white on black, framed like the training data. Raises ImageError.
-    ``admit``: see ``images.open_image``."""
-    img = open_image(source, max_pixels, admit)
-    if max(img.size) > MAX_SIDE:
-        img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.NEAREST if img.mode in HIGH_DEPTH_MODES
-                      else Image.Resampling.BOX)
-    return mnist_style(white_on_black(to_gray(img)), style)
+    ``admit``: see ``images.open_image``; a photo with a side over ``MAX_SIDE`` is reduced while it is read."""
+    return mnist_style(white_on_black(to_gray(open_image(source, max_pixels, admit, MAX_SIDE))), style)
 
 
 def preprocess_array(gray: np.ndarray, style: str = "digit") -> np.ndarray:

@@ -6,6 +6,7 @@ code.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import signal
@@ -100,6 +101,19 @@ def _drain(server, seconds: float) -> None:
     server.trigger.close()
 
 
+def _return_large_blocks() -> None:
+    """Have every allocation of 1 MB or more mapped on its own, so that freeing it gives it back to the system
+    (glibc's M_MMAP_THRESHOLD; elsewhere nothing). glibc's default threshold rises to 32 MB once such blocks are
+    freed, after which a decoded giant image's blocks stayed in the heap: the server kept about 600 MB after two
+    5000x5000 PNGs, and 30-100 MB above idle even with malloc_trim; with this it returns to idle (within 1 MB).
+    The requests a server answers all day (drawings, photos of a few megapixels) make no such allocations."""
+    m_mmap_threshold = -3
+    try:
+        ctypes.CDLL(None).mallopt(m_mmap_threshold, 1 << 20)
+    except (AttributeError, OSError):
+        pass
+
+
 def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: int = 4, device: str = "cpu",
           runtime: str = "auto", cors: str | None = None, say=print) -> None:
     """Serve the export in ``model_dir`` until Ctrl-C or SIGTERM; ``say`` the address once it listens."""
@@ -107,6 +121,7 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: i
 
     addresses.check_address(host, port)
     check_origin(cors)
+    _return_large_blocks()
     # one thread per prediction: the requests of N clients run side by side on the server's threads
     predictor = inference.Predictor(model_dir, device=device, runtime=runtime, threads=1)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" under load: not a fault
