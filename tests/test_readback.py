@@ -285,3 +285,25 @@ def test_one_line_yaml_errors_for_a_config(tmp_path):
     with pytest.raises(ConfigError) as e:
         config.load(tmp_path / "c.yaml")
     assert "\n" not in str(e.value) and "line 3" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["nested 5,000 deep", "/dev/zero", "a list"])
+def test_prepare_makes_a_damaged_cache_again(tmp_path, http_server, damage):
+    """Issue 40: a prepared.json nested 2,000 deep ended `prepare` itself in a traceback, so the cache could not
+    be made again without deleting it by hand. Now prepare says the cache is unusable and prepares it again."""
+    from helpers import run_cli
+    from mnist_kit.data import cache
+
+    idx = write_idx_folder(tmp_path / "idx", synthetic_arrays(n_train=50, n_test=20))
+    args = ["prepare", "--dataset", "mnist", "--root", tmp_path / "data", "--no-verify", "--retries", "1",
+            "--mirror", http_server(idx)]
+    assert run_cli(*args).exit_code == 0
+    meta = tmp_path / "data" / "mnist" / "prepared.json"
+    if damage in SPECIAL:
+        _special(damage, meta)
+    else:
+        meta.write_bytes(_json_cases(b"")[damage])
+    result = run_cli(*args)
+    assert result.exit_code == 0 and "the existing cache is unusable" in result.output, result.output
+    assert "Traceback" not in result.output and str(meta) in result.output
+    assert cache.load("mnist", tmp_path / "data").x_train.shape == (50, 28, 28)

@@ -215,8 +215,9 @@ def load(name: str, root: Path) -> Prepared:
     try:
         check_arrays(target, meta, arrays["x_train"], arrays["y_train"], (28, 28))
         check_arrays(target, meta, arrays["x_test"], arrays["y_test"], (28, 28))
-        if any(len(c) != len(meta["classes"]) for c in meta["class_counts"].values()):
-            raise DataError(f"{target / 'prepared.json'} is damaged (its class counts do not match its classes)")
+        if meta["classes"] != list(info_.classes) or any(len(c) != len(info_.classes)
+                                                         for c in meta["class_counts"].values()):
+            raise DataError(f"{target / 'prepared.json'} is damaged (its classes are not {info_.title}'s)")
     except DataError as e:
         raise DataError(f"{e}; {how} --force") from None
     return Prepared(name, info_.classes, arrays["x_train"], arrays["y_train"].astype(np.int64),

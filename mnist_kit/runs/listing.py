@@ -94,7 +94,6 @@ def resolve(run: str | Path | None, root: str | Path) -> RunDir:
     return found
 
 
-
 def _config_problem(cfg) -> str | None:
     """What makes a run's config.yaml unusable for listing (read, not validated: ``config.load`` would refuse
     a config an older version wrote, still worth listing)."""
