@@ -562,6 +562,24 @@ def test_predict_and_serve_on_an_onnx_export_never_import_paddle(digit_export, n
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("damage", ["nested", "/dev/zero"])
+def test_a_damaged_export_metadata_is_one_line_without_paddle_too(digit_export, no_paddle, tmp_path, damage):
+    """Issue 40: mnist_kit_model.json nested 2,000 deep ended predict and serve in a RecursionError traceback."""
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(digit_export, export)
+    meta = export / "mnist_kit_model.json"
+    meta.unlink()
+    meta.write_text("[" * 2000 + "]" * 2000) if damage == "nested" else meta.symlink_to("/dev/zero")
+    for args in (["predict", "--model", export, "x.png"], ["serve", "--model", export, "--port", "0"]):
+        for env in (None, no_paddle):
+            done = run_subprocess(*args, env=env, timeout=120)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, (args, env, done.stderr[-2000:])
+            errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+            assert len(errors) == 1 and str(meta) in errors[0], (args, env, done.stderr)
+
+
 def test_runtime_choice_follows_the_export_and_what_is_installed(digit_export, tmp_path, monkeypatch):
     from mnist_kit.deploy import inference
 

@@ -67,7 +67,7 @@ class ExportMeta(TypedDict, total=False):
 def read_meta(folder: Path) -> ExportMeta:
     """The export's metadata, checked against what ``mnist-kit export`` writes; ModelError if it differs."""
     path = Path(folder) / META
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise ModelError(f"{folder} is not a mnist-kit export (no {META}); make one with: mnist-kit export")
     meta, problem = readback.read_json(path, meta_problem)
     if problem:
