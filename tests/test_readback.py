@@ -6,7 +6,6 @@ its promise, and never raise anything else. Quick: no paddle, no training; the f
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import synthetic_arrays, write_idx_folder
+from helpers import SPECIAL_FILES, make_special, synthetic_arrays, write_idx_folder
 from mnist_kit import UserError
 
 CLASSES = [str(d) for d in range(10)]
@@ -123,24 +122,7 @@ WRONG_SHAPES = {  # valid JSON of the wrong shape, for each file with a shape
 }
 
 
-def _special(kind: str, path: Path) -> None:
-    path.unlink(missing_ok=True)
-    if kind == "/dev/zero":
-        path.symlink_to("/dev/zero")
-    elif kind == "a FIFO":
-        os.mkfifo(path)
-    elif kind == "a link loop":
-        path.symlink_to(path.name)
-    elif kind == "a folder":
-        path.mkdir()
-    elif kind == "a dangling link":
-        path.symlink_to(path.parent / "nowhere")
-    elif kind == "huge (sparse, 5 GB)":
-        with open(path, "wb") as f:
-            f.truncate(5 << 30)
-
-
-SPECIAL = ["/dev/zero", "a FIFO", "a link loop", "a folder", "a dangling link", "huge (sparse, 5 GB)"]
+SPECIAL = SPECIAL_FILES
 
 
 def _outcome(call, place: Path):
@@ -189,7 +171,7 @@ def test_every_reader_refuses_hostile_files_in_one_line(place, name):
         path.write_bytes(content)
         _check(name, case, "raise-or-skip" if name == "VisualDL records" else expect, _outcome(call, place), path)
     for case in SPECIAL:
-        _special(case, path)
+        make_special(path, case)
         outcome = _outcome(call, place)
         _check(name, case, "raise" if expect == "raise-or-skip" else expect, outcome, path)
         if path.is_dir() and not path.is_symlink():
@@ -249,13 +231,16 @@ def test_runs_lists_a_run_it_cannot_read_and_every_other(place, case):
     shutil.copytree(root / "r", root / "good")
     bad = root / "r" / "config.yaml"
     if case in SPECIAL:
-        _special(case, bad)
+        make_special(bad, case)
     else:
         bad.write_bytes(_yaml_cases(b"")[case])
     table = _runs_cli(root)
     assert table.returncode == 0 and "Traceback" not in table.stderr, table.stderr[-2000:]
     lines = {line.split()[0]: line for line in table.stdout.splitlines()[2:]}
     assert "unreadable" in lines["r"] and "completed" in lines["good"] and "90.00%" in lines["good"], table.stdout
+    assert table.stdout.splitlines()[0].split() == ["run", "status", "model.name", "optimizer.name", "optimizer.lr",
+                                                    "train.batch_size", "epochs", "best", "val", "acc", "train",
+                                                    "time"], table.stdout  # no column of every key
     warnings = [line for line in table.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and str(bad) in warnings[0], table.stderr
     listed = _runs_cli(root, "--json", "--sort", "optimizer.lr")
@@ -300,7 +285,7 @@ def test_prepare_makes_a_damaged_cache_again(tmp_path, http_server, damage):
     assert run_cli(*args).exit_code == 0
     meta = tmp_path / "data" / "mnist" / "prepared.json"
     if damage in SPECIAL:
-        _special(damage, meta)
+        make_special(meta, damage)
     else:
         meta.write_bytes(_json_cases(b"")[damage])
     result = run_cli(*args)

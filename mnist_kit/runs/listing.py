@@ -151,12 +151,14 @@ def _short(value) -> str:
 
 
 def differing_keys(summaries: list[dict]) -> list[str]:
-    """Hyper-parameters that differ between the runs, beyond the key columns."""
+    """Hyper-parameters that differ between the runs, beyond the key columns. A run that cannot be read has no
+    hyper-parameters to compare: it does not make every key of the others a column."""
+    readable = [s for s in summaries if s["status"] != "unreadable"]
     keys = []
-    for s in summaries:
+    for s in readable:
         keys += [k for k in s["hparams"] if k not in keys]
     return [k for k in keys if k not in KEY_COLUMNS and not k.startswith(NOT_HPARAMS)
-            and len({json.dumps(s["hparams"].get(k)) for s in summaries}) > 1]
+            and len({json.dumps(s["hparams"].get(k)) for s in readable}) > 1]
 
 
 SORT_KEYS = ("started", "run", "acc", "time", "status", "epochs")
