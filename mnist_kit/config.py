@@ -682,7 +682,7 @@ def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] 
         try:
             raw = parse_yaml(readback.read_text(p, MAX_FILE))
         except readback.Unreadable as e:
-            raise ConfigError(f"{e.path}: {e.reason}; --config takes a YAML file") from None
+            raise ConfigError(f"{e}; --config takes a YAML file") from None
         except ValueError as e:
             raise ConfigError(f"{p} is {e}") from None
         if raw is None:

@@ -190,6 +190,31 @@ def assert_user_error(result, *phrases):
         assert phrase in message, out
 
 
+SPECIAL_FILES = ("/dev/zero", "a FIFO", "a link loop", "a folder", "a dangling link", "huge (sparse, 5 GB)")
+
+
+def make_special(path: Path, kind: str) -> None:
+    """Put at ``path`` (replacing a file there) one of ``SPECIAL_FILES``: what a user, a crash or a link can leave
+    where mnist-kit expects a file it wrote."""
+    if os.path.lexists(path) and not (path.is_dir() and not path.is_symlink()):
+        path.unlink()  # a file, a FIFO or a link (a folder is the caller's to remove)
+    if kind == "/dev/zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "a FIFO":
+        os.mkfifo(path)
+    elif kind == "a link loop":
+        path.symlink_to(path.name)
+    elif kind == "a folder":
+        path.mkdir()
+    elif kind == "a dangling link":
+        path.symlink_to(path.parent / "nowhere")
+    elif kind == "huge (sparse, 5 GB)":
+        with open(path, "wb") as f:
+            f.truncate(5 << 30)
+    else:
+        raise ValueError(f"no special file called {kind!r}")
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 free right now."""
     with socket.socket() as s:

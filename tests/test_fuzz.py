@@ -227,17 +227,13 @@ def test_hostile_images(arena, monkeypatch):
 # ---------------------------------------------------------------- the files mnist-kit wrote, damaged (issue 40)
 
 def _damage(path: Path, kind: str) -> None:
-    import os
+    from helpers import SPECIAL_FILES, make_special
 
-    if path.is_symlink() or path.exists():
-        path.unlink()
-    if kind == "/dev/zero":
-        path.symlink_to("/dev/zero")
-    elif kind == "a FIFO":
-        os.mkfifo(path)
-    elif kind == "a link loop":
-        path.symlink_to(path.name)
-    elif kind == "nested 2,000 deep":
+    if kind in SPECIAL_FILES:
+        make_special(path, kind)
+        return
+    path.unlink()
+    if kind == "nested 2,000 deep":
         path.write_text("[" * 2000 + "]" * 2000 + "\n")
     elif kind == "not UTF-8":
         path.write_bytes(b"\xff\xfe\x00{")

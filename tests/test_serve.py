@@ -483,8 +483,7 @@ def test_sigterm_with_a_client_connected_stops_cleanly_and_frees_the_port(digit_
 # ---------------------------------------------------------------- without paddle
 
 def _rss_mib(pid: int) -> float:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return int(fields["VmRSS"].split()[0]) / 1024
+    return _memory_mib(pid, "VmRSS")
 
 
 def _unread_bytes(server_port: int, client_port: int) -> int | None:

@@ -73,9 +73,6 @@ def read_local(info_: DataSet, directory: Path, verify: bool = True) -> dict[str
     for role, path in found.items():
         assert path is not None  # none is missing (above)
         try:
-            if path.stat().st_size > MAX_BYTES:
-                raise SourceError(f"{path} has {path.stat().st_size:,} bytes: more than an IDX file may have "
-                                  f"here ({MAX_BYTES:,})")
             data = readback.read_bytes(path, MAX_BYTES)
         except readback.Unreadable as e:
             raise SourceError(str(e)) from None

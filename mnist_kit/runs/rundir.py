@@ -236,12 +236,16 @@ class RunDir:
             return False
         return True
 
-    def _metrics_lines(self) -> list[tuple[str, dict | None]]:
+    def _metrics_bytes(self) -> bytes:
+        """``metrics.jsonl`` as it is on disk (b"" before the first row)."""
+        if not self.metrics_file.exists() and not self.metrics_file.is_symlink():
+            return b""
+        return readback.read_bytes(self.metrics_file, readback.MAX_METRICS)
+
+    @staticmethod
+    def _metrics_lines(raw: bytes) -> list[tuple[str, dict | None]]:
         """Each line of ``metrics.jsonl`` with its row, or None for a line that is not one (cut short by a crash)."""
         out: list[tuple[str, dict | None]] = []
-        if not self.metrics_file.exists() and not self.metrics_file.is_symlink():
-            return out
-        raw = readback.read_bytes(self.metrics_file, readback.MAX_METRICS)
         for line in raw.decode("utf-8", errors="surrogateescape").split("\n"):  # a line not UTF-8 is no row
             try:
                 row = readback.parse_json(line)
@@ -253,16 +257,17 @@ class RunDir:
 
     def read_metrics(self) -> list[dict]:
         """The epoch rows; a line cut short by a crash is left out."""
-        return [row for _, row in self._metrics_lines() if row is not None]
+        return [row for _, row in self._metrics_lines(self._metrics_bytes()) if row is not None]
 
     def set_aside_metrics_after(self, step: int, dest: Path) -> int:
         """Move the metrics rows of global steps after ``step`` (and a row cut short by a crash) into
         ``dest/metrics.jsonl``, which gets a copy of every row as it was; return how many moved."""
-        lines = self._metrics_lines()
+        raw = self._metrics_bytes()
+        lines = self._metrics_lines(raw)
         keep = [line for line, row in lines if row is not None and row["step"] <= step]
         if len(keep) != len(lines):
             dest.mkdir(parents=True, exist_ok=True)
-            write_bytes(dest / "metrics.jsonl", readback.read_bytes(self.metrics_file, readback.MAX_METRICS))
+            write_bytes(dest / "metrics.jsonl", raw)
             write_text(self.metrics_file, "".join(line + "\n" for line in keep))
         return len(lines) - len(keep)
 

@@ -35,6 +35,8 @@ MAX_YAML = 1 << 20  # bytes of a config file
 MAX_NESTING = 32  # levels of JSON nesting; the deepest file mnist-kit writes has 4
 MAX_YAML_DEPTH = 8  # levels of a config: sections, keys, lists; far more than any config needs
 MAX_DIGITS = 100  # digits of an integer in YAML (Python refuses to parse more than 4,300 at all)
+# read only, and without blocking: opening a FIFO for reading otherwise waits for a writer
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
 class Unreadable(UserError):
@@ -55,9 +57,8 @@ def _kind(mode: int) -> str:
 
 def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them; Unreadable otherwise."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, OPEN_FLAGS)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise Unreadable(path, "it is a symbolic link that leads nowhere (a loop)") from None
@@ -97,9 +98,8 @@ def read_text(path: str | os.PathLike[str], limit: int) -> str:
 def tail_text(path: str | os.PathLike[str], limit: int = 64 << 10) -> str:
     """The last ``limit`` bytes of a regular file (a log) as text, undecodable bytes replaced; "" if it cannot
     be read (a log is shown to help, never needed)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, OPEN_FLAGS)
     except OSError:
         return ""
     try:
