@@ -1,31 +1,62 @@
-"""mnist-kit: end-to-end MNIST training on the command line, built on PaddlePaddle."""
+"""mnist-kit: end-to-end MNIST training with PaddlePaddle, from the command line (``mnist-kit``) or from Python:
+
+    import mnist_kit as mk
+    cfg = mk.load_config("cnn", ["train.epochs=3"])
+    run = mk.train(cfg)                      # -> Run: run.metrics, run.best_val_acc, run.status
+    print(mk.evaluate(run).accuracy)         # -> Evaluation: accuracy, loss, per_class, confusion
+    model = mk.export(run)                   # -> Export
+    print(mk.predict(model, "digit.png")[0].label)
+
+The functions and classes come from ``mnist_kit.api`` (docs/python.md), loaded on first use: importing
+``mnist_kit`` loads neither paddle nor the training code. Errors a user can act on are ``UserError`` (and its
+``ConfigError``), with the one-line message the command prints.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING, Any
+
+from mnist_kit.errors import ConfigError, UsageError, UserError
+from mnist_kit.version import __version__
+
+_API = ("Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "evaluate", "export",
+        "load_config", "model_summary", "predict", "prepare", "resume", "runs", "serve", "sweep", "train",
+        "train_config")
+__all__ = ["ConfigError", "UsageError", "UserError", "__version__", "Config", *_API]
+
+if TYPE_CHECKING:
+    from mnist_kit.api import (  # noqa: F401
+        Evaluation,
+        Export,
+        Guess,
+        Prediction,
+        PreparedData,
+        Run,
+        Sweep,
+        evaluate,
+        export,
+        load_config,
+        model_summary,
+        predict,
+        prepare,
+        resume,
+        runs,
+        serve,
+        sweep,
+        train,
+        train_config,
+    )
+    from mnist_kit.config import Config  # noqa: F401
 
 
-class UserError(Exception):
-    """A problem the user can fix (bad input, missing file, no network).
+def __getattr__(name: str) -> Any:
+    """The API's names, imported when first used (PEP 562)."""
+    if name in _API:
+        from mnist_kit import api
 
-    The CLI prints its message without a traceback and exits with ``exit_code``.
-    """
+        return getattr(api, name)
+    if name == "Config":
+        from mnist_kit.config import Config
 
-    exit_code = 1
-
-
-class UsageError(UserError):
-    """An option or argument given a value the command does not take (click's usage-error code, 2)."""
-
-    exit_code = 2
-
-
-class ConfigError(UserError):
-    """An invalid config or override (click's usage-error code). ``problems`` lists what is wrong, one
-    item each, for callers that report them their own way (``mnist-kit sweep``)."""
-
-    exit_code = 2
-
-    def __init__(self, message: str, problems: list[str] | None = None):
-        super().__init__(message)
-        self.problems = list(problems) if problems is not None else [message]
+        return Config
+    raise AttributeError(f"module 'mnist_kit' has no attribute {name!r}")

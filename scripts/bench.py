@@ -65,9 +65,9 @@ def shared_data(path: Path, overrides: tuple[str, ...] = (f"data.name={DATASET}"
     from mnist_kit import config, data
 
     cfg = config.load(recipe, list(overrides))
-    prepared = data.load(cfg["data"]["name"], data.data_root(cfg["data"]["root"]))
-    x, y, _, _ = data.split_train_val(prepared.x_train, prepared.y_train, cfg["data"])
-    norm = data.Normalization.from_config(cfg["data"], x)
+    prepared = data.load(cfg.data.name, data.data_root(cfg.data.root))
+    x, y, _, _ = data.split_train_val(prepared.x_train, prepared.y_train, cfg.data)
+    norm = data.Normalization.from_config(cfg.data, x)
     np.savez(path, x_train=x, y_train=y, x_test=prepared.x_test, y_test=prepared.y_test, mean=norm.mean, std=norm.std)
 
 
@@ -200,7 +200,7 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, out: str, *overrides: s
             passes.append(len(x) / (time.perf_counter() - t0))
         eval_ips = float(np.median(passes))
         photo_acc = None
-        if trained.cfg["data"]["name"] in ("mnist", "fashion-mnist"):  # photos of test images, as predict reads them
+        if trained.cfg.data.name in ("mnist", "fashion-mnist"):  # photos of test images, as predict reads them
             import functools
 
             from mnist_kit.deploy.photos import photo_set
@@ -280,10 +280,10 @@ def worker_machine() -> dict:
         for _ in range(3):
             engine.train_step(t, *next(batches))
     return {"peak_gflops": 2 * n ** 3 / best / 1e9, "threads": threads,
-            "flops_per_image": train_flops_per_image(cfg["model"], t.splits.prepared.input_shape)}
+            "flops_per_image": train_flops_per_image(cfg.model, t.splits.prepared.input_shape)}
 
 
-def train_flops_per_image(model_cfg: dict, input_shape) -> float:
+def train_flops_per_image(model_cfg, input_shape) -> float:
     """Multiply-adds x 2 of one training image through the CNN: every conv and linear layer forward, its
     weight gradient, and its input gradient (none for the first layer)."""
     from mnist_kit.models.blocks import block_output, cnn_blocks

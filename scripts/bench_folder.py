@@ -70,7 +70,7 @@ def reference_epoch(folder: Path, cfg: dict) -> dict:
     from mnist_kit.backend.runtime import paddle
     from mnist_kit.models.networks import build_model
 
-    h, w = cfg["data"]["image_size"]
+    h, w = cfg.data.image_size
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     files = [(p, k) for k, c in enumerate(classes) for p in sorted((folder / c).iterdir())]
 
@@ -84,9 +84,9 @@ def reference_epoch(folder: Path, cfg: dict) -> dict:
             return (np.asarray(img, np.float32)[None] / 255.0 - 0.5) / 0.5, np.int64(label)
 
     paddle.seed(0)
-    model = build_model(cfg["model"], (1, h, w), len(classes))
-    opt = paddle.optimizer.Adam(learning_rate=cfg["optimizer"]["lr"], parameters=model.parameters())
-    loader = paddle.io.DataLoader(Files(), batch_size=cfg["train"]["batch_size"], shuffle=True, num_workers=0)
+    model = build_model(cfg.model, (1, h, w), len(classes))
+    opt = paddle.optimizer.Adam(learning_rate=cfg.optimizer.lr, parameters=model.parameters())
+    loader = paddle.io.DataLoader(Files(), batch_size=cfg.train.batch_size, shuffle=True, num_workers=0)
     model.train()
     t0 = time.perf_counter()
     for x, y in loader:
@@ -128,8 +128,8 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         ref = reference_epoch(folder, cfg)
         ips = float(np.mean([r["images_per_sec"] for r in rows[1:] or rows]))
-        print(f"\nimage-folder benchmark: {n} images decoded to {cfg['data']['image_size'][0]}x"
-              f"{cfg['data']['image_size'][1]} ({cfg['data']['resize']}), configs/folder.yaml, 2 CPU cores\n")
+        print(f"\nimage-folder benchmark: {n} images decoded to {cfg.data.image_size[0]}x"
+              f"{cfg.data.image_size[1]} ({cfg.data.resize}), configs/folder.yaml, 2 CPU cores\n")
         print("| measure | mnist-kit | reference: Dataset reading files each epoch |")
         print("|---|---|---|")
         print(f"| decoding, images/s | {n / prep_s:,.0f} (prepare, once: {prep_s:.1f} s, cache "

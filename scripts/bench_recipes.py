@@ -111,18 +111,18 @@ def recipe_json(recipe: str, dataset: str, root: Path, n_train: int) -> Path:
 
     name, overrides, _ = DATASETS[dataset]
     cfg = config.load(REPO / "configs" / f"{recipe}.yaml", [f"data.name={name}", *overrides])
-    m, o, t = cfg["model"], cfg["optimizer"], cfg["train"]
+    m, o, t = cfg.model.to_dict(), cfg.optimizer.to_dict(), cfg.train.to_dict()
     if m["name"] != "cnn" or m["blocks"] or o["name"] != "adam" or o["weight_decay"] or o["grad_clip"] \
-            or cfg["schedule"]["name"] != "cosine" or cfg["loss"]["name"] != "cross_entropy":
+            or cfg.schedule.name != "cosine" or cfg.loss.name != "cross_entropy":
         raise SystemExit(f"bench_torch.py --recipe knows CNNs of model.channels trained by Adam on a cosine "
                          f"schedule; {recipe}.yaml is something else")
-    aug = augment.Augment.from_config(cfg["augment"], name)
+    aug = augment.Augment.from_config(cfg.augment, name)
     out = root / f"{recipe}.json"
     out.write_text(json.dumps({
         "model": {k: m[k] for k in ("channels", "kernel_size", "batch_norm", "dropout", "head", "tta")},
         "optimizer": {k: o[k] for k in ("lr", "beta1", "beta2", "epsilon")},
-        "warmup_epochs": cfg["schedule"]["warmup_epochs"], "end_lr": cfg["schedule"]["end_lr"],
-        "label_smoothing": cfg["loss"]["label_smoothing"], "batch_size": t["batch_size"],
+        "warmup_epochs": cfg.schedule.warmup_epochs, "end_lr": cfg.schedule.end_lr,
+        "label_smoothing": cfg.loss.label_smoothing, "batch_size": t["batch_size"],
         "epochs": config.epochs_of_steps(t["steps"], -(-n_train // t["batch_size"])) if t["steps"] else t["epochs"],
         "ema": t["ema"], "augment": {f.name: getattr(aug, f.name) for f in fields(aug)}}))
     return out

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def profile(cfg: dict, steps: int) -> tuple[dict, float]:
+def profile(cfg, steps: int) -> tuple[dict, float]:
     from mnist_kit.backend import distributed
     from mnist_kit.backend.runtime import paddle
     from mnist_kit.train import trainer
@@ -89,7 +89,7 @@ def main() -> None:
     for path in ("auto", "off"):
         cfg = config.load(Path(args.config), [*args.overrides, f"train.fast_conv={path}", "output.visualdl=false"])
         parts, total = profile(cfg, args.steps)
-        batch = cfg["train"]["batch_size"]
+        batch = cfg.train.batch_size
         print(f"\n{Path(args.config).name}, train.fast_conv={path}: {total:.2f} ms per step of {batch} "
               f"({batch / total * 1000:,.0f} images/s)")
         print("| part | ms/step | share |\n|---|---:|---:|")

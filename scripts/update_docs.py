@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Regenerate the generated parts of the docs: the config reference in docs/config.md (from the schema in
-mnist_kit/config.py) and docs/commands.md (from every command's --help). tests/test_docs.py checks that
+mnist_kit/config/schema.py) and docs/commands.md (from every command's --help). tests/test_docs.py checks that
 they are current: run this after changing a config key or a command's options.
 
     .venv/bin/python scripts/update_docs.py           # write them
@@ -63,7 +63,7 @@ def config_reference() -> str:
             meaning = f.help + (f"; one of: {', '.join(f.choices)}" if f.choices else "")
             if f.min is not None and f.max is not None:
                 each = " each" if f.kind == "ints" else ""
-                meaning += f"; {config._number(f.min)} to {config._number(f.max)}{each}"
+                meaning += f"; {config.number(f.min)} to {config.number(f.max)}{each}"
             default = "null" if f.default is None else json.dumps(f.default)
             lines.append(f"| `{section}.{key}` | `{default}` | {', '.join(f.only) or 'all'} | {meaning} |")
     return "\n".join(lines)

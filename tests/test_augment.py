@@ -215,7 +215,7 @@ def test_training_with_augmentation_logs_what_the_model_sees(prepared):
     assert "augmentation of the training batches: rotate 10, stroke 0.5" in result.output
     tags = {v.tag for f in Path("checkpoints/aug/vdl").glob("vdlrecords*") for r in read_records(f) for v in r.values}
     assert {"input/train_samples", "input/train_samples_augmented"} <= tags
-    cfg = json.loads(json.dumps(config.load(Path("checkpoints/aug/config.yaml"))))
+    cfg = json.loads(json.dumps(config.load(Path("checkpoints/aug/config.yaml")).to_dict()))
     assert cfg["augment"]["rotate"] == 10 and cfg["augment"]["stroke"] == 0.5
 
 

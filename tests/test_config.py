@@ -23,13 +23,13 @@ def test_default_config_is_configs_cnn_yaml_with_the_classic_recipe():
 @pytest.mark.parametrize("name", ["linear", "mlp", "cnn"])
 def test_shipped_configs_are_valid_and_name_their_model(name):
     cfg = config.load(REPO / "configs" / f"{name}.yaml")
-    assert cfg["model"]["name"] == name
+    assert cfg.model.name == name
 
 
 def test_every_shipped_config_loads():
     for path in sorted((REPO / "configs").glob("*.yaml")):
         extra = ["data.folder=cards"] if path.stem.startswith("folder") else []
-        assert config.load(path, extra)["model"]["name"] in config.MODELS, path
+        assert config.load(path, extra).model.name in config.MODELS, path
     with pytest.raises(ConfigError, match="data.folder is required"):
         config.load(REPO / "configs" / "folder.yaml")
 
@@ -106,7 +106,7 @@ def test_every_error_is_reported_at_once():
 
 def test_overrides_are_yaml_scalars_never_eval():
     cfg = config.load(None, ["optimizer.lr=1e-3", "model.channels=[8, 16]", "train.amp=false"])
-    assert cfg["optimizer"]["lr"] == 0.001 and cfg["model"]["channels"] == [8, 16]
+    assert cfg.optimizer.lr == 0.001 and cfg.model.channels == (8, 16)
     with pytest.raises(ConfigError, match="must be an integer"):
         config.load(None, ["train.seed=__import__('os').getpid()"])
     with pytest.raises(ConfigError, match="section.key=value"):
@@ -120,13 +120,13 @@ def test_override_switching_the_name_drops_keys_of_the_old_name(tmp_path):
     with pytest.raises(ConfigError, match="model.channels does not apply to model 'mlp'"):
         config.load(REPO / "configs" / "cnn.yaml", ["model.name=mlp"])
     cfg = config.load(None, ["model.name=mlp"])
-    assert "channels" not in cfg["model"] and cfg["model"]["hidden"] == [256, 128]
+    assert "channels" not in cfg.model.to_dict() and cfg.model.hidden == (256, 128)
     # null removes a key, so a config file's key can be dropped from the command line
     cfg = config.load(REPO / "configs" / "cnn.yaml", ["model.name=mlp", "model.channels=null",
                                                       "model.kernel_size=null", "model.batch_norm=null"])
-    assert cfg["model"]["name"] == "mlp" and "channels" not in cfg["model"]
+    assert cfg.model.name == "mlp" and "channels" not in cfg.model.to_dict()
     cfg = config.load(REPO / "configs" / "mlp.yaml", ["optimizer.lr=null"])
-    assert cfg["optimizer"]["lr"] == config.SCHEMA["optimizer"]["lr"].default
+    assert cfg.optimizer.lr == config.SCHEMA["optimizer"]["lr"].default
 
 
 def test_print_config_round_trips(tmp_path):
@@ -135,7 +135,7 @@ def test_print_config_round_trips(tmp_path):
     assert result.exit_code == 0
     printed = yaml.safe_load(result.stdout)
     assert printed["optimizer"]["lr"] == 0.05 and printed["train"]["seed"] == 7
-    assert printed == config.load(REPO / "configs" / "mlp.yaml", ["optimizer.lr=0.05", "train.seed=7"])
+    assert printed == config.load(REPO / "configs" / "mlp.yaml", ["optimizer.lr=0.05", "train.seed=7"]).to_dict()
 
 
 def test_config_errors_exit_2_without_traceback(tmp_path):
@@ -167,7 +167,7 @@ def test_missing_config_file():
 
 
 def test_the_hyper_parameters_a_run_shows_lead_with_what_tells_runs_apart():
-    cfg = config.defaults()
+    cfg = config.defaults().to_dict()
     cfg["optimizer"]["weight_decay"] = 0.01  # changed from the default
     cfg["log"]["images"] = False  # not a hyper-parameter
     keys = listing.hparams_shown(cfg, also=["model.dropout"])  # a sweep's axis: shown even at its default
@@ -196,7 +196,7 @@ def test_configs_lists_every_shipped_config_with_its_purpose_and_show_prints_one
     assert shown.exit_code == 0 and shown.stdout == (REPO / "configs" / "cnn_fast.yaml").read_text(encoding="utf-8")
     assert run_cli("configs", "show", "cnn_fast.yaml").stdout == shown.stdout
     defaults = run_cli("configs", "show", "defaults")
-    assert yaml.safe_load(defaults.stdout) == config.defaults()
+    assert yaml.safe_load(defaults.stdout) == config.defaults().to_dict()
     wrong = run_cli("configs", "show", "cnn_fats")
     assert wrong.exit_code == 2 and wrong.stdout == ""
     assert wrong.output.strip().splitlines() == [wrong.output.strip()]  # one line
@@ -208,7 +208,7 @@ def test_config_by_name_takes_the_shipped_one_and_says_so(given):
     shipped = REPO / "configs" / "cnn_fast.yaml"
     result = run_cli("train", "--config", given, "--print-config")
     assert result.exit_code == 0
-    assert yaml.safe_load(result.stdout) == config.load(shipped)
+    assert yaml.safe_load(result.stdout) == config.load(shipped).to_dict()
     assert f"config: the shipped cnn_fast ({shipped.resolve()})" in result.output
 
 
@@ -234,7 +234,7 @@ def test_an_unknown_config_lists_the_shipped_names_in_one_line():
 def test_print_config_works_wherever_config_is_taken(command):
     result = run_cli(*command, "--config", "cnn_fast", "--print-config")
     assert result.exit_code == 0, result.output
-    assert yaml.safe_load(result.stdout) == config.load(REPO / "configs" / "cnn_fast.yaml")
+    assert yaml.safe_load(result.stdout) == config.load(REPO / "configs" / "cnn_fast.yaml").to_dict()
 
 
 def test_sweep_print_config_prints_every_run_of_the_grid():
@@ -322,7 +322,7 @@ def test_the_benchmarks_overrides_are_a_valid_config():
     for batch in ("64", "256"):
         cfg = config.load(REPO / "configs" / "cnn.yaml", [*bench.CLASSIC, f"data.name={bench.DATASET}",
                                                           f"train.batch_size={batch}"])
-        assert cfg["schedule"]["name"] == "constant" and cfg["optimizer"]["lr"] == 0.001
+        assert cfg.schedule.name == "constant" and cfg.optimizer.lr == 0.001
 
 
 def test_the_benchmarks_flops_per_training_image_are_the_hand_count():
@@ -330,7 +330,7 @@ def test_the_benchmarks_flops_per_training_image_are_the_hand_count():
     # (19,600); forward, weight gradient and input gradient each, less the first conv's input gradient
     bench = script("bench")
     cfg = config.load(REPO / "configs" / "cnn.yaml", [])
-    assert bench.train_flops_per_image(cfg["model"], (1, 28, 28)) == 3 * (784_000 + 3_920_000 + 19_600) - 784_000
+    assert bench.train_flops_per_image(cfg.model, (1, 28, 28)) == 3 * (784_000 + 3_920_000 + 19_600) - 784_000
     kernels = ("onednn_verbose,v1,info,cpu,isa:Intel AVX2\n"
                "onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,backward_weights,src,,,mb64_ic1oc20,0.5\n"
                "onednn_verbose,v1,primitive,exec,cpu,convolution,ref:any,backward_weights,src,,,mb2_ic1oc4,0.1\n"

@@ -20,7 +20,7 @@ from helpers import (
     synthetic_arrays,
     write_idx_folder,
 )
-from mnist_kit import data, datasets
+from mnist_kit import config, data, datasets
 from mnist_kit.data import idx, sources
 from mnist_kit.data.splits import split_train_val
 
@@ -142,15 +142,15 @@ def test_missing_cache_says_how_to_prepare(tmp_path):
 def test_split_is_deterministic_disjoint_and_keeps_every_image():
     x = np.arange(1000).reshape(1000, 1, 1).astype(np.uint8)
     y = np.arange(1000)
-    a = split_train_val(x, y, {"name": "mnist", "val_size": 100, "split_seed": 3})
-    b = split_train_val(x, y, {"name": "mnist", "val_size": 100, "split_seed": 3})
-    c = split_train_val(x, y, {"name": "mnist", "val_size": 100, "split_seed": 4})
+    a = split_train_val(x, y, config.validate({"data": {"name": "mnist", "val_size": 100, "split_seed": 3}}).data)
+    b = split_train_val(x, y, config.validate({"data": {"name": "mnist", "val_size": 100, "split_seed": 3}}).data)
+    c = split_train_val(x, y, config.validate({"data": {"name": "mnist", "val_size": 100, "split_seed": 4}}).data)
     assert all(np.array_equal(u, v) for u, v in zip(a, b))
     assert not np.array_equal(a[3], c[3])
     assert len(a[3]) == 100 and len(a[1]) == 900
     assert sorted(np.concatenate([a[1], a[3]]).tolist()) == list(range(1000))
     with pytest.raises(data.DataError, match="val_size is 1000"):
-        split_train_val(x, y, {"name": "mnist", "val_size": 1000, "split_seed": 0})
+        split_train_val(x, y, config.validate({"data": {"name": "mnist", "val_size": 1000, "split_seed": 0}}).data)
 
 
 def test_batches_cover_each_image_once_per_epoch_in_a_seeded_order():
@@ -172,9 +172,10 @@ def test_batches_cover_each_image_once_per_epoch_in_a_seeded_order():
 
 def test_normalization_auto_is_measured_on_the_training_split():
     x = np.array([[[0, 255]]], dtype=np.uint8).repeat(4, axis=0)
-    norm = data.Normalization.from_config({"mean": "auto", "std": "auto"}, x)
+    norm = data.Normalization.from_config(config.validate({"data": {"mean": "auto", "std": "auto"}}).data, x)
     assert norm == data.Normalization(0.5, 0.5)
-    assert data.Normalization.from_config({"mean": 0.1307, "std": 0.3081}, x) == data.Normalization(0.1307, 0.3081)
+    given = config.validate({"data": {"mean": 0.1307, "std": 0.3081}}).data
+    assert data.Normalization.from_config(given, x) == data.Normalization(0.1307, 0.3081)
 
 
 # ---------------------------------------------------------------- download

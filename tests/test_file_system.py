@@ -93,7 +93,7 @@ def test_eval_photo_options_are_checked_and_a_short_test_split_is_said(trained):
     from mnist_kit import data
     from mnist_kit.runs.rundir import RunDir
 
-    test_size = len(data.load_dataset(RunDir(trained).read_config()["data"]).y_test)
+    test_size = len(data.load_dataset(RunDir(trained).read_config().data).y_test)
     more = run_cli("eval", "--photos", str(test_size + 100))
     assert more.exit_code == 0, more.output
     assert f"note: --photos {test_size + 100}, but the test split holds {test_size} images" in more.output

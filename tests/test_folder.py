@@ -114,10 +114,10 @@ def test_prepare_skips_bad_files_on_request_and_reports_counts_per_class(tmp_pat
     balanced = [int(rows[c][4]) for c in FOLDER_CLASSES]
     assert len(set(balanced)) == 1 and balanced[0] == max(int(rows[c][1]) for c in FOLDER_CLASSES)
     cfg = folder_cfg(folder, "data.bad_files=skip")
-    prepared = data.load_dataset(cfg["data"])
+    prepared = data.load_dataset(cfg.data)
     assert prepared.classes == tuple(sorted(FOLDER_CLASSES)) and prepared.input_shape == (1, 16, 32)
     assert prepared.x_train.shape[1:] == (16, 32) and prepared.x_train.dtype == np.uint8
-    vdl = list((data.prepared_dir(cfg["data"]) / "vdl").glob("vdlrecords*"))
+    vdl = list((data.prepared_dir(cfg.data) / "vdl").glob("vdlrecords*"))
     assert vdl, "prepare logs the samples of each class for VisualDL"
     again = run_cli(*args)
     assert "already prepared" in again.output
@@ -126,11 +126,11 @@ def test_prepare_skips_bad_files_on_request_and_reports_counts_per_class(tmp_pat
 def test_a_changed_folder_is_noticed(tmp_path, capsys):
     folder = write_image_folder(tmp_path / "cards", corrupt=False)
     cfg = folder_cfg(folder)
-    data.prepare_folder(cfg["data"], data.data_root())
+    data.prepare_folder(cfg.data, data.data_root())
     folder_image("vbar", np.random.default_rng(9)).save(folder / "vbar" / "new.png")
-    data.load_dataset(cfg["data"])
+    data.load_dataset(cfg.data)
     assert "changed since it was prepared" in capsys.readouterr().err
-    meta = data.prepare_folder(cfg["data"], data.data_root())
+    meta = data.prepare_folder(cfg.data, data.data_root())
     assert meta["counts"]["all"] == sum(FOLDER_CLASSES.values()) + 1
 
 
@@ -266,4 +266,4 @@ def test_rgb_folders_train_with_three_channel_input(tmp_path):
 
 def test_the_folder_is_recorded_as_an_absolute_path(tmp_path):
     cfg = config.load(None, ["data.name=image_folder", "data.folder=cards"])
-    assert cfg["data"]["folder"] == str(tmp_path / "cards")  # the tests run in tmp_path
+    assert cfg.data.folder == str(tmp_path / "cards")  # the tests run in tmp_path

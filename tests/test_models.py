@@ -151,9 +151,9 @@ def test_blocks_compute_what_the_textbook_layers_compute(blocks):
     from mnist_kit import config
 
     cfg = config.load(None, [f"model.blocks={json.dumps(blocks)}"])
-    model = build_model(cfg["model"])
+    model = build_model(cfg.model)
     model.eval()
-    plain = _textbook(model, block_geometry.cnn_blocks(cfg["model"]), (1, 28, 28))
+    plain = _textbook(model, block_geometry.cnn_blocks(cfg.model), (1, 28, 28))
     plain.eval()
     x = paddle.to_tensor(np.random.default_rng(0).normal(size=(3, 1, 28, 28)).astype("float32"))
     assert np.allclose(model.features(x).numpy(), plain(x).numpy(), atol=1e-5)
@@ -165,10 +165,10 @@ def test_short_keys_are_the_blocks_they_stand_for():
     short = config.load(None, ["model.channels=[8, 16]", "model.kernel_size=3", "model.batch_norm=true"])
     blocks = config.load(None, ["model.kernel_size=3", "model.blocks=[{channels: 8, batch_norm: true}, "
                                                         "{channels: 16, batch_norm: true}]"])
-    a, b = build_model(short["model"]), build_model(blocks["model"])
+    a, b = build_model(short.model), build_model(blocks.model)
     assert [(n, p.shape) for n, p in a.state_dict().items()] == [(n, p.shape) for n, p in b.state_dict().items()]
     assert config.dump(blocks).count("- {channels:") == 2  # written one block a line
-    assert config.load(None, ["model.blocks=[{channels: 8, stride: 2}]"])["model"]["channels"] == [8]
+    assert config.load(None, ["model.blocks=[{channels: 8, stride: 2}]"]).model.channels == (8,)
 
 
 @pytest.mark.parametrize("name", ["folder_sigmoid_avg", "folder_strided", "folder_padded_pool"])
@@ -203,7 +203,7 @@ def test_a_hidden_head_sits_between_the_conv_blocks_and_the_output(prepared):
     from mnist_kit.runs import checkpoint
 
     cfg = config.load(None, ["model.head=[32, 16]", "model.dropout=0.5"])
-    model = build_model(cfg["model"])
+    model = build_model(cfg.model)
     model.eval()
     x = paddle.to_tensor(np.random.default_rng(0).normal(size=(3, 1, 28, 28)).astype("float32"))
     h = F.relu(F.linear(model.conv_features(x), model.head[0].weight, model.head[0].bias))
@@ -226,7 +226,7 @@ def test_a_hidden_head_sits_between_the_conv_blocks_and_the_output(prepared):
 def test_test_time_augmentation_averages_the_probabilities_of_the_copies(tta):
     from mnist_kit import config
 
-    model = build_model(config.load(None, [f"model.tta={tta}", "data.name=fashion-mnist"])["model"])
+    model = build_model(config.load(None, [f"model.tta={tta}", "data.name=fashion-mnist"]).model)
     model.eval()
     x = np.random.default_rng(0).normal(size=(5, 1, 28, 28)).astype("float32")
     wide = np.pad(x, [(0, 0), (0, 0), (0, 0), (1, 1)], mode="edge")  # moved by one pixel, the edge repeated

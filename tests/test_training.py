@@ -188,8 +188,8 @@ def test_gpu_on_a_cpu_build_is_one_clear_message(prepared):
 
 
 def test_amp_is_off_fp16_or_bf16():
-    assert config.load(None, ["train.amp=false"])["train"]["amp"] == "off"  # YAML 1.1 reads `off` as false
-    assert config.load(None, ["train.amp=bf16"])["train"]["amp"] == "bf16"
+    assert config.load(None, ["train.amp=false"]).train.amp == "off"  # YAML 1.1 reads `off` as false
+    assert config.load(None, ["train.amp=bf16"]).train.amp == "bf16"
     with pytest.raises(config.ConfigError, match="train.amp is 'on'; allowed: off, fp16, bf16"):
         config.load(None, ["train.amp=true"])
 
@@ -426,13 +426,15 @@ def test_train_steps_sets_the_run_length_in_whole_epochs(prepared):
     r = run_cli("train", *FAST, "-o", "train.steps=26", "-o", "output.visualdl=false", "--name", "steps")
     assert r.exit_code == 0, r.output
     assert "train.steps 26: 3 epochs of 10 steps" in r.output
-    saved = config.load(Path("checkpoints/steps/config.yaml"))
-    assert (saved["train"]["epochs"], saved["train"]["steps"]) == (3, 26)
+    saved = config.load(Path("checkpoints/steps/config.yaml"))  # the config as given: nothing derived written in
+    assert (saved.train.epochs, saved.train.steps) == (2, 26)
+    assert json.loads(Path("checkpoints/steps/run.json").read_text())["epochs"] == 3  # the run's length
+    assert "3/3" in run_cli("runs").output  # epochs done of the run's length
     assert len(Path("checkpoints/steps/metrics.jsonl").read_text().splitlines()) == 3
     half = run_cli("train", *FAST, "-o", "train.steps=25", "-o", "output.visualdl=false", "--name", "half")
     assert half.exit_code == 0 and "train.steps 25: 3 epochs of 10 steps" in half.output  # 2.5 epochs: up
     # -o train.epochs=N counts epochs instead: a new run that long, but not this run on resume
-    assert config.load(Path("checkpoints/steps/config.yaml"), ["train.epochs=5"])["train"]["steps"] == 0
+    assert config.load(Path("checkpoints/steps/config.yaml"), ["train.epochs=5"]).train.steps == 0
     bad = run_cli("resume", "--run", "checkpoints/steps", "--epoch", "0", "-o", "train.epochs=5")
     assert bad.exit_code == 1 and "train.steps: 26 -> 0" in bad.output and "Traceback" not in bad.output
     again = run_cli("resume", "--run", "checkpoints/steps", "--epoch", "1")  # the same length, from its config

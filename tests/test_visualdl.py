@@ -109,7 +109,7 @@ def test_pr_and_roc_curves_use_true_labels_and_softmax_probabilities(run, values
     splits = data.load_splits(cfg, data.Normalization(**state["normalization"]))
     from mnist_kit.models.networks import build_model
 
-    model = build_model(cfg["model"], splits.prepared.input_shape, 10)
+    model = build_model(cfg.model, splits.prepared.input_shape, 10)
     model.set_state_dict(state["model"])
     logits, _ = scoring.batch_logits(scoring.eager(model), splits.val)
     probs = np.exp(logits - logits.max(1, keepdims=True))
@@ -190,8 +190,8 @@ def test_embeddings_hparams_text_and_graph(run, values):
     assert not any("." in n for n in names)  # the board's table reads a dot as a nested path
     assert [m.name for m in hp.hparam.metricInfos] == trainlog.HPARAM_METRICS
     lines = [t.text.encoded_text_string for t in values["text"]["config"]]  # one per section, in order
-    assert [line.split(":")[0] for line in lines] == list(config.load(run / "config.yaml"))
-    assert yaml.safe_load("\n".join(lines)) == config.load(run / "config.yaml")
+    assert [line.split(":")[0] for line in lines] == list(config.load(run / "config.yaml").to_dict())
+    assert yaml.safe_load("\n".join(lines)) == config.load(run / "config.yaml").to_dict()
     (training,) = values["text"]["training"]
     assert training.text.encoded_text_string.startswith("cpu: conv blocks and output layer on oneDNN 3.")
     graph = run / "graph" / "r"  # named after the run: the board's graph page labels models by folder

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError
 from mnist_kit.backend.openmp import openmp
+from mnist_kit.errors import UserError
 from mnist_kit.util.interrupts import keep_handlers
 
 

@@ -14,8 +14,9 @@ import warnings
 import click
 import numpy as np
 
-from mnist_kit import UserError, __version__
+from mnist_kit.errors import UserError
 from mnist_kit.util.interrupts import keep_handlers
+from mnist_kit.version import __version__
 
 BUILDS = ("paddlepaddle", "paddlepaddle-gpu")  # PaddlePaddle's two builds; both install the module `paddle`
 INSTALL = ('install one build of PaddlePaddle: pip install "mnist-kit[cpu]" (the CPU build, paddlepaddle), or '

@@ -77,7 +77,7 @@ def _write(run: RunDir) -> None:
 
     cfg, info = run.read_config(), run.read_info()
     shape = tuple(info.get("input_shape", (1, 28, 28)))
-    model = build_model(cfg["model"], shape, len(info["classes"]))
+    model = build_model(cfg.model, shape, len(info["classes"]))
     from visualdl.component.graph import translate_graph
 
     tmp = partial_dir(run.graph_dir)  # built aside, put in place whole: a kill leaves no half-written program

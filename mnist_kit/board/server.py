@@ -47,7 +47,7 @@ def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path |
     import subprocess
     import threading
 
-    from mnist_kit import UserError
+    from mnist_kit.errors import UserError
 
     logdir = Path(logdir)
     if not logdir.is_dir() or not any(logdir.rglob("vdlrecords*")):
@@ -87,7 +87,7 @@ def _wait_until_up(proc, url: str, port: int, errors, timeout: float = 60) -> No
     """Wait until the server answers; UserError (the server stopped) if it ends or does not answer."""
     import urllib.request
 
-    from mnist_kit import UserError
+    from mnist_kit.errors import UserError
 
     deadline = time.time() + timeout
     while True:

@@ -12,6 +12,7 @@ May import: ``mnist_kit``, ``util``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mnist_kit import datasets
 from mnist_kit.data.batches import Batches, Normalization
@@ -20,23 +21,26 @@ from mnist_kit.data.folder import cache_dir, describe_folder, load_folder, prepa
 from mnist_kit.data.sources import dataset_info
 from mnist_kit.data.splits import Splits, make_splits, oversample, split_counts, split_train_val
 
+if TYPE_CHECKING:
+    from mnist_kit.config import Config, Data
 
-def load_dataset(dcfg: dict) -> Prepared:
+
+def load_dataset(dcfg: Data) -> Prepared:
     """The prepared data set a config's ``data`` section names (MNIST-style or an image folder)."""
-    root = data_root(dcfg["root"])
-    return load_folder(dcfg, root) if datasets.get(dcfg["name"]).kind == "folder" else load(dcfg["name"], root)
+    root = data_root(dcfg.root)
+    return load_folder(dcfg, root) if datasets.get(dcfg.name).kind == "folder" else load(dcfg.name, root)
 
 
-def prepared_dir(dcfg: dict, name: str | None = None) -> Path:
+def prepared_dir(dcfg: Data, name: str | None = None) -> Path:
     """Where the prepared data of ``dcfg`` (or of the IDX data set ``name``) lives."""
-    root = data_root(dcfg["root"])
-    name = name or dcfg["name"]
+    root = data_root(dcfg.root)
+    name = name or dcfg.name
     return cache_dir(dcfg, root) if datasets.get(name).kind == "folder" else root / name
 
 
-def load_splits(cfg: dict, norm: Normalization | None = None, rank: int = 0, world: int = 1) -> Splits:
+def load_splits(cfg: Config, norm: Normalization | None = None, rank: int = 0, world: int = 1) -> Splits:
     """The prepared data of ``cfg`` split into batches (see ``splits.make_splits``)."""
-    return make_splits(load_dataset(cfg["data"]), cfg, norm, rank, world)
+    return make_splits(load_dataset(cfg.data), cfg, norm, rank, world)
 
 
 __all__ = ["Batches", "DataError", "Normalization", "Prepared", "Splits", "cache_dir", "data_root",

@@ -11,17 +11,21 @@ values (N, H, W) or (N, H, W, C) in [0, 255]; the warp reads outside the image a
 (MNIST's black border; a photo's own edge). Labels are never touched, and nothing flips: a mirrored 2 or 5
 is not a digit.
 
-    augment.Augment.from_config(cfg["augment"], cfg["data"]["name"]).apply(x, seed, epoch, step, first, total)
+    augment.Augment.from_config(cfg.augment, cfg.data.name).apply(x, seed, epoch, step, first, total)
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mnist_kit import datasets
+
+if TYPE_CHECKING:
+    from mnist_kit.config import Augment as AugmentConfig
 
 STREAM = 0x61756736  # "aug6": the augmentation's seeds never collide with the data order's ([seed, epoch])
 _AFFINE, _STROKE, _ELASTIC, _ERASE, _FLIP = range(5)
@@ -46,11 +50,11 @@ class Augment:
     flip: float = 0.0  # probability that an image is mirrored left to right (clothing; never digits)
 
     @classmethod
-    def from_config(cls, section: dict, dataset: str = "mnist") -> "Augment":
+    def from_config(cls, section: AugmentConfig, dataset: str = "mnist") -> "Augment":
         """The section's transforms, or none when ``augment.apply`` leaves them off for ``dataset``."""
         if skipped(section, dataset):
             return cls()
-        return cls(**{f.name: float(section[f.name]) for f in fields(cls)})
+        return cls(**{f.name: float(getattr(section, f.name)) for f in fields(cls)})
 
     @property
     def active(self) -> bool:
@@ -137,12 +141,12 @@ class Augment:
 # test accuracy after 5 epochs.
 
 
-def skipped(section: dict, dataset: str) -> str | None:
+def skipped(section: AugmentConfig, dataset: str) -> str | None:
     """Why configured transforms are not used for ``dataset`` (None when they are, or none is set)."""
-    configured = Augment(**{f.name: float(section[f.name]) for f in fields(Augment)})
-    if not configured.active or section["apply"] == "always":
+    configured = Augment(**{f.name: float(getattr(section, f.name)) for f in fields(Augment)})
+    if not configured.active or section.apply == "always":
         return None
-    if section["apply"] == "never":
+    if section.apply == "never":
         return "augment.apply is never"
     if not datasets.get(dataset).augment_by_default:
         auto = [name for name, d in datasets.CATALOG.items() if d.augment_by_default]

@@ -8,8 +8,12 @@ The whole split stays in memory as uint8; each epoch's order is a permutation dr
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mnist_kit.config import Data
 
 
 @dataclass(frozen=True)
@@ -20,8 +24,8 @@ class Normalization:
     std: float
 
     @classmethod
-    def from_config(cls, data_cfg: dict, x_train: np.ndarray) -> "Normalization":
-        mean, std = data_cfg["mean"], data_cfg["std"]
+    def from_config(cls, data_cfg: Data, x_train: np.ndarray) -> "Normalization":
+        mean, std = data_cfg.mean, data_cfg.std
         if mean == "auto" or std == "auto":
             # exact, from a histogram of pixel values, in chunks: no float copy of the data set
             counts = np.zeros(256, np.int64)

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError
 from mnist_kit.data.idx import decompress, parse_idx
 from mnist_kit.data.sources import SourceError, dataset_info, debian_available, download, read_local
 from mnist_kit.datasets import DataSet
+from mnist_kit.errors import UserError
 from mnist_kit.util import faults, provenance, readback
 from mnist_kit.util.console import info
 from mnist_kit.util.files import atomic_path, digest, remove_stale_partials, write_text

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,6 +39,9 @@ from mnist_kit.util import provenance
 from mnist_kit.util.console import Progress, info
 from mnist_kit.util.images import COLORS, IMAGE_SUFFIXES, ImageError, load_image
 
+if TYPE_CHECKING:
+    from mnist_kit.config import Data
+
 DECODE_KEYS = ("image_size", "color", "resize", "bad_files")
 LIST_LIMIT = 20  # bad files listed by name in an error message
 # what an image folder's prepared.json holds (beyond every cache's META_SHAPE)
@@ -47,13 +51,21 @@ FOLDER_SHAPE = {**META_SHAPE, "folder": str, "input_shape": [int], "listing_sha2
                 "settings": {"image_size": [int], "color": str, "resize": str, "bad_files": str}}
 
 
-def _folder(dcfg: dict) -> Path:
-    return Path(dcfg["folder"]).expanduser().resolve()
+def _settings(dcfg: Data) -> dict:
+    """The keys that decide how images are decoded, as YAML and prepared.json write them."""
+    values = dcfg.to_dict()
+    return {k: values[k] for k in DECODE_KEYS}
 
 
-def cache_dir(dcfg: dict, root: Path) -> Path:
+def _folder(dcfg: Data) -> Path:
+    if dcfg.folder is None:  # validation requires data.folder with image_folder
+        raise DataError("data.folder is required with data.name: image_folder")
+    return Path(dcfg.folder).expanduser().resolve()
+
+
+def cache_dir(dcfg: Data, root: Path) -> Path:
     folder = _folder(dcfg)
-    key = json.dumps({"folder": str(folder), **{k: dcfg[k] for k in DECODE_KEYS}}, sort_keys=True)
+    key = json.dumps({"folder": str(folder), **_settings(dcfg)}, sort_keys=True)
     return Path(root) / IMAGE_FOLDER / f"{folder.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
@@ -124,7 +136,7 @@ def _decode(folder: Path, files, size, color: str, resize: str):
     return images, labels, kept, bad
 
 
-def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
+def prepare_folder(dcfg: Data, root: Path, force: bool = False) -> dict:
     """Decode every image of ``data.folder`` once, at the configured size and colour; return the metadata."""
     folder = _folder(dcfg)
     classes, files, ignored = scan(folder)
@@ -139,9 +151,9 @@ def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
             info(f"{folder} changed since it was prepared; decoding it again")
         except DataError as e:
             info(f"the existing cache is unusable ({e}); decoding again")
-    size, color, resize = tuple(dcfg["image_size"]), dcfg["color"], dcfg["resize"]
+    size, color, resize = tuple(dcfg.image_size), dcfg.color, dcfg.resize
     images, labels, kept, bad = _decode(folder, files, size, color, resize)
-    if bad and dcfg["bad_files"] == "error":
+    if bad and dcfg.bad_files == "error":
         listed = "\n".join(f"  - {rel}: {why}" for rel, why in bad[:LIST_LIMIT])
         more = f"\n  ... and {len(bad) - LIST_LIMIT} more" if len(bad) > LIST_LIMIT else ""
         raise DataError(f"{len(bad)} of {len(files)} files in {folder} cannot be read as images:\n{listed}{more}\n"
@@ -156,7 +168,7 @@ def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
         "dataset": IMAGE_FOLDER,
         "source": f"folder {folder}",
         "folder": str(folder),
-        "settings": {k: dcfg[k] for k in DECODE_KEYS},
+        "settings": _settings(dcfg),
         "input_shape": [COLORS[color], *size],
         "classes": classes,
         "counts": {"all": int(len(y))},
@@ -170,7 +182,7 @@ def prepare_folder(dcfg: dict, root: Path, force: bool = False) -> dict:
     return write_cache(target, {"x": np.stack(images), "y": y}, meta)
 
 
-def load_folder(dcfg: dict, root: Path, warn_if_changed: bool = True) -> Prepared:
+def load_folder(dcfg: Data, root: Path, warn_if_changed: bool = True) -> Prepared:
     """The prepared image folder of ``dcfg``, its test split (``data.test_ratio``) held out."""
     folder = _folder(dcfg)
     target = cache_dir(dcfg, root)
@@ -181,7 +193,7 @@ def load_folder(dcfg: dict, root: Path, warn_if_changed: bool = True) -> Prepare
         if not folder.is_dir():
             raise DataError(f"data.folder {folder} is not a folder (and nothing was prepared from it); set "
                             "data.folder to the folder that holds one sub-folder of images per class") from None
-        settings = ", ".join(f"{k} {dcfg[k]}" for k in DECODE_KEYS)
+        settings = ", ".join(f"{k} {v}" for k, v in _settings(dcfg).items())
         raise DataError(f"{folder} is not prepared at these settings ({settings}); {how}") from None
     except DataError as e:
         raise DataError(f"{e}; {how} and --force") from None
@@ -201,7 +213,7 @@ def load_folder(dcfg: dict, root: Path, warn_if_changed: bool = True) -> Prepare
     except DataError as e:
         raise DataError(f"{e}; {how} and --force") from None
     x, y = arrays["x"], arrays["y"].astype(np.int64)
-    rest, test = stratified_split(y, dcfg["test_ratio"], dcfg["split_seed"], salt=1)
+    rest, test = stratified_split(y, dcfg.test_ratio, dcfg.split_seed, salt=1)
     return Prepared(IMAGE_FOLDER, tuple(meta["classes"]), x[rest], y[rest], x[test], y[test], meta,
                     tuple(meta["input_shape"]))
 

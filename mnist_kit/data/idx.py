@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError
+from mnist_kit.errors import UserError
 
 
 class IdxError(UserError):

@@ -15,9 +15,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mnist_kit import UserError, datasets
+from mnist_kit import datasets
 from mnist_kit.data.idx import MAX_BYTES, decompress
 from mnist_kit.datasets import DataSet, FileSpec
+from mnist_kit.errors import UserError
 from mnist_kit.util import readback
 from mnist_kit.util.console import Progress, info
 from mnist_kit.util.files import atomic_path

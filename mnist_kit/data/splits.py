@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mnist_kit import datasets
 from mnist_kit.data.batches import Batches, Normalization
 from mnist_kit.data.cache import DataError, Prepared
+
+if TYPE_CHECKING:
+    from mnist_kit.config import Config, Data
 
 
 def stratified_split(y: np.ndarray, ratio: float, seed: int, salt: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -49,35 +53,35 @@ def oversample(y: np.ndarray, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(out))
 
 
-def val_ratio_of_rest(dcfg: dict) -> float:
+def val_ratio_of_rest(dcfg: Data) -> float:
     """``data.val_ratio`` is a share of the whole folder; this is its share of what the test split leaves."""
-    return dcfg["val_ratio"] / (1.0 - dcfg["test_ratio"])
+    return dcfg.val_ratio / (1.0 - dcfg.test_ratio)
 
 
-def split_train_val(x: np.ndarray, y: np.ndarray, dcfg: dict):
+def split_train_val(x: np.ndarray, y: np.ndarray, dcfg: Data):
     """The deterministic split of the training images (x_train, y_train, x_val, y_val): ``data.val_size``
     random images for MNIST-style sets, ``data.val_ratio`` of every class for image folders."""
-    if datasets.get(dcfg["name"]).kind == "folder":
-        train, val = stratified_split(y, val_ratio_of_rest(dcfg), dcfg["split_seed"], salt=2)
+    if datasets.get(dcfg.name).kind == "folder":
+        train, val = stratified_split(y, val_ratio_of_rest(dcfg), dcfg.split_seed, salt=2)
     else:
-        if dcfg["val_size"] >= len(y):
-            raise DataError(f"data.val_size is {dcfg['val_size']} but the training set has only {len(y)} images")
-        order = np.random.default_rng(dcfg["split_seed"]).permutation(len(y))
-        val, train = np.sort(order[:dcfg["val_size"]]), np.sort(order[dcfg["val_size"]:])
+        if dcfg.val_size >= len(y):
+            raise DataError(f"data.val_size is {dcfg.val_size} but the training set has only {len(y)} images")
+        order = np.random.default_rng(dcfg.split_seed).permutation(len(y))
+        val, train = np.sort(order[:dcfg.val_size]), np.sort(order[dcfg.val_size:])
     return x[train], y[train], x[val], y[val]
 
 
-def split_counts(dcfg: dict, prepared: Prepared) -> dict:
+def split_counts(dcfg: Data, prepared: Prepared) -> dict:
     """Images per class in each split, and in the training split after balancing: {split: [count per class]}."""
     k = len(prepared.classes)
     y_rest, y_test = prepared.y_train, prepared.y_test
-    train, val = stratified_split(y_rest, val_ratio_of_rest(dcfg), dcfg["split_seed"], salt=2)
+    train, val = stratified_split(y_rest, val_ratio_of_rest(dcfg), dcfg.split_seed, salt=2)
     out = {"all": np.bincount(np.concatenate([y_rest, y_test]), minlength=k).tolist(),
            "train": np.bincount(y_rest[train], minlength=k).tolist(),
            "val": np.bincount(y_rest[val], minlength=k).tolist(),
            "test": np.bincount(y_test, minlength=k).tolist()}
-    if dcfg["balance"] == "oversample":
-        out["train_balanced"] = np.bincount(y_rest[train][oversample(y_rest[train], dcfg["split_seed"])],
+    if dcfg.balance == "oversample":
+        out["train_balanced"] = np.bincount(y_rest[train][oversample(y_rest[train], dcfg.split_seed)],
                                             minlength=k).tolist()
     return out
 
@@ -94,34 +98,33 @@ class Splits:
     val: Batches
 
 
-def make_splits(prepared: Prepared, cfg: dict, norm: Normalization | None = None, rank: int = 0,
+def make_splits(prepared: Prepared, cfg: Config, norm: Normalization | None = None, rank: int = 0,
                 world: int = 1) -> Splits:
     """Split ``prepared`` as ``cfg`` says into batches for process ``rank`` of ``world``."""
-    dcfg, tcfg = cfg["data"], cfg["train"]
+    dcfg, tcfg = cfg.data, cfg.train
     x_tr, y_tr, x_val, y_val = split_train_val(prepared.x_train, prepared.y_train, dcfg)
     norm = norm or Normalization.from_config(dcfg, x_tr)
-    if dcfg.get("balance") == "oversample":
-        keep = oversample(y_tr, dcfg["split_seed"])
+    if dcfg.balance == "oversample":
+        keep = oversample(y_tr, dcfg.split_seed)
         x_tr, y_tr = x_tr[keep], y_tr[keep]
     # the splits hold them: not kept twice (the arrays left None from here on)
     prepared = dataclasses.replace(prepared, x_train=None, y_train=None)  # type: ignore[arg-type]
     splits = Splits(prepared, norm,
-                    Batches(x_tr, y_tr, tcfg["batch_size"], norm, shuffle=True, seed=tcfg["seed"], rank=rank,
+                    Batches(x_tr, y_tr, tcfg.batch_size, norm, shuffle=True, seed=tcfg.seed, rank=rank,
                             world=world),
-                    Batches(x_val, y_val, tcfg["eval_batch_size"], norm))
+                    Batches(x_val, y_val, tcfg.eval_batch_size, norm))
     _check_sizes(splits, cfg, world)
     return splits
 
 
-def _check_sizes(splits: Splits, cfg: dict, world: int) -> None:
+def _check_sizes(splits: Splits, cfg: Config, world: int) -> None:
     """DataError for splits that cannot train: no training step per epoch, or nothing to validate on."""
-    n, batch = splits.train.num_samples, cfg["train"]["batch_size"]
+    n, batch = splits.train.num_samples, cfg.train.batch_size
     if len(splits.train) == 0:
         per = f"{world} processes x {batch}" if world > 1 else f"{batch}"
         raise DataError(f"no training step: the training split has {n} images and a step takes {per}; lower "
                         "train.batch_size" + (" or use fewer processes" if world > 1 else ""))
-    d = cfg["data"]
-    asked = d[datasets.get(d["name"]).val_key] > 0
+    asked = cfg.has_validation
     if splits.val.num_samples == 0 and asked:  # none asked for (0): training on every image
         raise DataError(f"the validation split is empty ({n} training images): validation picks the best "
                         "checkpoint; raise data.val_ratio, or add images to the smallest classes")

@@ -28,9 +28,9 @@ import numpy as np
 from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from mnist_kit import UsageError
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.predict import answer, reader
+from mnist_kit.errors import UsageError
 from mnist_kit.util.images import ImageError, TooLarge
 
 STATIC = Path(__file__).with_name("static")

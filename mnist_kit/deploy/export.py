@@ -19,19 +19,23 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mnist_kit import UserError, datasets
 from mnist_kit.backend.runtime import versions
 from mnist_kit.data import Batches, Splits
 from mnist_kit.deploy import inference
+from mnist_kit.errors import UserError
 from mnist_kit.evaluate import scoring
 from mnist_kit.models.networks import save_program
 from mnist_kit.runs.checkpoint import CheckpointState
 from mnist_kit.runs.rundir import RunDir
 from mnist_kit.util import faults, provenance
 from mnist_kit.util.files import digest, partial_dir, remove_stale_partials, replace_dir
+
+if TYPE_CHECKING:
+    from mnist_kit.config import Config
 
 META = inference.META
 PARITY_IMAGES = 1000
@@ -127,12 +131,12 @@ def _metadata(run: RunDir, trained: scoring.Trained, classes: list) -> inference
         "input_shape": [None, *shape],
         "input_dtype": "float32",
         "normalization": trained.splits.norm.to_dict(),
-        "preprocess": datasets.get(cfg["data"]["name"]).photo_style,
+        "preprocess": cfg.dataset.photo_style,
         "classes": classes,
-        "dataset": cfg["data"]["name"],
-        "model": cfg["model"],
-        **({"image": {k: cfg["data"][k] for k in ("image_size", "color", "resize")}}
-           if datasets.get(cfg["data"]["name"]).kind == "folder" else {}),
+        "dataset": cfg.data.name,
+        "model": cfg.model.to_dict(),
+        **({"image": {k: v for k, v in cfg.data.to_dict().items() if k in ("image_size", "color", "resize")}}
+           if cfg.dataset.kind == "folder" else {}),
         "source": {"run": str(run.path.resolve()), "checkpoint": ckpt_path.name, "epoch": state["epoch"],
                    "step": state["step"], "checkpoint_sha256": digest(ckpt_path)},
         "exported_at": provenance.now(),
@@ -215,7 +219,7 @@ class Reference:
                 "split": self.split}
 
 
-def _to_pdparams(folder: Path, cfg: dict, state: CheckpointState, reference: Reference) -> dict:
+def _to_pdparams(folder: Path, cfg: Config, state: CheckpointState, reference: Reference) -> dict:
     """``model.pdparams`` and ``model.pdopt``: the state dicts of the model and of its optimizer, as Paddle
     itself saves them, keyed as a fresh process that builds the model names its parameters; checked by
     loading them back into a new model."""
@@ -225,15 +229,15 @@ def _to_pdparams(folder: Path, cfg: dict, state: CheckpointState, reference: Ref
 
     shape, k = reference.input_shape, len(state["classes"])
     with paddle.utils.unique_name.guard():  # parameter names from 0, as in a new process: the optimizer's keys
-        fresh = build_model(cfg["model"], shape, k)
+        fresh = build_model(cfg.model, shape, k)
     load_weights(fresh, weights(state), "the checkpoint")
     paddle.save(fresh.state_dict(), str(folder / "model.pdparams"))
     paddle.save(local_optimizer_state(state["optimizer"], fresh), str(folder / "model.pdopt"))
-    loaded = build_model(cfg["model"], shape, k)
+    loaded = build_model(cfg.model, shape, k)
     loaded.set_state_dict(paddle.load(str(folder / "model.pdparams")))
     loaded.eval()
     checks = reference.compare("model.pdparams state dict", scoring.eager(loaded))
-    return {"model": "model.pdparams", "optimizer": "model.pdopt", "optimizer_name": cfg["optimizer"]["name"],
+    return {"model": "model.pdparams", "optimizer": "model.pdopt", "optimizer_name": cfg.optimizer.name,
             "pickle": True, **checks}
 
 

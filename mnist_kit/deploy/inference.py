@@ -13,9 +13,9 @@ from typing import TypedDict
 
 import numpy as np
 
-from mnist_kit import UserError
 from mnist_kit.backend.paddle_inference import Program, ProgramError, program_files
 from mnist_kit.data.batches import Normalization  # numpy only: prediction imports no training code
+from mnist_kit.errors import UserError
 from mnist_kit.evaluate.metrics import softmax
 from mnist_kit.util import readback
 from mnist_kit.util.files import digest

@@ -7,13 +7,14 @@ import functools
 import glob
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.preprocess import ImageError, preprocess
+from mnist_kit.errors import UserError
 from mnist_kit.runs import listing
 from mnist_kit.util.images import IMAGE_SUFFIXES, MAX_PIXELS, load_image
 
@@ -76,12 +77,23 @@ def answer(p: np.ndarray, classes: list[str], topk: int = 3, min_confidence: flo
 def predict_paths(paths: list[str], model_dir: Path, topk: int = 3, min_confidence: float = 0.6,
                   save_preprocessed: Path | None = None, device: str = "cpu", runtime: str = "auto") -> list[dict]:
     """One result per image: the class, its probability and the top-k, or the error for that file."""
+    return predict_sources(paths, model_dir, topk, min_confidence, save_preprocessed, device, runtime)
+
+
+def predict_sources(sources: Sequence[str | tuple[str, bytes]], model_dir: Path, topk: int = 3,
+                    min_confidence: float = 0.6, save_preprocessed: Path | None = None, device: str = "cpu",
+                    runtime: str = "auto") -> list[dict]:
+    """``predict_paths`` for paths (files, folders, globs) and images in memory, given as (name, the bytes of
+    an image file): each read by the same preprocessing."""
     predictor = inference.Predictor(model_dir, device=device, runtime=runtime)
     classes = predictor.meta["classes"]
     read = reader(predictor.meta)
     results: list[dict] = []
     images, slots = [], []
-    for name, path, error in expand(paths):
+    named: list[tuple[str, Path | bytes | None, str | None]] = []
+    for source in sources:
+        named += [(source[0], source[1], None)] if isinstance(source, tuple) else list(expand([source]))
+    for name, path, error in named:
         result = {"file": name}
         if error is None:
             try:
@@ -93,12 +105,17 @@ def predict_paths(paths: list[str], model_dir: Path, topk: int = 3, min_confiden
             result["error"] = error
         results.append(result)
     if save_preprocessed is not None and images:
-        save_new_pngs(save_preprocessed, [(f"{i:04d}_{Path(results[i]['file']).stem}.png", img)
+        save_new_pngs(save_preprocessed, [(f"{i:04d}_{_stem(results[i]['file'])}.png", img)
                                           for i, img in zip(slots, images)])
     probs = predictor.probabilities(np.stack(images)) if images else np.zeros((0, len(classes)))
     for i, p in zip(slots, probs):
         results[i].update(answer(p, classes, topk, min_confidence))
     return results
+
+
+def _stem(name: str) -> str:
+    """A file's name without its suffix; an image given in memory (``<image 3>``) as ``image-3``."""
+    return name.strip("<>").replace(" ", "-") if name.startswith("<") else Path(name).stem
 
 
 def save_new_pngs(folder: Path, named: list[tuple[str, np.ndarray]]) -> None:

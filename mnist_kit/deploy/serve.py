@@ -14,9 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-from mnist_kit import UserError
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.app import IDLE_TIMEOUT, MAX_BODY, MAX_CONNECTIONS, TOO_LARGE, check_origin, create_app
+from mnist_kit.errors import UserError
 from mnist_kit.util import addresses
 
 DRAIN_SECONDS = 30  # on Ctrl-C or SIGTERM, how long requests in progress may take to end

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit import UserError, config, data, datasets
+from mnist_kit import config, data, datasets
 from mnist_kit.backend import distributed
 from mnist_kit.backend.paddle_inference import Program, program_files
 from mnist_kit.backend.runtime import paddle, select_device
+from mnist_kit.errors import UserError
 from mnist_kit.evaluate import metrics
 from mnist_kit.models.losses import build_loss
 from mnist_kit.models.networks import build_model, load_weights, save_program
@@ -92,7 +93,7 @@ def features(model, x: np.ndarray, norm: data.Normalization, batch_size: int = 1
 class Trained:
     """A run's checkpoint loaded into its network, with the run's config and data."""
 
-    cfg: dict
+    cfg: config.Config
     path: Path
     state: CheckpointState
     splits: data.Splits
@@ -114,7 +115,7 @@ def load_trained(run: RunDir, epoch: int | None = None, last: bool = False, devi
     if trained_on and trained_on != splits.prepared.meta.get("arrays_sha256"):
         info(f"warning: the data were prepared again since {run} was trained; its splits now hold other "
              "images than the ones it was trained and validated on")
-    model = build_model(cfg["model"], splits.prepared.input_shape, len(splits.prepared.classes))
+    model = build_model(cfg.model, splits.prepared.input_shape, len(splits.prepared.classes))
     load_weights(model, checkpoint.weights(state), str(path))
     model.eval()
     return Trained(cfg, path, state, splits, model, device)
@@ -127,7 +128,7 @@ def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, spli
     ``deploy.photos.photo_set``), on photos made from the test set, read as ``predict`` reads files, beside
     the same test images as they are (``result["photos"]``)."""
     trained = load_trained(run, epoch, last, device)
-    if photos is not None and datasets.get(trained.cfg["data"]["name"]).kind != "idx":
+    if photos is not None and datasets.get(trained.cfg.data.name).kind != "idx":
         raise UserError(f"--photos makes photos of MNIST-style test images; {run} was trained on an image folder: "
                         "evaluate photos of your own with mnist-kit predict")
     splits, classes = trained.splits, trained.splits.prepared.classes
@@ -140,17 +141,17 @@ def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, spli
         if len(y) == 0:
             raise UserError(f"{run} has no validation split (it trained on every training image); evaluate on "
                             "the test split")
-    batches = data.Batches(x, y, trained.cfg["train"]["eval_batch_size"], splits.norm)
+    batches = data.Batches(x, y, trained.cfg.train.eval_batch_size, splits.norm)
     start = time.perf_counter()
     # on the CPU through Paddle Inference (oneDNN); the GPU runs the eager model fast
     with (traced(trained.model, splits.prepared.input_shape) if trained.device == "cpu"
           else contextlib.nullcontext(eager(trained.model))) as logits_of:
-        logits, loss = batch_logits(logits_of, batches, build_loss(trained.cfg["loss"]))
+        logits, loss = batch_logits(logits_of, batches, build_loss(trained.cfg.loss))
         seconds = time.perf_counter() - start
         photo_report = photo_accuracy(trained, logits_of, photos) if photos is not None else None
     result = metrics.report(y, logits.argmax(axis=1), len(classes))
     result.update({"run": str(run), "checkpoint": trained.path.name, "epoch": trained.state["epoch"],
-                   "split": split, "dataset": trained.cfg["data"]["name"], "samples": int(len(y)), "loss": loss,
+                   "split": split, "dataset": trained.cfg.data.name, "samples": int(len(y)), "loss": loss,
                    "classes": list(classes),
                    "engine": "Paddle Inference (oneDNN)" if trained.device == "cpu" else f"eager ({trained.device})",
                    "seconds": seconds})
@@ -163,10 +164,10 @@ def photo_accuracy(trained: Trained, logits_of, photos) -> dict:
     """Accuracy on the photos ``photos`` makes of test images, overall and per file format, and on the
     same test images as they are."""
     test = trained.splits.prepared
-    px, py, kinds, made_from = photos(test.x_test, test.y_test, trained.cfg["data"]["name"])
+    px, py, kinds, made_from = photos(test.x_test, test.y_test, trained.cfg.data.name)
     if not len(py):
         return {"count": 0, "accuracy": 0.0, "same_test_images_accuracy": 0.0, "by_format": {}}
-    batch = trained.cfg["train"]["eval_batch_size"]
+    batch = trained.cfg.train.eval_batch_size
     right = batch_logits(logits_of, data.Batches(px, py, batch, trained.splits.norm))[0].argmax(axis=1) == py
     as_they_are = data.Batches(test.x_test[made_from], py, batch, trained.splits.norm)
     same = batch_logits(logits_of, as_they_are)[0].argmax(axis=1) == py

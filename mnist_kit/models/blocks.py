@@ -9,11 +9,11 @@ DEFAULTS = {"channels": None, "kernel": None, "stride": 1, "padding": "same", "a
             "pool_size": 2, "pool_stride": None, "pool_padding": 0, "batch_norm": None}
 
 
-def cnn_blocks(model_cfg: dict) -> list[dict]:
+def cnn_blocks(model_cfg) -> list[dict]:
     """The CNN's conv blocks, complete: from model.blocks, or from the short keys (channels, kernel_size,
     batch_norm: a 'same' conv, ReLU and a 2x2 max-pool each). ``padding`` in pixels; ``padding_given``: as
-    written ('same' or pixels)."""
-    m = model_cfg
+    written ('same' or pixels). ``model_cfg``: the config's model section, or its dict form."""
+    m = model_cfg if isinstance(model_cfg, dict) else model_cfg.to_dict()
     given = m.get("blocks") or [{"channels": c} for c in m["channels"]]
     out = []
     for b in given:

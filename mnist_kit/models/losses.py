@@ -3,8 +3,13 @@ and returns ``loss(logits, labels)``, the batch's mean."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mnist_kit.backend.runtime import paddle
 from mnist_kit.models import registry
+
+if TYPE_CHECKING:
+    from mnist_kit.config import Loss
 
 F = paddle.nn.functional
 
@@ -30,5 +35,6 @@ def mse():
     return loss
 
 
-def build_loss(loss_cfg: dict):
-    return registry.resolve(registry.LOSSES, loss_cfg["name"])(**{k: v for k, v in loss_cfg.items() if k != "name"})
+def build_loss(loss_cfg: Loss):
+    options = {k: v for k, v in loss_cfg.to_dict().items() if k != "name"}
+    return registry.resolve(registry.LOSSES, loss_cfg.name)(**options)

@@ -7,14 +7,18 @@ Input shape and number of classes come from the data, so nothing is sized by han
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mnist_kit import UserError
 from mnist_kit.backend.runtime import paddle
+from mnist_kit.errors import UserError
 from mnist_kit.models import registry
 from mnist_kit.models.blocks import block_output, cnn_blocks
+
+if TYPE_CHECKING:
+    from mnist_kit.config import Model
 
 nn = paddle.nn
 F = paddle.nn.functional
@@ -238,10 +242,15 @@ class CNN(paddle.nn.Layer):
         return log_mean_exp(logp)
 
 
-def build_model(model_cfg: dict, input_shape=(1, 28, 28), num_classes: int = 10) -> paddle.nn.Layer:
-    options = {k: v for k, v in model_cfg.items() if k not in ("name", "init")}
-    model = registry.resolve(registry.MODELS, model_cfg["name"])(tuple(input_shape), num_classes, **options)
-    initialize(model, model_cfg.get("init", "default"))
+def build_model(model_cfg: Model | Mapping[str, Any], input_shape=(1, 28, 28),
+                num_classes: int = 10) -> paddle.nn.Layer:
+    """The network ``model_cfg`` describes, for images of ``input_shape``: the config's model section, or its
+    dict form (as config.yaml, a checkpoint and an export's mnist_kit_model.json hold it; keys left out take the
+    network's defaults)."""
+    options = dict(model_cfg) if isinstance(model_cfg, Mapping) else model_cfg.to_dict()
+    name, init = options.pop("name"), options.pop("init", "default")
+    model = registry.resolve(registry.MODELS, name)(tuple(input_shape), num_classes, **options)
+    initialize(model, init)
     return model
 
 

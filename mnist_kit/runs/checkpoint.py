@@ -20,12 +20,15 @@ import pickle
 import re
 import shutil
 from pathlib import Path
-from typing import TypedDict, cast
+from typing import TYPE_CHECKING, TypedDict, cast
 
-from mnist_kit import UserError
+from mnist_kit.errors import UserError
 from mnist_kit.util import faults, provenance, readback
 from mnist_kit.util.console import info
 from mnist_kit.util.files import atomic_path, digest, write_text
+
+if TYPE_CHECKING:
+    from mnist_kit.config import Config
 
 MANIFEST = "manifest.json"
 BEST = "best.pdckpt"
@@ -258,14 +261,14 @@ def for_use(folder: Path, epoch: int | None = None, last: bool = False) -> Path:
     return folder / BEST
 
 
-def check_processes(state: CheckpointState, path: Path, cfg: dict, world: int) -> None:
+def check_processes(state: CheckpointState, path: Path, cfg: Config, world: int) -> None:
     """A checkpoint ``state`` written by another number of processes than ``world`` resumes only where the
     global batch may change: at the end of an epoch with a constant schedule, past its warm-up."""
     was, now = state.get("world_size", 1), world
     if was == now:
         return
-    if not state["epoch_complete"] or cfg["schedule"]["name"] != "constant" or (
-            cfg["schedule"]["warmup_epochs"] > state["epoch"] + 1):
+    if not state["epoch_complete"] or cfg.schedule.name != "constant" or (
+            cfg.schedule.warmup_epochs > state["epoch"] + 1):
         raise UserError(f"{path.name} was written by {was} process(es) and this job has {now}: that is only "
                         "possible from the end of an epoch with a constant schedule (past its warm-up); resume "
                         "with the same number of processes")

@@ -8,7 +8,8 @@ import math
 import os
 from pathlib import Path
 
-from mnist_kit import UserError, config
+from mnist_kit import config
+from mnist_kit.errors import UserError
 from mnist_kit.runs.rundir import RunDir
 from mnist_kit.util import readback
 from mnist_kit.util.console import info
@@ -23,7 +24,7 @@ NOT_HPARAMS = ("output.", "log.", "checkpoint.", "train.log_every", "train.eval_
 def hparams_shown(cfg: dict, also=()) -> list[str]:
     """The keys (``section.key``) a run shows as its hyper-parameters, in order: the key ones, then
     ``also`` (a sweep's axes), then every other key whose value is not the default."""
-    base = config.defaults()
+    base = config.defaults().to_dict()
     changed = [f"{s}.{k}" for s, sec in cfg.items() if isinstance(sec, dict) for k, v in sec.items()
                if base.get(s, {}).get(k, object()) != v]
     keys = []
@@ -120,7 +121,7 @@ def summarize(run: RunDir, root: Path | None = None) -> dict:
     except (UserError, OSError) as e:
         out["error"] = str(e)
         return out
-    epochs = cfg.get("train", {}).get("epochs")
+    epochs = info.get("epochs", cfg.get("train", {}).get("epochs"))  # run.json's: train.steps counted in epochs
     dataset = info.get("dataset", {}).get("name")
     out.update({
         "status": status, "epochs_done": len(rows), "epochs": epochs if isinstance(epochs, int) else None,

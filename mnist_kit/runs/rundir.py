@@ -26,7 +26,8 @@ import os
 from pathlib import Path
 from typing import Any, TypedDict
 
-from mnist_kit import UserError, config
+from mnist_kit import config
+from mnist_kit.errors import UserError
 from mnist_kit.util import provenance, readback
 from mnist_kit.util.files import PARTIAL, locked_by_another, overwrite_in_place, try_lock, write_bytes, write_text
 
@@ -200,13 +201,14 @@ class RunDir:
                 raise
             overwrite_in_place(self.info_file, text.encode())
 
-    def read_config(self, overrides=()) -> dict:
+    def read_config(self, overrides=()) -> config.Config:
+        """The run's config.yaml, validated (with ``overrides`` as ``-o`` gives them)."""
         if not self.config_file.is_file():
             raise UserError(f"{self.path} has no config.yaml: it is not a complete mnist-kit run (it is written when "
                             "a run starts; restore it from a copy of the run)")
         return config.load(self.config_file, overrides)
 
-    def write_config(self, cfg: dict) -> None:
+    def write_config(self, cfg: config.Config) -> None:
         write_text(self.config_file, config.dump(cfg))
 
     def append_metrics(self, row: dict) -> None:
@@ -310,6 +312,7 @@ class RunInfo(TypedDict, total=False):
     dataset: dict  # name, source, train / val / test sizes, arrays_sha256
     input_shape: list[int]
     world_size: int  # processes
+    epochs: int  # the run's length: train.epochs, or train.steps counted in whole epochs of its data
     fast_conv: dict  # models.onednn.Choice.record()
     init_from: dict | None  # train.init_from: where the weights came from
     epochs_done: int
@@ -338,7 +341,7 @@ RESERVED_ENV = "MNIST_KIT_RESERVED_RUN"
 # the fields of run.json that are read back, and their types
 INFO_TYPES: dict[str, type | tuple[type, ...]] = {
     "status": str, "started": (int, float), "started_at": str, "dataset": dict, "normalization": dict,
-              "classes": list, "input_shape": list, "resumes": list, "world_size": int, "error": str}
+              "classes": list, "input_shape": list, "resumes": list, "world_size": int, "error": str, "epochs": int}
 
 
 def _info_problem(info) -> str | None:

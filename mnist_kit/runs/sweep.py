@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from mnist_kit import ConfigError, UserError, config, data
+from mnist_kit import config, data
+from mnist_kit.errors import ConfigError, UserError
 from mnist_kit.runs import checkpoint, listing
 from mnist_kit.runs.rundir import RunDir
 from mnist_kit.util import interrupts, provenance, readback
@@ -39,7 +40,7 @@ LOCK = ".sweep.lock"  # in the sweep folder: held by the sweep that runs there
 class Planned:
     name: str
     overrides: list[str]  # this run's grid values, as -o texts
-    cfg: dict
+    cfg: config.Config
 
 
 def parse_grid(overrides: list[str]) -> tuple[list[str], list[tuple[str, list]]]:
@@ -125,7 +126,7 @@ def plan(config_path: Path | None, overrides: list[str]) -> tuple[list[str], lis
     return fixed, axes, planned
 
 
-def _state(run: RunDir, cfg: dict) -> str:
+def _state(run: RunDir, cfg: config.Config) -> str:
     """new | busy | completed | resumable | restart | other-config (busy: a process trains it right now;
     resumable also covers a completed run that the sweep now asks to train for more epochs)."""
     if not run.path.exists():
@@ -140,7 +141,7 @@ def _state(run: RunDir, cfg: dict) -> str:
     if any(k not in config.SAFE_ON_RESUME for k in config.differences(saved, cfg)):
         return "other-config"
     # with train.steps the run's epochs follow from the data (saved), and only another train.steps is longer
-    longer = not cfg["train"]["steps"] and cfg["train"]["epochs"] > saved["train"]["epochs"]
+    longer = not cfg.train.steps and cfg.train.epochs > saved.train.epochs
     if info_.get("status") == "completed" and not longer:
         return "completed"
     return "resumable" if checkpoint.periodic(run.ckpt_dir) else "restart"
@@ -149,7 +150,7 @@ def _state(run: RunDir, cfg: dict) -> str:
 def _command(config_path, fixed, p: Planned, sweep_dir: Path, state: str) -> list[str]:
     base = [sys.executable, "-m", "mnist_kit"]
     if state == "resumable":
-        return base + ["resume", "--run", str(sweep_dir / p.name), "-o", f"train.epochs={p.cfg['train']['epochs']}"]
+        return base + ["resume", "--run", str(sweep_dir / p.name), "-o", f"train.epochs={p.cfg.train.epochs}"]
     return base + ["train", *(["--config", str(config_path)] if config_path else []),
                    *[a for t in [*fixed, *p.overrides, f"output.root={json.dumps(str(sweep_dir))}"] for a in ("-o", t)],
                    "--name", p.name]
@@ -259,10 +260,10 @@ def run_sweep(config_path: Path | None, overrides: list[str], root: Path | None 
         raise ConfigError(f"--name {config.excerpt(name)}: a sweep's name is a plain folder name of at most 200 "
                           "letters, digits and . _ - + = , : @ that starts with a letter or digit")
     fixed, axes, planned = plan(config_path, overrides)
-    for dcfg in {json.dumps(p.cfg["data"], sort_keys=True): p.cfg["data"] for p in planned}.values():
+    for dcfg in {p.cfg.data: None for p in planned}:  # each data set once
         if not (data.prepared_dir(dcfg) / "prepared.json").is_file():
             data.load_dataset(dcfg)  # raises the error that says what to prepare, before any run starts
-    root = Path(root or planned[0].cfg["output"]["root"])
+    root = Path(root or planned[0].cfg.output.root)
     sweep_dir = root / (name or f"sweep-{Path(config_path).stem if config_path else 'defaults'}")
     made = not sweep_dir.exists()
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -298,7 +299,7 @@ def _run_locked(sweep_dir: Path, config_path, fixed, axes, planned: list[Planned
     """``run_sweep`` with the sweep folder locked."""
     (sweep_dir / "logs").mkdir(exist_ok=True)
     for p in planned:  # what `train` records for the run
-        p.cfg["output"].update(root=str(sweep_dir), name=p.name)
+        p.cfg = config.updated(p.cfg, {"output.root": str(sweep_dir), "output.name": p.name})
     states = {p.name: _state(RunDir(sweep_dir / p.name), p.cfg) for p in planned}
     clash = [n for n, s in states.items() if s == "other-config"]
     if clash:

@@ -17,9 +17,9 @@ import math
 import signal
 import time
 
-from mnist_kit import UserError
 from mnist_kit.backend import distributed
 from mnist_kit.backend.runtime import paddle
+from mnist_kit.errors import UserError
 from mnist_kit.evaluate import scoring
 from mnist_kit.runs import checkpoint
 from mnist_kit.runs.rundir import RunDir, RunRecord
@@ -55,7 +55,7 @@ def train_step(trainer: Trainer, x, y) -> StepResult:
             trainer.ema.update(trainer.model)
         # in numpy: 64x10 logits copied out cost less than four Paddle ops (measured 0.21 -> 0.03 ms a step)
         correct = int((logits.numpy().argmax(axis=-1) == y.numpy()).sum())
-    elif trainer.cfg["train"]["on_nonfinite"] == "stop":
+    elif trainer.cfg.train.on_nonfinite == "stop":
         raise _Diverged(value, trainer.step + 1, trainer.epoch)
     lr = trainer.optimizer.get_lr()
     trainer.schedule.step()
@@ -66,10 +66,10 @@ def train_step(trainer: Trainer, x, y) -> StepResult:
 def run_epoch(trainer: Trainer, run: RunDir, log: TrainLog, check_interrupt) -> float:
     """Train the rest of epoch ``trainer.epoch``; return its training time in seconds (with the part before a
     resume)."""
-    log_every = trainer.cfg["train"]["log_every"]
+    log_every = trainer.cfg.train.log_every
     trainer.model.train()
     start = time.perf_counter() - trainer.progress["seconds"]
-    bar = Progress(trainer.steps_per_epoch, f"epoch {trainer.epoch + 1}/{trainer.cfg['train']['epochs']}", unit="step",
+    bar = Progress(trainer.steps_per_epoch, f"epoch {trainer.epoch + 1}/{trainer.epochs}", unit="step",
                    every=log_every)
     bar.update(trainer.step_in_epoch)
     for x, y in trainer.batches():
@@ -89,14 +89,14 @@ def run_epoch(trainer: Trainer, run: RunDir, log: TrainLog, check_interrupt) -> 
             trainer.progress["seconds"] = time.perf_counter() - start
             log.flush()
             checkpoint.save(run.ckpt_dir, checkpoint.step_file(trainer.step), trainer.state(epoch_complete=False))
-            checkpoint.apply_retention(run.ckpt_dir, trainer.cfg["checkpoint"]["keep_last"])
+            checkpoint.apply_retention(run.ckpt_dir, trainer.cfg.checkpoint.keep_last)
     bar.close()
     return time.perf_counter() - start
 
 
 def _mid_epoch_checkpoint_due(trainer: Trainer) -> bool:
     """``checkpoint.every_steps``, except at an epoch's last step (its epoch checkpoint follows); rank 0 only."""
-    return (due(trainer.step, trainer.cfg["checkpoint"]["every_steps"])
+    return (due(trainer.step, trainer.cfg.checkpoint.every_steps)
             and trainer.step_in_epoch < trainer.steps_per_epoch and distributed.is_main())
 
 
@@ -138,7 +138,7 @@ def end_epoch(trainer: Trainer, run: RunDir, record: RunRecord, log: TrainLog, s
         if is_best:
             checkpoint.save(run.ckpt_dir, checkpoint.BEST, state)
         checkpoint.save(run.ckpt_dir, checkpoint.epoch_file(trainer.epoch), state)
-        checkpoint.apply_retention(run.ckpt_dir, trainer.cfg["checkpoint"]["keep_last"])
+        checkpoint.apply_retention(run.ckpt_dir, trainer.cfg.checkpoint.keep_last)
     skipped = trainer.progress["skipped"]
     validated = (f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%" if val["accuracy"] is not None
                  else "no validation")
@@ -154,7 +154,7 @@ def fit(trainer: Trainer, run: RunDir, record: RunRecord, log: TrainLog) -> None
     job_start = time.perf_counter()
     try:
         with interrupts.between_steps() as check_interrupt:
-            while trainer.epoch < trainer.cfg["train"]["epochs"]:
+            while trainer.epoch < trainer.epochs:
                 seconds = run_epoch(trainer, run, log, check_interrupt)
                 end_epoch(trainer, run, record, log, seconds, job_start)
                 faults.hit("epoch", trainer.epoch)
@@ -168,11 +168,11 @@ def fit(trainer: Trainer, run: RunDir, record: RunRecord, log: TrainLog) -> None
         log.close()
     early = {"epoch": trainer.epoch, "reason": trainer.stopped_early} if trainer.stopped_early else None
     if early:
-        info(f"early stop after epoch {trainer.epoch} ({trainer.epoch + 1} of {trainer.cfg['train']['epochs']} epochs "
+        info(f"early stop after epoch {trainer.epoch} ({trainer.epoch + 1} of {trainer.epochs} epochs "
              "trained): "
              f"{trainer.stopped_early}")
     record.save(status="completed", finished_at=provenance.now(), early_stop=early)
-    monitor, best = trainer.cfg["train"]["monitor"], trainer.watch["best"]
+    monitor, best = trainer.cfg.train.monitor, trainer.watch["best"]
     if trainer.best_val_acc >= 0:
         result = f"best validation accuracy {100 * trainer.best_val_acc:.2f}%"
     elif monitor.startswith("val/") or best is None:

@@ -28,12 +28,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mnist_kit import UserError
+from mnist_kit.errors import UserError
 from mnist_kit.runs.rundir import RESERVED_ENV, RunDir
 from mnist_kit.util import readback
 from mnist_kit.util.files import process_alive
 from mnist_kit.util.interrupts import die_with_parent
+
+if TYPE_CHECKING:
+    from mnist_kit.config import Config
 
 LAUNCH_ENV = "MNIST_KIT_LAUNCH"  # a token in the environment of every process of one launch
 NOISE = re.compile(r"^(LAUNCH INFO|\s*warnings\.warn\(|.*No ccache found|=+( Modified FLAGS detected =+)?$|FLAGS\(name="
@@ -147,6 +151,27 @@ def launch_train(nproc: int, argv: list[str], run: RunDir, cpu: bool, devices: s
         where = run.logs_dir if run.path.is_dir() else logs
         raise UserError(f"the {nproc}-process training failed after {time.time() - start:.0f} s (exit code {code}): "
                         f"{_failure(kept, codes)}; worker logs: {where}")
+
+
+def train_parallel(cfg: Config, config_name: str, nproc: int, devices: str | None = None) -> Path:
+    """``train --nproc N`` (and ``--devices``): check what can be checked before launching (the devices, the
+    data prepared, a training step for every process), reserve the run folder, and launch ``mnist-kit train``
+    on the config (written to a file the processes read: the config as validated here). Returns the run."""
+    from mnist_kit import config, data
+    from mnist_kit.backend.runtime import paddle
+
+    has_cuda = paddle.device.is_compiled_with_cuda()
+    if devices is not None:
+        check_devices(devices, nproc, cfg.train.device, has_cuda)
+    if nproc == 1 and devices is None:
+        raise UserError("train_parallel is for 2 or more processes; train with start.train")
+    data.load_splits(cfg, world=nproc)  # data prepared, a step for each process: checked before launching
+    run = RunDir.create(cfg.output.root, cfg.output.name, config_name)
+    with tempfile.TemporaryDirectory(prefix="mnist-kit-config-") as folder:
+        path = Path(folder) / f"{config_name}.yaml"  # its name is the run's config_name in run.json
+        path.write_text(config.dump(cfg))
+        launch_train(nproc, ["--config", str(path)], run, cfg.train.device == "cpu" or not has_cuda, devices)
+    return run.path
 
 
 def _environment_files(logs: Path, backup: bool = True) -> list[Path]:

@@ -8,12 +8,13 @@ import contextlib
 import time
 from pathlib import Path
 
-from mnist_kit import UserError, config, data
+from mnist_kit import config, data
 from mnist_kit.backend import distributed
 from mnist_kit.backend.runtime import versions
 from mnist_kit.board import graph
 from mnist_kit.board.writer import Logbook
 from mnist_kit.data import augment
+from mnist_kit.errors import UserError
 from mnist_kit.models.networks import load_weights, summary
 from mnist_kit.runs import checkpoint
 from mnist_kit.runs.checkpoint import CheckpointState
@@ -33,7 +34,7 @@ def _training_lock(run: RunDir):
 def _init_from(trainer: Trainer) -> dict | None:
     """``train.init_from``: load those weights into the new model (strictly: every parameter, its shape);
     return where they came from, for ``run.json``."""
-    path = trainer.cfg["train"]["init_from"]
+    path = trainer.cfg.train.init_from
     if path is None:
         return None
     weights, source = checkpoint.initial_weights(Path(path))
@@ -47,7 +48,7 @@ def _open_log(trainer: Trainer, run: RunDir, resume_step: int | None = None,
               superseded: Path | None = None) -> TrainLog:
     """The run's VisualDL log (on rank 0, when it is on): its writer, and the second writer that draws the
     validation lines beside training's."""
-    if not (trainer.cfg["output"]["visualdl"] and distributed.is_main()):
+    if not (trainer.cfg.output.visualdl and distributed.is_main()):
         return TrainLog(Logbook(None), trainer.cfg)
     book = Logbook(run.vdl_dir, display_name=run.name, resume_step=resume_step, superseded=superseded)
     val_book = Logbook(run.vdl_val_dir, display_name=f"{run.name} · val", resume_step=resume_step,
@@ -55,12 +56,12 @@ def _open_log(trainer: Trainer, run: RunDir, resume_step: int | None = None,
     return TrainLog(book, trainer.cfg, val_book=val_book, sweep_keys=run.sweep_keys())
 
 
-def train(cfg: dict, config_name: str = "config") -> Path:
+def train(cfg: config.Config, config_name: str = "config") -> Path:
     """Train a new run described by ``cfg``; return its run directory."""
     trainer = build_trainer(cfg)
     init = _init_from(trainer)  # before the run folder exists: a bad train.init_from leaves nothing behind
     main = distributed.is_main()
-    run = RunDir.create(cfg["output"]["root"], cfg["output"]["name"], config_name) if main else None
+    run = RunDir.create(cfg.output.root, cfg.output.name, config_name) if main else None
     run = RunDir(distributed.from_main(str(run)))  # rank 0 alone writes; the others need the name
     with _training_lock(run):
         try:
@@ -71,17 +72,17 @@ def train(cfg: dict, config_name: str = "config") -> Path:
             raise
         info(f"training on {trainer.device}: {trainer.conv_layers.describe()}")
         info(f"run directory: {run}")
-        info(f"seed {cfg['train']['seed']}; {cfg['data']['name']}: {trainer.splits.train.num_samples} "
+        info(f"seed {cfg.train.seed}; {cfg.data.name}: {trainer.splits.train.num_samples} "
              f"train / {trainer.splits.val.num_samples} validation images"
              + ("" if trainer.splits.val.num_samples else " (none asked for: training on every training image)")
              + f"; normalisation mean {trainer.splits.norm.mean} "
              f"std {trainer.splits.norm.std}")
-        if cfg["train"]["steps"]:
-            info(f"train.steps {cfg['train']['steps']}: {cfg['train']['epochs']} epochs of "
+        if cfg.train.steps:
+            info(f"train.steps {cfg.train.steps}: {trainer.epochs} epochs of "
                  f"{len(trainer.splits.train)} steps")
         if trainer.augment.active:
             info(f"augmentation of the training batches: {trainer.augment.describe()}")
-        elif reason := augment.skipped(cfg["augment"], cfg["data"]["name"]):
+        elif reason := augment.skipped(cfg.augment, cfg.data.name):
             info(f"no augmentation: {reason}")
         info(summary(trainer.model, trainer.splits.prepared.input_shape))
         log = _open_log(trainer, run)
@@ -100,13 +101,13 @@ def _start_record(trainer: Trainer, run: RunDir, config_name: str, init: dict | 
     record = RunRecord(run, {
         "name": run.name, "config_name": config_name, "config_hash": config.config_hash(cfg),
         "status": "running", "started": time.time(), "started_at": provenance.now(),
-        "command": provenance.command(), "seed": cfg["train"]["seed"], "device": trainer.device,
+        "command": provenance.command(), "seed": cfg.train.seed, "device": trainer.device,
         "versions": versions(),
         "normalization": trainer.splits.norm.to_dict(), "classes": list(prepared.classes),
-        "dataset": {"name": cfg["data"]["name"], "source": prepared.meta.get("source"),
+        "dataset": {"name": cfg.data.name, "source": prepared.meta.get("source"),
                     "train": trainer.splits.train.num_samples, "val": trainer.splits.val.num_samples,
                     "test": int(prepared.y_test.size), "arrays_sha256": prepared.meta.get("arrays_sha256")},
-        "input_shape": list(prepared.input_shape), "world_size": distributed.world_size(),
+        "input_shape": list(prepared.input_shape), "world_size": distributed.world_size(), "epochs": trainer.epochs,
         "fast_conv": trainer.conv_layers.record(), "init_from": init}, write=main)
     record.save()
     return record
@@ -118,7 +119,7 @@ def _graph(trainer: Trainer, run: RunDir, log: TrainLog):
     on a GPU, where the CPU is free; after the last epoch on the CPU, where it would take a core from the
     training steps (measured on cnn.yaml: epoch 1 at about 6,000 img/s beside it, 6,950 without). A run
     gets it once: a resume writes it when the run has none yet (a CPU run interrupted before its end)."""
-    wanted = log.book.enabled and trainer.cfg["log"]["graph"] and not run.graph_model.exists()
+    wanted = log.book.enabled and trainer.cfg.log.graph and not run.graph_model.exists()
     proc = graph.start(run) if wanted and trainer.device != "cpu" else None
     try:
         yield
@@ -169,8 +170,8 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
         checkpoint.check_processes(state, path, cfg, distributed.world_size())
         trainer = build_trainer(cfg, data.Normalization(**state["normalization"]))
         trainer.restore(state, str(path))
-        if trainer.epoch >= cfg["train"]["epochs"]:
-            raise UserError(f"{run} has already finished its {cfg['train']['epochs']} epochs; to train longer: "
+        if trainer.epoch >= trainer.epochs:
+            raise UserError(f"{run} has already finished its {trainer.epochs} epochs; to train longer: "
                             f"mnist-kit resume --run {run} -o train.epochs=N")
         if trainer.stopped_early:
             raise UserError(f"{run} stopped early after epoch {state['epoch']}: {trainer.stopped_early}. To train on "
@@ -193,7 +194,8 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
         if cfg != saved and main:
             run.write_config(cfg)
         record = RunRecord(run, meta, write=main)
-        record.save(status="running", config_hash=config.config_hash(cfg), resumes=meta.get("resumes", []) + [{
+        record.save(status="running", config_hash=config.config_hash(cfg), epochs=trainer.epochs,
+                    resumes=meta.get("resumes", []) + [{
             "from": path.name, "step": state["step"], "at": provenance.now(),
             "changes": {k: list(v) for k, v in changes.items()}, "set_aside": moved, "command": provenance.command(),
             "fast_conv": trainer.conv_layers.record()}])

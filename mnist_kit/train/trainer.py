@@ -13,10 +13,11 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mnist_kit import UserError, config, data
+from mnist_kit import config, data
 from mnist_kit.backend import distributed
 from mnist_kit.backend.runtime import paddle, rng_state, seed_everything, select_device, set_rng_state, versions
 from mnist_kit.data.augment import Augment
+from mnist_kit.errors import UserError
 from mnist_kit.models import onednn
 from mnist_kit.models.losses import build_loss
 from mnist_kit.models.networks import build_model, load_weights
@@ -45,7 +46,8 @@ class StepResult:
 class Trainer:
     """Everything built from a config, and the position in training."""
 
-    cfg: dict
+    cfg: config.Config
+    epochs: int  # the run's length: train.epochs, or train.steps as whole epochs of this data (computed once)
     device: str
     splits: data.Splits
     model: paddle.nn.Layer
@@ -68,7 +70,7 @@ class Trainer:
     @property
     def stopped_early(self) -> str | None:
         """Why training ends before ``train.epochs`` (patience run out), or None."""
-        patience, monitor = self.cfg["train"]["patience"], self.cfg["train"]["monitor"]
+        patience, monitor = self.cfg.train.patience, self.cfg.train.monitor
         if not patience or self.watch["stale"] < patience:
             return None
         best = self.watch["best"]
@@ -78,7 +80,7 @@ class Trainer:
 
     def monitor(self, row: dict) -> bool:
         """Note epoch ``row``'s value of ``train.monitor``; whether it is the best so far."""
-        name = self.cfg["train"]["monitor"]
+        name = self.cfg.train.monitor
         value, best = row[name.replace("/", "_")], self.watch["best"]
         if value is None:  # no validation split: the best is the last
             self.watch = {"best": None, "best_epoch": row["epoch"], "stale": 0}
@@ -114,10 +116,10 @@ class Trainer:
                 "schedule": self.schedule.state_dict(), "rng": rng_state(),
                 "epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
                 "epoch_complete": epoch_complete, "epoch_progress": dict(self.progress),
-                "data_order": {"seed": self.cfg["train"]["seed"], "epoch": self.epoch,
+                "data_order": {"seed": self.cfg.train.seed, "epoch": self.epoch,
                                "step_in_epoch": self.step_in_epoch},
                 "best_val_acc": self.best_val_acc, "watch": dict(self.watch),
-                "config": self.cfg, "config_hash": config.config_hash(self.cfg),
+                "config": self.cfg.to_dict(), "config_hash": config.config_hash(self.cfg),
                 "world_size": distributed.world_size(),
                 "normalization": self.splits.norm.to_dict(), "classes": list(self.splits.prepared.classes),
                 "fast_conv": self.conv_layers.record(), "versions": versions(),
@@ -144,26 +146,26 @@ class Trainer:
             self.progress = dict(state["epoch_progress"])
 
 
-def build_trainer(cfg: dict, norm: data.Normalization | None = None) -> Trainer:
-    tcfg = cfg["train"]
+def build_trainer(cfg: config.Config, norm: data.Normalization | None = None) -> Trainer:
+    tcfg = cfg.train
     distributed.init()
-    device = select_device(tcfg["device"], distributed.local_rank())
-    if tcfg["amp"] != "off" and not device.startswith("gpu"):
-        raise UserError(f"train.amp {tcfg['amp']} (mixed precision) needs a GPU: Paddle's CPU build runs none "
+    device = select_device(tcfg.device, distributed.local_rank())
+    if tcfg.amp != "off" and not device.startswith("gpu"):
+        raise UserError(f"train.amp {tcfg.amp} (mixed precision) needs a GPU: Paddle's CPU build runs none "
                         "(its auto_cast has no effect on the CPU); set train.amp off or train on a GPU")
-    seed_everything(tcfg["seed"])
+    seed_everything(tcfg.seed)
     splits = data.load_splits(cfg, norm, distributed.rank(), distributed.world_size())
-    model = build_model(cfg["model"], splits.prepared.input_shape, len(splits.prepared.classes))
-    threads, lowered = onednn.threads_for(tcfg["threads"], distributed.local_size())
+    model = build_model(cfg.model, splits.prepared.input_shape, len(splits.prepared.classes))
+    threads, lowered = onednn.threads_for(tcfg.threads, distributed.local_size())
     if lowered:
         info(f"warning: {lowered}")
-    fast = onednn.enable(model, tcfg["fast_conv"], device, threads, splits.prepared.input_shape)
-    if tcfg["steps"]:  # the run's length in updates, as whole epochs of this data set (the written config says)
-        tcfg["epochs"] = config.epochs_of_steps(tcfg["steps"], len(splits.train))
-    schedule = build_schedule(cfg["schedule"], cfg["optimizer"]["lr"], len(splits.train), tcfg["epochs"])
-    optimizer = build_optimizer(cfg["optimizer"], schedule, model.parameters())
+    fast = onednn.enable(model, tcfg.fast_conv, device, threads, splits.prepared.input_shape)
+    # the run's length: train.steps (updates) as whole epochs of this data set, or train.epochs
+    epochs = config.epochs_of_steps(tcfg.steps, len(splits.train)) if tcfg.steps else tcfg.epochs
+    schedule = build_schedule(cfg.schedule, cfg.optimizer.lr, len(splits.train), epochs)
+    optimizer = build_optimizer(cfg.optimizer, schedule, model.parameters())
     net = paddle.DataParallel(model) if distributed.world_size() > 1 else model
-    return Trainer(cfg, device, splits, model, build_loss(cfg["loss"]), schedule, optimizer, net, amp=tcfg["amp"],
-                   scaler=paddle.amp.GradScaler() if tcfg["amp"] == "fp16" else None, conv_layers=fast,
-                   augment=Augment.from_config(cfg["augment"], cfg["data"]["name"]),
-                   ema=WeightAverage(model, tcfg["ema"]) if tcfg["ema"] else None)
+    return Trainer(cfg, epochs, device, splits, model, build_loss(cfg.loss), schedule, optimizer, net, amp=tcfg.amp,
+                   scaler=paddle.amp.GradScaler() if tcfg.amp == "fp16" else None, conv_layers=fast,
+                   augment=Augment.from_config(cfg.augment, cfg.data.name),
+                   ema=WeightAverage(model, tcfg.ema) if tcfg.ema else None)

@@ -17,6 +17,8 @@ logbook is disabled and every call does nothing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import yaml
 
@@ -24,6 +26,9 @@ from mnist_kit.board.writer import Logbook
 from mnist_kit.evaluate import metrics
 from mnist_kit.evaluate.scoring import features
 from mnist_kit.runs import listing
+
+if TYPE_CHECKING:
+    from mnist_kit.config import Config
 
 HPARAM_METRICS = ["val/acc", "val/loss", "train/epoch_acc", "train/epoch_loss"]
 # (tag, training's row key, validation's row key): drawn together, training by the run's writer and
@@ -64,22 +69,22 @@ def hparams(cfg: dict, also=()) -> dict:
 
 
 class TrainLog:
-    def __init__(self, logbook: Logbook, cfg: dict, val_book: Logbook | None = None, sweep_keys=()):
+    def __init__(self, logbook: Logbook, cfg: Config, val_book: Logbook | None = None, sweep_keys=()):
         """``val_book``: the second writer, for the validation lines; ``sweep_keys``: the config keys the
         sweep of this run varies (shown among its hyper-parameters even where a run has the default)."""
-        self.book, self.cfg, self.lcfg = logbook, cfg, cfg["log"]
+        self.book, self.cfg, self.lcfg = logbook, cfg, cfg.log
         self.val_book = val_book if val_book is not None else Logbook(None)
         self.sweep_keys = list(sweep_keys)
 
     def start(self, trainer) -> None:
         """What the log shows from the start of a run: config, hyper-parameters, a grid of input samples."""
-        if self.lcfg["config_text"]:
-            for line in config_lines(self.cfg):  # one text each: the board shows no line breaks in a text
+        if self.lcfg.config_text:
+            for line in config_lines(self.cfg.to_dict()):  # one text each: the board shows no line breaks in a text
                 self.book.text("config", line)
         self.training_setup(trainer)
-        if self.lcfg["hparams"]:
-            self.book.hparams(hparams(self.cfg, self.sweep_keys), HPARAM_METRICS)
-        if self.lcfg["images"]:
+        if self.lcfg.hparams:
+            self.book.hparams(hparams(self.cfg.to_dict(), self.sweep_keys), HPARAM_METRICS)
+        if self.lcfg.images:
             train = trainer.splits.train
             first = train.order(0)[:64]
             classes = trainer.splits.prepared.classes
@@ -93,17 +98,17 @@ class TrainLog:
 
     def training_setup(self, trainer) -> None:
         """What trains the run from this step on: the device and the conv blocks' layers (at a resume too)."""
-        if self.lcfg["config_text"]:
+        if self.lcfg.config_text:
             self.book.text("training", f"{trainer.device}: {trainer.conv_layers.describe()}", trainer.step)
 
     def after_step(self, trainer, loss: float, correct: int, n: int, lr: float) -> None:
         """After the update of global step ``trainer.step`` (``n`` images, ``correct`` of them right, at rate
         ``lr``)."""
-        if due(trainer.step, self.cfg["train"]["log_every"]):
+        if due(trainer.step, self.cfg.train.log_every):
             self.book.scalar("train/loss", loss, trainer.step)
             self.book.scalar("train/acc", correct / n, trainer.step)
             self.book.scalar("train/lr", lr, trainer.step)
-        if self.book.enabled and due(trainer.step, self.lcfg["histogram_every"]):
+        if self.book.enabled and due(trainer.step, self.lcfg.histogram_every):
             self._histograms(trainer)
 
     def _histograms(self, trainer) -> None:
@@ -124,21 +129,21 @@ class TrainLog:
         if self.book.enabled:
             if trainer.splits.val.num_samples:
                 self._validation_pictures(trainer, val, row["epoch"])
-            if self.lcfg["histogram_every"] and not due(trainer.step, self.lcfg["histogram_every"]):
+            if self.lcfg.histogram_every and not due(trainer.step, self.lcfg.histogram_every):
                 self._histograms(trainer)  # every epoch has some, however short
         self.flush()
 
     def _validation_pictures(self, trainer, val: dict, epoch: int) -> None:
         classes, step = trainer.splits.prepared.classes, trainer.step
         y, predicted = trainer.splits.val.y, val["logits"].argmax(axis=1)
-        if self.lcfg["images"]:
+        if self.lcfg.images:
             self.book.misclassified("val/misclassified", trainer.splits.val.x, y, predicted, step)
             self.book.confusion("val/confusion_matrix", metrics.confusion_matrix(y, predicted, len(classes)),
                                 classes, step)
-        if self.lcfg["curves"]:
+        if self.lcfg.curves:
             self.book.curves(y, metrics.softmax(val["logits"]), classes, step)
-        if self.lcfg["embeddings"] and epoch == self.cfg["train"]["epochs"] - 1:
-            n = self.lcfg["embeddings"]
+        if self.lcfg.embeddings and epoch == trainer.epochs - 1:
+            n = self.lcfg.embeddings
             right = predicted[:n] == y[:n]
             self.book.embeddings("val/features", features(trainer.model, trainer.splits.val.x[:n], trainer.splits.norm),
                                  {"class": [classes[k] for k in y[:n]],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from mnist_kit import UserError
+from mnist_kit.errors import UserError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mnist_kit import UserError
+from mnist_kit.errors import UserError
 
 try:
     import fcntl

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from mnist_kit import UserError
+from mnist_kit.errors import UserError
 
 MAX_JSON = 16 << 20  # bytes of a JSON file mnist-kit writes (a manifest of 100,000 checkpoints is ~15 MB)
 MAX_METRICS = 64 << 20  # bytes of metrics.jsonl (a row per epoch, about 1 KB each)

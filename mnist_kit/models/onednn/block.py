@@ -107,7 +107,7 @@ class Block:
                     plan = Plan(library(), Shape(n, self.cin, h, w, self.cout, self.kernel, self.kind, training,
                                                  eps, self.nhwc_in, self.nhwc_out), self.free)
             except Unavailable as e:  # checked at this block's shape with a batch of 2: not expected
-                from mnist_kit import UserError
+                from mnist_kit.errors import UserError
 
                 raise UserError(f"the oneDNN conv block {self.cin}->{self.cout} ({self.kernel}x{self.kernel}) "
                                 f"failed on a batch of {n}x{h}x{w}: {e}; continue with: "

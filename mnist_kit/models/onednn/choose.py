@@ -53,7 +53,7 @@ def enable(model, mode: str, device: str, threads: int, input_shape) -> Choice:
     """Put ``model``'s conv blocks on oneDNN as ``mode`` (``train.fast_conv``: auto, on, off) allows, each
     block checked against the stock layers at its own shape first; return what was chosen. ``on`` raises
     UserError with the reason when it cannot be done."""
-    from mnist_kit import UserError
+    from mnist_kit.errors import UserError
 
     def stock(reason: str) -> Choice:
         if mode == "on":

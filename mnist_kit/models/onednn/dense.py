@@ -160,7 +160,7 @@ class Dense:
                 with openmp().threads(self.threads):
                     self.plans[key] = DensePlan(library(), DenseShape(n, self.k, self.o, training, self.hwc))
             except Unavailable as e:  # checked at this shape first: not expected
-                from mnist_kit import UserError
+                from mnist_kit.errors import UserError
 
                 raise UserError(f"the oneDNN output layer {self.k}->{self.o} failed on a batch of {n}: {e}; "
                                 "continue with: -o train.fast_conv=off") from None

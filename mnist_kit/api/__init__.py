@@ -1,0 +1,33 @@
+"""mnist-kit as a library: one function per command, with the command's options as keyword arguments, and the
+objects they return. ``mnist_kit`` exports all of it (``import mnist_kit as mk; mk.train("cnn")``); the CLI
+(``cli``) parses options, calls these functions and prints what they return. Documented, with an example per
+function, in docs/python.md.
+
+- ``commands``: ``load_config``, ``prepare``, ``train``, ``resume``, ``evaluate``, ``export``, ``predict``,
+  ``runs``, ``sweep``, ``model_summary``;
+- ``results``: ``Run``, ``Evaluation``, ``Export``, ``Prediction`` (and its ``Guess``es), ``Sweep``,
+  ``PreparedData``.
+
+Nothing here is imported with ``mnist_kit`` itself, and each function imports the packages it needs when it
+is called (paddle only where it trains, evaluates or exports). May import: any package but ``cli``.
+"""
+
+from mnist_kit.api.commands import (
+    evaluate,
+    export,
+    load_config,
+    model_summary,
+    predict,
+    prepare,
+    resume,
+    runs,
+    serve,
+    sweep,
+    train,
+    train_config,
+)
+from mnist_kit.api.results import Evaluation, Export, Guess, Prediction, PreparedData, Run, Sweep
+
+__all__ = ["Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "evaluate", "export",
+           "load_config", "model_summary", "predict", "prepare", "resume", "runs", "serve", "sweep", "train",
+           "train_config"]
