@@ -145,7 +145,7 @@ def worker_tutorial(npz: str, steps: int, max_epochs: int, target: float) -> dic
 
 
 def _test_accuracies(run: Path, epochs: int) -> list[float]:
-    from mnist_kit.evaluate import scoring
+    from mnist_kit.evaluation import scoring
 
     return [scoring.evaluate_run(run, epoch=e)["accuracy"] for e in range(epochs)]
 
@@ -169,7 +169,7 @@ def worker_mnist_kit(name: str, epochs: int, nproc: int, out: str, *overrides: s
     """`mnist-kit train` as a user runs it (a subprocess, so --nproc works the same way)."""
     import numpy as np
 
-    from mnist_kit.evaluate import scoring
+    from mnist_kit.evaluation import scoring
 
     run = Path(out) / "run"
     argv = train_argv(name, out, overrides)
@@ -258,7 +258,7 @@ def worker_machine() -> dict:
     from mnist_kit.backend.openmp import openmp
     from mnist_kit.models.onednn import binding, threads_for
     from mnist_kit.models.onednn.plan import _Step
-    from mnist_kit.train import engine, trainer
+    from mnist_kit.training import engine, trainer
 
     lib, threads = binding.library(), threads_for(0, 1)[0]
     n, best = 2048, float("inf")

@@ -86,7 +86,7 @@ def warmup_cosine(lr, warmup, total, end_lr):
 
 
 class WeightAverage:
-    """mnist_kit/train/ema.py's average, over the state dict (parameters and batch-norm statistics)."""
+    """mnist_kit/training/ema.py's average, over the state dict (parameters and batch-norm statistics)."""
 
     def __init__(self, model, decay):
         self.decay, self.n = decay, 0

@@ -38,8 +38,8 @@ from browser import chromium, missing  # noqa: E402
 
 from mnist_kit.board import server as board_server  # noqa: E402
 from mnist_kit.board import visuals
-from mnist_kit.runs import listing
-from mnist_kit.train import trainlog
+from mnist_kit.experiments import listing
+from mnist_kit.training import trainlog
 from mnist_kit.util import readback
 
 WINDOW = {"width": 1400, "height": 1000}

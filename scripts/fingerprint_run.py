@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from mnist_kit.board.writer import read_records
-from mnist_kit.runs.rundir import TIMING_KEYS
+from mnist_kit.experiments.rundir import TIMING_KEYS
 
 
 def fingerprint(run: Path) -> dict:

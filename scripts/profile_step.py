@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def profile(cfg, steps: int) -> tuple[dict, float]:
     from mnist_kit.backend import distributed
     from mnist_kit.backend.runtime import paddle
-    from mnist_kit.train import trainer
+    from mnist_kit.training import trainer
 
     t = trainer.build_trainer(cfg)
     t.model.train()

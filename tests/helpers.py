@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from mnist_kit.cli import cli
 from mnist_kit.data.idx import write_idx
-from mnist_kit.runs.rundir import TIMING_KEYS
+from mnist_kit.experiments.rundir import TIMING_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -153,7 +153,7 @@ def checkpoints_of(run: Path) -> list:
     """The epoch and step checkpoints a run's manifest lists (none while it cannot be read): what a test waits
     for before it stops a run that it resumes afterwards (the first metrics row is written before them)."""
     from mnist_kit import UserError
-    from mnist_kit.runs import checkpoint
+    from mnist_kit.experiments import checkpoint
 
     try:
         return checkpoint.periodic(Path(run) / "ckpt")

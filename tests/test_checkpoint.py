@@ -13,7 +13,7 @@ import pytest
 
 from helpers import FAST, assert_user_error, metrics_rows, run_cli, run_subprocess, snapshot
 from mnist_kit import UserError
-from mnist_kit.runs import checkpoint
+from mnist_kit.experiments import checkpoint
 
 # ---------------------------------------------------------------- the checkpoint folder, in this process
 
@@ -177,8 +177,8 @@ def test_checkpoints_of_another_model_are_refused_by_name(trained, tmp_path, mon
     shutil.rmtree(trained / "ckpt")
     shutil.copytree(tmp_path / "checkpoints" / "small" / "ckpt", trained / "ckpt")
     assert_user_error(run_cli("export", "--run", trained), "model.channels")
+    from mnist_kit.experiments.checkpoint import load
     from mnist_kit.models import networks
-    from mnist_kit.runs.checkpoint import load
 
     state = load(trained / "ckpt" / "epoch_000.pdckpt")
     model = networks.build_model({**state["config"]["model"], "channels": [20, 20]})

@@ -6,8 +6,8 @@ import yaml
 
 from helpers import FAST, REPO, assert_user_error, run_cli, run_subprocess, script, snapshot
 from mnist_kit import ConfigError, config
+from mnist_kit.experiments import listing
 from mnist_kit.models import registry
-from mnist_kit.runs import listing
 
 
 def test_default_config_is_configs_cnn_yaml_with_the_classic_recipe():

@@ -188,8 +188,8 @@ try:
     main(["predict", "--model", {str(exported)!r}, {str(img)!r}, "--json"])
 except SystemExit as e:
     assert e.code in (0, None), e.code
-loaded = [m for m in ("mnist_kit.train.engine", "mnist_kit.models.networks", "mnist_kit.models.optim",
-                      "mnist_kit.runs.checkpoint")
+loaded = [m for m in ("mnist_kit.training.engine", "mnist_kit.models.networks", "mnist_kit.models.optim",
+                      "mnist_kit.experiments.checkpoint")
           if m in sys.modules]
 assert not loaded, loaded
 """

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from helpers import FAST, run_cli, run_subprocess
-from mnist_kit.runs import checkpoint
+from mnist_kit.experiments import checkpoint
 
 pytestmark = pytest.mark.slow  # launches real multi-process jobs
 
@@ -137,7 +137,7 @@ def test_two_nodes_train_one_run_equal_to_one_process_with_batch_2b(prepared):
 
 
 def test_devices_go_to_the_launcher_and_need_a_gpu_build(prepared):
-    from mnist_kit.train.launch import launch_command
+    from mnist_kit.training.launch import launch_command
 
     cmd = launch_command(2, ["-o", "train.epochs=1"], "r", Path("logs"), "0,1")
     assert cmd[cmd.index("--nproc_per_node"):cmd.index("--log_dir")] == ["--nproc_per_node", "2", "--devices", "0,1"]

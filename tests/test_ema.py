@@ -9,8 +9,8 @@ import numpy as np
 from helpers import FAST, run_cli
 from mnist_kit.backend.runtime import paddle
 from mnist_kit.board.writer import read_records
-from mnist_kit.runs import checkpoint
-from mnist_kit.train.ema import WeightAverage
+from mnist_kit.experiments import checkpoint
+from mnist_kit.training.ema import WeightAverage
 
 EMA = [*FAST, "-o", "train.ema=0.9", "-o", "model.batch_norm=true", "-o", "model.channels=[4, 4]"]
 
@@ -49,7 +49,7 @@ def test_validation_eval_export_and_init_from_use_the_average_and_the_board_show
     assert any(not np.array_equal(average[k], trained[k]) for k in trained)
     assert checkpoint.weights(state) is average
 
-    from mnist_kit.evaluate import scoring
+    from mnist_kit.evaluation import scoring
     model = scoring.load_trained(run).model
     assert all(np.array_equal(v.numpy(), average[k]) for k, v in model.state_dict().items())
     # eval on the validation split reproduces the best epoch's (averaged) validation accuracy

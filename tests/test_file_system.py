@@ -91,7 +91,7 @@ def test_eval_photo_options_are_checked_and_a_short_test_split_is_said(trained):
     bad = run_cli("eval", "--photos", "5", "--photo-seed", "-1")
     assert bad.exit_code == 2 and "--photo-seed" in bad.output and "Traceback" not in bad.output, bad.output
     from mnist_kit import data
-    from mnist_kit.runs.rundir import RunDir
+    from mnist_kit.experiments.rundir import RunDir
 
     test_size = len(data.load_dataset(RunDir(trained).read_config().data).y_test)
     more = run_cli("eval", "--photos", str(test_size + 100))

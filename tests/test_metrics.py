@@ -1,11 +1,11 @@
-"""The numbers of an evaluation (evaluate/metrics.py, numpy only), against values worked out by hand."""
+"""The numbers of an evaluation (evaluation/metrics.py, numpy only), against values worked out by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mnist_kit.evaluate import metrics
+from mnist_kit.evaluation import metrics
 
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 2])
 Y_PRED = np.array([0, 0, 1, 1, 2, 2, 2, 2, 0, 2])

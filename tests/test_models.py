@@ -69,7 +69,7 @@ def test_model_init_draws_the_named_initial_weights(prepared, how):
     import json
     from pathlib import Path
 
-    from mnist_kit.runs import checkpoint
+    from mnist_kit.experiments import checkpoint
 
     # a rate of 0 keeps the initial weights in the first checkpoint
     r = run_cli("train", *FAST, "-o", "train.epochs=1", "-o", "optimizer.name=sgd", "-o", "optimizer.lr=0",
@@ -200,7 +200,7 @@ def test_a_standard_block_runs_on_onednn_beside_a_stock_one(prepared):
 
 def test_a_hidden_head_sits_between_the_conv_blocks_and_the_output(prepared):
     from mnist_kit import config
-    from mnist_kit.runs import checkpoint
+    from mnist_kit.experiments import checkpoint
 
     cfg = config.load(None, ["model.head=[32, 16]", "model.dropout=0.5"])
     model = build_model(cfg.model)

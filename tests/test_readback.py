@@ -62,8 +62,8 @@ def _readers():
     from mnist_kit.board.writer import read_records
     from mnist_kit.data import cache
     from mnist_kit.deploy import inference
-    from mnist_kit.runs import checkpoint, listing
-    from mnist_kit.runs.rundir import RunDir
+    from mnist_kit.experiments import checkpoint, listing
+    from mnist_kit.experiments.rundir import RunDir
 
     run = lambda p: p / "runs" / "sweep" / "r"  # noqa: E731
     return {

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import FAST, REPO, checkpoints_of, run_cli, run_subprocess, wait_for
 from mnist_kit.board.writer import read_records
-from mnist_kit.runs import checkpoint, rundir
+from mnist_kit.experiments import checkpoint, rundir
 
 pytestmark = pytest.mark.slow  # trains, interrupts and resumes runs
 

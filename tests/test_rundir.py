@@ -13,8 +13,8 @@ import yaml
 
 from helpers import FAST, assert_user_error, metrics_rows, run_cli, run_subprocess
 from mnist_kit import UserError
-from mnist_kit.runs import listing
-from mnist_kit.runs.rundir import RESERVED_ENV, RunDir
+from mnist_kit.experiments import listing
+from mnist_kit.experiments.rundir import RESERVED_ENV, RunDir
 
 
 def test_one_naming_rule_generated_names_never_collide_given_names_never_reuse(tmp_path):

@@ -184,7 +184,7 @@ def test_a_stopped_multi_process_job_leaves_no_process_and_no_environment(traine
         status = json.loads((run / "run.json").read_text())["status"]
         assert status == "interrupted" or (status == "running" and "stopped" in run_cli("runs").output), status
         # the environment files of a killed launch are removed by the next launch, if not already gone
-        from mnist_kit.train import launch
+        from mnist_kit.training import launch
 
         with _env("TMPDIR", str(launch_tmp)):
             launch._scrub_stale()

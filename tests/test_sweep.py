@@ -10,8 +10,8 @@ import pytest
 from helpers import FAST, free_port, run_cli, run_subprocess, visualdl_api, wait_for
 from mnist_kit import ConfigError, UserError
 from mnist_kit.board.writer import read_records
-from mnist_kit.runs import listing
-from mnist_kit.runs.sweep import parse_grid, plan
+from mnist_kit.experiments import listing
+from mnist_kit.experiments.sweep import parse_grid, plan
 
 pytestmark = pytest.mark.slow  # runs sweeps as processes
 
@@ -269,7 +269,7 @@ def _start_sweep(*args, sigint=None):
 
 
 def _training(run: Path) -> bool:
-    from mnist_kit.runs.rundir import RunDir
+    from mnist_kit.experiments.rundir import RunDir
 
     return RunDir(run).alive() and (run / "metrics.jsonl").is_file() and bool((run / "metrics.jsonl").read_text())
 
@@ -282,7 +282,7 @@ def test_a_sweep_killed_with_sigkill_takes_its_runs_with_it_whole(prepared):
     wait_for(lambda: all(_training(r) for r in RUNS), timeout=180, what="both runs to train")
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    from mnist_kit.runs.rundir import RunDir
+    from mnist_kit.experiments.rundir import RunDir
 
     wait_for(lambda: not any(RunDir(r).alive() for r in RUNS), timeout=60, what="the runs to stop with their sweep")
     for run in RUNS:  # stopped between steps, as by Ctrl-C: recorded, whole, resumable
@@ -329,7 +329,7 @@ def test_sigterm_stops_a_sweep_started_in_the_background_and_its_runs(prepared):
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 143 and "sweep interrupted" in err and "Traceback" not in err, err
-    from mnist_kit.runs.rundir import RunDir
+    from mnist_kit.experiments.rundir import RunDir
 
     for run in RUNS:
         assert not RunDir(run).alive() and json.loads((run / "run.json").read_text())["status"] == "interrupted"

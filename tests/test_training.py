@@ -7,7 +7,7 @@ import yaml
 
 from helpers import FAST, REPO, assert_user_error, run_cli, run_subprocess, write_image_folder
 from mnist_kit import config
-from mnist_kit.evaluate import scoring
+from mnist_kit.evaluation import scoring
 from mnist_kit.models.optim import build_schedule
 
 pytestmark = pytest.mark.slow  # trains runs end to end
@@ -198,7 +198,7 @@ def test_fp16_step_backpropagates_through_the_grad_scaler_whose_state_is_checkpo
     """train.amp fp16's update: backward through the scaled loss, then Paddle's GradScaler.minimize. On the
     CPU, Paddle keeps the scaler and auto_cast off, but the code path is the GPU's (which cannot run here)."""
     from mnist_kit.backend.runtime import paddle
-    from mnist_kit.train import engine, trainer
+    from mnist_kit.training import engine, trainer
 
     class Scaler(paddle.amp.GradScaler):  # remembers the state it is given back
         def state_dict(self):
@@ -307,7 +307,7 @@ def test_the_monitor_chooses_the_best_checkpoint(prepared):
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in Path("checkpoints/m/metrics.jsonl").read_text().splitlines()]
     lowest = min(range(3), key=lambda i: rows[i]["train_loss"])
-    from mnist_kit.runs import checkpoint
+    from mnist_kit.experiments import checkpoint
     best = checkpoint.load(Path("checkpoints/m/ckpt/best.pdckpt"))
     assert best["epoch"] == lowest and best["watch"]["best"] == pytest.approx(rows[lowest]["train_loss"])
     bad = run_cli("train", *FAST, "-o", "train.monitor=val/accuracy")
@@ -317,7 +317,7 @@ def test_the_monitor_chooses_the_best_checkpoint(prepared):
 # ---------------------------------------------------------------- starting from weights
 
 def _weights(path):
-    from mnist_kit.runs import checkpoint
+    from mnist_kit.experiments import checkpoint
 
     return {k: np.asarray(v) for k, v in checkpoint.load(Path(path))["model"].items()}
 
@@ -401,7 +401,7 @@ def test_val_size_0_trains_on_every_image_and_the_best_checkpoint_is_the_last(pr
     assert "done: no validation split, so the best checkpoint is the last epoch's" in r.output
     rows = [json.loads(line) for line in Path("checkpoints/all/metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(row["val_acc"] is None and row["val_loss"] is None for row in rows)
-    from mnist_kit.runs import checkpoint
+    from mnist_kit.experiments import checkpoint
     assert checkpoint.load(Path("checkpoints/all/ckpt/best.pdckpt"))["epoch"] == 1  # the last
     assert "2/2" in run_cli("runs").output
     exported = run_cli("export", "--run", "checkpoints/all")  # checked on the test split instead

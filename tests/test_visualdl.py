@@ -31,9 +31,9 @@ from mnist_kit import config, data
 from mnist_kit.board import visuals, writer
 from mnist_kit.board.writer import read_records
 from mnist_kit.cli import cli
-from mnist_kit.evaluate import metrics, scoring
-from mnist_kit.runs import checkpoint
-from mnist_kit.train import trainlog
+from mnist_kit.evaluation import metrics, scoring
+from mnist_kit.experiments import checkpoint
+from mnist_kit.training import trainlog
 
 HIST_EVERY, N_EMB = 5, 50
 

@@ -46,7 +46,7 @@ def _root(root: str | Path | None) -> Path:
 
 
 def _run_dir(run: RunLike, root: str | Path | None):
-    from mnist_kit.runs import listing
+    from mnist_kit.experiments import listing
 
     if isinstance(run, Run):
         run = run.path
@@ -124,10 +124,10 @@ def train(config: ConfigLike = None, overrides: Sequence[str] = (), *, seed: int
     if nproc < 1:
         raise UsageError(f"nproc must be 1 or more, got {nproc}")
     if devices is not None or nproc > 1:
-        from mnist_kit.train.launch import train_parallel
+        from mnist_kit.training.launch import train_parallel
 
         return Run(train_parallel(cfg, config_name, nproc, devices))
-    from mnist_kit.train import start
+    from mnist_kit.training import start
 
     return Run(start.train(cfg, config_name=config_name))
 
@@ -137,7 +137,7 @@ def resume(run: RunLike = None, epoch: int | None = None, overrides: Sequence[st
     """Continue a run exactly where a checkpoint left it: the end of ``epoch`` (counted from 0), or its newest
     intact checkpoint. Only changes that keep the training the same are accepted (``train.epochs=N`` to train
     longer, logging, checkpointing, the device)."""
-    from mnist_kit.train import start
+    from mnist_kit.training import start
 
     if isinstance(overrides, str):
         raise not_a("overrides", overrides, 'a list of "section.key=value" texts')
@@ -150,7 +150,7 @@ def evaluate(run: RunLike = None, epoch: int | None = None, last: bool = False, 
              root: str | Path | None = None) -> Evaluation:
     """Measure a run's best checkpoint (or ``epoch``'s, or the ``last``) on the test or validation split; with
     ``photos=N``, also on N photos made from test images, read as ``predict`` reads files."""
-    from mnist_kit.evaluate import scoring
+    from mnist_kit.evaluation import scoring
 
     if epoch is not None and last:
         raise UserError("--epoch and --last exclude each other")
@@ -283,7 +283,7 @@ def serve(model: Export | Run | str | Path | None = None, host: str = "127.0.0.1
 def runs(root: str | Path | None = None, sort: str = "started", reverse: bool = False) -> list[Run]:
     """Every run under ``root`` (default: checkpoints), sweeps' runs included, in the order of ``sort``
     (started, run, acc (best first), time, status, epochs, or a config key such as optimizer.lr)."""
-    from mnist_kit.runs import listing
+    from mnist_kit.experiments import listing
 
     where = _root(root)
     if not where.exists():
@@ -302,7 +302,7 @@ def sweep(config: str | Path | None = None, grid: dict[str, Sequence[Any]] | Seq
     import json
 
     from mnist_kit.backend import runtime  # noqa: F401  (every run needs paddle: without it, one error now)
-    from mnist_kit.runs.sweep import run_sweep
+    from mnist_kit.experiments.sweep import run_sweep
     from mnist_kit.util.console import info
 
     if isinstance(config, _config.Config):

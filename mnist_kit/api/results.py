@@ -28,7 +28,7 @@ class Run:
     @classmethod
     def open(cls, path: str | Path) -> Run:
         """The run in folder ``path``; UserError if it is not one (no readable run.json)."""
-        from mnist_kit.runs import listing
+        from mnist_kit.experiments import listing
 
         return cls(listing.resolve(Path(path), Path(path).parent).path)
 
@@ -48,8 +48,8 @@ class Run:
     def summary(self) -> dict[str, Any]:
         """What ``mnist-kit runs`` shows of it: status, epochs, best validation accuracy, time, hyper-parameters
         (``status`` "unreadable" and ``error`` for a run whose files cannot be read)."""
-        from mnist_kit.runs import listing
-        from mnist_kit.runs.rundir import RunDir
+        from mnist_kit.experiments import listing
+        from mnist_kit.experiments.rundir import RunDir
 
         return listing.summarize(RunDir(self.path), self.root)
 
@@ -61,14 +61,14 @@ class Run:
     @property
     def info(self) -> dict[str, Any]:
         """run.json: what the run is and how it went."""
-        from mnist_kit.runs.rundir import RunDir
+        from mnist_kit.experiments.rundir import RunDir
 
         return dict(RunDir(self.path).read_info())
 
     @property
     def config(self) -> Config:
         """The config the run trains with (its config.yaml), validated."""
-        from mnist_kit.runs.rundir import RunDir
+        from mnist_kit.experiments.rundir import RunDir
 
         return RunDir(self.path).read_config()
 
@@ -76,7 +76,7 @@ class Run:
     def metrics(self) -> list[dict[str, Any]]:
         """One record per epoch done (metrics.jsonl): epoch, train_loss, train_acc, val_loss, val_acc, lr,
         images_per_sec, epoch_seconds, ... (``pandas.DataFrame(run.metrics)`` makes a table of them)."""
-        from mnist_kit.runs.rundir import RunDir
+        from mnist_kit.experiments.rundir import RunDir
 
         return RunDir(self.path).read_metrics()
 
@@ -94,7 +94,7 @@ class Run:
     def exports(self) -> list[Path]:
         """Its complete, checked export folders."""
         from mnist_kit.deploy import inference
-        from mnist_kit.runs.rundir import RunDir
+        from mnist_kit.experiments.rundir import RunDir
 
         return [f for f in RunDir(self.path).exports() if inference.is_export(f, checked=True)]
 

@@ -6,6 +6,6 @@
     paddle_inference.py  running a saved static program with Paddle Inference (evaluation, prediction)
     openmp.py            the process's OpenMP thread count, set around work that wants its own and restored
 
-May import: ``mnist_kit``, ``util``. Importing ``paddle_inference`` does not import paddle: it is loaded when
+May import: ``errors``, ``util``. Importing ``paddle_inference`` does not import paddle: it is loaded when
 a program is run, so prediction from an ONNX export never loads it.
 """

@@ -6,6 +6,6 @@
     graph.py    the model graph, written by a child process (python -m mnist_kit.board.graph)
     server.py   mnist-kit board: the VisualDL server on a folder of runs, started, checked and stopped
 
-May import: ``mnist_kit``, ``util``, ``backend``, ``models`` (the graph), ``evaluate`` (metrics for the
-curves), ``runs`` (where a run's logs and graph are).
+May import: ``errors``, ``util``, ``backend``, ``models`` (the graph), ``evaluation`` (metrics for the
+curves), ``experiments`` (where a run's logs and graph are).
 """

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from mnist_kit.runs.rundir import RunDir
+from mnist_kit.experiments.rundir import RunDir
 from mnist_kit.util.files import partial_dir, replace_dir
 from mnist_kit.util.interrupts import between_steps, die_with_parent
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mnist_kit.runs import listing
+from mnist_kit.experiments import listing
 from mnist_kit.util import addresses
 from mnist_kit.util.interrupts import stop_child
 

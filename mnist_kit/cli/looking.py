@@ -57,7 +57,7 @@ def configs_show(name):
 def list_runs(root, root_config, sort_key, reverse, as_json):
     """List the runs under ROOT (default: output.root of --config, else checkpoints), sweeps' runs included:
     key hyper-parameters and those that differ, epochs, best validation accuracy, training time and status."""
-    from mnist_kit.runs import listing
+    from mnist_kit.experiments import listing
 
     root = root_of(root, root_config)
     summaries = [r.summary() for r in api.runs(root, sort_key, reverse)]

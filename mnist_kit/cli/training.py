@@ -99,8 +99,8 @@ def sweep(config_path, overrides, name, jobs, print_config):
     training is left alone. A failed run is reported and does not stop the others; the exit code is then 1
     (also when a run was left alone). One sweep at a time runs in a folder; its runs stop with it.
     """
-    from mnist_kit.runs import listing
-    from mnist_kit.runs.sweep import plan
+    from mnist_kit.experiments import listing
+    from mnist_kit.experiments.sweep import plan
 
     if print_config:
         for run in plan(config_path, list(overrides))[2]:

@@ -29,7 +29,7 @@ from mnist_kit.errors import UserError
 def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json, photos, photo_seed, save_photos):
     """Measure a trained run: loss, accuracy, per-class precision/recall/F1, confusion matrix; with
     --photos N, also its accuracy on photos made from the test set."""
-    from mnist_kit.evaluate import metrics
+    from mnist_kit.evaluation import metrics
 
     if epoch is not None and last:  # before --root's config is read: the options alone are wrong
         raise UserError("--epoch and --last exclude each other")

@@ -9,7 +9,7 @@ on resume. By concern:
 - ``resume``: ``check_resume``, ``SAFE_ON_RESUME``, ``check_same_network``, ``stored``, ``config_hash``;
 - ``files``: YAML, overrides, the shipped configs by name (``locate``), ``load``, ``dump``.
 
-May import: ``mnist_kit``, ``datasets``, ``models`` (only ``registry`` and ``blocks``, plain Python), ``util``
+May import: ``errors``, ``datasets``, ``models`` (only ``registry`` and ``blocks``, plain Python), ``util``
 (``readback``). Nothing here imports paddle.
 """
 

@@ -6,7 +6,7 @@
     augment.py  the transforms of training batches and their seeding
 
 This package uses numpy, Pillow and the standard library only: no Paddle, nothing of training.
-May import: ``mnist_kit``, ``util``.
+May import: ``errors``, ``util``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
     app.py         the HTTP API and the drawing pad (static/) as a Flask application: routes, limits, errors
     serve.py       mnist-kit serve: that application under waitress (connections, draining, signals)
 
-May import: ``mnist_kit``, ``util``, ``data``, ``backend``, ``runs``; ``export.py`` also ``models`` and
-``evaluate`` (its checks). ``predict``, ``app``, ``serve``, ``inference`` and ``preprocess`` import no training code
+May import: ``errors``, ``util``, ``data``, ``backend``, ``experiments``; ``export.py`` also ``models`` and
+``evaluation`` (its checks). ``predict``, ``app``, ``serve``, ``inference`` and ``preprocess`` import no training code
 and not paddle (tests/test_architecture.py), so predicting from an ONNX export needs no paddle.
 """

@@ -27,10 +27,10 @@ from mnist_kit.backend.runtime import versions
 from mnist_kit.data import Batches, Splits
 from mnist_kit.deploy import inference
 from mnist_kit.errors import UserError
-from mnist_kit.evaluate import scoring
+from mnist_kit.evaluation import scoring
+from mnist_kit.experiments.checkpoint import CheckpointState
+from mnist_kit.experiments.rundir import RunDir
 from mnist_kit.models.networks import save_program
-from mnist_kit.runs.checkpoint import CheckpointState
-from mnist_kit.runs.rundir import RunDir
 from mnist_kit.util import faults, provenance
 from mnist_kit.util.files import digest, partial_dir, remove_stale_partials, replace_dir
 
@@ -224,8 +224,8 @@ def _to_pdparams(folder: Path, cfg: Config, state: CheckpointState, reference: R
     itself saves them, keyed as a fresh process that builds the model names its parameters; checked by
     loading them back into a new model."""
     from mnist_kit.backend.runtime import paddle
+    from mnist_kit.experiments.checkpoint import local_optimizer_state, weights
     from mnist_kit.models.networks import build_model, load_weights
-    from mnist_kit.runs.checkpoint import local_optimizer_state, weights
 
     shape, k = reference.input_shape, len(state["classes"])
     with paddle.utils.unique_name.guard():  # parameter names from 0, as in a new process: the optimizer's keys

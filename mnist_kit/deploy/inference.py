@@ -16,7 +16,7 @@ import numpy as np
 from mnist_kit.backend.paddle_inference import Program, ProgramError, program_files
 from mnist_kit.data.batches import Normalization  # numpy only: prediction imports no training code
 from mnist_kit.errors import UserError
-from mnist_kit.evaluate.metrics import softmax
+from mnist_kit.evaluation.metrics import softmax
 from mnist_kit.util import readback
 from mnist_kit.util.files import digest
 

@@ -15,7 +15,7 @@ import numpy as np
 from mnist_kit.deploy import inference
 from mnist_kit.deploy.preprocess import ImageError, preprocess
 from mnist_kit.errors import UserError
-from mnist_kit.runs import listing
+from mnist_kit.experiments import listing
 from mnist_kit.util.images import IMAGE_SUFFIXES, MAX_PIXELS, load_image
 
 

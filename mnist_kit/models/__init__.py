@@ -9,5 +9,5 @@
     optim.py     optimizers and learning-rate schedules
     onednn/      the CNN's conv blocks on the oneDNN library inside Paddle's CPU wheel (a package)
 
-May import: ``mnist_kit``, ``backend`` (the paddle import). ``config`` imports ``registry`` and ``blocks``.
+May import: ``errors``, ``backend`` (the paddle import). ``config`` imports ``registry`` and ``blocks``.
 """

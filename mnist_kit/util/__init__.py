@@ -9,6 +9,6 @@
     addresses.py   the addresses a server (board, serve) may listen on, checked before it starts
     images.py      reading image files safely (formats, pixel limits), resizing
 
-May import: ``mnist_kit`` (``UserError``) and the standard library, numpy, Pillow, PyYAML. Nothing else of
+May import: ``errors`` (``UserError``) and the standard library, numpy, Pillow, PyYAML. Nothing else of
 mnist-kit: every other package may import this one.
 """

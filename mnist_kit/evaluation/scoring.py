@@ -21,12 +21,12 @@ from mnist_kit.backend import distributed
 from mnist_kit.backend.paddle_inference import Program, program_files
 from mnist_kit.backend.runtime import paddle, select_device
 from mnist_kit.errors import UserError
-from mnist_kit.evaluate import metrics
+from mnist_kit.evaluation import metrics
+from mnist_kit.experiments import checkpoint
+from mnist_kit.experiments.checkpoint import CheckpointState
+from mnist_kit.experiments.rundir import RunDir
 from mnist_kit.models.losses import build_loss
 from mnist_kit.models.networks import build_model, load_weights, save_program
-from mnist_kit.runs import checkpoint
-from mnist_kit.runs.checkpoint import CheckpointState
-from mnist_kit.runs.rundir import RunDir
 from mnist_kit.util.console import info
 
 

@@ -27,8 +27,8 @@ from typing import IO
 
 from mnist_kit import config, data
 from mnist_kit.errors import ConfigError, UserError
-from mnist_kit.runs import checkpoint, listing
-from mnist_kit.runs.rundir import RunDir
+from mnist_kit.experiments import checkpoint, listing
+from mnist_kit.experiments.rundir import RunDir
 from mnist_kit.util import interrupts, provenance, readback
 from mnist_kit.util.console import info
 from mnist_kit.util.files import try_lock, write_text

@@ -7,6 +7,6 @@
     listing.py     finding runs (--run DIR, the newest, all under a root); mnist-kit runs: runs in a few numbers
     sweep.py       mnist-kit sweep: the grid, its folder and lock, its runs as processes
 
-May import: ``mnist_kit``, ``util``, ``config``, ``data`` (a sweep checks the data set once), ``backend``
+May import: ``errors``, ``util``, ``config``, ``data`` (a sweep checks the data set once), ``backend``
 (``checkpoint`` imports paddle only to save or load, so listing runs stays light).
 """

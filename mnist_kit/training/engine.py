@@ -4,10 +4,10 @@ checkpointing; how training ended goes into ``run.json`` (``_ended_by``).
 Order of writes at the end of an epoch (what makes a crash at any moment lose nothing):
 metrics row -> VisualDL flush -> best checkpoint (if improved) -> epoch checkpoint + manifest -> retention.
 A resume from the checkpoint at global step S sets aside every metrics row, log record and checkpoint
-after S, and redoes that work exactly (``train/start.py``).
+after S, and redoes that work exactly (``training/start.py``).
 
-What is logged when is ``trainlog.py``; the run directory's files ``runs/rundir.py``; the checkpoint folder
-``runs/checkpoint.py``.
+What is logged when is ``trainlog.py``; the run directory's files ``experiments/rundir.py``; the checkpoint folder
+``experiments/checkpoint.py``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import time
 from mnist_kit.backend import distributed
 from mnist_kit.backend.runtime import paddle
 from mnist_kit.errors import UserError
-from mnist_kit.evaluate import scoring
-from mnist_kit.runs import checkpoint
-from mnist_kit.runs.rundir import RunDir, RunRecord
-from mnist_kit.train.trainer import AMP_DTYPES, StepResult, Trainer
-from mnist_kit.train.trainlog import TrainLog, due
+from mnist_kit.evaluation import scoring
+from mnist_kit.experiments import checkpoint
+from mnist_kit.experiments.rundir import RunDir, RunRecord
+from mnist_kit.training.trainer import AMP_DTYPES, StepResult, Trainer
+from mnist_kit.training.trainlog import TrainLog, due
 from mnist_kit.util import faults, interrupts, provenance
 from mnist_kit.util.console import Progress, info
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mnist_kit import config
 from mnist_kit.errors import UserError
-from mnist_kit.runs.rundir import RunDir
+from mnist_kit.experiments.rundir import RunDir
 from mnist_kit.util import readback
 from mnist_kit.util.console import info
 

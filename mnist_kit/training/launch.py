@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnist_kit.errors import UserError
-from mnist_kit.runs.rundir import RESERVED_ENV, RunDir
+from mnist_kit.experiments.rundir import RESERVED_ENV, RunDir
 from mnist_kit.util import readback
 from mnist_kit.util.files import process_alive
 from mnist_kit.util.interrupts import die_with_parent

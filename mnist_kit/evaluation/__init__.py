@@ -5,6 +5,6 @@
                 runs eagerly or traced through Paddle Inference, features, the validation pass of training,
                 evaluate_run (mnist-kit eval, with --photos)
 
-May import: ``mnist_kit``, ``util``, ``config``, ``data``, ``backend``, ``models``, ``runs``. Training
-(``train``) and export (``deploy/export.py``) use it; prediction imports only ``metrics``.
+May import: ``errors``, ``util``, ``config``, ``data``, ``backend``, ``models``, ``experiments``. Training
+(``training``) and export (``deploy/export.py``) use it; prediction imports only ``metrics``.
 """

@@ -23,9 +23,9 @@ import numpy as np
 import yaml
 
 from mnist_kit.board.writer import Logbook
-from mnist_kit.evaluate import metrics
-from mnist_kit.evaluate.scoring import features
-from mnist_kit.runs import listing
+from mnist_kit.evaluation import metrics
+from mnist_kit.evaluation.scoring import features
+from mnist_kit.experiments import listing
 
 if TYPE_CHECKING:
     from mnist_kit.config import Config

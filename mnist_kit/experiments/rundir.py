@@ -277,7 +277,7 @@ class RunDir:
         """Move what was written after global step ``step`` -- metrics rows and checkpoints -- into a new
         ``superseded/STAMP/`` folder; return the folder and what moved. (The VisualDL records after ``step``
         go there too: ``Logbook(resume_step=step, superseded=folder)``.)"""
-        from mnist_kit.runs import (
+        from mnist_kit.experiments import (
             checkpoint,  # here: reading runs (runs, predict's newest export) needs no training code
         )
 
@@ -292,8 +292,8 @@ class RunDir:
 
 
 class RunInfo(TypedDict, total=False):
-    """``run.json``: what a run is and how it went. ``train/start.py`` writes it at the start and on resume,
-    ``train/engine.py`` after every epoch and at the end; ``mnist-kit runs``, ``eval`` and ``export`` read it.
+    """``run.json``: what a run is and how it went. ``training/start.py`` writes it at the start and on resume,
+    ``training/engine.py`` after every epoch and at the end; ``mnist-kit runs``, ``eval`` and ``export`` read it.
     Every key is optional to a reader (a run killed at its start has few); ``INFO_TYPES`` checks those read."""
 
     name: str

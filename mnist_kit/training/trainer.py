@@ -18,13 +18,13 @@ from mnist_kit.backend import distributed
 from mnist_kit.backend.runtime import paddle, rng_state, seed_everything, select_device, set_rng_state, versions
 from mnist_kit.data.augment import Augment
 from mnist_kit.errors import UserError
+from mnist_kit.experiments import checkpoint
+from mnist_kit.experiments.checkpoint import CheckpointState
 from mnist_kit.models import onednn
 from mnist_kit.models.losses import build_loss
 from mnist_kit.models.networks import build_model, load_weights
 from mnist_kit.models.optim import build_optimizer, build_schedule
-from mnist_kit.runs import checkpoint
-from mnist_kit.runs.checkpoint import CheckpointState
-from mnist_kit.train.ema import WeightAverage
+from mnist_kit.training.ema import WeightAverage
 from mnist_kit.util.console import info
 
 AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # train.amp -> paddle.amp.auto_cast's dtype

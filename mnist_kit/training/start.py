@@ -15,13 +15,13 @@ from mnist_kit.board import graph
 from mnist_kit.board.writer import Logbook
 from mnist_kit.data import augment
 from mnist_kit.errors import UserError
+from mnist_kit.experiments import checkpoint
+from mnist_kit.experiments.checkpoint import CheckpointState
+from mnist_kit.experiments.rundir import RunDir, RunRecord
 from mnist_kit.models.networks import load_weights, summary
-from mnist_kit.runs import checkpoint
-from mnist_kit.runs.checkpoint import CheckpointState
-from mnist_kit.runs.rundir import RunDir, RunRecord
-from mnist_kit.train.engine import fit
-from mnist_kit.train.trainer import Trainer, build_trainer
-from mnist_kit.train.trainlog import TrainLog
+from mnist_kit.training.engine import fit
+from mnist_kit.training.trainer import Trainer, build_trainer
+from mnist_kit.training.trainlog import TrainLog
 from mnist_kit.util import provenance
 from mnist_kit.util.console import info
 

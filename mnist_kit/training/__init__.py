@@ -8,5 +8,5 @@
     ema.py       the moving average of the weights (train.ema)
     launch.py    train --nproc: paddle.distributed.launch run for the user, its logs and signals
 
-May import: every package but ``deploy`` and ``cli``. Nothing but ``cli`` imports it.
+May import: every package but ``deploy`` and ``cli``. Nothing but ``api`` imports it.
 """
