@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import mnist_kit as mk
-from helpers import FAST, REPO, run_cli, synthetic_arrays
+from helpers import FAST, REPO, run_cli, run_subprocess, synthetic_arrays, write_idx_folder
 from mnist_kit import config
 from mnist_kit.experiments.rundir import TIMING_KEYS
 
@@ -234,3 +234,27 @@ def test_a_run_written_before_the_typed_config_still_loads_resumes_and_exports(p
     strip = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
     assert [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in mk.Run("checkpoints/old").metrics] == strip
     assert mk.export("checkpoints/old", out=tmp_path / "old").checks["val_accuracy"] == rows[-1]["val_acc"]
+
+
+@pytest.mark.slow
+def test_the_examples_of_docs_python_md_run_as_written(tmp_path):
+    """Every python block of docs/python.md, top to bottom, in one program: on 12,000 synthetic digits
+    prepared as MNIST (enough for data.val_size's 10,000), with a digit.png of the reader's own."""
+    arrays = synthetic_arrays(n_train=12000, n_test=500)
+    write_idx_folder(tmp_path / "idx", arrays)
+    env = {"MNIST_KIT_DATA": str(tmp_path / "data")}
+    assert run_subprocess("prepare", "--from-dir", tmp_path / "idx", "--no-verify", env=env).returncode == 0
+    Image.fromarray(arrays["test_images"][0]).save(tmp_path / "digit.png")
+    text = (REPO / "docs" / "python.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert len(blocks) >= 10
+    (tmp_path / "examples.py").write_text("\n".join(blocks))
+    done = subprocess.run([sys.executable, "examples.py"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert "128 32" in lines and "checkpoints/cnn-seed1 completed 2" in lines and "(10, 10)" in lines
+    assert "run directory not found: checkpoints/no-such-run" in lines
+    assert any(line.startswith("cannot change train.epochs on resume with the cosine schedule") for line in lines)
+    assert "  - unknown key 'optimizer.lrr' (did you mean 'optimizer.lr'?); keys of optimizer: name, lr," in \
+        done.stdout

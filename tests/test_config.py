@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -385,3 +387,37 @@ def test_usage_errors_exit_2(args):
     result = run_cli(*args)
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert len([line for line in result.output.splitlines() if line.startswith("Error:")]) == 1, result.output
+
+
+def test_help_texts_name_the_data_sets_and_models_of_the_catalogue_and_registry():
+    """A data set added to datasets.CATALOG (and a network to models/registry.py) is offered and named by the
+    config's help, its checks and the commands' help, with no text written by hand (docs/extending.md)."""
+    code = '''
+import dataclasses
+from click.testing import CliRunner
+from mnist_kit import datasets
+from mnist_kit.models import registry
+datasets.CATALOG["kmnist"] = dataclasses.replace(datasets.CATALOG["mnist"], name="kmnist", title="Kuzushiji-MNIST",
+                                                 noun="characters", mirrored="a mirrored character is another")
+datasets.IDX = (*datasets.IDX, "kmnist")
+registry.MODELS["tiny"] = "mnist_kit.models.networks:Linear"
+from mnist_kit import config
+from mnist_kit.cli import cli
+print(config.SCHEMA["data"]["name"].help)
+print(config.SCHEMA["augment"]["apply"].help)
+print("tiny" in config.SCHEMA["model"]["name"].choices, config.load(None, ["model.name=tiny"]).model.name)
+try:
+    config.load(None, ["data.name=kmnist", "augment.flip=0.5"])
+except Exception as e:
+    print(e)
+print(CliRunner().invoke(cli, ["prepare", "--help"], terminal_width=200).output)
+'''
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "dataset to train on: mnist, fashion-mnist, kmnist, or image_folder" in out
+    assert "auto = on MNIST digits (data.name mnist) or Kuzushiji-MNIST characters (data.name kmnist) only" in out
+    assert "True tiny" in out
+    assert "augment.flip is 0.5 on characters (data.name kmnist): a mirrored character is another" in out
+    assert "Get, verify and cache a data set (MNIST, Fashion-MNIST or Kuzushiji-MNIST)" in out
+    assert "[mnist|fashion-mnist|kmnist]" in out

@@ -283,3 +283,22 @@ def test_the_legacy_programs_average_of_views_is_the_same_log_mean_exp():
     expected = np.log(np.exp(logp.numpy()).mean(axis=0))
     assert np.allclose(log_mean_exp(logp, legacy=False).numpy(), expected, atol=1e-5)
     assert np.allclose(log_mean_exp(logp, legacy=True).numpy(), expected, atol=1e-5)
+
+
+def test_the_cnn_offers_its_blocks_to_onednn_by_the_declared_protocol():
+    """models/onednn takes a network's blocks through FastConvNet (docs/extending.md), not by its attributes."""
+    from mnist_kit.models import onednn
+
+    cnn = build_model({"name": "cnn", "channels": [4, 6], "kernel_size": 3})
+    assert isinstance(cnn, onednn.FastConvNet)
+    assert not isinstance(build_model({"name": "mlp"}), onednn.FastConvNet)
+    assert not isinstance(build_model({"name": "linear"}), onednn.FastConvNet)
+    blocks = cnn.conv_blocks((1, 28, 28))
+    assert [(b.size, b.unlike, b.norm) for b in blocks] == [((28, 28), None, None), ((14, 14), None, None)]
+    assert blocks[1].conv.weight.shape == [6, 4, 3, 3]
+    assert cnn.output_layer().linear is cnn.fc and cnn.output_layer().direct
+    odd = build_model({"name": "cnn", "blocks": [{"channels": 4, "stride": 2}, {"channels": 4, "pool": "avg"}],
+                       "dropout": 0.5})
+    assert [b.unlike for b in odd.conv_blocks((1, 28, 28))] == ["stride 2", "avg pool 2/2/0"]
+    assert not odd.output_layer().direct  # dropout between: its mask is drawn in the stock layout
+    assert not build_model({"name": "cnn", "head": [16]}).output_layer().direct

@@ -73,7 +73,7 @@ def prepare(dataset: str | None = None, config: ConfigLike = None, overrides: Se
     where_root = Path(root) if root is not None else data.data_root(cfg.data.root)
     if datasets.get(name).kind == "folder":
         if source != "auto" or from_dir or tuple(mirrors) or not verify:
-            raise UserError("--source, --from-dir, --mirror and --no-verify are for MNIST and Fashion-MNIST; an "
+            raise UserError(f"--source, --from-dir, --mirror and --no-verify are for {datasets.idx_titles()}; an "
                             "image folder is read from data.folder")
         dcfg = dataclasses.replace(cfg.data, root=str(where_root))
         meta = data.prepare_folder(dcfg, where_root, force=force)

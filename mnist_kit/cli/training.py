@@ -12,7 +12,8 @@ from mnist_kit.cli.group import cli
 from mnist_kit.cli.options import Number, config_option, override_option, print_config_option, root_of, run_options
 
 
-@cli.command()
+@cli.command(help=f"Get, verify and cache a data set ({datasets.idx_titles()}), or decode an image folder into a "
+             "cache.")
 @config_option
 @override_option
 @click.option("--dataset", type=click.Choice(datasets.IDX),
@@ -32,7 +33,6 @@ from mnist_kit.cli.options import Number, config_option, override_option, print_
 @click.option("--force", is_flag=True, help="Prepare again even if a valid cache exists.")
 @print_config_option("config_path", "overrides")
 def prepare(config_path, overrides, dataset, root, source, from_dir, mirrors, retries, timeout, no_verify, force):
-    """Get, verify and cache a data set (MNIST or Fashion-MNIST), or decode an image folder into a cache."""
     done = api.prepare(dataset, config_path, overrides, root=root, source=source, from_dir=from_dir, mirrors=mirrors,
                        retries=retries, timeout=timeout, verify=not no_verify, force=force)
     click.echo(done.summary)

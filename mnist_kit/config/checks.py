@@ -162,10 +162,10 @@ def _cross_checks(cfg: dict) -> list[str]:
     a = cfg["augment"]
     if m["name"] == "cnn" and "flip" in m["tta"] and ds.mirrored:
         errors.append(f"model.tta is {m['tta']} on {ds.noun} (data.name {ds.name}): {ds.mirrored}. "
-                      "Use model.tta shift, or mirror clothing (fashion-mnist) or image folders")
+                      f"Use model.tta shift, or mirror {datasets.mirrorable()}")
     if a["flip"] and ds.mirrored and a["apply"] != "never":
         errors.append(f"augment.flip is {a['flip']:g} on {ds.noun} (data.name {ds.name}): {ds.mirrored}. "
-                      "Mirror clothing (fashion-mnist) or image folders, or set augment.flip 0")
+                      f"Mirror {datasets.mirrorable()}, or set augment.flip 0")
     t = cfg["train"]
     if not d[ds.val_key] > 0 and t["patience"] and t["monitor"].startswith("val/"):
         which = f"data.{ds.val_key}"

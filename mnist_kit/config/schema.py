@@ -40,13 +40,17 @@ from mnist_kit.config.fields import (
     option,
 )
 
+# augment.apply: auto turns the transforms on for these (the catalogue's augment_by_default)
+AUTO_AUGMENTED = datasets.listing(f"{d.title} {d.noun} (data.name {d.name})" for d in datasets.CATALOG.values()
+                                  if d.augment_by_default)
+
 
 @dataclass(frozen=True, repr=False)
 class Data(Section):
     KEY = "data"
 
-    name: str = option("mnist", "dataset to train on: mnist, fashion-mnist, or image_folder (your own images, one "
-                       "sub-folder per class)", choices=DATASETS)
+    name: str = option("mnist", f"dataset to train on: {', '.join(IDX)}, or {FOLDERS[0]} (your own "
+                       "images, one sub-folder per class)", choices=DATASETS)
     root: str | None = option(None, "prepared-data directory (the cache prepare writes); null = $MNIST_KIT_DATA or "
                               "~/.cache/mnist-kit", path=True)
     folder: str | None = option(None, "the image folder: one sub-folder of images per class, class names = "
@@ -200,9 +204,9 @@ class Train(Section):
 class Augment(Section):
     KEY = "augment"
 
-    apply: str = option("auto", "when the transforms below are used: auto = on MNIST digits (data.name mnist) only "
-                        "(on Fashion-MNIST, whose objects are all framed alike, they cost test accuracy); always; "
-                        "never", choices=("auto", "always", "never"))
+    apply: str = option("auto", f"when the transforms below are used: auto = on {AUTO_AUGMENTED} only (on "
+                        "Fashion-MNIST, whose objects are all framed alike, they cost test accuracy); always; never",
+                        choices=("auto", "always", "never"))
     rotate: float = option(0.0, "random rotation, degrees: uniform in [-rotate, rotate]; 0 = off", min=0.0, max=180.0)
     scale: float = option(0.0, "random zoom: uniform in [1 - scale, 1 + scale]; 0 = off", min=0.0, max=0.9)
     translate: float = option(0.0, "random shift, fraction of the side, each axis: uniform in [-translate, "

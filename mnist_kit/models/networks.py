@@ -16,6 +16,7 @@ from mnist_kit.backend.runtime import paddle
 from mnist_kit.errors import UserError
 from mnist_kit.models import registry
 from mnist_kit.models.blocks import block_output, cnn_blocks
+from mnist_kit.models.onednn.protocol import ConvBlock, OutputLayer
 
 if TYPE_CHECKING:
     from mnist_kit.config import Model
@@ -165,9 +166,11 @@ class CNN(paddle.nn.Layer):
         self._fast: list[Any] | None = None  # per block: a oneDNN block (onednn.Block) or None (the stock layers)
         self._output: Any = None  # the output layer on oneDNN (onednn.Dense), or None
 
-    def conv_blocks(self, input_shape) -> list[tuple]:
-        """Per block: (conv, batch norm or None, why it is not the standard block oneDNN runs or None,
-        (height, width) of its input)."""
+    # models/onednn's FastConvNet protocol: conv_blocks, output_layer, use_fast_blocks
+
+    def conv_blocks(self, input_shape) -> list[ConvBlock]:
+        """Per block: its conv, its batch norm or None, why it is not the standard block oneDNN runs or None,
+        (height, width) of its input."""
         out, (_, h, w) = [], input_shape
         for b, (conv, norm, _) in zip(self.specs, self._blocks):
             odd = []
@@ -180,9 +183,14 @@ class CNN(paddle.nn.Layer):
             if (b["pool"], b["pool_size"], b["pool_stride"], b["pool_padding"]) != ("max", 2, 2, 0):
                 odd.append("pool none" if b["pool"] == "none" else
                            f"{b['pool']} pool {b['pool_size']}/{b['pool_stride']}/{b['pool_padding']}")
-            out.append((conv, norm, ", ".join(odd) or None, (h, w)))
+            out.append(ConvBlock(conv, norm, ", ".join(odd) or None, (h, w)))
             h, w = block_output(h, w, b)
         return out
+
+    def output_layer(self) -> OutputLayer:
+        """``fc``; it reads the conv blocks' output directly unless hidden layers (``model.head``) or dropout
+        (which draws its mask in memory order) come between."""
+        return OutputLayer(self.fc, self.head is None and not self.dropout.p)
 
     def use_fast_blocks(self, blocks, output=None) -> None:
         """Run block i on ``blocks[i]`` (an ``onednn.Block``, or None for the stock layers) and the output

@@ -30,15 +30,18 @@ own shape against the stock layers (``compare``); ``Choice`` says what was chose
     dense.py    the output layer on oneDNN's inner product (Dense)
     check.py    the self-check and each shape's check against the stock layers
     choose.py   what trains the conv blocks (enable, Choice)
+    protocol.py what a network offers to have its blocks run here (FastConvNet: conv_blocks, output_layer,
+                use_fast_blocks; networks.CNN implements it; docs/extending.md)
 
-May import: ``mnist_kit``, ``backend`` (the paddle import). Used by ``models.networks`` (it offers its
-blocks) and ``train.trainer`` (which calls ``enable``).
+May import: ``errors``, ``backend`` (the paddle import). Used by ``models.networks`` (it offers its
+blocks: ``FastConvNet``) and ``training.trainer`` (which calls ``enable``).
 """
 
 from mnist_kit.models.onednn.binding import EVAL_CHUNK, Unavailable, library
 from mnist_kit.models.onednn.block import Block
 from mnist_kit.models.onednn.check import compare, compare_dense, self_check
 from mnist_kit.models.onednn.choose import Choice, chain, enable, threads_for
+from mnist_kit.models.onednn.protocol import ConvBlock, FastConvNet, OutputLayer
 
-__all__ = ["EVAL_CHUNK", "Block", "Choice", "Unavailable", "chain", "compare", "compare_dense", "enable", "library",
-           "self_check", "threads_for"]
+__all__ = ["EVAL_CHUNK", "Block", "Choice", "ConvBlock", "FastConvNet", "OutputLayer", "Unavailable", "chain",
+           "compare", "compare_dense", "enable", "library", "self_check", "threads_for"]

@@ -10,6 +10,7 @@ from mnist_kit.models.onednn.binding import Unavailable, library
 from mnist_kit.models.onednn.block import Block
 from mnist_kit.models.onednn.check import check_dense, check_shape, self_check
 from mnist_kit.models.onednn.dense import Dense
+from mnist_kit.models.onednn.protocol import FastConvNet
 
 
 def threads_for(requested: int, processes: int) -> tuple[int, str | None]:
@@ -62,7 +63,7 @@ def enable(model, mode: str, device: str, threads: int, input_shape) -> Choice:
 
     if mode == "off":
         return Choice("stock", reason="train.fast_conv is off")
-    if not hasattr(model, "conv_blocks"):
+    if not isinstance(model, FastConvNet):
         return stock(f"the {type(model).__name__.lower()} model has no conv blocks")
     if device != "cpu":
         return stock(f"the oneDNN blocks are for the CPU, and training runs on {device}")
@@ -75,6 +76,7 @@ def enable(model, mode: str, device: str, threads: int, input_shape) -> Choice:
     for i, (conv, norm, other, (h, w)) in enumerate(shapes):
         kind = "bn" if norm is not None else "relu"
         cout, cin, kernel = conv.weight.shape[:3]
+        problem: str | None
         if other:  # the oneDNN block is a 'same' conv, ReLU and a 2x2 max-pool
             problem = other
         elif kind == "relu" and conv.bias is None:
@@ -96,18 +98,18 @@ def enable(model, mode: str, device: str, threads: int, input_shape) -> Choice:
                   tuple("stock" if b is None else "onednn" for b in blocks), "stock" if output is None else "onednn")
 
 
-def _output_layer(model, last: Block | None, threads: int, last_shape: tuple, notes: list) -> Dense | None:
+def _output_layer(model: FastConvNet, last: Block | None, threads: int, last_shape: tuple,
+                  notes: list) -> Dense | None:
     """The model's output layer on oneDNN, when it passes its check. It reads the last block's output channels
     last when that block runs on oneDNN and nothing comes between (``last_shape``: its channels, rows and
     columns)."""
-    fc = getattr(model, "fc", None)
-    if fc is None or fc.bias is None:
+    layer = model.output_layer()
+    if layer is None or layer.linear.bias is None:
         return None
-    k, o = fc.weight.shape
+    k, o = layer.linear.weight.shape
     # dropout draws its mask in memory order: with one between, the stock (channels, rows, columns) order keeps
     # the stock layers' masks
-    between = getattr(model, "head", None) is not None or bool(getattr(getattr(model, "dropout", None), "p", 0))
-    hwc = last_shape if last is not None and not between else None
+    hwc = last_shape if last is not None and layer.direct else None
     if hwc is not None and hwc[0] * hwc[1] * hwc[2] != k:
         hwc = None
     problem = check_dense(k, o, threads, hwc)
