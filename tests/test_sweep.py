@@ -26,8 +26,8 @@ def test_the_grid_is_every_combination_named_by_its_values():
     assert axes == [("optimizer.lr", [0.01, 0.001]), ("model.name", ["linear", "mlp"])]
     assert [p.name for p in planned] == ["lr=0.01,model=linear", "lr=0.01,model=mlp", "lr=0.001,model=linear",
                                          "lr=0.001,model=mlp"]
-    assert planned[3].cfg["optimizer"]["lr"] == 0.001 and planned[3].cfg["model"]["name"] == "mlp"
-    assert all(p.cfg["train"]["epochs"] == 1 for p in planned)
+    assert planned[3].cfg.optimizer.lr == 0.001 and planned[3].cfg.model.name == "mlp"
+    assert all(p.cfg.train.epochs == 1 for p in planned)
 
 
 def test_list_values_and_one_value_lists():
@@ -225,7 +225,7 @@ def test_the_new_keys_sweep_too_and_blocks_are_named_by_their_place():
                                    "train.patience=1,2", "model.init=kaiming,xavier"])
     assert [p.name for p in planned][:3] == ["blocks=v1,patience=1,init=kaiming", "blocks=v1,patience=1,init=xavier",
                                              "blocks=v1,patience=2,init=kaiming"]
-    assert planned[-1].cfg["model"]["blocks"][0]["stride"] == 2 and planned[-1].cfg["model"]["channels"] == [16]
+    assert planned[-1].cfg.model.blocks[0].stride == 2 and planned[-1].cfg.model.channels == (16,)
     with pytest.raises(ConfigError, match="model.blocks\\[0\\] has an unknown key 'channel'"):
         plan(None, ["model.blocks=[{channel: 8}],[{channels: 8}]"])
 

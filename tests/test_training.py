@@ -29,7 +29,7 @@ def test_train_writes_a_complete_run_directory(prepared):
     assert "run directory: checkpoints/r1" in result.output
     assert "CNN: 20,350 parameters" in result.output  # parameter summary of the classic CNN
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved == config.load(None, FAST[1::2] + ["output.name=r1"])
+    assert saved == config.load(None, FAST[1::2] + ["output.name=r1"]).to_dict()
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "completed" and info["seed"] == 0
     assert {"paddle", "numpy", "python", "mnist_kit"} <= set(info["versions"])
@@ -108,7 +108,7 @@ def test_every_model_loss_optimizer_and_schedule_trains(prepared, overrides):
      [1.0, 0.9045085, 0.6545085, 0.3454915, 0.0954915]),
 ])
 def test_schedules_give_the_documented_learning_rates(sched, expected):
-    s = build_schedule(sched, 1.0, steps_per_epoch=1, epochs=5)
+    s = build_schedule(config.validate({"schedule": sched}).schedule, 1.0, steps_per_epoch=1, epochs=5)
     got = []
     for _ in range(5):
         got.append(s.last_lr)

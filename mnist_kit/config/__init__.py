@@ -66,6 +66,7 @@ from mnist_kit.config.schema import (
     Schedule,
     Train,
 )
+from mnist_kit.errors import ConfigError  # noqa: F401  (config.ConfigError, as before the package)
 
 __all__ = [
     "BLOCK_FIELDS", "DATASETS", "LOSSES", "MAX_DEPTH", "MAX_FILE", "MAX_LIST", "MODELS", "NAME", "NETWORK_KEYS",
