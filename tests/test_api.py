@@ -107,6 +107,25 @@ def test_mypy_rejects_a_mistyped_config_field(tmp_path):
     assert 'expression has type "int", variable has type "str"' in wrong.stdout
 
 
+@pytest.mark.parametrize("call, words", [
+    (lambda: mk.prepare(source="ftp"), "source is 'ftp'; choose auto, download, debian or dir"),
+    (lambda: mk.prepare(timeout=float("nan")), "timeout at least 0.1 s"),
+    (lambda: mk.prepare(dataset="emnist"), "unknown data set 'emnist'; data sets: mnist, fashion-mnist"),
+    (lambda: mk.evaluate(photos=-1), "photos must be 0 to 10000"),
+    (lambda: mk.evaluate(split="train"), "split is 'train'; choose test or val"),
+    (lambda: mk.train(nproc=0), "nproc must be 1 or more"),
+    (lambda: mk.load_config("cnn", "train.epochs=3"), 'overrides must be a list of "section.key=value" texts'),
+    (lambda: mk.load_config(3), "config must be a Config, a shipped config's name or a YAML file"),
+    (lambda: mk.evaluate(run=3.5), "run must be a Run, a run folder or None"),
+    (lambda: mk.predict(None, ["x.png"], errors="ignore"), "errors is 'ignore'; choose raise or keep"),
+])
+def test_arguments_the_command_would_refuse_are_refused_from_python_in_one_line(call, words):
+    with pytest.raises(mk.UserError) as raised:
+        call()
+    assert words in str(raised.value) and "\n" not in str(raised.value)
+    assert not Path("checkpoints").exists()
+
+
 # ---------------------------------------------------------------- predict: files and images in memory
 
 def _test_digits(tmp_path: Path, n: int = 4) -> tuple[list[Path], np.ndarray]:

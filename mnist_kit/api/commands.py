@@ -66,6 +66,10 @@ def prepare(dataset: str | None = None, config: ConfigLike = None, overrides: Se
     from mnist_kit import data, datasets
     from mnist_kit.board import writer
 
+    if source not in ("auto", "download", "debian", "dir"):
+        raise UsageError(f"source is {source!r}; choose auto, download, debian or dir")
+    if not 1 <= retries <= 20 or not timeout >= 0.1:  # (nan is not)
+        raise UsageError(f"retries must be 1 to 20 and timeout at least 0.1 s, got {retries} and {timeout}")
     cfg = load_config(config, overrides)
     name = dataset or cfg.data.name
     if name not in datasets.CATALOG:
@@ -154,6 +158,8 @@ def evaluate(run: RunLike = None, epoch: int | None = None, last: bool = False, 
 
     if epoch is not None and last:
         raise UserError("--epoch and --last exclude each other")
+    if not 0 <= photos <= 10000 or photo_seed < 0:
+        raise UsageError(f"photos must be 0 to 10000 and photo_seed 0 or more, got {photos} and {photo_seed}")
     if split not in ("test", "val"):
         raise UsageError(f"split is {split!r}; choose test or val")
     if not _config.valid_device(device):
