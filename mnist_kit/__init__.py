@@ -20,7 +20,7 @@ from mnist_kit.errors import ConfigError, UsageError, UserError
 from mnist_kit.version import __version__
 
 _API = ("Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "evaluate", "export",
-        "load_config", "model_summary", "predict", "prepare", "resume", "runs", "serve", "sweep", "train",
+        "load_config", "model_summary", "plot_runs", "predict", "prepare", "resume", "runs", "serve", "sweep", "train",
         "train_config")
 __all__ = ["ConfigError", "UsageError", "UserError", "__version__", "Config", *_API]
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         export,
         load_config,
         model_summary,
+        plot_runs,
         predict,
         prepare,
         resume,

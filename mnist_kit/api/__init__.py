@@ -17,6 +17,7 @@ from mnist_kit.api.commands import (
     export,
     load_config,
     model_summary,
+    plot_runs,
     predict,
     prepare,
     resume,
@@ -29,5 +30,5 @@ from mnist_kit.api.commands import (
 from mnist_kit.api.results import Evaluation, Export, Guess, Prediction, PreparedData, Run, Sweep
 
 __all__ = ["Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "evaluate", "export",
-           "load_config", "model_summary", "predict", "prepare", "resume", "runs", "serve", "sweep", "train",
-           "train_config"]
+           "load_config", "model_summary", "plot_runs", "predict", "prepare", "resume", "runs", "serve", "sweep",
+           "train", "train_config"]

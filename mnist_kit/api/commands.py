@@ -172,19 +172,17 @@ def evaluate(run: RunLike = None, epoch: int | None = None, last: bool = False, 
 
         make = functools.partial(photo_set, count=photos, seed=photo_seed,
                                  folder=Path(save_photos) if save_photos is not None else None)
-    return Evaluation(scoring.evaluate_run(_run_dir(run, root), epoch=epoch, last=last, split=split, device=device,
-                                           photos=make))
+    result = scoring.evaluate_run(_run_dir(run, root), epoch=epoch, last=last, split=split, device=device,
+                                  photos=make, images=True)
+    return Evaluation(result, result.pop("mistake_images"))
 
 
 def _check_new_folder(folder: Path, photos: int) -> None:
+    from mnist_kit.util.files import check_new_folder
+
     if not photos:
         raise UserError("--save-photos needs --photos N (how many photos to make)")
-    if folder.is_symlink() and not folder.exists():
-        raise UserError(f"--save-photos {folder} is a symbolic link to nothing (a loop, or its target is "
-                        "gone); name a new folder")
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise UserError(f"--save-photos {folder} exists and is not an empty folder; name a new folder "
-                        "(mnist-kit never writes over your files)")
+    check_new_folder(folder, "--save-photos")
 
 
 def export(run: RunLike = None, epoch: int | None = None, last: bool = False, out: str | Path | None = None,
@@ -284,6 +282,15 @@ def serve(model: Export | Run | str | Path | None = None, host: str = "127.0.0.1
     s.check_origin(cors)  # a usage error, before looking for a model
     s.serve(_export_dir(model, root), host=host, port=port, threads=threads, device=device, runtime=runtime,
             cors=cors, say=say or info)
+
+
+def plot_runs(runs: Sequence[Run | str | Path], title: str = "") -> Any:
+    """A matplotlib figure of several runs side by side: validation accuracy and training loss per epoch
+    (``plot_runs(runs(sort="acc")[:5])``: the five best). One run alone: ``Run.plot()``."""
+    from mnist_kit.board import figures
+
+    found = [r if isinstance(r, Run) else Run.open(r) for r in runs]
+    return figures.runs_figure([(r.summary()["run"], r.metrics) for r in found], title)
 
 
 def runs(root: str | Path | None = None, sort: str = "started", reverse: bool = False) -> list[Run]:

@@ -91,6 +91,13 @@ class Run:
         """How many epochs the run trains for (train.steps counted in epochs)."""
         return self.summary()["epochs"]
 
+    def plot(self) -> Any:
+        """A matplotlib figure of its epochs: training and validation loss and accuracy, the learning rate
+        (Jupyter shows it; ``.savefig("run.png")`` writes it)."""
+        from mnist_kit.board import figures
+
+        return figures.run_figure(self.metrics, self.name)
+
     def exports(self) -> list[Path]:
         """Its complete, checked export folders."""
         from mnist_kit.deploy import inference
@@ -105,6 +112,7 @@ class Evaluation:
     (precision, recall, F1 and support of each class) and ``confusion`` (rows: the true class)."""
 
     result: dict[str, Any] = field(repr=False)  # what `mnist-kit eval --json` prints
+    images: np.ndarray | None = field(default=None, repr=False)  # the images of result["mistakes"], uint8
 
     @property
     def accuracy(self) -> float:
@@ -141,6 +149,21 @@ class Evaluation:
         r = self.result
         return (f"Evaluation({r['split']} of {r['dataset']}, {r['checkpoint']}: accuracy {r['accuracy']:.4f}, "
                 f"loss {r['loss']:.4f}, {r['samples']} images)")
+
+    @property
+    def mistakes(self) -> list[dict[str, Any]]:
+        """The most confidently wrong images: index in the split, label, predicted, probability."""
+        return list(self.result.get("mistakes", []))
+
+    def plot(self) -> Any:
+        """A matplotlib figure: the confusion matrix beside the most confidently wrong images (Jupyter shows
+        it; ``.savefig("eval.png")`` writes it)."""
+        from mnist_kit.board import figures
+
+        r = self.result
+        return figures.evaluation_figure(self.confusion, self.classes, self.mistakes, self.images,
+                                         f"{r['split']} split of {r['dataset']}, {r['checkpoint']}: accuracy "
+                                         f"{r['accuracy']:.2%}")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.result)

@@ -11,7 +11,7 @@ import click
 from mnist_kit import api, config
 from mnist_kit.cli.group import cli
 from mnist_kit.cli.options import config_file, print_config_option, root_of
-from mnist_kit.errors import UsageError
+from mnist_kit.errors import UsageError, UserError
 
 
 @cli.group(invoke_without_command=True)
@@ -54,13 +54,19 @@ def configs_show(name):
               help="started, run, acc (best first), time, status, epochs, or a config key such as optimizer.lr.")
 @click.option("--reverse", is_flag=True, help="Reverse the order.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (all hyper-parameters included).")
-def list_runs(root, root_config, sort_key, reverse, as_json):
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the runs side by side (validation accuracy and training loss per epoch) into this "
+                   "new PNG file.")
+def list_runs(root, root_config, sort_key, reverse, as_json, plot_file):
     """List the runs under ROOT (default: output.root of --config, else checkpoints), sweeps' runs included:
     key hyper-parameters and those that differ, epochs, best validation accuracy, training time and status."""
     from mnist_kit.experiments import listing
 
+    if plot_file is not None and (plot_file.exists() or plot_file.is_symlink()):
+        raise UserError(f"--plot {plot_file} exists; name a new file (mnist-kit never writes over your files)")
     root = root_of(root, root_config)
-    summaries = [r.summary() for r in api.runs(root, sort_key, reverse)]
+    found = api.runs(root, sort_key, reverse)
+    summaries = [r.summary() for r in found]
     for s in summaries:
         if s["status"] == "unreadable":
             click.echo(f"warning: run {s['run']} cannot be read: {s.get('error')}", err=True)
@@ -68,6 +74,12 @@ def list_runs(root, root_config, sort_key, reverse, as_json):
         click.echo(json.dumps(summaries, indent=2))
     else:
         click.echo(listing.format_table(summaries) if summaries else f"no runs under {root}")
+    if plot_file is not None:
+        from mnist_kit.board import figures
+
+        readable = [r for r, s in zip(found, summaries) if s["status"] != "unreadable"]
+        path = figures.save(api.plot_runs(readable, f"{len(readable)} run(s) under {root}"), plot_file)
+        click.echo(f"wrote {path}", err=True)
 
 
 @cli.command()

@@ -26,15 +26,24 @@ from mnist_kit.errors import UserError
 @click.option("--photo-seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the photos.")
 @click.option("--save-photos", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the photos in this new (or empty) folder, named NNNN-label-K.ext.")
-def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json, photos, photo_seed, save_photos):
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also draw the pictures into this new (or empty) folder: evaluation.png (the confusion matrix "
+                   "and the most confidently wrong images) and training.png (the run's curves per epoch).")
+def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json, photos, photo_seed, save_photos,
+             plot_dir):
     """Measure a trained run: loss, accuracy, per-class precision/recall/F1, confusion matrix; with
     --photos N, also its accuracy on photos made from the test set."""
+    from mnist_kit.board import figures
     from mnist_kit.evaluation import metrics
+    from mnist_kit.util.files import check_new_folder
 
     if epoch is not None and last:  # before --root's config is read: the options alone are wrong
         raise UserError("--epoch and --last exclude each other")
-    result = api.evaluate(run_dir, epoch, last, split, device, photos, photo_seed, save_photos,
-                          root=root_of(root, root_config)).to_dict()
+    if plot_dir is not None:
+        check_new_folder(plot_dir, "--plot")
+    done = api.evaluate(run_dir, epoch, last, split, device, photos, photo_seed, save_photos,
+                        root=root_of(root, root_config))
+    result = done.to_dict()
     if photos and result["photos"]["count"] < photos:
         click.echo(f"note: --photos {photos}, but the test split holds {result['photos']['count']} images: one "
                    "photo was made of each", err=True)
@@ -43,6 +52,10 @@ def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json, ph
     else:
         click.echo(f"run {result['run']}")
         click.echo(metrics.format_report(result, result["classes"]))
+    if plot_dir is not None:
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        for name, figure in (("evaluation.png", done.plot()), ("training.png", api.Run(result["run"]).plot())):
+            click.echo(f"wrote {figures.save(figure, plot_dir / name)}", err=True)
 
 
 @cli.command()

@@ -34,6 +34,19 @@ def report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict:
             "macro_f1": float(np.mean(pc["f1"])), "confusion_matrix": cm.tolist()}
 
 
+MISTAKES = 16  # the most confidently wrong images an evaluation names (and its picture shows)
+
+
+def confident_mistakes(y_true: np.ndarray, probs: np.ndarray, classes: list[str], k: int = MISTAKES) -> list[dict]:
+    """The ``k`` wrong predictions made with the highest probability: index in the split, true and predicted
+    label, probability (ties: the earlier image first)."""
+    predicted = probs.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != y_true)
+    order = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:k]
+    return [{"index": int(i), "label": classes[int(y_true[i])], "predicted": classes[int(predicted[i])],
+             "probability": float(probs[i, predicted[i]])} for i in order]
+
+
 def format_report(result: dict, classes) -> str:
     """A human-readable table of an evaluation result."""
     pc = result["per_class"]

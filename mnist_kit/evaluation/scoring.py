@@ -122,11 +122,12 @@ def load_trained(run: RunDir, epoch: int | None = None, last: bool = False, devi
 
 
 def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, split: str = "test",
-                 device: str = "auto", photos=None) -> dict:
+                 device: str = "auto", photos=None, images: bool = False) -> dict:
     """Evaluate a run's checkpoint (best by default) on the test or validation split; and, with ``photos``
     (a function (x_test, y_test, dataset) -> (inputs, labels, kinds, test indices),
     ``deploy.photos.photo_set``), on photos made from the test set, read as ``predict`` reads files, beside
-    the same test images as they are (``result["photos"]``)."""
+    the same test images as they are (``result["photos"]``). ``result["mistakes"]``: the most confidently
+    wrong images (with ``images``, ``result["mistake_images"]`` holds them, uint8)."""
     trained = load_trained(run, epoch, last, device)
     if photos is not None and datasets.get(trained.cfg.data.name).kind != "idx":
         raise UserError(f"--photos makes photos of MNIST-style test images; {run} was trained on an image folder: "
@@ -150,6 +151,7 @@ def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, spli
         seconds = time.perf_counter() - start
         photo_report = photo_accuracy(trained, logits_of, photos) if photos is not None else None
     result = metrics.report(y, logits.argmax(axis=1), len(classes))
+    result["mistakes"] = metrics.confident_mistakes(y, metrics.softmax(logits), list(classes))
     result.update({"run": str(run), "checkpoint": trained.path.name, "epoch": trained.state["epoch"],
                    "split": split, "dataset": trained.cfg.data.name, "samples": int(len(y)), "loss": loss,
                    "classes": list(classes),
@@ -157,6 +159,8 @@ def evaluate_run(run: RunDir, epoch: int | None = None, last: bool = False, spli
                    "seconds": seconds})
     if photo_report is not None:
         result["photos"] = photo_report
+    if images:
+        result["mistake_images"] = x[[m["index"] for m in result["mistakes"]]]
     return result
 
 

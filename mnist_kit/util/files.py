@@ -83,6 +83,18 @@ def overwrite_in_place(target: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def check_new_folder(folder: Path, option: str) -> None:
+    """UserError unless ``folder`` is new or an empty folder: mnist-kit writes its files there and never over
+    the user's (``option``: how the user named it, e.g. ``--save-photos``)."""
+    folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise UserError(f"{option} {folder} is a symbolic link to nothing (a loop, or its target is gone); name a "
+                        "new folder")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UserError(f"{option} {folder} exists and is not an empty folder; name a new folder (mnist-kit never "
+                        "writes over your files)")
+
+
 def digest(path: Path, algorithm: str = "sha256") -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
