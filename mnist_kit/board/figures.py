@@ -10,13 +10,13 @@ and nothing is shown twice. matplotlib comes with VisualDL; it is also the ``not
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mnist_kit.errors import UserError
+from mnist_kit.util.console import in_notebook
 
 INSTALL = "pip install 'mnist-kit[notebook]'"
 
@@ -26,9 +26,29 @@ def _figure(width: float, height: float) -> Any:
         from matplotlib.figure import Figure
     except ImportError:
         raise UserError(f"pictures need matplotlib, which is not installed: {INSTALL}") from None
-    if "ipykernel" in sys.modules:  # in Jupyter: pyplot's import sets up the inline display of figures
-        import matplotlib.pyplot  # noqa: F401
+    if in_notebook():
+        _show_inline(Figure)
     return Figure(figsize=(width, height), layout="constrained")
+
+
+def _show_inline(figure_class: type) -> None:
+    """Let Jupyter draw a figure that is a cell's value, as PNG. Not left to pyplot's inline backend: VisualDL
+    switches matplotlib to Agg when training imports it, and then no figure would be drawn."""
+    import IPython
+
+    png = IPython.get_ipython().display_formatter.formatters["image/png"]
+    png.for_type(figure_class, _png)
+
+
+def _png(fig: Any) -> bytes:
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
 
 
 def _curve(ax, rows: list[dict], key: str, label: str, **style) -> bool:

@@ -1,7 +1,10 @@
-"""Terminal output: messages on stderr and a progress display.
+"""Output: messages on stderr and a progress display that fits where it runs.
 
-On a terminal the progress is a bar redrawn in place; when output is redirected it is one line
-every ``every`` units, so logs stay readable.
+On a terminal the progress is a bar redrawn in place; when output is redirected it is one line every
+``every`` units, so logs stay readable; in a Jupyter notebook it is tqdm's bar, a widget that updates in place
+where ipywidgets is installed (the ``notebook`` extra; else tqdm's one redrawn line), and without tqdm one
+line of text redrawn in place by IPython's display. tqdm is used for the notebook only: it draws widgets, and
+on a terminal the bar here is what the logs and tests were written for.
 """
 
 from __future__ import annotations
@@ -21,6 +24,45 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h{seconds // 60 % 60:02d}"
 
 
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel: its output goes to a notebook, not to a terminal or a log."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class _Redrawn:
+    """One line of text redrawn in place in a notebook (IPython's display with an id), at most 10 times a
+    second: the progress when tqdm is not installed."""
+
+    def __init__(self, line):
+        from IPython.display import display
+
+        self._line, self._last = line, 0.0
+        self._handle = display(line(), display_id=True)
+
+    def update(self, n: int = 1) -> None:
+        now = time.perf_counter()
+        if now - self._last >= 0.1:
+            self._handle.update(self._line())
+            self._last = now
+
+    def set_postfix_str(self, postfix: str) -> None:
+        pass  # Progress keeps it; the next update shows it
+
+    def close(self) -> None:
+        self._handle.update(self._line())
+
+
+def _notebook_bar(total: int, desc: str, unit: str, bytes_unit: bool, line):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _Redrawn(line)
+    return tqdm(total=total or None, desc=desc, unit="B" if bytes_unit else unit, unit_scale=bytes_unit,
+                leave=True, mininterval=0.1)
+
+
 class Progress:
     def __init__(self, total: int, desc: str, unit: str = "it", every: int | None = None,
                  stream=None, bytes_unit: bool = False):
@@ -34,6 +76,9 @@ class Progress:
         self._last_draw = 0.0
         self._next_line = self.every
         self.postfix = ""
+        # in a notebook: a bar that updates in place (the default stream only: a caller's own stream is kept)
+        self._bar = _notebook_bar(self.total, desc, unit, bytes_unit, self._line) \
+            if stream is None and in_notebook() else None
 
     def _amount(self, n: float) -> str:
         return f"{n / 1e6:.1f} MB" if self.bytes_unit else f"{int(n)}"
@@ -52,6 +97,11 @@ class Progress:
         self.n += n
         if postfix is not None:
             self.postfix = " " + postfix if postfix else ""
+        if self._bar is not None:
+            if postfix is not None:
+                self._bar.set_postfix_str(postfix)
+            self._bar.update(n)
+            return
         if self.tty:
             now = time.perf_counter()
             if now - self._last_draw >= 0.1 or self.n >= self.total:
@@ -69,8 +119,13 @@ class Progress:
 
     def set_postfix(self, postfix: str) -> None:
         self.postfix = " " + postfix if postfix else ""
+        if self._bar is not None:
+            self._bar.set_postfix_str(postfix)
 
     def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            return
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
