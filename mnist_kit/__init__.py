@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mnist_kit.errors import ConfigError, UsageError, UserError
 from mnist_kit.version import __version__
 
-_API = ("Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "evaluate", "export",
+_API = ("Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "board", "evaluate", "export",
         "load_config", "model_summary", "plot_runs", "predict", "prepare", "resume", "runs", "serve", "sweep", "train",
         "train_config")
 __all__ = ["ConfigError", "UsageError", "UserError", "__version__", "Config", *_API]
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         PreparedData,
         Run,
         Sweep,
+        board,
         evaluate,
         export,
         load_config,

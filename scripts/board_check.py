@@ -36,9 +36,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import chromium, missing  # noqa: E402
 
-from mnist_kit.board import server as board_server  # noqa: E402
-from mnist_kit.board import visuals
 from mnist_kit.experiments import listing
+from mnist_kit.logbook import server as board_server  # noqa: E402
+from mnist_kit.logbook import visuals
 from mnist_kit.training import trainlog
 from mnist_kit.util import readback
 

@@ -32,8 +32,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnist_kit.board.writer import read_records
 from mnist_kit.experiments.rundir import TIMING_KEYS
+from mnist_kit.logbook.writer import read_records
 
 
 def fingerprint(run: Path) -> dict:

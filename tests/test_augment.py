@@ -11,10 +11,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from helpers import FAST, run_cli
 from mnist_kit import config
-from mnist_kit.board.writer import read_records
 from mnist_kit.data import augment
 from mnist_kit.data.augment import Augment
 from mnist_kit.data.batches import Batches, Normalization
+from mnist_kit.logbook.writer import read_records
 
 ALL_ON = Augment(rotate=15, scale=0.15, translate=0.1, shear=10, stroke=1.0, elastic=30, elastic_sigma=4,
                  erase=0.5, erase_area=0.2)

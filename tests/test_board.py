@@ -63,7 +63,7 @@ def test_the_board_keeps_answering_after_many_logged_errors(trained, tmp_path):
 
 
 def _logdir_with_a_run(trained, tmp_path) -> Path:
-    from mnist_kit.board.writer import Logbook
+    from mnist_kit.logbook.writer import Logbook
 
     book = Logbook(tmp_path / "logs" / "r" / "vdl", display_name="r")
     book.scalar("x", 1.0, 0)

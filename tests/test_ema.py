@@ -8,8 +8,8 @@ import numpy as np
 
 from helpers import FAST, run_cli
 from mnist_kit.backend.runtime import paddle
-from mnist_kit.board.writer import read_records
 from mnist_kit.experiments import checkpoint
+from mnist_kit.logbook.writer import read_records
 from mnist_kit.training.ema import WeightAverage
 
 EMA = [*FAST, "-o", "train.ema=0.9", "-o", "model.batch_norm=true", "-o", "model.channels=[4, 4]"]

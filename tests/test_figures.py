@@ -14,8 +14,8 @@ from PIL import Image
 
 import mnist_kit as mk
 from helpers import REPO, assert_user_error, run_cli
-from mnist_kit.board import figures
 from mnist_kit.evaluation import metrics
+from mnist_kit.logbook import figures
 
 RELEASE_RUN = REPO / "tests" / "fixtures" / "run-0.1.0"
 

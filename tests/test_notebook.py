@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from helpers import FAST
+from helpers import FAST, run_cli, wait_for
 
 pytestmark = pytest.mark.slow  # starts Jupyter kernels
 
@@ -50,3 +55,43 @@ def test_without_widgets_or_tqdm_the_bar_is_one_line_redrawn(prepared, tmp_path,
     else:  # tqdm's text bar on stderr, redrawn with carriage returns
         text = "".join(o.get("text", "") for o in train if o.output_type == "stream")
         assert "epoch 1/2: 100%" in text and "10/10" in text, text
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_the_board_shows_in_a_notebook_and_stops_when_asked_or_with_the_kernel(prepared, tmp_path):
+    assert run_cli("train", "--config", "linear", *FAST, "--name", "seen").exit_code == 0
+    shown, stopped = _execute([
+        "import urllib.request\nimport mnist_kit as mk\nb = mk.board('checkpoints')\n"
+        "print(b.pid, urllib.request.urlopen(b.url + '/alive').status)\nb",
+        "one = mk.board(mk.Run('checkpoints/seen'))\nprint(one.pid)\none.stop()\nprint(one.running)\none",
+    ], tmp_path)
+    pid, status = shown[0]["text"].split()
+    assert status == "204"  # VisualDL's /alive: no content
+    page = shown[-1]["data"]["text/html"]
+    assert re.search(r'<iframe src="http://127\.0\.0\.1:\d+/app/scalar" width="100%"', page), page
+    assert stopped[0]["text"].split()[1] == "False" and "has stopped" in stopped[-1]["data"]["text/html"]
+    assert not _running(int(stopped[0]["text"].split()[0]))
+    wait_for(lambda: not _running(int(pid)), 60, "the board to end with its kernel")  # the kernel has shut down
+
+
+def test_a_board_dies_with_the_process_that_started_it_even_by_kill_9(prepared, tmp_path):
+    assert run_cli("train", "--config", "linear", *FAST, "--name", "seen").exit_code == 0
+    code = ("import sys, mnist_kit as mk\nb = mk.board('checkpoints')\nprint(b.pid, flush=True)\n"
+            "sys.stdin.read()\n")  # waits until killed
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(proc.stdout.readline())  # printed once the board answers
+        assert _running(pid)
+        proc.kill()  # kill -9: no atexit, no finally
+        proc.wait()
+        wait_for(lambda: not _running(pid), 60, "the board to end with the process that started it")
+    finally:
+        proc.kill()

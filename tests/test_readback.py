@@ -59,11 +59,11 @@ def _records(place: Path) -> Path:
 # (mnist-kit runs: the run is listed as unreadable, with the reason).
 def _readers():
     from mnist_kit import config
-    from mnist_kit.board.writer import read_records
     from mnist_kit.data import cache
     from mnist_kit.deploy import inference
     from mnist_kit.experiments import checkpoint, listing
     from mnist_kit.experiments.rundir import RunDir
+    from mnist_kit.logbook.writer import read_records
 
     run = lambda p: p / "runs" / "sweep" / "r"  # noqa: E731
     return {

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from helpers import FAST, REPO, checkpoints_of, run_cli, run_subprocess, wait_for
-from mnist_kit.board.writer import read_records
 from mnist_kit.experiments import checkpoint, rundir
+from mnist_kit.logbook.writer import read_records
 
 pytestmark = pytest.mark.slow  # trains, interrupts and resumes runs
 

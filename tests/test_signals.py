@@ -25,8 +25,8 @@ def _start_training(name: str, *extra) -> subprocess.Popen:
 
 
 def _graph_children(pid: int) -> list[int]:
-    """The children of ``pid`` that are the VisualDL graph writer (``python -m mnist_kit.board.graph``)."""
-    done = subprocess.run(["pgrep", "-P", str(pid), "-f", "mnist_kit.board.graph"], capture_output=True, text=True)
+    """The children of ``pid`` that are the VisualDL graph writer (``python -m mnist_kit.logbook.graph``)."""
+    done = subprocess.run(["pgrep", "-P", str(pid), "-f", "mnist_kit.logbook.graph"], capture_output=True, text=True)
     return [int(p) for p in done.stdout.split()]
 
 
@@ -83,7 +83,7 @@ def test_ctrl_c_while_the_graph_child_starts_leaves_no_child(tmp_path, monkeypat
     import signal
     import subprocess
 
-    from mnist_kit.board import graph
+    from mnist_kit.logbook import graph
 
     started = []
     real = subprocess.Popen

@@ -9,9 +9,9 @@ import pytest
 
 from helpers import FAST, free_port, run_cli, run_subprocess, visualdl_api, wait_for
 from mnist_kit import ConfigError, UserError
-from mnist_kit.board.writer import read_records
 from mnist_kit.experiments import listing
 from mnist_kit.experiments.sweep import parse_grid, plan
+from mnist_kit.logbook.writer import read_records
 
 pytestmark = pytest.mark.slow  # runs sweeps as processes
 

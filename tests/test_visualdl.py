@@ -28,11 +28,11 @@ from helpers import (
     write_idx_folder,
 )
 from mnist_kit import config, data
-from mnist_kit.board import visuals, writer
-from mnist_kit.board.writer import read_records
 from mnist_kit.cli import cli
 from mnist_kit.evaluation import metrics, scoring
 from mnist_kit.experiments import checkpoint
+from mnist_kit.logbook import visuals, writer
+from mnist_kit.logbook.writer import read_records
 from mnist_kit.training import trainlog
 
 HIST_EVERY, N_EMB = 5, 50
@@ -259,7 +259,7 @@ def test_the_real_server_serves_every_component(run, tmp_path):
 
 
 def test_board_refuses_an_empty_logdir_and_warns_for_other_hosts(tmp_path):
-    from mnist_kit.board.server import board_command
+    from mnist_kit.logbook.server import board_command
 
     result = CliRunner().invoke(cli, ["board", "--logdir", str(tmp_path / "none")])
     assert result.exit_code == 1 and "no VisualDL logs" in result.output
@@ -287,7 +287,7 @@ def test_thousands_of_classes_are_drawn_within_bounds(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from mnist_kit.board import visuals
+    from mnist_kit.logbook import visuals
 
     picture = visuals.confusion_image(np.ones((10000, 10000), np.int32), [str(i) for i in range(10000)])
     assert picture.shape[0] * picture.shape[1] < 4000 * 4000

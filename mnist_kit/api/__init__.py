@@ -13,6 +13,7 @@ is called (paddle only where it trains, evaluates or exports). May import: any p
 """
 
 from mnist_kit.api.commands import (
+    board,
     evaluate,
     export,
     load_config,
@@ -29,6 +30,6 @@ from mnist_kit.api.commands import (
 )
 from mnist_kit.api.results import Evaluation, Export, Guess, Prediction, PreparedData, Run, Sweep
 
-__all__ = ["Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "evaluate", "export",
+__all__ = ["Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "board", "evaluate", "export",
            "load_config", "model_summary", "plot_runs", "predict", "prepare", "resume", "runs", "serve", "sweep",
            "train", "train_config"]

@@ -64,7 +64,7 @@ def prepare(dataset: str | None = None, config: ConfigLike = None, overrides: Se
     import dataclasses
 
     from mnist_kit import data, datasets
-    from mnist_kit.board import writer
+    from mnist_kit.logbook import writer
 
     if source not in ("auto", "download", "debian", "dir"):
         raise UsageError(f"source is {source!r}; choose auto, download, debian or dir")
@@ -287,10 +287,23 @@ def serve(model: Export | Run | str | Path | None = None, host: str = "127.0.0.1
 def plot_runs(runs: Sequence[Run | str | Path], title: str = "") -> Any:
     """A matplotlib figure of several runs side by side: validation accuracy and training loss per epoch
     (``plot_runs(runs(sort="acc")[:5])``: the five best). One run alone: ``Run.plot()``."""
-    from mnist_kit.board import figures
+    from mnist_kit.logbook import figures
 
     found = [r if isinstance(r, Run) else Run.open(r) for r in runs]
     return figures.runs_figure([(r.summary()["run"], r.metrics) for r in found], title)
+
+
+def board(run_or_root: Run | str | Path | None = None, port: int = 0, host: str = "127.0.0.1",
+          height: int = 800) -> Any:
+    """VisualDL on a run (a ``Run`` or its folder: its curves alone) or on every run under a folder (default:
+    checkpoints), on a free port of 127.0.0.1; returns a ``Board`` that Jupyter shows as the board in an iframe.
+    ``board.stop()`` ends the server; it also ends with this process (the kernel), however that ends."""
+    from mnist_kit.logbook import server
+
+    where = run_or_root.path if isinstance(run_or_root, Run) else _root(run_or_root)
+    if not 0 <= port <= 65535:
+        raise UsageError(f"port must be 0 (a free one) to 65535, got {port}")
+    return server.start(where, host=host, port=port, height=height)
 
 
 def runs(root: str | Path | None = None, sort: str = "started", reverse: bool = False) -> list[Run]:

@@ -94,7 +94,7 @@ class Run:
     def plot(self) -> Any:
         """A matplotlib figure of its epochs: training and validation loss and accuracy, the learning rate
         (Jupyter shows it; ``.savefig("run.png")`` writes it)."""
-        from mnist_kit.board import figures
+        from mnist_kit.logbook import figures
 
         return figures.run_figure(self.metrics, self.name)
 
@@ -158,7 +158,7 @@ class Evaluation:
     def plot(self) -> Any:
         """A matplotlib figure: the confusion matrix beside the most confidently wrong images (Jupyter shows
         it; ``.savefig("eval.png")`` writes it)."""
-        from mnist_kit.board import figures
+        from mnist_kit.logbook import figures
 
         r = self.result
         return figures.evaluation_figure(self.confusion, self.classes, self.mistakes, self.images,

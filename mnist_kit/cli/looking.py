@@ -75,7 +75,7 @@ def list_runs(root, root_config, sort_key, reverse, as_json, plot_file):
     else:
         click.echo(listing.format_table(summaries) if summaries else f"no runs under {root}")
     if plot_file is not None:
-        from mnist_kit.board import figures
+        from mnist_kit.logbook import figures
 
         readable = [r for r, s in zip(found, summaries) if s["status"] != "unreadable"]
         path = figures.save(api.plot_runs(readable, f"{len(readable)} run(s) under {root}"), plot_file)
@@ -95,7 +95,7 @@ def list_runs(root, root_config, sort_key, reverse, as_json, plot_file):
               help="Model file for the static graph page (default: the newest run's graph/model.pdmodel).")
 def board(logdir, root_config, port, host, model):
     """Start VisualDL on the runs, every run side by side, and print its address."""
-    from mnist_kit.board import server
+    from mnist_kit.logbook import server
 
     server.serve(root_of(logdir, root_config), host=host, port=port, model=model, say=lambda m: click.echo(m, err=True))
 

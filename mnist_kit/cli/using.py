@@ -33,8 +33,8 @@ def evaluate(run_dir, root, root_config, epoch, last, split, device, as_json, ph
              plot_dir):
     """Measure a trained run: loss, accuracy, per-class precision/recall/F1, confusion matrix; with
     --photos N, also its accuracy on photos made from the test set."""
-    from mnist_kit.board import figures
     from mnist_kit.evaluation import metrics
+    from mnist_kit.logbook import figures
     from mnist_kit.util.files import check_new_folder
 
     if epoch is not None and last:  # before --root's config is read: the options alone are wrong

@@ -11,13 +11,13 @@ from pathlib import Path
 from mnist_kit import config, data
 from mnist_kit.backend import distributed
 from mnist_kit.backend.runtime import versions
-from mnist_kit.board import graph
-from mnist_kit.board.writer import Logbook
 from mnist_kit.data import augment
 from mnist_kit.errors import UserError
 from mnist_kit.experiments import checkpoint
 from mnist_kit.experiments.checkpoint import CheckpointState
 from mnist_kit.experiments.rundir import RunDir, RunRecord
+from mnist_kit.logbook import graph
+from mnist_kit.logbook.writer import Logbook
 from mnist_kit.models.networks import load_weights, summary
 from mnist_kit.training.engine import fit
 from mnist_kit.training.trainer import Trainer, build_trainer

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import yaml
 
-from mnist_kit.board.writer import Logbook
 from mnist_kit.evaluation import metrics
 from mnist_kit.evaluation.scoring import features
 from mnist_kit.experiments import listing
+from mnist_kit.logbook.writer import Logbook
 
 if TYPE_CHECKING:
     from mnist_kit.config import Config

@@ -32,6 +32,14 @@ def check_address(host: str, port: int) -> None:
                             "one of this machine's addresses") from None
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on at ``host`` right now (the system's choice), for a server started next."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
 def url(host: str, port: int) -> str:
     """The address a browser on this machine opens for a server bound to ``host:port`` (a wildcard host is
     reached at 127.0.0.1; an IPv6 address goes in brackets); no trailing slash."""

@@ -1,13 +1,16 @@
-"""``mnist-kit board``: the VisualDL server on a folder of runs, started, checked and stopped."""
+"""``mnist-kit board``: the VisualDL server on a folder of runs, started, checked and stopped; ``Board``: the
+same in a notebook (``mnist_kit.board``), shown as the board in an iframe and stopped when asked, when the
+kernel exits, or when it dies (``kill -9`` included: the server gets SIGTERM from the kernel's death)."""
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
 from mnist_kit.experiments import listing
 from mnist_kit.util import addresses
-from mnist_kit.util.interrupts import stop_child
+from mnist_kit.util.interrupts import die_with_parent, stop_child
 
 
 def newest_graph(logdir: Path) -> Path | None:
@@ -61,7 +64,7 @@ def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path |
         raise UserError(f"model file not found: {model}")
     argv, cwd = board_command(logdir, host, port, model)
     proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            errors="replace")
+                            errors="replace", preexec_fn=die_with_parent(signal.SIGTERM))
     errors: collections.deque[str] = collections.deque(maxlen=20)
     threading.Thread(target=_drain, args=(proc.stderr, errors), daemon=True).start()
     url = addresses.url(host, port)
@@ -103,3 +106,57 @@ def _wait_until_up(proc, url: str, port: int, errors, timeout: float = 60) -> No
                 raise UserError(f"the VisualDL server did not answer at {url} within {timeout:.0f} s"
                                 + (f"; its last message: {errors[-1]}" if errors else "")) from None
             time.sleep(0.3)
+
+
+class Board:
+    """A VisualDL server started for a notebook: Jupyter shows it as the board in an iframe (``_repr_html_``).
+    ``stop()`` ends it; so does the end of the process that started it (atexit, and the kernel's death)."""
+
+    def __init__(self, proc, url: str, logdir: Path, height: int = 800):
+        import atexit
+
+        self.proc, self.url, self.logdir, self.height = proc, url, Path(logdir), height
+        atexit.register(self.stop)
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Stop the server (nothing if it has stopped)."""
+        if self.running:
+            stop_child(self.proc)
+
+    def __repr__(self) -> str:
+        state = f"at {self.url}/app/scalar" if self.running else "stopped"
+        return f"Board({str(self.logdir)!r}, {state})"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        if not self.running:
+            return f"<p>The board of {html.escape(str(self.logdir))} has stopped.</p>"
+        page = html.escape(f"{self.url}/app/scalar", quote=True)
+        return (f'<iframe src="{page}" width="100%" height="{int(self.height)}" style="border: 1px solid #ddd" '
+                f'title="VisualDL"></iframe><p><a href="{page}" target="_blank">open the board in a tab</a> '
+                f"(VisualDL on {html.escape(str(self.logdir))}; <code>.stop()</code> ends it)</p>")
+
+
+def start(logdir: Path, host: str = "127.0.0.1", port: int = 0, height: int = 800) -> Board:
+    """Start the board on ``logdir`` (on a free port with ``port`` 0) and return it once it answers."""
+    from mnist_kit.errors import UserError
+
+    for attempt in range(3):  # a free port may be taken between choosing it and the server's bind
+        chosen = port or addresses.free_port(host)
+        try:
+            proc = serve(logdir, host=host, port=chosen, wait=False, say=lambda message: None)
+        except UserError:
+            if port or attempt == 2:
+                raise
+            continue
+        return Board(proc, addresses.url(host, chosen), logdir, height)
+    raise AssertionError("unreachable")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_kit.board import visuals
 from mnist_kit.evaluation import metrics
+from mnist_kit.logbook import visuals
 from mnist_kit.util import readback
 
 MAX_RECORDS = 4 << 30  # bytes of one VisualDL records file read back (on resume)

@@ -8,7 +8,7 @@ lists one model per folder, labelled by the folder's name; it takes the vdlgraph
 layers' nesting). Paddle 2.6 writes ``.pdmodel`` anyway. The engine decides when it runs
 (``train.start._graph``: after the last epoch on the CPU).
 
-    python -m mnist_kit.board.graph RUN_DIR
+    python -m mnist_kit.logbook.graph RUN_DIR
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def start(run: RunDir) -> subprocess.Popen:
     proc = None
     try:
         with between_steps() as check:
-            proc = subprocess.Popen([sys.executable, "-m", "mnist_kit.board.graph", str(run)], env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "mnist_kit.logbook.graph", str(run)], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                     preexec_fn=_child_setup)
             check()
