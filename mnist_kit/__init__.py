@@ -20,8 +20,8 @@ from mnist_kit.errors import ConfigError, UsageError, UserError
 from mnist_kit.version import __version__
 
 _API = ("Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "board", "evaluate", "export",
-        "load_config", "model_summary", "plot_runs", "predict", "prepare", "resume", "runs", "serve", "sweep", "train",
-        "train_config")
+        "load_config", "model_summary", "plot_runs", "predict", "prepare", "resume", "runs", "sample_photo", "serve",
+        "sweep", "train", "train_config")
 __all__ = ["ConfigError", "UsageError", "UserError", "__version__", "Config", *_API]
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         prepare,
         resume,
         runs,
+        sample_photo,
         serve,
         sweep,
         train,

@@ -86,3 +86,19 @@ def test_without_matplotlib_a_picture_is_one_clear_error():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "pictures need matplotlib, which is not installed: pip install " \
                                   "'mnist-kit[notebook]'", done.stderr
+
+
+def test_a_prepared_data_sets_figure_shows_images_and_class_counts(prepared):
+    data = mk.prepare()  # the cache the fixture prepared
+    assert data.x_train.shape[1:] == (28, 28) and len(data.y_test) == 200
+    fig = data.plot(12)
+    *images, bars = fig.axes
+    assert len(images) == 12 and [ax.get_title() for ax in images] == [data.classes[y] for y in data.y_train[:12]]
+    heights = [round(b.get_height()) for b in bars.containers[0]]
+    assert heights == np.bincount(data.y_train, minlength=10).tolist() and sum(heights) == len(data.y_train)
+
+
+@pytest.mark.slow
+def test_the_shipped_sample_photo_is_a_seven_to_a_model_that_reads_drawn_digits(digit_export):
+    found = mk.predict(digit_export, mk.sample_photo())[0]
+    assert found.label == "7" and not found.low_confidence, found

@@ -23,6 +23,7 @@ from mnist_kit.api.commands import (
     prepare,
     resume,
     runs,
+    sample_photo,
     serve,
     sweep,
     train,
@@ -30,6 +31,6 @@ from mnist_kit.api.commands import (
 )
 from mnist_kit.api.results import Evaluation, Export, Guess, Prediction, PreparedData, Run, Sweep
 
-__all__ = ["Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "board", "evaluate", "export",
-           "load_config", "model_summary", "plot_runs", "predict", "prepare", "resume", "runs", "serve", "sweep",
-           "train", "train_config"]
+__all__ = ["Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "board", "evaluate",
+           "export", "load_config", "model_summary", "plot_runs", "predict", "prepare", "resume", "runs",
+           "sample_photo", "serve", "sweep", "train", "train_config"]

@@ -90,7 +90,13 @@ def prepare(dataset: str | None = None, config: ConfigLike = None, overrides: Se
                             force=force)
         prepared, counts, summary, where = data.load(name, where_root), None, data.describe(meta), where_root / name
     writer.log_prepared(where / "vdl", prepared, summary, counts)
-    return PreparedData(name, where, tuple(prepared.classes), summary)
+    return PreparedData(name, where, tuple(prepared.classes), summary, prepared)
+
+
+def sample_photo() -> Path:
+    """A photo of a handwritten 7 shipped with mnist-kit (blue ink on paper, 360x300 JPEG): what a person's own
+    picture looks like, to try ``predict`` on."""
+    return Path(__file__).resolve().parents[1] / "samples" / "photo-7.jpg"
 
 
 def model_summary(config: ConfigLike = None, overrides: Sequence[str] = ()) -> str:

@@ -271,12 +271,38 @@ class Sweep:
 
 @dataclass(frozen=True)
 class PreparedData:
-    """A data set prepared by ``prepare``: where its cache is, its classes, and the summary it printed."""
+    """A data set prepared by ``prepare``: where its cache is, its classes, the summary the command prints,
+    and its images (``x_train``, ``y_train``, ``x_test``, ``y_test``: uint8 images and their labels)."""
 
     name: str
     path: Path
     classes: tuple[str, ...]
     summary: str = field(repr=False)
+    arrays: Any = field(default=None, repr=False)  # data.Prepared
+
+    @property
+    def x_train(self) -> np.ndarray:
+        return self.arrays.x_train
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.arrays.y_train
+
+    @property
+    def x_test(self) -> np.ndarray:
+        return self.arrays.x_test
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.arrays.y_test
+
+    def plot(self, count: int = 20) -> Any:
+        """A matplotlib figure: the first ``count`` training images with their labels, and the images per class
+        in the training and test files."""
+        from mnist_kit.logbook import figures
+
+        return figures.samples_figure(self.x_train[:count], self.y_train[:count], list(self.classes),
+                                      {"train": self.y_train, "test": self.y_test}, self.name)
 
 
 def not_a(kind: str, given: Any, expected: str) -> UserError:

@@ -61,6 +61,32 @@ def _curve(ax, rows: list[dict], key: str, label: str, **style) -> bool:
     return bool(points)
 
 
+def samples_figure(images: np.ndarray, labels: np.ndarray, classes: list[str], counts: dict[str, np.ndarray],
+                   title: str = "") -> Any:
+    """A few images with their labels (up to 2 rows of 10), and the images per class of each split."""
+    shown = min(len(images), 20)
+    cols = min(shown, 10) or 1
+    rows = max(-(-shown // cols), 1)
+    fig = _figure(13, 1.45 * rows + 3.2)
+    grid = fig.add_gridspec(rows + 2, cols)
+    for n in range(shown):
+        ax = fig.add_subplot(grid[n // cols, n % cols])
+        ax.imshow(images[n], cmap="gray" if images[n].ndim == 2 else None, vmin=0, vmax=255)
+        ax.set_title(classes[int(labels[n])][:12], fontsize=8)
+        ax.axis("off")
+    bars = fig.add_subplot(grid[rows:, :])
+    k, width = len(classes), 0.8 / max(len(counts), 1)
+    for i, (split, y) in enumerate(counts.items()):
+        bars.bar(np.arange(k) + i * width, np.bincount(y, minlength=k), width, label=f"{split} ({len(y):,})")
+    bars.set_xticks(np.arange(k) + width * (len(counts) - 1) / 2, [c[:12] for c in classes],
+                    fontsize=8 if k > 10 else 9)
+    bars.set(ylabel="images", title="images per class")
+    bars.legend()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def run_figure(rows: list[dict], title: str = "") -> Any:
     """Loss and accuracy of training and validation per epoch, and the learning rate at each epoch's end."""
     fig = _figure(12, 3.6)
