@@ -283,13 +283,16 @@ def _to_onnx(folder: Path, reference: Reference) -> dict:
 def _quiet():
     """Send file descriptors 1 and 2 (C++ output included) to a temporary file; yields a list that holds what
     was written once the block ends."""
+    import contextlib
+    import io
     import sys
     import tempfile
 
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile("w+b") as log:
+    python = io.StringIO()  # what Python code prints (in Jupyter, sys.stdout is not file descriptor 1)
+    with tempfile.TemporaryFile("w+b") as log, contextlib.redirect_stdout(python), contextlib.redirect_stderr(python):
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         said: list[str] = []
@@ -299,7 +302,7 @@ def _quiet():
             sys.stdout.flush()
             sys.stderr.flush()
             log.seek(0)
-            said.append(log.read().decode(errors="replace"))
+            said.append(log.read().decode(errors="replace") + python.getvalue())
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])
