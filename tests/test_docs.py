@@ -10,7 +10,7 @@ from pathlib import Path
 
 from helpers import REPO
 
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", REPO / "README_cn.md", *sorted((REPO / "docs").glob("*.md"))]
 README_MAX_LINES = 250
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
 
@@ -95,3 +95,23 @@ def test_the_two_commands_exist_and_ci_runs_the_test_command():
         assert (REPO / script).is_file(), script
     ci = (REPO / ".ci" / "run").read_text()
     assert "bash scripts/test.sh" in ci and "bash scripts/test.sh" in readme
+
+
+def _commands(text: str) -> set[str]:
+    """Every line of the page's code blocks, without its comment: the commands a reader copies."""
+    blocks = text.split("```")[1::2]
+    return {line.split("  #")[0].strip() for block in blocks for line in block.splitlines()[1:]
+            if line.split("  #")[0].strip()}
+
+
+def test_the_chinese_readme_has_every_command_of_the_english_one_and_each_links_the_other():
+    english, chinese = (REPO / "README.md").read_text(), (REPO / "README_cn.md").read_text()
+    missing = sorted(_commands(english) - _commands(chinese))
+    assert not missing, f"README_cn.md lacks these commands of README.md: {missing}"
+    assert "[简体中文](README_cn.md)" in english.splitlines()[2] and "[English](README.md)" in chinese.splitlines()[2]
+    assert len(_commands(english)) >= 25
+    # Chinese paragraphs are not broken across lines: Markdown would show a space between the characters
+    prose = [line for block in chinese.split("```")[0::2] for line in block.splitlines()]
+    broken = [a for a, b in zip(prose, prose[1:]) if a and b and not a.startswith(("#", "|", "-")) and
+              not b.startswith(("#", "|", "-", "[", "`")) and ord(a[-1]) > 0x2e7f and ord(b[0]) > 0x2e7f]
+    assert not broken, broken
