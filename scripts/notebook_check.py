@@ -42,7 +42,7 @@ def main() -> None:
         page_file.write_text(html)
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 1300, "height": 1100})
-            page.goto(page_file.as_uri())
+            page.goto(page_file.as_uri(), wait_until="domcontentloaded")  # its CDN scripts never load offline
             frame = page.wait_for_selector("iframe")
             frame.scroll_into_view_if_needed()
             deadline = time.time() + 60  # the board draws its charts after loading its data: wait for them
