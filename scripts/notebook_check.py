@@ -42,6 +42,10 @@ def main() -> None:
         page_file.write_text(html)
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 1300, "height": 1100})
+            # the page's CDN scripts and fonts cannot load on a closed network: refuse them at once instead of
+            # letting them hang (the notebook's own outputs are in the file; the board answers on 127.0.0.1)
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
+                ("file:", "http://127.0.0.1")) else route.abort())
             page.goto(page_file.as_uri(), wait_until="domcontentloaded")  # its CDN scripts never load offline
             frame = page.wait_for_selector("iframe")
             frame.scroll_into_view_if_needed()

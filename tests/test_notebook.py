@@ -95,3 +95,27 @@ def test_a_board_dies_with_the_process_that_started_it_even_by_kill_9(prepared, 
         wait_for(lambda: not _running(pid), 60, "the board to end with the process that started it")
     finally:
         proc.kill()
+
+
+def test_the_board_answers_while_a_browser_holds_an_idle_connection(prepared):
+    """Browsers open connections ahead of time and may send nothing on them; VisualDL's own server, one request
+    at a time, then answered nobody (the notebook's iframe stayed blank)."""
+    import socket
+    import urllib.request
+
+    import mnist_kit as mk
+
+    assert run_cli("train", "--config", "linear", *FAST, "--name", "seen").exit_code == 0
+    board = mk.board("checkpoints")
+    try:
+        port = int(board.url.rsplit(":", 1)[1])
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # as a preconnect: no request
+        with urllib.request.urlopen(f"{board.url}/alive", timeout=20) as answer:
+            assert answer.status == 204
+        with urllib.request.urlopen(f"{board.url}/app/api/runs", timeout=20) as answer:
+            assert b"seen" in answer.read()
+        for s in idle:
+            s.close()
+    finally:
+        board.stop()
+    assert not board.running

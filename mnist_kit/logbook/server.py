@@ -19,6 +19,16 @@ def newest_graph(logdir: Path) -> Path | None:
     return max(models, key=lambda p: p.stat().st_mtime) if models else None
 
 
+# VisualDL 2.5.3 runs Flask with threaded=False: one connection that a browser opens ahead of time and sends
+# nothing on (Chromium's preconnect) holds the whole server, and the board, its iframe in a notebook included,
+# never loads (seen: 8 connections queued behind one). Its server is started with threaded=True instead.
+THREADED = ("import flask\n"
+            "run = flask.Flask.run\n"
+            "flask.Flask.run = lambda self, *a, **k: run(self, *a, **{**k, 'threaded': True})\n"
+            "from visualdl.server.app import main\n"
+            "main()")
+
+
 def board_command(logdir: Path, host: str, port: int, model: Path | None) -> tuple[list[str], Path]:
     """The VisualDL server's command line and the folder to run it in.
 
@@ -28,7 +38,7 @@ def board_command(logdir: Path, host: str, port: int, model: Path | None) -> tup
     import sys
 
     logdir = Path(logdir).resolve()
-    argv = [sys.executable, "-c", "from visualdl.server.app import main; main()", "--logdir", logdir.name,
+    argv = [sys.executable, "-c", THREADED, "--logdir", logdir.name,
             "--host", host, "--port", str(port), "--disable-telemetry", "-L", "en", "--cache-timeout", "5"]
     if model is not None:
         argv += ["--model", str(Path(model).resolve())]
