@@ -45,7 +45,7 @@ def main() -> None:
             # the page's CDN scripts and fonts cannot load on a closed network: refuse them at once instead of
             # letting them hang (the notebook's own outputs are in the file; the board answers on 127.0.0.1)
             page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
-                ("file:", "http://127.0.0.1")) else route.abort())
+                ("file:", "data:", "blob:", "http://127.0.0.1")) else route.abort())
             page.goto(page_file.as_uri(), wait_until="domcontentloaded")  # its CDN scripts never load offline
             frame = page.wait_for_selector("iframe")
             frame.scroll_into_view_if_needed()

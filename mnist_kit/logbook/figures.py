@@ -81,7 +81,8 @@ def samples_figure(images: np.ndarray, labels: np.ndarray, classes: list[str], c
     bars.set_xticks(np.arange(k) + width * (len(counts) - 1) / 2, [c[:12] for c in classes],
                     fontsize=8 if k > 10 else 9)
     bars.set(ylabel="images", title="images per class")
-    bars.legend()
+    bars.set_ylim(0, bars.get_ylim()[1] * 1.3)  # room for the legend above the bars
+    bars.legend(loc="upper right", ncols=len(counts))
     if title:
         fig.suptitle(title)
     return fig

@@ -16,7 +16,9 @@ import click
 
 
 def info(message: str) -> None:
-    click.echo(message, err=True)
+    """A line for the user: on stderr (stdout holds a command's results), but in a notebook on stdout, which
+    Jupyter shows as plain text (stderr comes out in red, as for an error)."""
+    click.echo(message, err=not in_notebook())
 
 
 def _fmt_time(seconds: float) -> str:
