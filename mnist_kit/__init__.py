@@ -24,31 +24,8 @@ _API = ("Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "S
         "sweep", "train", "train_config")
 __all__ = ["ConfigError", "UsageError", "UserError", "__version__", "Config", *_API]
 
-if TYPE_CHECKING:
-    from mnist_kit.api import (  # noqa: F401
-        Evaluation,
-        Export,
-        Guess,
-        Prediction,
-        PreparedData,
-        Run,
-        Sweep,
-        board,
-        evaluate,
-        export,
-        load_config,
-        model_summary,
-        plot_runs,
-        predict,
-        prepare,
-        resume,
-        runs,
-        sample_photo,
-        serve,
-        sweep,
-        train,
-        train_config,
-    )
+if TYPE_CHECKING:  # for type checkers and editors: the names __getattr__ gives (api's __all__, the same list)
+    from mnist_kit.api import *  # noqa: F403
     from mnist_kit.config import Config  # noqa: F401
 
 

@@ -39,6 +39,9 @@ def test_import_mnist_kit_offers_the_api_and_loads_no_paddle():
         assert name in mk.__all__ and getattr(mk, name) is not None
     with pytest.raises(AttributeError):
         mk.trian  # noqa: B018
+    from mnist_kit import api
+
+    assert set(mk._API) == set(api.__all__)  # the root offers every name of the API, and only those
 
 
 def test_load_config_takes_a_name_a_file_a_config_or_the_defaults(tmp_path):
