@@ -121,6 +121,8 @@ def test_mypy_rejects_a_mistyped_config_field(tmp_path):
     (lambda: mk.load_config(3), "config must be a Config, a shipped config's name or a YAML file"),
     (lambda: mk.evaluate(run=3.5), "run must be a Run, a run folder or None"),
     (lambda: mk.predict(None, ["x.png"], errors="ignore"), "errors is 'ignore'; choose raise or keep"),
+    (lambda: mk.board("nowhere"), "no VisualDL logs under nowhere"),
+    (lambda: mk.board(port=70000), "port must be 0 (a free one) to 65535"),
 ])
 def test_arguments_the_command_would_refuse_are_refused_from_python_in_one_line(call, words):
     with pytest.raises(mk.UserError) as raised:

@@ -321,7 +321,7 @@ def runs(root: str | Path | None = None, sort: str = "started", reverse: bool = 
     if not where.exists():
         raise UserError(f"{where} does not exist; runs are written under output.root (default: checkpoints)")
     summaries = listing.sort_runs([listing.summarize(r, where) for r in listing.find(where)], sort, reverse)
-    return [Run(s["path"], root=where) for s in summaries]
+    return [Run(s["path"], root=where, listed=s) for s in summaries]
 
 
 def sweep(config: str | Path | None = None, grid: dict[str, Sequence[Any]] | Sequence[str] = (),

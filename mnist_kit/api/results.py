@@ -21,9 +21,10 @@ class Run:
     """A run folder: ``Run.open(path)``, or what ``train``, ``resume`` and ``runs`` return. Every property
     reads the folder when asked, so a run being trained shows its progress."""
 
-    def __init__(self, path: str | Path, root: str | Path | None = None):
+    def __init__(self, path: str | Path, root: str | Path | None = None, listed: dict[str, Any] | None = None):
         self.path = Path(path)
         self.root = Path(root) if root is not None else None  # where it was listed from: names it in summary()
+        self.listed = listed  # from runs(): its summary() as it was when listed (what runs sorted it by)
 
     @classmethod
     def open(cls, path: str | Path) -> Run:

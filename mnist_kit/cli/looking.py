@@ -66,7 +66,7 @@ def list_runs(root, root_config, sort_key, reverse, as_json, plot_file):
         raise UserError(f"--plot {plot_file} exists; name a new file (mnist-kit never writes over your files)")
     root = root_of(root, root_config)
     found = api.runs(root, sort_key, reverse)
-    summaries = [r.summary() for r in found]
+    summaries = [r.listed or r.summary() for r in found]  # as listed and sorted: each run's files read once
     for s in summaries:
         if s["status"] == "unreadable":
             click.echo(f"warning: run {s['run']} cannot be read: {s.get('error')}", err=True)

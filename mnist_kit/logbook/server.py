@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+from mnist_kit.errors import UserError
 from mnist_kit.experiments import listing
 from mnist_kit.util import addresses
 from mnist_kit.util.interrupts import die_with_parent, stop_child
@@ -60,7 +61,6 @@ def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path |
     import subprocess
     import threading
 
-    from mnist_kit.errors import UserError
 
     logdir = Path(logdir)
     if not logdir.is_dir() or not any(logdir.rglob("vdlrecords*")):
@@ -96,18 +96,21 @@ def serve(logdir: Path, host: str = "127.0.0.1", port: int = 8040, model: Path |
     return proc
 
 
+class StoppedAtStart(UserError):
+    """The server ended before it answered (its port taken between our check and its bind, say)."""
+
+
 def _wait_until_up(proc, url: str, port: int, errors, timeout: float = 60) -> None:
     """Wait until the server answers; UserError (the server stopped) if it ends or does not answer."""
     import urllib.request
 
-    from mnist_kit.errors import UserError
 
     deadline = time.time() + timeout
     while True:
         if proc.poll() is not None:
             time.sleep(0.2)  # the drain thread's last lines
-            raise UserError(f"the VisualDL server stopped at start: {errors[-1] if errors else proc.returncode} "
-                            f"(is port {port} in use? try --port)")
+            raise StoppedAtStart(f"the VisualDL server stopped at start: "
+                                 f"{errors[-1] if errors else proc.returncode} (is port {port} in use? try --port)")
         try:
             with urllib.request.urlopen(f"{url}/alive", timeout=2):
                 return
@@ -158,13 +161,11 @@ class Board:
 
 def start(logdir: Path, host: str = "127.0.0.1", port: int = 0, height: int = 800) -> Board:
     """Start the board on ``logdir`` (on a free port with ``port`` 0) and return it once it answers."""
-    from mnist_kit.errors import UserError
-
-    for attempt in range(3):  # a free port may be taken between choosing it and the server's bind
+    for attempt in range(3):  # a free port may be taken between choosing it and the server's bind: another
         chosen = port or addresses.free_port(host)
         try:
             proc = serve(logdir, host=host, port=chosen, wait=False, say=lambda message: None)
-        except UserError:
+        except (addresses.PortInUse, StoppedAtStart):
             if port or attempt == 2:
                 raise
             continue

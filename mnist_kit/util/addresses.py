@@ -11,6 +11,10 @@ from mnist_kit.errors import UserError
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+class PortInUse(UserError):
+    """Another server or program listens on the port."""
+
+
 def check_address(host: str, port: int) -> None:
     """UserError unless this process could listen on ``host:port`` right now (a bad host, or a port that
     another board or program holds)."""
@@ -26,7 +30,7 @@ def check_address(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise UserError(f"port {port} is in use (another server or program listens there); "
+                raise PortInUse(f"port {port} is in use (another server or program listens there); "
                                 "choose another with --port") from None
             raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; use 127.0.0.1 (the default) or "
                             "one of this machine's addresses") from None
