@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from mnist_kit.errors import ConfigError, UsageError, UserError
 from mnist_kit.version import __version__
 
-_API = ("Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "board", "evaluate", "export",
-        "load_config", "model_summary", "plot_runs", "predict", "prepare", "resume", "runs", "sample_photo", "serve",
-        "sweep", "train", "train_config")
+_API = ("Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Study", "Sweep", "board", "evaluate",
+        "export", "load_config", "model_summary", "plot_runs", "predict", "prepare", "resume", "runs", "sample_photo",
+        "serve", "study", "sweep", "train", "train_config", "tune")
 __all__ = ["ConfigError", "UsageError", "UserError", "__version__", "Config", *_API]
 
 if TYPE_CHECKING:  # for type checkers and editors: the names __getattr__ gives (api's __all__, the same list)

@@ -3,7 +3,8 @@
 #   - a virtual environment in .venv with mnist-kit installed (editable), the CPU build of PaddlePaddle and
 #     the other dependencies, at the versions tested together (constraints.txt; with --test: the test tools too);
 #   - Debian's dataset-fashion-mnist, the offline data source, where apt-get can be used;
-#   - with --test, Debian's chromium too (the browser tests), where apt-get can be used.
+#   - with --test, Debian's chromium (the browser tests) and postgresql (tune on a shared database) too, where
+#     apt-get can be used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="[cpu]"  # the CPU build of PaddlePaddle (a GPU build: README "Install")
@@ -44,6 +45,15 @@ if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null; then
     apt_install chromium fonts-liberation || echo "warning: could not install chromium; the browser tests will be skipped"
   else
     echo "note: apt-get is not usable here, so chromium is not installed; the browser tests will be skipped"
+  fi
+fi
+# The tests of tune across machines start a throwaway PostgreSQL server (Debian's postgresql) on 127.0.0.1.
+if [ "${1:-}" = "--test" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if apt_usable; then
+    echo "== installing Debian's postgresql (for the tests of tune on a shared database)"
+    apt_install postgresql || echo "warning: could not install postgresql; the PostgreSQL tests will be skipped"
+  else
+    echo "note: apt-get is not usable here, so postgresql is not installed; the PostgreSQL tests will be skipped"
   fi
 fi
 echo "== set-up done: run .venv/bin/mnist-kit (or activate with: source .venv/bin/activate)"

@@ -6,7 +6,8 @@ function, in docs/python.md.
 - ``commands``: ``load_config``, ``prepare``, ``train``, ``resume``, ``evaluate``, ``export``, ``predict``,
   ``runs``, ``sweep``, ``model_summary``;
 - ``results``: ``Run``, ``Evaluation``, ``Export``, ``Prediction`` (and its ``Guess``es), ``Sweep``,
-  ``PreparedData``.
+  ``PreparedData``;
+- ``tuning``: ``tune`` (a recipe search on Optuna) and ``study`` (one read back), returning a ``Study``.
 
 Nothing here is imported with ``mnist_kit`` itself, and each function imports the packages it needs when it
 is called (paddle only where it trains, evaluates or exports). May import: any package but ``cli``.
@@ -30,7 +31,8 @@ from mnist_kit.api.commands import (
     train_config,
 )
 from mnist_kit.api.results import Evaluation, Export, Guess, Prediction, PreparedData, Run, Sweep
+from mnist_kit.api.tuning import Study, study, tune
 
-__all__ = ["Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Sweep", "board", "evaluate",
-           "export", "load_config", "model_summary", "plot_runs", "predict", "prepare", "resume", "runs",
-           "sample_photo", "serve", "sweep", "train", "train_config"]
+__all__ = ["Evaluation", "Export", "Guess", "Prediction", "PreparedData", "Run", "Study", "Sweep", "board",
+           "evaluate", "export", "load_config", "model_summary", "plot_runs", "predict", "prepare", "resume", "runs",
+           "sample_photo", "serve", "study", "sweep", "train", "train_config", "tune"]

@@ -41,6 +41,7 @@ from mnist_kit.config.files import (
     refuse_control_characters,
     shipped,
     shipped_named,
+    tune_section,
 )
 from mnist_kit.config.resume import (
     NETWORK_KEYS,
@@ -74,5 +75,5 @@ __all__ = [
     "Checkpoint", "Config", "Data", "Field", "Log", "Loss", "Model", "Optimizer", "Output", "Schedule", "Train",
     "check_resume", "check_same_network", "clip", "config_hash", "defaults", "differences", "dump",
     "epochs_of_steps", "excerpt", "load", "locate", "number", "parse_override", "parse_yaml", "purpose",
-    "refuse_control_characters", "shipped", "shipped_named", "stored", "suggest", "updated", "valid_device",
-    "validate"]
+    "refuse_control_characters", "shipped", "shipped_named", "stored", "suggest", "tune_section", "updated",
+    "valid_device", "validate"]

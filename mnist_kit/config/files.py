@@ -22,6 +22,9 @@ MAX_DEPTH = readback.MAX_YAML_DEPTH  # nesting of a config: sections, keys, list
 MAX_FILE = readback.MAX_YAML  # bytes of a config file
 
 
+TUNE = "tune"  # a config file's section for mnist-kit tune, beside the config's own
+
+
 def parse_yaml(text: str):
     """A config's YAML (``readback.StrictLoader``: no aliases, bounded nesting, no key twice); ValueError
     (one line) if it is not valid."""
@@ -118,6 +121,7 @@ def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] 
             raw = {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections ({', '.join(SCHEMA)})")
+        raw.pop(TUNE, None)  # mnist-kit tune's settings (tune_section), not part of the config a run records
     raw = copy.deepcopy(raw)
     for text in overrides:
         (section, key), value = parse_override(text)
@@ -133,6 +137,25 @@ def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] 
     if overrides:
         source += " with overrides " + " ".join(f"-o {clip(o, 80)}" for o in overrides)
     return validate(raw, source)
+
+
+def tune_section(path: str | Path | None) -> dict:
+    """A config file's ``tune:`` section (mnist-kit tune's search space and settings), or {}."""
+    if path is None:
+        return {}
+    p, _ = locate(path)
+    try:
+        raw = parse_yaml(readback.read_text(p, MAX_FILE))
+    except readback.Unreadable as e:
+        raise ConfigError(f"{e}; --config takes a YAML file") from None
+    except ValueError as e:
+        raise ConfigError(f"{p} is {e}") from None
+    section = raw.get(TUNE) if isinstance(raw, dict) else None
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{p}: its tune section must be a mapping (space:, trials:, objective:, ...)")
+    return section
 
 
 class _Dumper(yaml.SafeDumper):

@@ -101,10 +101,15 @@ class RunDir:
         return self.graph_dir / "model.pdmodel"
 
     def sweep_keys(self) -> list[str]:
-        """The config keys (``section.key``) the sweep this run belongs to varies ([] outside a sweep)."""
-        sweep, problem = readback.read_json(self.path.parent / "sweep.json")
-        grid = sweep.get("grid") if not problem and isinstance(sweep, dict) else None
-        return [k for k in grid if isinstance(k, str)] if isinstance(grid, dict) else []
+        """The config keys (``section.key``) the sweep or the tune study this run belongs to varies ([] outside
+        them): its folder's sweep.json ``grid`` or study.json ``space``."""
+        for file, key in (("sweep.json", "grid"), ("study.json", "space")):
+            if not (self.path.parent / file).is_file():
+                continue
+            found, problem = readback.read_json(self.path.parent / file)
+            keys = found.get(key) if not problem and isinstance(found, dict) else None
+            return [k for k in keys if isinstance(k, str)] if isinstance(keys, dict) else []
+        return []
 
     @property
     def logs_dir(self) -> Path:

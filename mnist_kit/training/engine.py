@@ -111,8 +111,9 @@ def _validate(trainer: Trainer) -> tuple[dict, dict | None]:
 
 
 def end_epoch(trainer: Trainer, run: RunDir, record: RunRecord, log: TrainLog, seconds: float,
-              job_start: float) -> None:
-    """Validate, then record the epoch in the order that loses nothing (see the module's docstring)."""
+              job_start: float) -> dict:
+    """Validate, then record the epoch in the order that loses nothing (see the module's docstring); return
+    its metrics row."""
     main = distributed.is_main()
     progress = trainer.progress
     loss_sum, correct, seen = distributed.sum_([progress["loss_sum"], progress["correct"], progress["seen"]])
@@ -147,16 +148,21 @@ def end_epoch(trainer: Trainer, run: RunDir, record: RunRecord, log: TrainLog, s
          f"{row['images_per_sec']:.0f} img/s, {seconds:.1f} s | saved {checkpoint.epoch_file(trainer.epoch)}"
          + (" (best)" if is_best else "") + (f" | {skipped} batch(es) skipped" if skipped else ""))
     record.save(epochs_done=trainer.epoch + 1, best_val_acc=trainer.best_val_acc)
+    return row
 
 
-def fit(trainer: Trainer, run: RunDir, record: RunRecord, log: TrainLog) -> None:
-    """Train from ``trainer``'s position to ``train.epochs``; ``run.json``'s status says how it ended."""
+def fit(trainer: Trainer, run: RunDir, record: RunRecord, log: TrainLog, after_epoch=None) -> None:
+    """Train from ``trainer``'s position to ``train.epochs``; ``run.json``'s status says how it ended.
+    ``after_epoch(row)``, called with each epoch's metrics row once it is saved, may return a reason to stop
+    there (recorded as an early stop: tune's pruning)."""
     job_start = time.perf_counter()
     try:
         with interrupts.between_steps() as check_interrupt:
             while trainer.epoch < trainer.epochs:
                 seconds = run_epoch(trainer, run, log, check_interrupt)
-                end_epoch(trainer, run, record, log, seconds, job_start)
+                row = end_epoch(trainer, run, record, log, seconds, job_start)
+                if after_epoch is not None:
+                    trainer.stop_reason = after_epoch(row)
                 faults.hit("epoch", trainer.epoch)
                 check_interrupt()
                 if trainer.stopped_early:  # every process decides alike: the epoch's values are all-reduced

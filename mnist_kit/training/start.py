@@ -56,8 +56,8 @@ def _open_log(trainer: Trainer, run: RunDir, resume_step: int | None = None,
     return TrainLog(book, trainer.cfg, val_book=val_book, sweep_keys=run.sweep_keys())
 
 
-def train(cfg: config.Config, config_name: str = "config") -> Path:
-    """Train a new run described by ``cfg``; return its run directory."""
+def train(cfg: config.Config, config_name: str = "config", after_epoch=None) -> Path:
+    """Train a new run described by ``cfg``; return its run directory. ``after_epoch``: see ``engine.fit``."""
     trainer = build_trainer(cfg)
     init = _init_from(trainer)  # before the run folder exists: a bad train.init_from leaves nothing behind
     main = distributed.is_main()
@@ -88,7 +88,7 @@ def train(cfg: config.Config, config_name: str = "config") -> Path:
         log = _open_log(trainer, run)
         log.start(trainer)
         with _graph(trainer, run, log):
-            fit(trainer, run, record, log)
+            fit(trainer, run, record, log, after_epoch)
     return run.path
 
 
@@ -157,8 +157,9 @@ def _resume_point(run: RunDir, epoch: int | None) -> tuple[Path, CheckpointState
     return path, checkpoint.load(path)
 
 
-def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
-    """Continue ``run_dir`` from the end of ``epoch`` or from its newest intact checkpoint, in place."""
+def resume(run_dir: Path, epoch: int | None = None, overrides=(), after_epoch=None) -> Path:
+    """Continue ``run_dir`` from the end of ``epoch`` or from its newest intact checkpoint, in place
+    (``after_epoch``: see ``engine.fit``)."""
     run = RunDir(run_dir)
     meta, saved, cfg = run.read_info(), run.read_config(), run.read_config(overrides)
     distributed.init()
@@ -202,5 +203,5 @@ def resume(run_dir: Path, epoch: int | None = None, overrides=()) -> Path:
         log = _open_log(trainer, run, resume_step=state["step"], superseded=superseded)
         log.training_setup(trainer)
         with _graph(trainer, run, log):
-            fit(trainer, run, record, log)
+            fit(trainer, run, record, log, after_epoch)
     return run.path

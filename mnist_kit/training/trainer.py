@@ -66,10 +66,13 @@ class Trainer:
     best_val_acc: float = -1.0
     progress: dict = field(default_factory=_fresh_progress)  # running sums of the epoch in progress
     watch: dict = field(default_factory=lambda: {"best": None, "best_epoch": None, "stale": 0})  # train.monitor
+    stop_reason: str | None = None  # why the caller's after_epoch ended training early (tune's pruning), or None
 
     @property
     def stopped_early(self) -> str | None:
         """Why training ends before ``train.epochs`` (patience run out), or None."""
+        if self.stop_reason:
+            return self.stop_reason
         patience, monitor = self.cfg.train.patience, self.cfg.train.monitor
         if not patience or self.watch["stale"] < patience:
             return None

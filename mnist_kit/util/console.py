@@ -9,15 +9,33 @@ on a terminal the bar here is what the logs and tests were written for.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
 import click
 
+_streams: list = []  # where ``to_stream`` sends everything for now (the innermost last)
+
+
+@contextlib.contextmanager
+def to_stream(stream):
+    """Inside the block, every line and progress display goes to ``stream`` as to a log file (tune writes each
+    trial's training output to the trial's log this way, and shows one line per trial)."""
+    _streams.append(stream)
+    try:
+        yield stream
+    finally:
+        _streams.remove(stream)
+
 
 def info(message: str) -> None:
     """A line for the user: on stderr (stdout holds a command's results), but in a notebook on stdout, which
     Jupyter shows as plain text (stderr comes out in red, as for an error)."""
+    if _streams:
+        click.echo(message, file=_streams[-1])
+        _streams[-1].flush()
+        return
     click.echo(message, err=not in_notebook())
 
 
@@ -69,7 +87,8 @@ class Progress:
     def __init__(self, total: int, desc: str, unit: str = "it", every: int | None = None,
                  stream=None, bytes_unit: bool = False):
         self.total, self.desc, self.unit = max(int(total), 0), desc, unit
-        self.stream = stream or sys.stderr
+        given = stream or (_streams[-1] if _streams else None)
+        self.stream = given or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.every = every or max(self.total // 10, 1)
         self.bytes_unit = bytes_unit
@@ -80,7 +99,7 @@ class Progress:
         self.postfix = ""
         # in a notebook: a bar that updates in place (the default stream only: a caller's own stream is kept)
         self._bar = _notebook_bar(self.total, desc, unit, bytes_unit, self._line) \
-            if stream is None and in_notebook() else None
+            if given is None and in_notebook() else None
 
     def _amount(self, n: float) -> str:
         return f"{n / 1e6:.1f} MB" if self.bytes_unit else f"{int(n)}"
