@@ -128,6 +128,7 @@ def tune(config: ConfigLike = None, space: Mapping[str, Any] | Sequence[str] = (
         raise UsageError(f"study name {_config.excerpt(name)} must be a plain folder name of at most 200 letters, "
                          "digits and . _ - + = , : @ that starts with a letter or digit")
     stores.optuna()  # installed, or one line saying how to install it
+    stores.check_url(stores.url_for(storage, Path(base.output.root)))
     if not (data.prepared_dir(base.data) / "prepared.json").is_file():
         data.load_dataset(base.data)  # the error that says what to prepare, before any trial starts
     root = Path(base.output.root).expanduser().resolve()

@@ -70,6 +70,17 @@ def _number(text: str, whole: str, what: str) -> float:
     return value
 
 
+NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _numeric(value: Any) -> Any:
+    """``1e-3`` as a number: YAML 1.1 reads an exponent without a dot as text."""
+    if isinstance(value, str) and NUMBER.match(value.strip()):
+        number = float(value)
+        return int(number) if re.fullmatch(r"[-+]?\d+", value.strip()) else number
+    return value
+
+
 def parse(text: str) -> Param:
     """One ``KEY=SPEC`` text as a Param (its key checked against the schema; its values, by ``check``)."""
     config.refuse_control_characters(text)
@@ -77,7 +88,13 @@ def parse(text: str) -> Param:
     if not eq or not spec.strip():
         raise _bad(text, "write KEY=SPEC: a choice a,b,c or a range LOW..HIGH (:log, :int), "
                          "e.g. optimizer.lr=1e-4..1e-1:log")
-    (section, key), _ = config.parse_override(f"{head.strip()}=")  # a known section.key, or a did-you-mean
+    (section, key), _ = config.parse_override(f"{head.strip()}=")  # section.key
+    if section not in config.SCHEMA:
+        raise _bad(text, f"unknown section {config.excerpt(section)}{config.suggest(section, config.SCHEMA)}; "
+                         f"sections: {', '.join(config.SCHEMA)}")
+    if key not in config.SCHEMA[section]:
+        raise _bad(text, f"unknown key {section}.{config.excerpt(key)}"
+                         f"{config.suggest(key, config.SCHEMA[section], section + '.')}")
     dotted = f"{section}.{key}"
     if dotted.startswith(NOT_SEARCHED):
         raise _bad(text, f"{dotted} is not searched: tune names each trial's run folder itself")
@@ -105,6 +122,7 @@ def parse(text: str) -> Param:
         values = config.parse_yaml("[" + spec + "]")
     except ValueError as e:
         raise _bad(text, f"cannot read its values ({e}); separate them with commas: a,b,c") from None
+    values = [_numeric(v) for v in values]
     if len(values) < 2:
         raise _bad(text, "a choice needs two or more values (a,b), or give a range LOW..HIGH; "
                          "a single value is an -o override")

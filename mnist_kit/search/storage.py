@@ -60,7 +60,8 @@ def shown(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", url)
 
 
-def _check_driver(url: str) -> None:
+def check_url(url: str) -> None:
+    """A URL of a database Optuna can use, with its driver installed; one line if not."""
     scheme = url.split("://", 1)[0].lower()
     family, _, driver = scheme.partition("+")
     if family not in DRIVERS and family != "sqlite":
@@ -87,7 +88,7 @@ def _with_default_driver(url: str) -> str:
 def open_storage(url: str, heartbeat: bool = True):
     """Optuna's RDB storage at ``url`` (the tables made if new); one line when it cannot be opened."""
     mod = optuna()
-    _check_driver(url)
+    check_url(url)
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         if path.is_dir() or (path.exists() and not path.is_file()):
@@ -165,13 +166,13 @@ def _dead_here(trial) -> bool:
 def take_back(study, trial, why: str, say) -> None:
     """Mark ``trial`` FAIL if it is still RUNNING (one process wins that) and enqueue its retry."""
     mod = optuna()
-    try:
+    try:  # the note first: a finished trial takes none (and another process may be taking it back too)
+        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", why)
         won = study._storage.set_trial_state_values(trial._trial_id, state=mod.trial.TrialState.FAIL)
     except mod.exceptions.UpdateFinishedTrialError:
         return
     if won:
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", why)
-        enqueue_retry(study, trial)
+        enqueue_retry(study, study._storage.get_trial(trial._trial_id))
         say(f"trial {trial.number} was {why}; it is retried as a new trial with the same parameters")
 
 

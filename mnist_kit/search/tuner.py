@@ -11,7 +11,7 @@ one whose tuner was killed is given back by the next tuner that looks (``storage
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -44,10 +44,16 @@ class Settings:
     prune: bool = True
     pruner: str = "median"
     sampler_seed: int | None = None
+    worker: int = 0  # which of the --jobs processes this is
 
 
-def _sampler(settings: Settings):
-    return storage.optuna().samplers.TPESampler(seed=settings.sampler_seed)
+def _sampler(settings: Settings, trials_before: int = 0):
+    """TPE, seeded (``--sampler-seed``) per process and per start: a continued study or a second process draws
+    new trials, not the first ones again."""
+    seed = settings.sampler_seed
+    if seed is not None:
+        seed = (seed + 7919 * settings.worker + trials_before) % 2**32
+    return storage.optuna().samplers.TPESampler(seed=seed)
 
 
 def _pruner(settings: Settings):
@@ -67,8 +73,10 @@ def open_study(settings: Settings, direction: str | None = None):
         if direction is not None:
             return mod.create_study(storage=st, study_name=settings.study, direction=direction, load_if_exists=True,
                                     sampler=_sampler(settings), pruner=_pruner(settings))
-        return mod.load_study(study_name=settings.study, storage=st, sampler=_sampler(settings),
-                              pruner=_pruner(settings))
+        found = mod.load_study(study_name=settings.study, storage=st, sampler=_sampler(settings),
+                               pruner=_pruner(settings))
+        found.sampler = _sampler(settings, len(found.get_trials(deepcopy=False)))
+        return found
     except KeyError:
         raise UserError(f"no study {settings.study} in {storage.shown(settings.url)}; mnist-kit tune --show lists "
                         "the studies there") from None
@@ -200,11 +208,11 @@ def _job(plan: trials.Plan, settings: Settings) -> str:
 
 def run_jobs(plan: trials.Plan, settings: Settings, say=info) -> None:
     """``settings.jobs`` tuner processes; Ctrl-C or SIGTERM is passed on to them once, as it came."""
-    job = _job(plan, settings)
     procs = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
         for k in range(settings.jobs):
+            job = _job(plan, dataclasses.replace(settings, worker=k))
             proc = subprocess.Popen([sys.executable, "-m", "mnist_kit.search.tuner"], stdin=subprocess.PIPE,
                                     start_new_session=True, preexec_fn=_child_setup(k, settings.jobs), env=env)
             assert proc.stdin is not None
@@ -261,20 +269,13 @@ if __name__ == "__main__":
 def tune(plan: trials.Plan, settings: Settings, say=info) -> dict:
     """Run (or continue) the study; return what ``summary`` says of it."""
     studies.check_folder(plan.study_dir)
-    made = not plan.study_dir.exists()
+    study = open_study(settings, plan.objective.direction)
     try:
         plan.study_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the study's folder {plan.study_dir}: {e.strerror}; set output.root to a "
                         "writable folder") from None
-    try:
-        study = open_study(settings, plan.objective.direction)
-        studies.record(study, plan.study_dir, settings.url, plan.params, plan.objective, plan.base, plan.config_name)
-    except BaseException:
-        if made:
-            with contextlib.suppress(OSError):
-                plan.study_dir.rmdir()  # made just now, still empty
-        raise
+    studies.record(study, plan.study_dir, settings.url, plan.params, plan.objective, plan.base, plan.config_name)
     done, running = _counts(study)
     pruning = f"{settings.pruner} pruner" if settings.prune else "no pruning"
     say(f"study {settings.study} in {storage.shown(settings.url)}: {done} of {settings.trials} trials done"
