@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -100,12 +101,18 @@ def open_storage(url: str, heartbeat: bool = True):
         kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_WAIT}}
     else:
         kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-    try:
-        return mod.storages.RDBStorage(
-            _with_default_driver(url), engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT if heartbeat else None,
-            grace_period=GRACE if heartbeat else None)
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: the server, the file, the schema
-        raise UserError(f"cannot open the study storage {shown(url)}: {_first_line(e)}") from None
+    for attempt in range(1, 6):
+        try:
+            return mod.storages.RDBStorage(
+                _with_default_driver(url), engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT if heartbeat else None,
+                grace_period=GRACE if heartbeat else None)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: the server, the file, the schema
+            # two tuners that make a new storage's tables at once: one wins, the other finds them made
+            if attempt < 5 and any(w in str(e) for w in ("UNIQUE constraint", "already exists", "duplicate key")):
+                time.sleep(0.5 * attempt)
+                continue
+            raise UserError(f"cannot open the study storage {shown(url)}: {_first_line(e)}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _first_line(e: BaseException) -> str:
