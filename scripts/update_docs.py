@@ -30,7 +30,7 @@ TOPICS = {
     "serve": "deploy.md#mnist-kit-serve-a-drawing-pad-and-an-http-api",
     "board": "board.md#mnist-kit-board-and-what-the-visualdl-log-holds",
     "sweep": "board.md#mnist-kit-sweep-and-mnist-kit-runs-comparing-runs",
-    "runs": "board.md#mnist-kit-sweep-and-mnist-kit-runs-comparing-runs", "configs": "config.md",
+    "runs": "board.md#mnist-kit-sweep-and-mnist-kit-runs-comparing-runs", "tune": "tune.md", "configs": "config.md",
 }
 
 

@@ -278,7 +278,7 @@ def test_the_examples_of_docs_python_md_run_as_written(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert "128 32" in lines and "checkpoints/cnn-seed1 completed 2" in lines and "(10, 10)" in lines
-    assert "run directory not found: checkpoints/no-such-run" in lines
+    assert "run directory not found: checkpoints/no-such-run" in lines and "3" in lines  # the study's trials
     assert any(line.startswith("cannot change train.epochs on resume with the cosine schedule") for line in lines)
     assert "  - unknown key 'optimizer.lrr' (did you mean 'optimizer.lr'?); keys of optimizer: name, lr," in \
         done.stdout

@@ -205,6 +205,32 @@ def test_a_folder_or_database_that_is_not_the_studys_is_left_alone(prepared, tmp
     assert junk.read_bytes() == b"not a database " * 100
     assert_user_error(run_cli("tune", *LINEAR, "--space", "optimizer.lr=1e-3..1e-1", "--storage", tmp_path,
                               "--study", "s"), "not a file")
+    other = tmp_path / "app.db"  # another program's SQLite database: Optuna would add its tables to it
+    with sqlite3.connect(other) as db:
+        db.execute("create table notes (text)")
+    before = other.read_bytes()
+    assert_user_error(run_cli("tune", *LINEAR, "--space", "optimizer.lr=1e-3..1e-1", "--storage", other,
+                              "--study", "s"), "database of something else")
+    assert other.read_bytes() == before
+    (tmp_path / "checkpoints" / "tune.db").symlink_to(other)  # the default storage, a link planted there
+    assert_user_error(run_cli("tune", *LINEAR, "--space", "optimizer.lr=1e-3..1e-1", "--study", "s"),
+                      "symbolic link")
+    assert other.read_bytes() == before
+
+
+def test_a_trial_log_that_is_a_link_is_not_written_through(prepared, tmp_path):
+    args = ["tune", *LINEAR, "--space", "optimizer.lr=1e-3..1e-1", "--no-prune"]
+    assert run_cli(*args, "-n", "1").exit_code == 0
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine")
+    logs = tmp_path / "checkpoints" / "tune-linear" / "logs"
+    (logs / "trial-0001.log").symlink_to(mine)
+    assert_user_error(run_cli(*args, "-n", "2"), "trial-0001.log is a symbolic link")
+    assert mine.read_text() == "mine"
+    (logs / "trial-0001.log").unlink()
+    r = run_cli(*args, "-n", "2")
+    assert r.exit_code == 0, r.output
+    assert [s for _, s in _study(tmp_path / "checkpoints")] == ["COMPLETE", "FAIL", "COMPLETE"]  # 2: 1's retry
 
 
 def test_an_unreachable_server_is_one_line(prepared):

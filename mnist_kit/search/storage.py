@@ -49,10 +49,10 @@ def optuna():
 def url_for(storage: str | None, root: Path) -> str:
     """The storage's SQLAlchemy URL: ``storage`` as given (a URL, or a path to an SQLite file), or the runs
     root's ``tune.db``."""
-    if storage is None:
-        return f"sqlite:///{(root / DB_FILE).resolve()}"
+    if storage is None:  # absolute, but not resolved: a link stays a link, to be refused (_check_sqlite)
+        return f"sqlite:///{os.path.abspath(root / DB_FILE)}"
     if "://" not in storage:
-        return f"sqlite:///{Path(storage).expanduser().resolve()}"
+        return f"sqlite:///{os.path.abspath(Path(storage).expanduser())}"
     return storage
 
 
@@ -92,8 +92,7 @@ def open_storage(url: str, heartbeat: bool = True):
     check_url(url)
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
-        if path.is_dir() or (path.exists() and not path.is_file()):
-            raise UserError(f"--storage {path} is not a file; give an SQLite file or a database URL")
+        _check_sqlite(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -113,6 +112,29 @@ def open_storage(url: str, heartbeat: bool = True):
                 continue
             raise UserError(f"cannot open the study storage {shown(url)}: {_first_line(e)}") from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_sqlite(path: Path) -> None:
+    """An SQLite file to keep studies in: new, empty, or an Optuna database (never another program's database,
+    into which Optuna would add its tables; never a link, which could lead anywhere)."""
+    import sqlite3
+
+    if path.is_symlink():
+        raise UserError(f"{path} is a symbolic link; give the database's own path with --storage")
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise UserError(f"--storage {path} is not a file; give an SQLite file or a database URL")
+    if path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_WAIT)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.Error as e:
+        raise UserError(f"cannot open the study storage {path}: {e}") from None
+    if "studies" not in tables:
+        raise UserError(f"{path} is an SQLite database of something else (it has no Optuna studies); give tune "
+                        "a new file with --storage")
 
 
 def _first_line(e: BaseException) -> str:
@@ -202,6 +224,8 @@ def take_back_dead(study, say) -> None:
     stale = study._storage._get_stale_trial_ids(study._study_id) if study._storage.get_heartbeat_interval() else []
     for trial_id in stale:
         trial = study._storage.get_trial(trial_id)
+        if trial.user_attrs.get("host") == HOST and not _dead_here(trial):
+            continue  # its tuner runs on this machine (a heartbeat can be late: a suspended machine, a busy disk)
         take_back(study, trial, f"left running by a tuner on {trial.user_attrs.get('host', 'another machine')} that "
                                 f"has not been heard from for {GRACE} s", say)
 

@@ -15,7 +15,9 @@ epochs already trained are reported again first. Otherwise it trains a new run f
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,6 +183,19 @@ def _finished(run: RunDir, plan: Plan) -> bool:
     return bool(rows) and (isinstance(epochs, int) and len(rows) >= epochs or plan.objective.reached(rows))
 
 
+def _log(path: Path):
+    """The trial's log, appended to; never through a link (it could lead to a file that is not mnist-kit's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(f"{path} is a symbolic link; mnist-kit writes a trial's log only to a file of its own "
+                            "(move the link away)") from None
+        raise
+    return open(fd, "a", encoding="utf-8")
+
+
 def run(trial, plan: Plan, log_file: Path) -> tuple[RunDir, list[dict], int | None]:
     """Train ``trial``'s run (or resume the one it retries) with its output in ``log_file``; return the run,
     its metrics rows and the epoch after which it was pruned (None if it was not)."""
@@ -197,8 +212,7 @@ def run(trial, plan: Plan, log_file: Path) -> tuple[RunDir, list[dict], int | No
     trial.set_user_attr("run", str(run_dir.path))
     trial.set_user_attr("host", storage.HOST)
     reporter = _Reporter(trial, plan, resumed)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a", encoding="utf-8") as out, console.to_stream(out):
+    with _log(log_file) as out, console.to_stream(out):
         if resumed is None:
             start.train(cfg, config_name=plan.config_name, after_epoch=reporter)
         elif _finished(resumed, plan):
