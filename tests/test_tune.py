@@ -266,3 +266,35 @@ def test_the_python_api(prepared, tmp_path):
             mk.tune("linear", ["optimizer.lr=1e-3..1e-1"], FAST[1::2], **bad)
     with pytest.raises(UserError, match="a list"):
         mk.tune("linear", "optimizer.lr=1e-3..1e-1")
+
+
+@pytest.mark.slow  # a VisualDL server
+def test_the_board_compares_the_trials_by_their_searched_values(prepared, tmp_path):
+    import os
+
+    from helpers import visualdl_api
+
+    r = run_cli("tune", *LINEAR, "--space", "optimizer.lr=1e-3..1e-1:log", "--space", "model.init=default,torch",
+                "-n", "3", "--no-prune")
+    assert r.exit_code == 0, r.output
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_kit", "board", "--logdir", "checkpoints/tune-linear",
+                             "--port", str(port)], env={**os.environ, "HOME": str(tmp_path)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line + proc.stderr.read()
+        assert sorted(n for n in visualdl_api(port, "runs") if "·" not in n) == ["trial-0000", "trial-0001",
+                                                                                 "trial-0002"]
+        trials = {t["run"].rsplit("/", 1)[1]: t for t in json.loads(run_cli("tune", "--show", "--json").stdout)[
+            "trials"]}
+        hparams = visualdl_api(port, "hparams/list")
+        assert len(hparams) == 3
+        # each trial's searched values (model.init at its default too) and its accuracy
+        assert sorted(h["hparams"]["optimizer/lr"] for h in hparams) == pytest.approx(
+            sorted(t["params"]["optimizer.lr"] for t in trials.values()))
+        assert {h["hparams"]["model/init"] for h in hparams} <= {"default", "torch"}
+        assert all(0 <= h["metrics"]["val/acc"] <= 1 for h in hparams)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
