@@ -170,8 +170,12 @@ def work(plan: trials.Plan, settings: Settings, say=info) -> None:
                 if done + running >= settings.trials:
                     break
                 trial = study.ask()
-                trial.set_user_attr("host", storage.HOST)
-                trial.set_user_attr("tuner_lock", str(lock))
+                try:
+                    trial.set_user_attr("host", storage.HOST)
+                    trial.set_user_attr("tuner_lock", str(lock))
+                except BaseException:  # Ctrl-C right after the ask: the trial is not left running
+                    _fail(study, trial, say, "interrupted before it started", interrupted=True)
+                    raise
                 _one(study, trial, plan, settings, say)
         except storage.db_errors() as e:
             raise storage.storage_error(e, settings.url) from None
