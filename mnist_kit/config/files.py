@@ -103,20 +103,25 @@ def locate(path: str | Path) -> tuple[Path, str | None]:
                       f"{suggest(name, names)} (mnist-kit configs lists them)")
 
 
+def _read(path: str | Path) -> tuple[Path, Any]:
+    """The config file ``path`` names (``locate``) and its YAML value."""
+    p, _ = locate(path)
+    try:
+        return p, parse_yaml(readback.read_text(p, MAX_FILE))
+    except readback.Unreadable as e:
+        raise ConfigError(f"{e}; --config takes a YAML file") from None
+    except ValueError as e:
+        raise ConfigError(f"{p} is {e}") from None
+
+
 def load(path: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None; a shipped config by its name: ``locate``),
     apply overrides, validate."""
     raw: Any = {}
     source = "config"
     if path is not None:
-        p, _ = locate(path)
+        p, raw = _read(path)
         source = str(p)
-        try:
-            raw = parse_yaml(readback.read_text(p, MAX_FILE))
-        except readback.Unreadable as e:
-            raise ConfigError(f"{e}; --config takes a YAML file") from None
-        except ValueError as e:
-            raise ConfigError(f"{p} is {e}") from None
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -143,13 +148,7 @@ def tune_section(path: str | Path | None) -> dict:
     """A config file's ``tune:`` section (mnist-kit tune's search space and settings), or {}."""
     if path is None:
         return {}
-    p, _ = locate(path)
-    try:
-        raw = parse_yaml(readback.read_text(p, MAX_FILE))
-    except readback.Unreadable as e:
-        raise ConfigError(f"{e}; --config takes a YAML file") from None
-    except ValueError as e:
-        raise ConfigError(f"{p} is {e}") from None
+    p, raw = _read(path)
     section = raw.get(TUNE) if isinstance(raw, dict) else None
     if section is None:
         return {}

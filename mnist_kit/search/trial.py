@@ -96,12 +96,6 @@ class Plan:
     tuner_lock: Path | None = None
 
 
-class Pruned(Exception):
-    def __init__(self, epoch: int):
-        super().__init__(f"pruned after epoch {epoch}")
-        self.epoch = epoch
-
-
 def trial_config(plan: Plan, values: dict[str, Any], name: str) -> config.Config:
     changes = space.overrides(plan.params, values)
     changes.update({"output.root": str(plan.study_dir), "output.name": name})
