@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+import real_digits  # noqa: E402  (the real handwriting to measure on)
 from bench import find_torch, shared_data  # noqa: E402  (a Python with torch; the split PyTorch trains on)
 
 DATASETS = {  # name -> (data.name, overrides, targets)
@@ -73,13 +74,8 @@ def prepare(dataset: str, root: Path, digits: Path | None) -> dict:
     """The environment whose data root holds ``dataset`` prepared."""
     env = {**os.environ, "MNIST_KIT_DATA": str(root / "data")}
     if dataset == "digits":
-        if digits is None:
-            digits = root / "idx"
-            done = subprocess.run([sys.executable, str(REPO / "scripts" / "real_digits.py"), str(digits)],
-                                  capture_output=True, text=True)
-            if done.returncode:
-                raise SystemExit(done.stderr.strip())
-        mnist_kit(["prepare", "--dataset", "mnist", "--from-dir", digits, "--no-verify"], env)
+        mnist_kit(["prepare", "--dataset", "mnist", "--from-dir", real_digits.idx_folder(digits, root),
+                   "--no-verify"], env)
     else:
         mnist_kit(["prepare", "--dataset", "fashion-mnist"], env)
     return env

@@ -36,6 +36,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import real_digits  # noqa: E402  (the real handwriting to measure on)
+
 SPACE = {  # the keys the issue names: learning rate, batch size, weight decay, dropout, augmentation
     "fashion": ["optimizer.lr=1e-3..3e-2:log", "train.batch_size=64,128,256",
                 "optimizer.weight_decay=1e-6..1e-3:log", "model.dropout=0..0.5", "augment.flip=0,0.5",
@@ -58,12 +62,7 @@ def digits_folder(work: Path, digits: Path | None) -> Path:
     split makes its own validation and test sets)."""
     from PIL import Image
 
-    if digits is None:
-        digits = work / "idx"
-        done = subprocess.run([sys.executable, str(REPO / "scripts" / "real_digits.py"), str(digits)],
-                              capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(done.stderr.strip())
+    digits = real_digits.idx_folder(digits, work)
     folder = work / "digit-folder"
     n = 0
     for part in ("train", "t10k"):

@@ -99,6 +99,19 @@ def write(out: Path, x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.n
         write_idx(out / name, arrays[role])
 
 
+def idx_folder(given: Path | None, work: Path) -> Path:
+    """For the benchmarks: the IDX files of the real digits, ``given`` (written by this script before), else
+    written now into ``work/idx`` by a run of this script; SystemExit with its error line where npm cannot
+    fetch them."""
+    if given is not None:
+        return given
+    out = work / "idx"
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(out)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr.strip())
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="folder for the four IDX files")
