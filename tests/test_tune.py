@@ -298,3 +298,23 @@ def test_the_board_compares_the_trials_by_their_searched_values(prepared, tmp_pa
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_only_a_tuner_s_own_lock_file_says_that_a_running_trial_was_abandoned(prepared, tmp_path):
+    """What a trial's record names comes from the storage, which anyone with its URL can write."""
+    import optuna
+
+    from mnist_kit.search import storage
+
+    args = ["tune", *LINEAR, "--space", "optimizer.lr=1e-3..1e-1", "--no-prune"]
+    assert run_cli(*args, "-n", "1").exit_code == 0
+    study = optuna.load_study(study_name="tune-linear", storage=f"sqlite:///{tmp_path / 'checkpoints' / 'tune.db'}")
+    planted = study.ask()
+    mine = tmp_path / "mine.lock"  # a free file of the user's, named as the record of a trial's tuner
+    mine.write_text("mine")
+    planted.set_user_attr("host", storage.HOST)
+    planted.set_user_attr("tuner_lock", str(mine))
+    r = run_cli(*args, "-n", "3")
+    assert r.exit_code == 0 and "was left running" not in r.output, r.output
+    assert [s for _, s in _study(tmp_path / "checkpoints")] == ["COMPLETE", "RUNNING", "COMPLETE"]
+    assert mine.read_text() == "mine"

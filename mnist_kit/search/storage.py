@@ -183,7 +183,9 @@ def _dead_here(trial) -> bool:
     lock = attrs.get("tuner_lock")
     if attrs.get("host") != HOST or not isinstance(lock, str):
         return False
-    path = Path(lock)
+    path = Path(lock)  # from the storage, which anyone with its URL can write: only a tuner's lock file is looked at
+    if path.parent.name != ".tuners" or not re.fullmatch(rf"{re.escape(HOST)}-\d+\.lock", path.name):
+        return False
     if not path.is_file():
         return True
     try:
