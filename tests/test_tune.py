@@ -318,3 +318,25 @@ def test_only_a_tuner_s_own_lock_file_says_that_a_running_trial_was_abandoned(pr
     assert r.exit_code == 0 and "was left running" not in r.output, r.output
     assert [s for _, s in _study(tmp_path / "checkpoints")] == ["COMPLETE", "RUNNING", "COMPLETE"]
     assert mine.read_text() == "mine"
+
+
+def test_a_retry_resumes_its_run_only_on_the_machine_that_holds_it(prepared, tmp_path):
+    import optuna
+
+    from mnist_kit.search import storage
+
+    args = ["tune", *LINEAR, "--space", "optimizer.lr=1e-3..1e-1", "--no-prune"]
+    assert run_cli(*args, "-n", "1").exit_code == 0
+    study = optuna.load_study(study_name="tune-linear", storage=f"sqlite:///{tmp_path / 'checkpoints' / 'tune.db'}")
+    first = study.trials[0]
+    for host in ("another-machine", storage.HOST):  # a retry queued by another machine, then by this one
+        study.enqueue_trial(first.params, user_attrs={"retry_of": 0, "run": first.user_attrs["run"],
+                                                       "run_host": host})
+    r = run_cli(*args, "-n", "3")
+    assert r.exit_code == 0, r.output
+    trials = json.loads(run_cli("tune", "--show", "--json").stdout)["trials"]
+    folder = tmp_path / "checkpoints" / "tune-linear"
+    # the other machine's run is not this machine's folder of that name: a new run; this machine's is taken up
+    assert [t["run"] for t in trials] == [str(folder / "trial-0000"), str(folder / "trial-0001"),
+                                          str(folder / "trial-0000")]
+    assert [t["state"] for t in trials] == ["complete"] * 3 and trials[2]["value"] == trials[0]["value"]

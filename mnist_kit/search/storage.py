@@ -210,9 +210,8 @@ def take_back(study, trial, why: str, say) -> None:
 def enqueue_retry(study, trial) -> None:
     """A new trial with ``trial``'s parameters, told which run to resume."""
     attrs = {"retry_of": trial.number}
-    for key in ("run", "host"):
-        if key in trial.user_attrs:
-            attrs[key] = trial.user_attrs[key]
+    if "run" in trial.user_attrs:  # and the machine it is on (the retry's own "host" is whoever runs it)
+        attrs.update(run=trial.user_attrs["run"], run_host=trial.user_attrs.get("host"))
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
 

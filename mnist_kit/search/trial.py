@@ -117,7 +117,7 @@ def _resumable(trial, plan: Plan) -> RunDir | None:
     with an intact checkpoint and the trial's config."""
     attrs = trial.user_attrs
     path = attrs.get("run")
-    if attrs.get("retry_of") is None or attrs.get("host") != storage.HOST or not isinstance(path, str):
+    if attrs.get("retry_of") is None or attrs.get("run_host") != storage.HOST or not isinstance(path, str):
         return None
     run = RunDir(path)
     if run.path.parent != plan.study_dir or run.alive() or not run.path.is_dir():
@@ -190,9 +190,9 @@ def _log(path: Path):
     return open(fd, "a", encoding="utf-8")
 
 
-def run(trial, plan: Plan, log_file: Path) -> tuple[RunDir, list[dict], int | None]:
-    """Train ``trial``'s run (or resume the one it retries) with its output in ``log_file``; return the run,
-    its metrics rows and the epoch after which it was pruned (None if it was not)."""
+def run(trial, plan: Plan, log_file: Path) -> tuple[list[dict], int | None]:
+    """Train ``trial``'s run (or resume the one it retries) with its output in ``log_file``; return its metrics
+    rows (every epoch, those before a resume too) and the epoch after which it was pruned (None if it was not)."""
     from mnist_kit.training import start
 
     values = {p.key: p.suggest(trial) for p in plan.params}
@@ -203,8 +203,7 @@ def run(trial, plan: Plan, log_file: Path) -> tuple[RunDir, list[dict], int | No
         run_dir = RunDir(plan.study_dir / name)
     else:
         run_dir = resumed
-    trial.set_user_attr("run", str(run_dir.path))
-    trial.set_user_attr("host", storage.HOST)
+    trial.set_user_attr("run", str(run_dir.path))  # (its "host" is set when the tuner asks for it)
     reporter = _Reporter(trial, plan, resumed)
     with _log(log_file) as out, console.to_stream(out):
         if resumed is None:
@@ -214,4 +213,4 @@ def run(trial, plan: Plan, log_file: Path) -> tuple[RunDir, list[dict], int | No
                 reporter.report(row)
         else:
             start.resume(resumed.path, after_epoch=reporter)
-    return run_dir, run_dir.read_metrics(), reporter.pruned
+    return reporter.rows, reporter.pruned

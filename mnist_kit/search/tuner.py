@@ -119,7 +119,7 @@ def _one(study, trial, plan: trials.Plan, settings: Settings, say) -> None:
     log = plan.study_dir / "logs" / f"trial-{trial.number:04d}.log"
     try:
         with storage.heartbeat(study._storage, trial._trial_id):
-            run, rows, pruned = trials.run(trial, plan, log)
+            rows, pruned = trials.run(trial, plan, log)
     except ConfigError as e:  # a combination of values that the schema refuses (a model's key with another...)
         _fail(study, trial, say, e.problems[-1] if e.problems else str(e))
         say(f"trial {trial.number}: {space.describe(trial.params)} -> not a valid config: {e}")
