@@ -71,10 +71,10 @@ def open_study(settings: Settings, direction: str | None = None):
     st = storage.open_storage(settings.url)
     try:
         if direction is not None:
-            return mod.create_study(storage=st, study_name=settings.study, direction=direction, load_if_exists=True,
-                                    sampler=_sampler(settings), pruner=_pruner(settings))
-        found = mod.load_study(study_name=settings.study, storage=st, sampler=_sampler(settings),
-                               pruner=_pruner(settings))
+            found = mod.create_study(storage=st, study_name=settings.study, direction=direction, load_if_exists=True,
+                                     pruner=_pruner(settings))
+        else:
+            found = mod.load_study(study_name=settings.study, storage=st, pruner=_pruner(settings))
         found.sampler = _sampler(settings, len(found.get_trials(deepcopy=False)))
         return found
     except KeyError:
@@ -104,7 +104,7 @@ def _progress(study, settings: Settings, objective: trials.Objective) -> str:
     return f"[{done}/{settings.trials}] best: {shown}"
 
 
-def _fail(study, trial, say, why: str, interrupted: bool = False) -> None:
+def _fail(study, trial, why: str, interrupted: bool = False) -> None:
     mod = storage.optuna()
     trial.set_user_attr("interrupted" if interrupted else "error", why[:500])
     study.tell(trial, state=mod.trial.TrialState.FAIL)
@@ -121,27 +121,27 @@ def _one(study, trial, plan: trials.Plan, settings: Settings, say) -> None:
         with storage.heartbeat(study._storage, trial._trial_id):
             rows, pruned = trials.run(trial, plan, log)
     except ConfigError as e:  # a combination of values that the schema refuses (a model's key with another...)
-        _fail(study, trial, say, e.problems[-1] if e.problems else str(e))
+        _fail(study, trial, e.problems[-1] if e.problems else str(e))
         say(f"trial {trial.number}: {space.describe(trial.params)} -> not a valid config: {e}")
         return
     except (UserError, OSError) as e:
         if isinstance(e, UserError) and str(e).startswith("training diverged"):
-            _fail(study, trial, say, str(e))
+            _fail(study, trial, str(e))
             say(f"trial {trial.number}: {space.describe(trial.params)} -> diverged | "
                 f"{_progress(study, settings, plan.objective)}")
             return
         if isinstance(e, OSError) and interrupts.wrapped_interrupt(e):  # Ctrl-C inside Paddle's autograd
-            _fail(study, trial, say, "interrupted by Ctrl-C", interrupted=True)
+            _fail(study, trial, "interrupted by Ctrl-C", interrupted=True)
             raise KeyboardInterrupt from None
-        _fail(study, trial, say, str(e), interrupted=True)  # a full disk: not the parameters' fault
+        _fail(study, trial, str(e), interrupted=True)  # a full disk: not the parameters' fault
         raise
     except KeyboardInterrupt as e:
         what = "SIGTERM" if isinstance(e, interrupts.Terminated) else "Ctrl-C"
-        _fail(study, trial, say, f"interrupted by {what}", interrupted=True)
+        _fail(study, trial, f"interrupted by {what}", interrupted=True)
         say(f"trial {trial.number} interrupted; it is queued again and will resume from its newest checkpoint")
         raise
     except BaseException as e:
-        _fail(study, trial, say, f"{type(e).__name__}: {e}")
+        _fail(study, trial, f"{type(e).__name__}: {e}")
         raise
     seconds = time.perf_counter() - started
     where = f"{len(rows)} epoch(s), {seconds:.0f} s"
@@ -156,10 +156,10 @@ def _one(study, trial, plan: trials.Plan, settings: Settings, say) -> None:
         f"{_progress(study, settings, plan.objective)}")
 
 
-def work(plan: trials.Plan, settings: Settings, say=info) -> None:
-    """One tuner process: trials until the study's budget or the timeout is reached."""
-    mod = storage.optuna()
-    study = open_study(settings)
+def work(plan: trials.Plan, settings: Settings, say=info, study=None) -> None:
+    """One tuner process: trials until the study's budget or the timeout is reached (``study``: the one this
+    process has open, else it is opened)."""
+    study = study if study is not None else open_study(settings)
     deadline = time.monotonic() + settings.timeout if settings.timeout else math.inf
     with storage.tuner_lock(plan.study_dir) as lock:
         plan.tuner_lock = lock
@@ -174,12 +174,11 @@ def work(plan: trials.Plan, settings: Settings, say=info) -> None:
                     trial.set_user_attr("host", storage.HOST)
                     trial.set_user_attr("tuner_lock", str(lock))
                 except BaseException:  # Ctrl-C right after the ask: the trial is not left running
-                    _fail(study, trial, say, "interrupted before it started", interrupted=True)
+                    _fail(study, trial, "interrupted before it started", interrupted=True)
                     raise
                 _one(study, trial, plan, settings, say)
         except storage.db_errors() as e:
             raise storage.storage_error(e, settings.url) from None
-    del mod
 
 
 # ---------------------------------------------------------------- several processes on this machine
@@ -290,12 +289,12 @@ def tune(plan: trials.Plan, settings: Settings, say=info) -> dict:
         if settings.jobs > 1:
             run_jobs(plan, settings, say)
         else:
-            work(plan, settings, say)
+            work(plan, settings, say, study)
     except KeyboardInterrupt:
         say("tune interrupted: run the same command again to continue the study (finished trials are kept; an "
             "interrupted trial is queued again and resumes from its newest checkpoint)")
         raise
-    return summary(open_study(settings), plan, settings, say)
+    return summary(study, plan, settings, say)
 
 
 def summary(study, plan: trials.Plan, settings: Settings, say=info) -> dict:
