@@ -340,3 +340,19 @@ def test_a_retry_resumes_its_run_only_on_the_machine_that_holds_it(prepared, tmp
     assert [t["run"] for t in trials] == [str(folder / "trial-0000"), str(folder / "trial-0001"),
                                           str(folder / "trial-0000")]
     assert [t["state"] for t in trials] == ["complete"] * 3 and trials[2]["value"] == trials[0]["value"]
+
+
+def test_show_reads_a_tampered_storage_without_a_traceback(prepared, tmp_path):
+    import optuna
+
+    assert run_cli("tune", *LINEAR, "--space", "optimizer.lr=1e-3..1e-1", "-n", "1").exit_code == 0
+    study = optuna.load_study(study_name="tune-linear", storage=f"sqlite:///{tmp_path / 'checkpoints' / 'tune.db'}")
+    planted = study.ask()
+    for key, value in {"run": 123, "retry_of": "x" * 10000, "error": "e" * 10000}.items():
+        planted.set_user_attr(key, value)
+    study.set_user_attr("mnist_kit", {"objective": ["not", "a", "text"]})
+    r = run_cli("tune", "--show")
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert max(len(line) for line in r.stdout.splitlines()) < 400 and "objective val_acc" in r.stdout
+    shown = json.loads(run_cli("tune", "--show", "--json").stdout)
+    assert shown["trials"][1]["run"] is None and "retry of" not in shown["trials"][1]["note"]

@@ -164,13 +164,13 @@ def study(name: str | None = None, storage: str | None = None, root: str | Path 
         name = names[0]
     settings = tuner.Settings(url, name, 1)
     found = tuner.open_study(settings)
-    meta = found.user_attrs.get(studies.META) or {}
-    objective = meta.get("objective", "val_acc") if isinstance(meta, dict) else "val_acc"
+    meta = found.user_attrs.get(studies.META)  # from the storage: anything may be there
+    objective = meta.get("objective") if isinstance(meta, dict) else None
+    objective = objective if isinstance(objective, str) and len(objective) <= 40 else "val_acc"
     rows = [r.to_dict() for r in studies.rows(found)]
     best = studies.best(found)
     best_row = next((r for r in rows if best is not None and r["trial"] == best.number), None)
     folder = where / name
-    configs = sorted(folder.glob("best-trial-*.yaml")) if folder.is_dir() else []
     chosen = folder / f"best-trial-{best.number:04d}.yaml" if best is not None else None
     return Study(name, stores.shown(url), folder if folder.is_dir() else None, objective, rows, best_row,
-                 chosen if chosen is not None and chosen in configs else None)
+                 chosen if chosen is not None and chosen.is_file() else None)

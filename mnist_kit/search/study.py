@@ -103,9 +103,9 @@ def rows(study) -> list[TrialRow]:
     out = []
     for t in study.get_trials(deepcopy=False):
         state = t.state.name.lower().replace("fail", "failed")
-        attrs = t.user_attrs
+        attrs = t.user_attrs  # from the storage, which anyone with its URL can write: types checked, texts cut
         notes = []
-        if attrs.get("retry_of") is not None:
+        if isinstance(attrs.get("retry_of"), int):
             notes.append(f"retry of trial {attrs['retry_of']}")
         if t.state.name == "PRUNED" and t.intermediate_values:
             notes.append(f"pruned after epoch {max(t.intermediate_values)}")
@@ -115,7 +115,8 @@ def rows(study) -> list[TrialRow]:
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
         out.append(TrialRow(t.number, state, t.value if t.state.name == "COMPLETE" else None, dict(t.params),
-                            len(t.intermediate_values), attrs.get("run"), "; ".join(notes), seconds))
+                            len(t.intermediate_values), run if isinstance(run := attrs.get("run"), str) else None,
+                            "; ".join(notes), seconds))
     return out
 
 
