@@ -93,7 +93,7 @@ def parse(text: str) -> Param:
         raise _bad(text, f"unknown section {config.excerpt(section)}{config.suggest(section, config.SCHEMA)}; "
                          f"sections: {', '.join(config.SCHEMA)}")
     if key not in config.SCHEMA[section]:
-        raise _bad(text, f"unknown key {section}.{config.excerpt(key)}"
+        raise _bad(text, f"unknown key {config.excerpt(f'{section}.{key}')}"
                          f"{config.suggest(key, config.SCHEMA[section], section + '.')}")
     dotted = f"{section}.{key}"
     if dotted.startswith(NOT_SEARCHED):
